@@ -1,0 +1,199 @@
+"""The TOML config file (CONTRACT §6) loaded into typed, immutable objects.
+
+Secrets never live in the file: a provider names the environment variable that holds its key
+(``api_key_env``) and a tenant the one that holds its signing secret (``signing_secret_env``).
+Without a config file the built-in development config applies (:func:`development_config`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from broker.errors import ConfigError
+from schemas.jobs import JobKind
+
+DEFAULT_TENANT = "default"
+SIMULATOR_DEFAULT_URL = "http://127.0.0.1:8089/v1"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderType(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    AZURE_OPENAI = "azure_openai"
+    OPENAI_COMPATIBLE = "openai_compatible"
+    SIMULATOR = "simulator"
+
+
+class Strategy(StrEnum):
+    CHEAPEST = "cheapest"
+    ORDERED = "ordered"
+    WEIGHTED = "weighted"
+    FASTEST = "fastest"
+
+
+class BudgetPeriod(StrEnum):
+    DAY = "day"
+    MONTH = "month"
+    TOTAL = "total"
+
+
+class OnBudgetExhausted(StrEnum):
+    REJECT = "reject"
+    DEFER = "defer"
+
+
+class ProviderConfig(_Frozen):
+    type: ProviderType
+    base_url: str
+    api_key_env: str | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    api_version: str | None = None
+
+    def api_key(self) -> str | None:
+        """The key from the environment; None when the provider needs none."""
+        if self.api_key_env is None:
+            return None
+        return os.environ.get(self.api_key_env)
+
+
+class DeploymentConfig(_Frozen):
+    provider: str
+    model: Annotated[str, Field(min_length=1)]
+    input_usd_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    output_usd_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    max_batch_inputs: Annotated[int, Field(ge=1)] | None = None
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
+        ) / 1_000_000
+
+
+class RouteConfig(_Frozen):
+    kind: JobKind
+    strategy: Strategy = Strategy.ORDERED
+    deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
+
+
+class TenantConfig(_Frozen):
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    budget_period: BudgetPeriod = BudgetPeriod.DAY
+    on_budget_exhausted: OnBudgetExhausted = OnBudgetExhausted.REJECT
+    allowed_routes: list[str] | None = None
+    signing_secret_env: str | None = None
+    results_topic: str | None = None
+    reply_topics: list[str] = Field(default_factory=list)
+    weight: Annotated[float, Field(gt=0)] = 1.0
+
+
+class HeadwayConfig(_Frozen):
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> HeadwayConfig:
+        for route_name, route in self.routes.items():
+            for index, deployment in enumerate(route.deployments):
+                if deployment.provider not in self.providers:
+                    raise ValueError(
+                        f"routes.{route_name}.deployments.{index}.provider: "
+                        f"no provider named {deployment.provider!r} in [providers]"
+                    )
+        for tenant_name, tenant in self.tenants.items():
+            for route_name in tenant.allowed_routes or []:
+                if route_name not in self.routes:
+                    raise ValueError(
+                        f"tenants.{tenant_name}.allowed_routes: no route named {route_name!r}"
+                    )
+        return self
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        """The tenant's settings, the ``default`` tenant's, or None (unknown → rejected)."""
+        return self.tenants.get(name) or self.tenants.get(DEFAULT_TENANT)
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {where or '(top level)'}: {message}")
+    return f"{source}: invalid config\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> HeadwayConfig:
+    try:
+        return HeadwayConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(source, error)) from None
+
+
+def load_config(path: Path | None, *, simulator_url: str = SIMULATOR_DEFAULT_URL) -> HeadwayConfig:
+    """Load ``path``; when it is None or does not exist, the built-in development config."""
+    if path is None or not path.exists():
+        return development_config(simulator_url)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    return parse_config(data, str(path))
+
+
+def development_config(simulator_url: str = SIMULATOR_DEFAULT_URL) -> HeadwayConfig:
+    """The built-in config: the bundled simulator, ``summarize`` and ``embed`` routes,
+    a ``demo`` tenant and a permissive ``default`` tenant."""
+    return parse_config(
+        {
+            "providers": {"simulator": {"type": "simulator", "base_url": simulator_url}},
+            "routes": {
+                "summarize": {
+                    "kind": "chat",
+                    "strategy": "cheapest",
+                    "deployments": [
+                        {
+                            "provider": "simulator",
+                            "model": "sim-chat-mini",
+                            "input_usd_per_mtok": 0.15,
+                            "output_usd_per_mtok": 0.60,
+                        }
+                    ],
+                },
+                "embed": {
+                    "kind": "embedding",
+                    "strategy": "cheapest",
+                    "deployments": [
+                        {
+                            "provider": "simulator",
+                            "model": "sim-embed-small",
+                            "input_usd_per_mtok": 0.02,
+                            "max_batch_inputs": 256,
+                        }
+                    ],
+                },
+            },
+            "tenants": {"demo": {}, DEFAULT_TENANT: {}},
+        },
+        "built-in development config",
+    )

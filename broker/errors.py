@@ -1,0 +1,99 @@
+"""The one exception tree of headway. Every error headway raises derives from HeadwayError.
+
+    HeadwayError
+    ├── ConfigError                  bad config file or settings (names the key and the problem)
+    ├── EmbeddedBrokerError          the embedded Kafka-compatible broker cannot start here
+    ├── LedgerUnavailable            the database cannot be reached
+    └── ProviderError                a provider call failed (mapped once, in workers/providers/base.py)
+        ├── RetryableProviderError   worth another attempt; carries ``retry_after`` (seconds) if known
+        │   ├── ProviderTimeout          connect/read/write/pool timeout
+        │   ├── ProviderConnectionError  refused, reset, DNS
+        │   ├── ProviderRateLimited      HTTP 429
+        │   └── ProviderServerError      HTTP 5xx, 529 "overloaded"
+        └── PermanentProviderError   another attempt cannot help
+            ├── ProviderBadRequest       HTTP 400/404/409/413/422 …
+            ├── ProviderAuthError        HTTP 401/403
+            └── ProviderResponseError    2xx with a body we cannot read
+
+Job outcomes (rejected, expired, cancelled, failed) are values on a JobResult, not exceptions,
+once they leave a worker's internals. Third-party errors (httpx, aiokafka, SQLAlchemy) are
+mapped into this tree at one boundary each.
+"""
+
+from __future__ import annotations
+
+
+class HeadwayError(Exception):
+    """Root of every error headway raises."""
+
+
+class ConfigError(HeadwayError):
+    """The config file or the settings are invalid."""
+
+
+class EmbeddedBrokerError(HeadwayError):
+    """The embedded broker binary is missing for this platform or failed to start."""
+
+
+class LedgerUnavailable(HeadwayError):
+    """The ledger database cannot be reached."""
+
+
+class ProviderError(HeadwayError):
+    """A provider call failed."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.provider = provider
+
+    def __str__(self) -> str:
+        prefix = f"HTTP {self.status_code}: " if self.status_code is not None else ""
+        return f"{prefix}{self.message}"
+
+
+class RetryableProviderError(ProviderError):
+    retryable = True
+
+
+class ProviderTimeout(RetryableProviderError):
+    pass
+
+
+class ProviderConnectionError(RetryableProviderError):
+    pass
+
+
+class ProviderRateLimited(RetryableProviderError):
+    pass
+
+
+class ProviderServerError(RetryableProviderError):
+    pass
+
+
+class PermanentProviderError(ProviderError):
+    retryable = False
+
+
+class ProviderBadRequest(PermanentProviderError):
+    pass
+
+
+class ProviderAuthError(PermanentProviderError):
+    pass
+
+
+class ProviderResponseError(PermanentProviderError):
+    pass

@@ -1,0 +1,73 @@
+"""Process settings from ``HEADWAY_*`` environment variables (CONTRACT §7).
+
+Settings are an immutable object built once at the edge (CLI, test fixture) and passed in;
+nothing below the edge reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from broker.topics import DEFAULT_CONSUMER_GROUP, DEFAULT_PREFIX, Topics
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./headway.db"
+DEFAULT_CONFIG_PATH = Path("headway.toml")
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Everything a headway process needs that is not the TOML config."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADWAY_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset → embedded broker for demo/dev"
+    )
+    database_url: str = DEFAULT_DATABASE_URL
+    config: Path = DEFAULT_CONFIG_PATH
+    topic_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = (
+        DEFAULT_PREFIX
+    )
+    concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
+
+    # Kafka
+    consumer_group: str = DEFAULT_CONSUMER_GROUP
+    job_partitions: Annotated[int, Field(ge=1)] = 12
+    internal_partitions: Annotated[int, Field(ge=1)] = 12
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+    enable_idempotence: bool = False
+    producer_linger_ms: Annotated[int, Field(ge=0)] = 5
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000
+    max_poll_interval_ms: Annotated[int, Field(ge=1000)] = 300_000
+
+    # Worker
+    worker_id: str = Field(default_factory=_default_worker_id)
+    buffer_max_jobs: Annotated[int, Field(ge=1)] = 4096
+    buffer_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    commit_interval_ms: Annotated[int, Field(ge=10)] = 200
+    revoke_grace_s: Annotated[float, Field(ge=0)] = 10.0
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
+    lease_s: Annotated[float, Field(gt=0)] = 60.0
+    ledger_flush_ms: Annotated[int, Field(ge=0)] = 5
+    ledger_batch_max: Annotated[int, Field(ge=1)] = 500
+
+    # Provider calls
+    http_max_connections: Annotated[int, Field(ge=1)] = 2048
+    retry_max_attempts: Annotated[int, Field(ge=1)] = 5
+    retry_max_total_s: Annotated[float, Field(gt=0)] = 120.0
+    retry_initial_s: Annotated[float, Field(ge=0)] = 0.2
+    retry_max_wait_s: Annotated[float, Field(ge=0)] = 30.0
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)

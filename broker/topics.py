@@ -1,0 +1,62 @@
+"""Every topic name, header name and consumer-group name headway uses — and nowhere else.
+
+Topics are ``<prefix>.<suffix>`` with the prefix from ``HEADWAY_TOPIC_PREFIX`` (CONTRACT §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.jobs import Priority
+
+DEFAULT_PREFIX = "headway"
+DEFAULT_CONSUMER_GROUP = "headway-workers"
+
+#: Lanes in the order workers serve them: high before normal before low.
+LANES: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+
+HEADER_ERROR = "headway-error"
+HEADER_SOURCE_TOPIC = "headway-source-topic"
+HEADER_SOURCE_PARTITION = "headway-source-partition"
+HEADER_SOURCE_OFFSET = "headway-source-offset"
+HEADER_SIGNATURE = "headway-signature"
+HEADER_RETRY_COUNT = "headway-retry-count"
+HEADER_NOT_BEFORE = "headway-not-before"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic names for one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def jobs(self, lane: Priority) -> str:
+        return f"{self.prefix}.jobs.{lane.value}"
+
+    @property
+    def job_lanes(self) -> dict[str, Priority]:
+        """Job topic name → its lane."""
+        return {self.jobs(lane): lane for lane in LANES}
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}.results"
+
+    @property
+    def usage(self) -> str:
+        return f"{self.prefix}.usage"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.prefix}.retry"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}.control"
+
+    def all(self) -> list[str]:
+        return [*self.job_lanes, self.results, self.usage, self.retry, self.dlq, self.control]

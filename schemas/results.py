@@ -1,0 +1,92 @@
+"""JobResult and UsageEvent: what workers publish (CONTRACT §3–4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.jobs import JobKind
+
+
+class JobStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    UNKNOWN_ROUTE = "unknown_route"
+    FORBIDDEN = "forbidden"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    COST_LIMIT_EXCEEDED = "cost_limit_exceeded"
+    CONTENT_BLOCKED = "content_blocked"
+    PROVIDER_ERROR = "provider_error"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    CANCELLED = "cancelled"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatOutput(_Message):
+    text: str
+    finish_reason: str
+
+
+class EmbeddingOutput(_Message):
+    embeddings: list[list[float]]
+
+
+class TokenUsage(_Message):
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+
+class JobError(_Message):
+    code: ErrorCode
+    message: str
+
+
+class JobResult(_Message):
+    """The one terminal result of a (tenant, job_id)."""
+
+    job_id: str
+    tenant: str
+    batch_id: str | None = None
+    kind: JobKind | None = None
+    route: str | None = None
+    metadata: dict[str, Any] | None = None
+    status: JobStatus
+    output: ChatOutput | EmbeddingOutput | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    cost_usd: float = Field(default=0.0, ge=0)
+    cached: bool = False
+    attempts: int = Field(default=0, ge=0)
+    error: JobError | None = None
+    completed_at: AwareDatetime
+
+
+class UsageEvent(_Message):
+    """One provider call's (or cache hit's) tokens and cost attributed to one job."""
+
+    event_id: str
+    tenant: str
+    job_id: str
+    batch_id: str | None = None
+    route: str
+    provider: str
+    deployment: str
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cost_usd: float = Field(ge=0)
+    cached: bool = False
+    timestamp: datetime

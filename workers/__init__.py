@@ -1,0 +1,1 @@
+"""headway's worker side: intake, scheduling, providers, ledger, publishing, the CLI."""

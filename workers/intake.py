@@ -1,0 +1,136 @@
+"""Intake: bytes from a job topic → a valid JobRequest, or a clean description of what is wrong.
+
+Never raises on any input. Three outcomes:
+- :class:`ValidJob` — parsed and validated;
+- :class:`InvalidJob` — a JSON object that fails validation; carries ``job_id``/``tenant`` when
+  they can be read, so the worker can publish a ``rejected`` result naming the field;
+- :class:`Unreadable` — not a JSON object at all (binary, truncated, too large, …): DLQ only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.jobs import JobRequest
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+MAX_REPORTED_ERRORS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ValidJob:
+    job: JobRequest
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidJob:
+    reason: str
+    job_id: str | None
+    tenant: str | None
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    reason: str
+
+
+Intake = ValidJob | InvalidJob | Unreadable
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _DuplicateKeys:
+    """object_pairs_hook that remembers the first duplicated key instead of silently keeping one."""
+
+    __slots__ = ("duplicate",)
+
+    def __init__(self) -> None:
+        self.duplicate: str | None = None
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result = dict(pairs)
+        if len(result) != len(pairs) and self.duplicate is None:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.duplicate = key
+                    break
+                seen.add(key)
+        return result
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """'messages.0.role: Input should be …; unknown field 'foo'' — every part names its field."""
+    parts = []
+    for item in error.errors()[:MAX_REPORTED_ERRORS]:
+        where = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown field '{where}'")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    extra = len(error.errors()) - MAX_REPORTED_ERRORS
+    if extra > 0:
+        parts.append(f"and {extra} more")
+    return "; ".join(parts)
+
+
+def _identity(raw: dict[str, Any]) -> tuple[str | None, str | None]:
+    job_id, tenant = raw.get("job_id"), raw.get("tenant")
+    job_id = job_id if isinstance(job_id, str) and _JOB_ID.match(job_id) else None
+    tenant = tenant if isinstance(tenant, str) and 1 <= len(tenant) <= 64 else None
+    return job_id, tenant
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def parse_job(value: bytes | None, max_bytes: int) -> Intake:
+    if value is None:
+        return Unreadable("empty value (tombstone)")
+    if len(value) > max_bytes:
+        return Unreadable(f"value is {len(value)} bytes; the maximum is {max_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Unreadable(f"not UTF-8: {error.reason} at byte {error.start}")
+    hook = _DuplicateKeys()
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=hook)
+    except RecursionError:
+        return Unreadable("not JSON: nested too deeply")
+    except ValueError as error:
+        return Unreadable(f"not JSON: {error}")
+    if not isinstance(raw, dict):
+        return Unreadable(f"JSON {type(raw).__name__} where a JSON object was expected")
+    job_id, tenant = _identity(raw)
+    if hook.duplicate is not None:
+        return InvalidJob(f"{hook.duplicate}: duplicate key", job_id, tenant, raw)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(raw):
+        return InvalidJob("a string holds a lone UTF-16 surrogate", job_id, tenant, raw)
+    try:
+        return ValidJob(JobRequest.model_validate(raw))
+    except ValidationError as error:
+        return InvalidJob(describe_validation_error(error), job_id, tenant, raw)
+    except RecursionError:
+        return InvalidJob("nested too deeply", job_id, tenant, raw)

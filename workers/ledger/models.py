@@ -1,0 +1,87 @@
+"""SQLAlchemy models of the ledger. Schema changes go through Alembic (migrations/)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NANO = 1_000_000_000  # money is stored as integer nano-USD so sums are exact
+
+
+def to_nano(usd: float) -> int:
+    return round(usd * NANO)
+
+
+def from_nano(nano: int) -> float:
+    return nano / NANO
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RowStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class JobRow(Base):
+    """The source of truth for one job: who holds it, and its stored terminal result."""
+
+    __tablename__ = "jobs"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str | None] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(128))
+    provider: Mapped[str | None] = mapped_column(String(128))
+    deployment: Mapped[str | None] = mapped_column(String(256))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nusd: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    claims: Mapped[int] = mapped_column(Integer, default=1)
+    result_json: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    completed_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_jobs_tenant_batch", "tenant", "batch_id"),
+        Index("ix_jobs_status_lease", "status", "lease_owner"),
+    )
+
+
+class UsageRow(Base):
+    """One UsageEvent; the sum of ``cost_nusd`` per tenant is the tenant's spend."""
+
+    __tablename__ = "usage_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(128))
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(128))
+    provider: Mapped[str] = mapped_column(String(128))
+    deployment: Mapped[str] = mapped_column(String(256))
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nusd: Mapped[int] = mapped_column(BigInteger)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    timestamp: Mapped[float] = mapped_column(Float)
+    payload: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_usage_tenant_time", "tenant", "timestamp"),
+        Index("ix_usage_tenant_job", "tenant", "job_id"),
+    )

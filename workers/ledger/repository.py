@@ -1,0 +1,364 @@
+"""Ledger operations, each a batch in the caller's transaction.
+
+``claim_many``: insert a running row with this worker's lease, or take over an expired lease,
+or report the stored result of a finished job, or who holds it now.
+``finish_many``: store a terminal result once — the first finisher wins; a later one is told
+the stored result so it publishes that instead (exactly one distinct result per job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workers.ledger.models import JobRow, RowStatus, UsageRow
+
+Key = tuple[str, str]  # (tenant, job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    tenant: str
+    job_id: str
+    batch_id: str | None
+    kind: str | None
+    route: str | None
+
+    @property
+    def key(self) -> Key:
+        return (self.tenant, self.job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """This worker holds the job now; ``generation`` counts claims (1 for the first)."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyFinished:
+    result_json: str
+    usage_payloads: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldElsewhere:
+    owner: str | None
+    expires_at: float
+
+
+ClaimOutcome = Claimed | AlreadyFinished | HeldElsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    event_id: str
+    route: str
+    provider: str
+    deployment: str
+    input_tokens: int
+    output_tokens: int
+    cost_nusd: int
+    cached: bool
+    timestamp: float
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """A terminal result to store for (tenant, job_id)."""
+
+    tenant: str
+    job_id: str
+    status: RowStatus
+    result_json: str
+    completed_at: float
+    batch_id: str | None = None
+    kind: str | None = None
+    route: str | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nusd: int = 0
+    usage: Sequence[UsageRecord] = field(default_factory=tuple)
+
+    @property
+    def key(self) -> Key:
+        return (self.tenant, self.job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    pass
+
+
+FinishOutcome = Stored | AlreadyFinished | HeldElsewhere
+
+
+def _insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+class LedgerRepository:
+    """Stateless SQL for the ledger; the clock and the lease length are injected."""
+
+    def __init__(self, owner: str, lease_s: float, clock: Callable[[], float]) -> None:
+        self.owner = owner
+        self.lease_s = lease_s
+        self.clock = clock
+
+    # -- claims -------------------------------------------------------------------------------
+
+    async def claim_many(self, conn: AsyncConnection, claims: Sequence[Claim]) -> list[ClaimOutcome]:
+        now = self.clock()
+        unique: dict[Key, Claim] = {}
+        for claim in claims:
+            unique.setdefault(claim.key, claim)
+        rows = [
+            {
+                "tenant": c.tenant,
+                "job_id": c.job_id,
+                "status": RowStatus.RUNNING.value,
+                "batch_id": c.batch_id,
+                "kind": c.kind,
+                "route": c.route,
+                "attempts": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_nusd": 0,
+                "lease_owner": self.owner,
+                "lease_expires_at": now + self.lease_s,
+                "claims": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for c in unique.values()
+        ]
+        insert = _insert(conn.dialect.name)
+        statement = (
+            insert(JobRow).values(rows).on_conflict_do_nothing().returning(JobRow.tenant, JobRow.job_id)
+        )
+        inserted = {(r.tenant, r.job_id) for r in await conn.execute(statement)}
+        outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
+        conflicted = [key for key in unique if key not in inserted]
+        if conflicted:
+            outcomes.update(await self._resolve_conflicts(conn, conflicted, now))
+        # a duplicate within one batch waits for the first copy (held by us)
+        results: list[ClaimOutcome] = []
+        seen: set[Key] = set()
+        for claim in claims:
+            if claim.key in seen and isinstance(outcomes[claim.key], Claimed):
+                results.append(HeldElsewhere(self.owner, now + self.lease_s))
+            else:
+                results.append(outcomes[claim.key])
+            seen.add(claim.key)
+        return results
+
+    async def _resolve_conflicts(
+        self, conn: AsyncConnection, keys: list[Key], now: float
+    ) -> dict[Key, ClaimOutcome]:
+        existing = {
+            (row.tenant, row.job_id): row
+            for row in await conn.execute(
+                select(
+                    JobRow.tenant,
+                    JobRow.job_id,
+                    JobRow.status,
+                    JobRow.result_json,
+                    JobRow.lease_owner,
+                    JobRow.lease_expires_at,
+                ).where(tuple_(JobRow.tenant, JobRow.job_id).in_(keys))
+            )
+        }
+        usage = await self._usage_payloads(conn, [k for k in keys if existing[k].status != RowStatus.RUNNING])
+        outcomes: dict[Key, ClaimOutcome] = {}
+        for key in keys:
+            row = existing[key]
+            if row.status != RowStatus.RUNNING:
+                outcomes[key] = AlreadyFinished(row.result_json or "", usage.get(key, []))
+            elif row.lease_expires_at <= now:
+                outcomes[key] = await self._take_over(conn, key, now)
+            else:
+                outcomes[key] = HeldElsewhere(row.lease_owner, row.lease_expires_at)
+        return outcomes
+
+    async def _take_over(self, conn: AsyncConnection, key: Key, now: float) -> ClaimOutcome:
+        tenant, job_id = key
+        statement = (
+            update(JobRow)
+            .where(
+                JobRow.tenant == tenant,
+                JobRow.job_id == job_id,
+                JobRow.status == RowStatus.RUNNING.value,
+                JobRow.lease_expires_at <= now,
+            )
+            .values(
+                lease_owner=self.owner,
+                lease_expires_at=now + self.lease_s,
+                claims=JobRow.claims + 1,
+                updated_at=now,
+            )
+            .returning(JobRow.claims)
+        )
+        generation = (await conn.execute(statement)).scalar_one_or_none()
+        if generation is not None:
+            return Claimed(generation)
+        row = (
+            await conn.execute(
+                select(JobRow.status, JobRow.result_json, JobRow.lease_owner, JobRow.lease_expires_at).where(
+                    JobRow.tenant == tenant, JobRow.job_id == job_id
+                )
+            )
+        ).one()
+        if row.status != RowStatus.RUNNING:
+            usage = await self._usage_payloads(conn, [key])
+            return AlreadyFinished(row.result_json or "", usage.get(key, []))
+        return HeldElsewhere(row.lease_owner, row.lease_expires_at)
+
+    async def _usage_payloads(self, conn: AsyncConnection, keys: list[Key]) -> dict[Key, list[str]]:
+        if not keys:
+            return {}
+        found: dict[Key, list[str]] = {}
+        statement = (
+            select(UsageRow.tenant, UsageRow.job_id, UsageRow.payload)
+            .where(tuple_(UsageRow.tenant, UsageRow.job_id).in_(keys))
+            .order_by(UsageRow.timestamp, UsageRow.event_id)
+        )
+        for row in await conn.execute(statement):
+            found.setdefault((row.tenant, row.job_id), []).append(row.payload)
+        return found
+
+    # -- finishing ----------------------------------------------------------------------------
+
+    async def finish_many(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> list[FinishOutcome]:
+        """Store terminal results of claimed jobs; a job finished already keeps its result."""
+        if not finishes:
+            return []
+        await self._insert_usage(conn, finishes)
+        columns = list(self._finish_values(finishes[0]))
+        statement = (
+            update(JobRow)
+            .where(
+                JobRow.tenant == bindparam("k_tenant"),
+                JobRow.job_id == bindparam("k_job_id"),
+                JobRow.status == RowStatus.RUNNING.value,
+            )
+            .values({name: bindparam(f"v_{name}") for name in columns})
+        )
+        params = [
+            {
+                "k_tenant": f.tenant,
+                "k_job_id": f.job_id,
+                **{f"v_{name}": value for name, value in self._finish_values(f).items()},
+            }
+            for f in finishes
+        ]
+        result = await conn.execute(statement, params)
+        if result.rowcount == len(finishes):  # type: ignore[attr-defined]
+            return [Stored() for _ in finishes]
+        # some job was finished by someone else first: find out which, one by one
+        outcomes: list[FinishOutcome] = []
+        for finish in finishes:
+            outcome = await self._stored_or_insert(conn, finish)
+            mine = isinstance(outcome, AlreadyFinished) and outcome.result_json == finish.result_json
+            outcomes.append(Stored() if mine else outcome)
+        return outcomes
+
+    async def settle_many(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> list[FinishOutcome]:
+        """Store terminal results of jobs that were never claimed (rejections at intake)."""
+        outcomes: list[FinishOutcome] = []
+        for finish in finishes:
+            outcomes.append(await self._stored_or_insert(conn, finish))
+        return outcomes
+
+    async def _stored_or_insert(self, conn: AsyncConnection, finish: Finish) -> FinishOutcome:
+        row = (
+            await conn.execute(
+                select(JobRow.status, JobRow.result_json, JobRow.lease_owner, JobRow.lease_expires_at).where(
+                    JobRow.tenant == finish.tenant, JobRow.job_id == finish.job_id
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            values = self._finish_values(finish)
+            values.update(tenant=finish.tenant, job_id=finish.job_id, created_at=finish.completed_at, claims=0)
+            insert = _insert(conn.dialect.name)
+            await conn.execute(insert(JobRow).values(**values).on_conflict_do_nothing())
+            await self._insert_usage(conn, [finish])
+            return Stored()
+        if row.status == RowStatus.RUNNING:
+            return HeldElsewhere(row.lease_owner, row.lease_expires_at)
+        usage = await self._usage_payloads(conn, [finish.key])
+        return AlreadyFinished(row.result_json or "", usage.get(finish.key, []))
+
+    @staticmethod
+    def _finish_values(finish: Finish) -> dict[str, Any]:
+        return {
+            "status": finish.status.value,
+            "batch_id": finish.batch_id,
+            "kind": finish.kind,
+            "route": finish.route,
+            "provider": finish.provider,
+            "deployment": finish.deployment,
+            "attempts": finish.attempts,
+            "input_tokens": finish.input_tokens,
+            "output_tokens": finish.output_tokens,
+            "cost_nusd": finish.cost_nusd,
+            "result_json": finish.result_json,
+            "lease_owner": None,
+            "lease_expires_at": 0.0,
+            "updated_at": finish.completed_at,
+            "completed_at": finish.completed_at,
+        }
+
+    async def _insert_usage(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> None:
+        rows = [
+            {
+                "event_id": u.event_id,
+                "tenant": f.tenant,
+                "job_id": f.job_id,
+                "batch_id": f.batch_id,
+                "route": u.route,
+                "provider": u.provider,
+                "deployment": u.deployment,
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cost_nusd": u.cost_nusd,
+                "cached": u.cached,
+                "timestamp": u.timestamp,
+                "payload": u.payload,
+            }
+            for f in finishes
+            for u in f.usage
+        ]
+        if rows:
+            insert = _insert(conn.dialect.name)
+            await conn.execute(insert(UsageRow).values(rows).on_conflict_do_nothing())
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def renew_leases(self, conn: AsyncConnection) -> int:
+        """Extend every lease this worker holds; returns how many."""
+        now = self.clock()
+        result = await conn.execute(
+            update(JobRow)
+            .where(JobRow.lease_owner == self.owner, JobRow.status == RowStatus.RUNNING.value)
+            .values(lease_expires_at=now + self.lease_s, updated_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def release_all(self, conn: AsyncConnection) -> None:
+        """Give up this worker's leases on jobs it will not finish, so no one need wait."""
+        await conn.execute(
+            update(JobRow)
+            .where(JobRow.lease_owner == self.owner, JobRow.status == RowStatus.RUNNING.value)
+            .values(lease_expires_at=0.0)
+        )

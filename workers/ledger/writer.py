@@ -1,0 +1,163 @@
+"""Batched ledger writes: many jobs' claims and results in one transaction.
+
+Callers await one operation each; a flusher collects whatever is pending (waiting at most
+``flush_ms`` for more) and runs it as one transaction, so the database sees a few large
+transactions a second instead of thousands of small ones. SQLite gets one flusher (one writer);
+PostgreSQL several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from broker.errors import LedgerUnavailable
+from workers.ledger.repository import (
+    Claim,
+    ClaimOutcome,
+    Finish,
+    FinishOutcome,
+    LedgerRepository,
+)
+
+log = logging.getLogger(__name__)
+
+Op = Literal["claim", "finish", "settle"]
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: Op
+    item: Any
+    future: asyncio.Future[Any]
+
+
+class LedgerWriter:
+    """``async with LedgerWriter(engine, repo) as ledger: await ledger.claim(...)``."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        repository: LedgerRepository,
+        *,
+        flush_ms: int = 5,
+        batch_max: int = 500,
+        flushers: int = 1,
+    ) -> None:
+        self.engine = engine
+        self.repository = repository
+        self._flush_s = flush_ms / 1000
+        self._batch_max = batch_max
+        self._flushers = flushers
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def __aenter__(self) -> LedgerWriter:
+        self._tasks = [asyncio.create_task(self._flush_loop()) for _ in range(self._flushers)]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        self._wakeup.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(LedgerUnavailable("ledger writer closed"))
+        self._queue.clear()
+
+    # -- the operations -----------------------------------------------------------------------
+
+    async def claim(self, claim: Claim) -> ClaimOutcome:
+        result: ClaimOutcome = await self._submit("claim", claim)
+        return result
+
+    async def finish(self, finish: Finish) -> FinishOutcome:
+        result: FinishOutcome = await self._submit("finish", finish)
+        return result
+
+    async def settle(self, finish: Finish) -> FinishOutcome:
+        result: FinishOutcome = await self._submit("settle", finish)
+        return result
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+        """Run ``work`` in its own transaction now (reads, lease renewal, releases)."""
+        try:
+            async with self.engine.begin() as conn:
+                return await work(conn)
+        except Exception as error:
+            raise LedgerUnavailable(f"ledger: {error}") from error
+
+    async def renew_leases(self) -> int:
+        count: int = await self.run(self.repository.renew_leases)
+        return count
+
+    async def release_all(self) -> None:
+        await self.run(self.repository.release_all)
+
+    async def _submit(self, op: Op, item: Any) -> Any:
+        if self._closed:
+            raise LedgerUnavailable("ledger writer closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(op, item, future))
+        self._wakeup.set()
+        return await future
+
+    # -- the flusher --------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if len(self._queue) < self._batch_max and self._flush_s and not self._closed:
+                await asyncio.sleep(self._flush_s)
+            batch, self._queue = self._queue[: self._batch_max], self._queue[self._batch_max :]
+            if batch:
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        groups: dict[Op, list[_Pending]] = {"claim": [], "finish": [], "settle": []}
+        for pending in batch:
+            groups[pending.op].append(pending)
+        repo = self.repository
+        try:
+            async with self.engine.begin() as conn:
+                results: list[tuple[list[_Pending], Sequence[Any]]] = []
+                if groups["finish"]:
+                    items = [p.item for p in groups["finish"]]
+                    results.append((groups["finish"], await repo.finish_many(conn, items)))
+                if groups["settle"]:
+                    items = [p.item for p in groups["settle"]]
+                    results.append((groups["settle"], await repo.settle_many(conn, items)))
+                if groups["claim"]:
+                    items = [p.item for p in groups["claim"]]
+                    results.append((groups["claim"], await repo.claim_many(conn, items)))
+        except Exception as error:
+            log.warning("ledger flush of %d operations failed: %s", len(batch), error)
+            failure = LedgerUnavailable(f"ledger: {error}")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(failure)
+            return
+        for pendings, outcomes in results:
+            for pending, outcome in zip(pendings, outcomes, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(outcome)
+
+

@@ -1,0 +1,177 @@
+"""Building the messages a job ends with: its JobResult and its UsageEvents."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from broker.config import TenantConfig
+from broker.topics import Topics
+from schemas.jobs import JobKind, JobRequest
+from schemas.results import ErrorCode, JobError, JobResult, JobStatus, TokenUsage, UsageEvent
+from workers.execution import Execution, ProviderCall
+from workers.ledger.models import RowStatus, to_nano
+from workers.ledger.repository import Finish, UsageRecord
+
+_EVENT_NAMESPACE = uuid.UUID("6f1b8a1e-3c55-4c8e-9a4e-1d0f6a7b9c21")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a result echoes from its request (possibly partial for an invalid one)."""
+
+    job_id: str
+    tenant: str
+    batch_id: str | None = None
+    kind: JobKind | None = None
+    route: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, job: JobRequest) -> Identity:
+        return cls(job.job_id, job.tenant, job.batch_id, job.kind, job.route, job.metadata)
+
+    @classmethod
+    def from_raw(cls, job_id: str, tenant: str, raw: dict[str, Any]) -> Identity:
+        batch_id = raw.get("batch_id")
+        kind = raw.get("kind")
+        route = raw.get("route")
+        metadata = raw.get("metadata")
+        return cls(
+            job_id,
+            tenant,
+            batch_id if isinstance(batch_id, str) and 0 < len(batch_id) <= 128 else None,
+            JobKind(kind) if kind in ("chat", "embedding") else None,
+            route if isinstance(route, str) and 0 < len(route) <= 128 else None,
+            metadata if isinstance(metadata, dict) and len(str(metadata)) <= 16384 else None,
+        )
+
+
+def result_topic(job: JobRequest | None, tenant: TenantConfig | None, topics: Topics) -> str:
+    """reply_topic when the tenant's allowlist admits it, else the tenant's topic, else default."""
+    if job is not None and job.reply_topic and tenant is not None:
+        if any(fnmatchcase(job.reply_topic, pattern) for pattern in tenant.reply_topics):
+            return job.reply_topic
+    if tenant is not None and tenant.results_topic:
+        return tenant.results_topic
+    return topics.results
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def terminal_result(
+    who: Identity, status: JobStatus, code: ErrorCode, message: str, attempts: int = 0
+) -> JobResult:
+    return JobResult(
+        job_id=who.job_id,
+        tenant=who.tenant,
+        batch_id=who.batch_id,
+        kind=who.kind,
+        route=who.route,
+        metadata=who.metadata,
+        status=status,
+        attempts=attempts,
+        error=JobError(code=code, message=message),
+        completed_at=now_utc(),
+    )
+
+
+def executed_result(who: Identity, execution: Execution) -> JobResult:
+    served = execution.served_by
+    calls = execution.calls
+    usage = TokenUsage(
+        input_tokens=sum(c.input_tokens for c in calls),
+        output_tokens=sum(c.output_tokens for c in calls),
+    )
+    common: dict[str, Any] = {
+        "job_id": who.job_id,
+        "tenant": who.tenant,
+        "batch_id": who.batch_id,
+        "kind": who.kind,
+        "route": who.route,
+        "metadata": who.metadata,
+        "usage": usage,
+        "cost_usd": sum(c.cost_usd for c in calls),
+        "attempts": execution.attempts,
+        "completed_at": now_utc(),
+    }
+    if execution.output is not None and served is not None:
+        return JobResult(
+            status=JobStatus.SUCCEEDED,
+            output=execution.output,
+            provider=served.provider,
+            deployment=served.deployment.model,
+            **common,
+        )
+    error = execution.error
+    message = str(error) if error is not None else "no deployment could serve the job"
+    return JobResult(
+        status=JobStatus.FAILED,
+        error=JobError(code=ErrorCode.PROVIDER_ERROR, message=message),
+        provider=error.provider if error is not None else None,
+        **common,
+    )
+
+
+def event_id(tenant: str, job_id: str, generation: int, index: int) -> str:
+    """Stable for the same provider call: the claim generation and the call's index."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{tenant}\x00{job_id}\x00{generation}\x00{index}"))
+
+
+def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> list[UsageEvent]:
+    return [
+        UsageEvent(
+            event_id=event_id(who.tenant, who.job_id, generation, index),
+            tenant=who.tenant,
+            job_id=who.job_id,
+            batch_id=who.batch_id,
+            route=who.route or "",
+            provider=call.provider,
+            deployment=call.deployment.model,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cost_usd=call.cost_usd,
+            cached=False,
+            timestamp=now_utc(),
+        )
+        for index, call in enumerate(calls)
+    ]
+
+
+def finish_record(result: JobResult, result_json: str, events: list[tuple[UsageEvent, str]]) -> Finish:
+    return Finish(
+        tenant=result.tenant,
+        job_id=result.job_id,
+        status=RowStatus(result.status.value),
+        result_json=result_json,
+        completed_at=result.completed_at.timestamp(),
+        batch_id=result.batch_id,
+        kind=result.kind.value if result.kind else None,
+        route=result.route,
+        provider=result.provider,
+        deployment=result.deployment,
+        attempts=result.attempts,
+        input_tokens=result.usage.input_tokens,
+        output_tokens=result.usage.output_tokens,
+        cost_nusd=sum(to_nano(event.cost_usd) for event, _ in events),
+        usage=tuple(
+            UsageRecord(
+                event_id=event.event_id,
+                route=event.route,
+                provider=event.provider,
+                deployment=event.deployment,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                cost_nusd=to_nano(event.cost_usd),
+                cached=event.cached,
+                timestamp=event.timestamp.timestamp(),
+                payload=payload,
+            )
+            for event, payload in events
+        ),
+    )

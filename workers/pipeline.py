@@ -1,0 +1,239 @@
+"""One job from record to published result: intake → checks → ledger claim → provider → ledger
+finish → results and usage out. Every path ends in a published outcome (or a deliberate
+hand-over to the worker that holds the job), and only then is the record's offset done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord
+
+from broker.config import HeadwayConfig, RouteConfig, TenantConfig
+from broker.errors import LedgerUnavailable
+from broker.topics import Topics
+from schemas.jobs import JobRequest
+from schemas.results import ErrorCode, JobResult, JobStatus
+from workers import routing, templates
+from workers.execution import Executor
+from workers.intake import InvalidJob, Unreadable, ValidJob, parse_job
+from workers.ledger.repository import (
+    AlreadyFinished,
+    Claim,
+    Claimed,
+    ClaimOutcome,
+    FinishOutcome,
+    HeldElsewhere,
+    Stored,
+)
+from workers.ledger.writer import LedgerWriter
+from workers.outcomes import (
+    Identity,
+    executed_result,
+    finish_record,
+    result_topic,
+    terminal_result,
+    usage_events,
+)
+from workers.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+HELD_POLL_S = (0.05, 2.0)  # first and longest wait while another worker holds the job
+LEDGER_RETRY_S = (0.1, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: ErrorCode
+    message: str
+
+
+class JobPipeline:
+    def __init__(
+        self,
+        config: HeadwayConfig,
+        topics: Topics,
+        ledger: LedgerWriter,
+        publisher: Publisher,
+        executor: Executor,
+        max_message_bytes: int,
+    ) -> None:
+        self.config = config
+        self.topics = topics
+        self.ledger = ledger
+        self.publisher = publisher
+        self.executor = executor
+        self.max_message_bytes = max_message_bytes
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        intake = parse_job(record.value, self.max_message_bytes)
+        if isinstance(intake, Unreadable):
+            await (await self.publisher.dead_letter(record, intake.reason))
+        elif isinstance(intake, InvalidJob):
+            await self._invalid(record, intake)
+        elif isinstance(intake, ValidJob):
+            await self._run(intake.job)
+
+    # -- bad input ----------------------------------------------------------------------------
+
+    async def _invalid(self, record: ConsumerRecord[bytes, bytes], intake: InvalidJob) -> None:
+        dead = await self.publisher.dead_letter(record, f"invalid_request: {intake.reason}")
+        if intake.job_id is not None and intake.tenant is not None:
+            who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
+            tenant = self.config.tenant(intake.tenant)
+            result = terminal_result(
+                who, JobStatus.REJECTED, ErrorCode.INVALID_REQUEST, intake.reason
+            )
+            await self._settle(result, result_topic(None, tenant, self.topics))
+        await dead
+
+    def _check(self, job: JobRequest, tenant: TenantConfig | None) -> Rejection | RouteConfig:
+        if tenant is None:
+            return Rejection(ErrorCode.FORBIDDEN, f"tenant: unknown tenant '{job.tenant}'")
+        route = self.config.routes.get(job.route)
+        if route is None:
+            return Rejection(ErrorCode.UNKNOWN_ROUTE, f"route: no route named '{job.route}'")
+        if tenant.allowed_routes is not None and job.route not in tenant.allowed_routes:
+            return Rejection(
+                ErrorCode.FORBIDDEN, f"route: tenant '{job.tenant}' may not use '{job.route}'"
+            )
+        if route.kind is not job.kind:
+            return Rejection(
+                ErrorCode.INVALID_REQUEST,
+                f"kind: route '{job.route}' serves {route.kind.value} jobs, not {job.kind.value}",
+            )
+        return route
+
+    # -- a valid job --------------------------------------------------------------------------
+
+    async def _run(self, job: JobRequest) -> None:
+        tenant = self.config.tenant(job.tenant)
+        topic = result_topic(job, tenant, self.topics)
+        who = Identity.of(job)
+        checked = self._check(job, tenant)
+        messages: list[dict[str, str]] | None = None
+        if isinstance(checked, RouteConfig) and job.template is not None:
+            try:
+                messages = templates.render(job.template)
+            except templates.TemplateError as error:
+                checked = Rejection(ErrorCode.INVALID_REQUEST, str(error))
+        elif job.messages is not None:
+            messages = [{"role": m.role, "content": m.content} for m in job.messages]
+        if isinstance(checked, Rejection):
+            result = terminal_result(who, JobStatus.REJECTED, checked.code, checked.message)
+            await self._settle(result, topic)
+            return
+        claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route)
+        outcome = await self._claim(claim)
+        if isinstance(outcome, AlreadyFinished):
+            await self._republish(outcome, topic, job.tenant, job.job_id)
+            return
+        await self._execute(job, who, checked, messages, outcome.generation, topic)
+
+    async def _claim(self, claim: Claim) -> AlreadyFinished | Claimed:
+        """Claim the job; while another live worker holds it, wait for it to finish."""
+        wait = HELD_POLL_S[0]
+        while True:
+            outcome: ClaimOutcome = await self._with_ledger(lambda: self.ledger.claim(claim))
+            if not isinstance(outcome, HeldElsewhere):
+                return outcome
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, HELD_POLL_S[1])
+
+    async def _execute(
+        self,
+        job: JobRequest,
+        who: Identity,
+        route: RouteConfig,
+        messages: list[dict[str, str]] | None,
+        generation: int,
+        topic: str,
+    ) -> None:
+        deadline = _monotonic_deadline(job)
+        if deadline is not None and deadline <= time.monotonic():
+            result = terminal_result(
+                who, JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed before start"
+            )
+            await self._finish(result, [], generation, topic)
+            return
+        plan = routing.plan(route, job, messages)
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                execution = await self.executor.execute(job, plan, messages, deadline)
+        except TimeoutError:
+            result = terminal_result(
+                who, JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed during the call"
+            )
+            await self._finish(result, [], generation, topic)
+            return
+        result = executed_result(who, execution)
+        await self._finish(result, usage_events(who, execution.calls, generation), generation, topic)
+
+    # -- ledger, then publish -----------------------------------------------------------------
+
+    async def _finish(self, result: JobResult, events: list, generation: int, topic: str) -> None:  # type: ignore[type-arg]
+        del generation
+        result_json = result.model_dump_json()
+        payloads = [(event, event.model_dump_json()) for event in events]
+        record = finish_record(result, result_json, payloads)
+        outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.finish(record))
+        await self._publish_outcome(outcome, result, result_json, [p for _, p in payloads], topic)
+
+    async def _settle(self, result: JobResult, topic: str) -> None:
+        result_json = result.model_dump_json()
+        record = finish_record(result, result_json, [])
+        outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.settle(record))
+        await self._publish_outcome(outcome, result, result_json, [], topic)
+
+    async def _publish_outcome(
+        self,
+        outcome: FinishOutcome,
+        result: JobResult,
+        result_json: str,
+        usage_payloads: list[str],
+        topic: str,
+    ) -> None:
+        if isinstance(outcome, Stored):
+            await self._publish(topic, result.tenant, result.job_id, result_json, usage_payloads)
+        elif isinstance(outcome, AlreadyFinished):
+            await self._republish(outcome, topic, result.tenant, result.job_id)
+        # HeldElsewhere: the worker holding the job publishes its result
+
+    async def _republish(self, stored: AlreadyFinished, topic: str, tenant: str, job_id: str) -> None:
+        await self._publish(topic, tenant, job_id, stored.result_json, stored.usage_payloads)
+
+    async def _publish(
+        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
+    ) -> None:
+        futures = [await self.publisher.send(topic, job_id, result_json.encode())]
+        for payload in usage_payloads:
+            futures.append(await self.publisher.send(self.topics.usage, tenant, payload.encode()))
+        await asyncio.gather(*futures)
+
+    async def _with_ledger(self, operation):  # type: ignore[no-untyped-def]
+        """Retry a ledger operation while the database is unreachable; the job waits, unlost."""
+        wait = LEDGER_RETRY_S[0]
+        while True:
+            try:
+                return await operation()
+            except LedgerUnavailable as error:
+                log.warning("ledger unavailable, retrying in %.1fs: %s", wait, error)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, LEDGER_RETRY_S[1])
+
+
+def _monotonic_deadline(job: JobRequest) -> float | None:
+    if job.deadline is None:
+        return None
+    return time.monotonic() + (job.deadline.timestamp() - time.time())
+
+
+def _loop_time(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    # asyncio's loop clock is time.monotonic() on every supported platform
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())

@@ -1,0 +1,138 @@
+"""The Provider protocol, the call/response values, and the one place provider errors are mapped.
+
+Adapters build requests and read responses; :func:`raise_for_status` and
+:func:`transport_errors` turn HTTP statuses and httpx exceptions into the tree in
+``broker/errors.py`` (retryable vs permanent, with ``retry_after``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from broker.errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderResponseError,
+    ProviderServerError,
+    ProviderTimeout,
+)
+from schemas.jobs import Params
+
+MAX_ERROR_MESSAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    model: str
+    messages: list[dict[str, str]]
+    params: Params | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingCall:
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    text: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResponse:
+    embeddings: list[list[float]]
+    input_tokens: int
+
+
+class Provider(Protocol):
+    """One provider account. Adapters share the worker's ``httpx.AsyncClient``."""
+
+    name: str
+
+    async def chat(self, call: ChatCall) -> ChatResponse: ...
+
+    async def embed(self, call: EmbeddingCall) -> EmbeddingResponse: ...
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(milliseconds) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_message(response: httpx.Response) -> str:
+    """The provider's own error message where the body has one (OpenAI/Anthropic/Gemini shape)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:MAX_ERROR_MESSAGE] or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:MAX_ERROR_MESSAGE]
+    if isinstance(error, str):
+        return error[:MAX_ERROR_MESSAGE]
+    return str(body)[:MAX_ERROR_MESSAGE]
+
+
+def raise_for_status(response: httpx.Response, provider: str) -> None:
+    """Map a non-2xx response into the provider error tree."""
+    status = response.status_code
+    if status < 400:
+        return
+    message = error_message(response)
+    retry_after = parse_retry_after(response.headers)
+    kwargs: dict[str, Any] = {"status_code": status, "retry_after": retry_after, "provider": provider}
+    error: ProviderError
+    if status == 429:
+        error = ProviderRateLimited(message, **kwargs)
+    elif status >= 500 or status == 408:
+        error = ProviderServerError(message, **kwargs)
+    elif status in (401, 403):
+        error = ProviderAuthError(message, **kwargs)
+    else:
+        error = ProviderBadRequest(message, **kwargs)
+    raise error
+
+
+@contextlib.contextmanager
+def transport_errors(provider: str) -> Iterator[None]:
+    """Map httpx's transport exceptions (and a body we cannot decode) into the tree."""
+    try:
+        yield
+    except httpx.TimeoutException as error:
+        raise ProviderTimeout(f"timed out: {error!r}", provider=provider) from error
+    except httpx.TransportError as error:
+        raise ProviderConnectionError(f"connection failed: {error!r}", provider=provider) from error
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise ProviderResponseError(f"unreadable response: {error!r}", provider=provider) from error

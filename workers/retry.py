@@ -1,0 +1,85 @@
+"""A small typed retry API over tenacity for provider calls.
+
+Exponential backoff with full jitter, ``Retry-After`` honoured (never wait less than the provider
+asked), bounded attempts and bounded total time, and an optional hard deadline (a job's own).
+``RetryPolicy.testing()`` keeps the logic but never sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from broker.errors import ProviderError
+
+T = TypeVar("T")
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, ProviderError) and error.retryable
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    max_total_s: float = 120.0
+    initial_s: float = 0.2
+    max_wait_s: float = 30.0
+    sleep: Callable[[float], Awaitable[None]] | None = field(default=None, compare=False)
+
+    @classmethod
+    def testing(cls, max_attempts: int = 5) -> RetryPolicy:
+        async def no_sleep(_: float) -> None:
+            return None
+
+        return cls(max_attempts=max_attempts, initial_s=0, max_wait_s=0, sleep=no_sleep)
+
+    def wait_for(self, state: RetryCallState) -> float:
+        backoff: float = wait_random_exponential(multiplier=self.initial_s, max=self.max_wait_s)(
+            state
+        )
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        retry_after = error.retry_after if isinstance(error, ProviderError) else None
+        return max(backoff, retry_after or 0.0)
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None = None,
+        on_attempt: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``attempt`` until it succeeds, fails permanently, or the budget is spent.
+
+        ``deadline`` is a ``time.monotonic()`` instant no wait may cross. The last error is
+        re-raised unchanged."""
+        started = time.monotonic()
+        limit = started + self.max_total_s
+        if deadline is not None:
+            limit = min(limit, deadline)
+
+        def stop(state: RetryCallState) -> bool:
+            if stop_after_attempt(self.max_attempts)(state):
+                return True
+            return time.monotonic() + self.wait_for(state) >= limit
+
+        kwargs = {"sleep": self.sleep} if self.sleep is not None else {}
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_retryable),
+            stop=stop,
+            wait=self.wait_for,
+            reraise=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        async for try_ in retrying:
+            with try_:
+                if on_attempt is not None:
+                    on_attempt()
+                return await attempt()
+        raise AssertionError("unreachable: tenacity either returns or re-raises")

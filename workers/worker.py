@@ -1,0 +1,275 @@
+"""A worker process: fetch → lane buffer → N concurrent runners → commit what is done.
+
+Concurrency (``HEADWAY_CONCURRENCY``) is independent of the partition count: one consumer
+feeds a bounded buffer that N runners drain. Offsets are committed every
+``commit_interval_ms`` up to each partition's first unfinished offset. On revocation, queued
+jobs of the revoked partitions are dropped (they will be redelivered), in-flight ones get
+``revoke_grace_s`` to finish, and what is done is committed. The fetch loop never waits on a job,
+so long provider calls never miss ``max.poll.interval.ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from broker.config import HeadwayConfig
+from broker.kafka import consumer_options, producer_options
+from broker.settings import Settings
+from workers.execution import Executor
+from workers.http import create_http_client
+from workers.ledger.db import create_engine, is_sqlite
+from workers.ledger.repository import LedgerRepository
+from workers.ledger.writer import LedgerWriter
+from workers.pipeline import JobPipeline
+from workers.providers.base import Provider
+from workers.providers.registry import build_providers
+from workers.publisher import Publisher
+from workers.retry import RetryPolicy
+from workers.scheduler import LaneScheduler, QueuedJob
+from workers.offsets import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+POISON_ATTEMPTS = 3
+FETCH_TIMEOUT_MS = 100
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._worker.on_assigned(set(assigned))
+
+
+class Worker:
+    """``async with Worker(settings, config) as worker: await worker.run(stop_event)``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: HeadwayConfig,
+        *,
+        providers: dict[str, Provider] | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.topics = settings.topics
+        self._lanes = self.topics.job_lanes
+        self._override_providers = providers
+        self._retry = retry or RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            max_total_s=settings.retry_max_total_s,
+            initial_s=settings.retry_initial_s,
+            max_wait_s=settings.retry_max_wait_s,
+        )
+        self._clock = clock
+        per_lane_jobs = max(settings.buffer_max_jobs // 3, settings.concurrency, 1)
+        self.scheduler = LaneScheduler(per_lane_jobs, settings.buffer_max_bytes // 3)
+        self.tracker = OffsetTracker()
+        self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
+        self.processed = 0
+        self._paused_lanes: set[str] = set()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runners: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._consumer: AIOKafkaConsumer | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        settings = self.settings
+        engine = create_engine(settings.database_url)
+        self._stack.push_async_callback(engine.dispose)
+        http = create_http_client(settings.http_max_connections)
+        self._stack.push_async_callback(http.aclose)
+        producer = AIOKafkaProducer(**producer_options(settings))
+        await producer.start()
+        self._stack.push_async_callback(producer.stop)
+        repository = LedgerRepository(settings.worker_id, settings.lease_s, self._clock)
+        self.ledger = await self._stack.enter_async_context(
+            LedgerWriter(
+                engine,
+                repository,
+                flush_ms=settings.ledger_flush_ms,
+                batch_max=settings.ledger_batch_max,
+                flushers=1 if is_sqlite(settings.database_url) else 4,
+            )
+        )
+        providers = self._override_providers or build_providers(self.config, http)
+        self.publisher = Publisher(producer, self.topics)
+        self.pipeline = JobPipeline(
+            self.config,
+            self.topics,
+            self.ledger,
+            self.publisher,
+            Executor(providers, self._retry),
+            settings.max_message_bytes,
+        )
+        consumer = AIOKafkaConsumer(**consumer_options(settings))
+        consumer.subscribe(list(self._lanes), listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        self._stack.push_async_callback(consumer.stop)
+        self._stack.push_async_callback(self._drain)
+        self._runners = [
+            asyncio.create_task(self._run_jobs()) for _ in range(settings.concurrency)
+        ]
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop()),
+            asyncio.create_task(self._commit_loop()),
+            asyncio.create_task(self._lease_loop()),
+        ]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set (or a background task dies)."""
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _drain(self) -> None:
+        """Stop fetching, let in-flight jobs finish, commit, give up leases."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        dropped = self.scheduler.clear()
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        while sum(self.in_flight.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        await self._commit()
+        with contextlib.suppress(Exception):
+            await self.ledger.release_all()
+        log.info("worker drained: %d processed, %d queued left for redelivery", self.processed, dropped)
+
+    # -- fetching with backpressure -----------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stopping:
+            batches = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
+            now = time.monotonic()
+            for tp, records in batches.items():
+                lane = self._lanes[tp.topic]
+                for record in records:
+                    self.tracker.add(tp, record.offset)
+                    size = len(record.value or b"") + 200
+                    self.scheduler.put(QueuedJob(record, lane, tp, size, now))
+            self._apply_backpressure(consumer)
+
+    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        for topic, lane in self._lanes.items():
+            if topic not in self._paused_lanes and self.scheduler.full(lane):
+                self._paused_lanes.add(topic)
+            elif topic in self._paused_lanes and self.scheduler.has_room(lane):
+                self._paused_lanes.discard(topic)
+                consumer.resume(*[tp for tp in consumer.assignment() if tp.topic == topic])
+        if self._paused_lanes:
+            paused = [tp for tp in consumer.assignment() if tp.topic in self._paused_lanes]
+            consumer.pause(*paused)
+
+    # -- running jobs -------------------------------------------------------------------------
+
+    async def _run_jobs(self) -> None:
+        while True:
+            job = await self.scheduler.get()
+            self.in_flight[job.tp] += 1
+            try:
+                await self._process(job)
+                self.tracker.done(job.tp, job.record.offset)
+                self.processed += 1
+            finally:
+                self.in_flight[job.tp] -= 1
+
+    async def _process(self, job: QueuedJob) -> None:
+        """Run the pipeline; a job that keeps crashing headway's own code is dead-lettered."""
+        error: Exception | None = None
+        for _ in range(POISON_ATTEMPTS):
+            try:
+                await self.pipeline.handle(job.record)
+                return
+            except Exception as caught:  # a bug or an unforeseen input: never kill the runner
+                error = caught
+                log.exception("job at %s:%d raised", job.tp, job.record.offset)
+        await (await self.publisher.dead_letter(job.record, f"internal_error: {error!r}"))
+
+    # -- commits, leases, rebalances ----------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.commit_interval_ms / 1000)
+            await self._commit()
+
+    async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        chosen = assigned if partitions is None else partitions & assigned
+        offsets = self.tracker.to_commit(chosen)
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+            self.tracker.committed(offsets)
+        except (CommitFailedError, KafkaError) as error:
+            log.warning("offset commit failed (will retry): %s", error)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await self.ledger.renew_leases()
+            except Exception as error:
+                log.warning("lease renewal failed: %s", error)
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.tracker.assign(assigned)
+        log.info("assigned %d partitions", len(assigned))
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        dropped = self.scheduler.drop(revoked)
+        deadline = time.monotonic() + self.settings.revoke_grace_s
+        while any(self.in_flight[tp] for tp in revoked) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self._commit(revoked)
+        self.tracker.forget(revoked)
+        log.info("revoked %d partitions (%d queued jobs dropped)", len(revoked), dropped)

@@ -1,0 +1,298 @@
+"""The ``headway`` command line (CONTRACT §8). Each command is a thin shell over a module."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from broker.admin import create_topics
+from broker.client import HeadwayClient
+from broker.config import load_config
+from broker.errors import HeadwayError
+from broker.settings import Settings
+from schemas.control import ControlCommand
+from schemas.jobs import Priority
+from workers.ledger import queries
+from workers.ledger.db import create_engine, upgrade
+from workers.simulator.server import SimulatorConfig
+from workers.submission import Overrides, parse_file
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="headway — Kafka-based AI job broker")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics")
+db_app = typer.Typer(no_args_is_help=True, help="the ledger database")
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise HeadwayError(f"invalid HEADWAY_* settings:\n{error}") from None
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+async def _until_signal(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await work
+
+
+@app.command()
+def demo(limit: Annotated[int | None, typer.Option(help="documents to use (default all)")] = None) -> None:
+    """Embedded broker + SQLite + simulator + a worker: the bundled backfill, with a summary."""
+    from workers.demo import run_demo
+
+    _run(run_demo(_settings(), console, limit))
+
+
+@app.command()
+def dev(concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+    """The embedded stack with a worker, running until Ctrl-C."""
+    from workers.stack import embedded_stack
+    from workers.worker import Worker
+
+    settings = _settings()
+    if concurrency:
+        settings = settings.model_copy(update={"concurrency": concurrency})
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        async with embedded_stack(settings) as stack:
+            console.print(f"bootstrap: [bold]{stack.settings.kafka_bootstrap}[/]  simulator: {stack.simulator_url}")
+            console.print(f"export HEADWAY_KAFKA_BOOTSTRAP={stack.settings.kafka_bootstrap}")
+            async with Worker(stack.settings, stack.config) as worker:
+                await _until_signal(worker.run(stop), stop)
+
+    _run(main())
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="in-flight jobs (HEADWAY_CONCURRENCY)")] = None,
+    embedded: Annotated[bool, typer.Option(help="start an embedded broker when no bootstrap is set")] = False,
+) -> None:
+    """One worker process."""
+    from broker.embedded import EmbeddedKafka
+    from workers.worker import Worker
+
+    settings = _settings()
+    if concurrency:
+        settings = settings.model_copy(update={"concurrency": concurrency})
+    if not settings.kafka_bootstrap and not embedded:
+        raise HeadwayError("HEADWAY_KAFKA_BOOTSTRAP is not set; set it, or pass --embedded")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        nonlocal settings
+        kafka = EmbeddedKafka() if not settings.kafka_bootstrap else None
+        if kafka is not None:
+            await kafka.__aenter__()
+            settings = settings.model_copy(update={"kafka_bootstrap": kafka.bootstrap})
+            console.print(f"embedded broker at {kafka.bootstrap}")
+        try:
+            config = load_config(settings.config)
+            await create_topics(settings, config)
+            async with Worker(settings, config) as running:
+                console.print(f"worker {settings.worker_id}: concurrency {settings.concurrency}")
+                await _until_signal(running.run(stop), stop)
+        finally:
+            if kafka is not None:
+                kafka.stop()
+
+    _run(main())
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JobRequest or OpenAI Batch JSONL")],
+    tenant: Annotated[str | None, typer.Option()] = None,
+    batch: Annotated[str | None, typer.Option()] = None,
+    priority: Annotated[Priority | None, typer.Option()] = None,
+    route: Annotated[str | None, typer.Option()] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="publish the valid lines even if some are bad")] = False,
+) -> None:
+    """Publish the jobs of a JSONL file."""
+    parsed = parse_file(file, Overrides(tenant, batch, priority, route))
+    for message in parsed.errors[:20]:
+        err.print(f"[red]{file}[/] {message}")
+    if parsed.errors and not skip_invalid:
+        raise HeadwayError(f"{len(parsed.errors)} invalid lines; nothing was published (--skip-invalid to publish the rest)")
+
+    async def main() -> int:
+        async with HeadwayClient(_settings()) as client:
+            return await client.submit_many(parsed.jobs)
+
+    count = _run(main())
+    console.print(f"published {count} jobs" + (f" (batch {batch})" if batch else ""))
+
+
+@app.command()
+def results(
+    batch: Annotated[str, typer.Option(help="batch id")],
+    out: Annotated[Path | None, typer.Option(help="write JSONL here instead of stdout")] = None,
+    follow: Annotated[bool, typer.Option(help="keep printing new results")] = False,
+    tenant: Annotated[str | None, typer.Option()] = None,
+    count: Annotated[int | None, typer.Option(help="with --follow: stop after this many results")] = None,
+) -> None:
+    """Results of a batch as JSONL (from the ledger: one per job)."""
+
+    async def main() -> int:
+        engine = create_engine(_settings().database_url)
+        written, after = 0, 0.0
+        sink = out.open("w") if out else sys.stdout
+        try:
+            while True:
+                for completed_at, text in await queries.batch_results(engine, batch, tenant, after):
+                    sink.write(text + "\n")
+                    written += 1
+                    after = max(after, completed_at)
+                sink.flush()
+                if not follow or (count is not None and written >= count):
+                    return written
+                await asyncio.sleep(0.5)
+        finally:
+            if out:
+                sink.close()
+            await engine.dispose()
+
+    written = _run(main())
+    if out:
+        console.print(f"wrote {written} results to {out}")
+
+
+@app.command()
+def status(batch: Annotated[str, typer.Option()], tenant: Annotated[str | None, typer.Option()] = None) -> None:
+    """Counts by status, spend and progress of a batch."""
+
+    async def main() -> queries.BatchStatus:
+        engine = create_engine(_settings().database_url)
+        try:
+            return await queries.batch_status(engine, batch, tenant)
+        finally:
+            await engine.dispose()
+
+    found = _run(main())
+    table = Table(title=f"batch {batch}: {found.finished}/{found.total} finished")
+    table.add_column("status")
+    table.add_column("jobs", justify="right")
+    for name, jobs in sorted(found.by_status.items()):
+        table.add_row(name, str(jobs))
+    table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
+    table.add_row("spend USD", f"{found.cost_usd:.6f}")
+    console.print(table)
+
+
+@app.command()
+def cancel(
+    tenant: Annotated[str, typer.Option()],
+    batch: Annotated[str | None, typer.Option()] = None,
+    job: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Publish a cancel command for a job or a batch."""
+    command = ControlCommand(action="cancel", tenant=tenant, job_id=job, batch_id=batch)
+
+    async def main() -> None:
+        async with HeadwayClient(_settings()) as client:
+            await client.cancel(command)
+
+    _run(main())
+    console.print(f"cancel published: {command.model_dump_json(exclude_none=True)}")
+
+
+@app.command()
+def usage(
+    tenant: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[datetime | None, typer.Option(help="ISO date or timestamp (UTC)")] = None,
+) -> None:
+    """Spend and tokens by tenant and route."""
+    start = (since.replace(tzinfo=since.tzinfo or UTC)).timestamp() if since else None
+
+    async def main() -> list[queries.UsageLine]:
+        engine = create_engine(_settings().database_url)
+        try:
+            return await queries.usage_summary(engine, tenant, start)
+        finally:
+            await engine.dispose()
+
+    table = Table(title="usage")
+    for column in ("tenant", "route", "calls", "input tokens", "output tokens", "cost USD"):
+        table.add_column(column)
+    for line in _run(main()):
+        table.add_row(line.tenant, line.route, str(line.events), f"{line.input_tokens:,}", f"{line.output_tokens:,}", f"{line.cost_usd:.6f}")
+    console.print(table)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every headway topic (idempotent)."""
+    settings = _settings()
+    created = _run(create_topics(settings, load_config(settings.config)))
+    console.print(f"created {len(created)} topics: {', '.join(created)}" if created else "all topics exist")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the ledger's Alembic migrations."""
+    settings = _settings()
+    _run(upgrade(settings.database_url, revision))
+    console.print(f"ledger at {settings.database_url} is at {revision}")
+
+
+@app.command()
+def simulator(
+    port: Annotated[int, typer.Option()] = 8089,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(min=0)] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(min=0)] = 0.0,
+    error_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    rpm: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """An OpenAI-compatible provider simulator."""
+    from workers.simulator.run import serve
+
+    config = SimulatorConfig(latency_ms=latency_ms, latency_jitter_ms=jitter_ms, error_rate=error_rate, rpm=rpm)
+    _run(serve(config, host, port))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    started = time.monotonic()
+    try:
+        app(args=argv, standalone_mode=False)
+    except HeadwayError as error:
+        err.print(f"[red]error:[/] {error}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+    del started

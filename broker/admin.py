@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -17,7 +19,7 @@ def wanted_topics(settings: Settings, config: HeadwayConfig | None = None) -> di
     wanted[topics.retry] = settings.job_partitions
     for name in (topics.results, topics.usage, topics.dlq, topics.control):
         wanted[name] = settings.internal_partitions
-    for tenant in (config.tenants.values() if config else []):
+    for tenant in config.tenants.values() if config else []:
         if tenant.results_topic:
             wanted.setdefault(tenant.results_topic, settings.internal_partitions)
     return wanted
@@ -35,10 +37,8 @@ async def create_topics(settings: Settings, config: HeadwayConfig | None = None)
             if name not in existing
         ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile elsewhere
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created them meanwhile
         return [topic.name for topic in missing]
     finally:
         await admin.close()

@@ -92,7 +92,9 @@ class HeadwayClient:
         """Publish one job and wait until the broker has it."""
         await (await self._enqueue(job, priority))
 
-    async def submit_many(self, jobs: Iterable[JobLike], *, priority: Priority | None = None) -> int:
+    async def submit_many(
+        self, jobs: Iterable[JobLike], *, priority: Priority | None = None
+    ) -> int:
         """Publish many jobs; returns once the broker has all of them."""
         futures = [await self._enqueue(job, priority) for job in jobs]
         if futures:
@@ -101,7 +103,9 @@ class HeadwayClient:
 
     async def cancel(self, command: ControlCommand) -> None:
         value = command.model_dump_json(exclude_none=True).encode()
-        await (await self.producer.send(self.topics.control, value=value, key=command.tenant.encode()))
+        await (
+            await self.producer.send(self.topics.control, value=value, key=command.tenant.encode())
+        )
 
     async def results(
         self,
@@ -121,7 +125,9 @@ class HeadwayClient:
         await consumer.start()
         try:
             name = topic or self.topics.results
-            partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
+            partitions = [
+                TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()
+            ]
             if not partitions:
                 partitions = [TopicPartition(name, p) for p in await _partitions(consumer, name)]
             consumer.assign(partitions)

@@ -1,11 +1,11 @@
 """The one exception tree of headway. Every error headway raises derives from HeadwayError.
 
     HeadwayError
-    ├── ConfigError                  bad config file or settings (names the key and the problem)
+    ├── ConfigError                  bad config file or settings (names the key, the problem)
     ├── EmbeddedBrokerError          the embedded Kafka-compatible broker cannot start here
     ├── LedgerUnavailable            the database cannot be reached
-    └── ProviderError                a provider call failed (mapped once, in workers/providers/base.py)
-        ├── RetryableProviderError   worth another attempt; carries ``retry_after`` (seconds) if known
+    └── ProviderError                a provider call failed (mapped in providers/base.py)
+        ├── RetryableProviderError   worth another attempt; carries ``retry_after`` (s) if known
         │   ├── ProviderTimeout          connect/read/write/pool timeout
         │   ├── ProviderConnectionError  refused, reset, DNS
         │   ├── ProviderRateLimited      HTTP 429

@@ -35,9 +35,7 @@ class Settings(BaseSettings):
     )
     database_url: str = DEFAULT_DATABASE_URL
     config: Path = DEFAULT_CONFIG_PATH
-    topic_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = (
-        DEFAULT_PREFIX
-    )
+    topic_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = DEFAULT_PREFIX
     concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
 
     # Kafka

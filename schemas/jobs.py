@@ -20,7 +20,9 @@ from pydantic import (
 METADATA_MAX_BYTES = 16 * 1024
 EMBEDDING_MAX_INPUTS = 2048
 
-JobId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+JobId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+]
 TenantName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 BatchId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 

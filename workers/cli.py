@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,9 @@ from workers.ledger.db import create_engine, upgrade
 from workers.simulator.server import SimulatorConfig
 from workers.submission import Overrides, parse_file
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="headway — Kafka-based AI job broker")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="headway — Kafka-based AI job broker"
+)
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics")
 db_app = typer.Typer(no_args_is_help=True, help="the ledger database")
 app.add_typer(topics_app, name="topics")
@@ -58,7 +59,9 @@ async def _until_signal(work: Coroutine[Any, Any, None], stop: asyncio.Event) ->
 
 
 @app.command()
-def demo(limit: Annotated[int | None, typer.Option(help="documents to use (default all)")] = None) -> None:
+def demo(
+    limit: Annotated[int | None, typer.Option(help="documents to use (default all)")] = None,
+) -> None:
     """Embedded broker + SQLite + simulator + a worker: the bundled backfill, with a summary."""
     from workers.demo import run_demo
 
@@ -78,7 +81,10 @@ def dev(concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         async with embedded_stack(settings) as stack:
-            console.print(f"bootstrap: [bold]{stack.settings.kafka_bootstrap}[/]  simulator: {stack.simulator_url}")
+            console.print(
+                f"bootstrap: [bold]{stack.settings.kafka_bootstrap}[/]  "
+                f"simulator: {stack.simulator_url}"
+            )
             console.print(f"export HEADWAY_KAFKA_BOOTSTRAP={stack.settings.kafka_bootstrap}")
             async with Worker(stack.settings, stack.config) as worker:
                 await _until_signal(worker.run(stop), stop)
@@ -88,8 +94,12 @@ def dev(concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(min=1, help="in-flight jobs (HEADWAY_CONCURRENCY)")] = None,
-    embedded: Annotated[bool, typer.Option(help="start an embedded broker when no bootstrap is set")] = False,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="in-flight jobs (HEADWAY_CONCURRENCY)")
+    ] = None,
+    embedded: Annotated[
+        bool, typer.Option(help="start an embedded broker when no bootstrap is set")
+    ] = False,
 ) -> None:
     """One worker process."""
     from broker.embedded import EmbeddedKafka
@@ -124,19 +134,26 @@ def worker(
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JobRequest or OpenAI Batch JSONL")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="JobRequest or OpenAI Batch JSONL")
+    ],
     tenant: Annotated[str | None, typer.Option()] = None,
     batch: Annotated[str | None, typer.Option()] = None,
     priority: Annotated[Priority | None, typer.Option()] = None,
     route: Annotated[str | None, typer.Option()] = None,
-    skip_invalid: Annotated[bool, typer.Option(help="publish the valid lines even if some are bad")] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="publish the valid lines even if some are bad")
+    ] = False,
 ) -> None:
     """Publish the jobs of a JSONL file."""
     parsed = parse_file(file, Overrides(tenant, batch, priority, route))
     for message in parsed.errors[:20]:
         err.print(f"[red]{file}[/] {message}")
     if parsed.errors and not skip_invalid:
-        raise HeadwayError(f"{len(parsed.errors)} invalid lines; nothing was published (--skip-invalid to publish the rest)")
+        raise HeadwayError(
+            f"{len(parsed.errors)} invalid lines; nothing was published "
+            "(--skip-invalid publishes the valid ones)"
+        )
 
     async def main() -> int:
         async with HeadwayClient(_settings()) as client:
@@ -152,7 +169,9 @@ def results(
     out: Annotated[Path | None, typer.Option(help="write JSONL here instead of stdout")] = None,
     follow: Annotated[bool, typer.Option(help="keep printing new results")] = False,
     tenant: Annotated[str | None, typer.Option()] = None,
-    count: Annotated[int | None, typer.Option(help="with --follow: stop after this many results")] = None,
+    count: Annotated[
+        int | None, typer.Option(help="with --follow: stop after this many results")
+    ] = None,
 ) -> None:
     """Results of a batch as JSONL (from the ledger: one per job)."""
 
@@ -181,7 +200,9 @@ def results(
 
 
 @app.command()
-def status(batch: Annotated[str, typer.Option()], tenant: Annotated[str | None, typer.Option()] = None) -> None:
+def status(
+    batch: Annotated[str, typer.Option()], tenant: Annotated[str | None, typer.Option()] = None
+) -> None:
     """Counts by status, spend and progress of a batch."""
 
     async def main() -> queries.BatchStatus:
@@ -238,7 +259,14 @@ def usage(
     for column in ("tenant", "route", "calls", "input tokens", "output tokens", "cost USD"):
         table.add_column(column)
     for line in _run(main()):
-        table.add_row(line.tenant, line.route, str(line.events), f"{line.input_tokens:,}", f"{line.output_tokens:,}", f"{line.cost_usd:.6f}")
+        table.add_row(
+            line.tenant,
+            line.route,
+            str(line.events),
+            f"{line.input_tokens:,}",
+            f"{line.output_tokens:,}",
+            f"{line.cost_usd:.6f}",
+        )
     console.print(table)
 
 
@@ -247,7 +275,9 @@ def topics_create() -> None:
     """Create every headway topic (idempotent)."""
     settings = _settings()
     created = _run(create_topics(settings, load_config(settings.config)))
-    console.print(f"created {len(created)} topics: {', '.join(created)}" if created else "all topics exist")
+    console.print(
+        f"created {len(created)} topics: {', '.join(created)}" if created else "all topics exist"
+    )
 
 
 @db_app.command("upgrade")
@@ -270,15 +300,18 @@ def simulator(
     """An OpenAI-compatible provider simulator."""
     from workers.simulator.run import serve
 
-    config = SimulatorConfig(latency_ms=latency_ms, latency_jitter_ms=jitter_ms, error_rate=error_rate, rpm=rpm)
+    config = SimulatorConfig(
+        latency_ms=latency_ms, latency_jitter_ms=jitter_ms, error_rate=error_rate, rpm=rpm
+    )
     _run(serve(config, host, port))
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("aiokafka", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    started = time.monotonic()
     try:
         app(args=argv, standalone_mode=False)
     except HeadwayError as error:
@@ -288,11 +321,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except Exception as error:  # click usage errors and the like
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
-    del started
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as error:  # click's usage errors carry their own exit code
+        show = getattr(error, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(error, "exit_code", 2))

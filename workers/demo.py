@@ -85,7 +85,9 @@ class Tally:
 
 
 def _summary(tally: Tally, wall_s: float, total: int) -> list[Table]:
-    status = Table(title=f"headway demo — {total} jobs in {wall_s:.1f} s ({total / wall_s:.0f} jobs/s)")
+    status = Table(
+        title=f"headway demo — {total} jobs in {wall_s:.1f} s ({total / wall_s:.0f} jobs/s)"
+    )
     status.add_column("status")
     status.add_column("jobs", justify="right")
     for name, count in sorted(tally.by_status.items()):
@@ -99,7 +101,9 @@ def _summary(tally: Tally, wall_s: float, total: int) -> list[Table]:
         routes.add_column(column, justify="left" if column == "route" else "right")
     for route, count in sorted(tally.jobs.items()):
         tokens_in, tokens_out = tally.tokens[route]
-        routes.add_row(route, str(count), f"{tokens_in:,}", f"{tokens_out:,}", f"{tally.cost[route]:.6f}")
+        routes.add_row(
+            route, str(count), f"{tokens_in:,}", f"{tokens_out:,}", f"{tally.cost[route]:.6f}"
+        )
     return [status, routes]
 
 
@@ -120,7 +124,10 @@ async def run_demo(settings: Settings, console: Console, limit: int | None = Non
                 f"broker {stack.settings.kafka_bootstrap} · simulator {stack.simulator_url} · "
                 f"ledger {stack.settings.database_url}"
             )
-            async with Worker(stack.settings, stack.config) as worker, HeadwayClient(stack.settings) as client:
+            async with (
+                Worker(stack.settings, stack.config) as worker,
+                HeadwayClient(stack.settings) as client,
+            ):
                 stop = asyncio.Event()
                 serving = asyncio.create_task(worker.run(stop))
                 tally = await _submit_and_follow(client, jobs, batch_id, console)
@@ -134,8 +141,14 @@ async def _submit_and_follow(
 ) -> Tally:
     tally = Tally()
     started = time.time()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress, RESULTS_FILE.open("w") as out:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    # a local results file with small buffered writes: blocking is negligible here
+    with Progress(*columns, console=console) as progress, RESULTS_FILE.open("w") as out:  # noqa: ASYNC230
         task = progress.add_task(f"{len(jobs)} jobs (batch {batch_id})", total=len(jobs))
         await client.submit_many(jobs)
         seen: set[str] = set()

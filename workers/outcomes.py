@@ -52,9 +52,13 @@ class Identity:
 
 def result_topic(job: JobRequest | None, tenant: TenantConfig | None, topics: Topics) -> str:
     """reply_topic when the tenant's allowlist admits it, else the tenant's topic, else default."""
-    if job is not None and job.reply_topic and tenant is not None:
-        if any(fnmatchcase(job.reply_topic, pattern) for pattern in tenant.reply_topics):
-            return job.reply_topic
+    if (
+        job is not None
+        and job.reply_topic
+        and tenant is not None
+        and any(fnmatchcase(job.reply_topic, pattern) for pattern in tenant.reply_topics)
+    ):
+        return job.reply_topic
     if tenant is not None and tenant.results_topic:
         return tenant.results_topic
     return topics.results
@@ -143,7 +147,9 @@ def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> l
     ]
 
 
-def finish_record(result: JobResult, result_json: str, events: list[tuple[UsageEvent, str]]) -> Finish:
+def finish_record(
+    result: JobResult, result_json: str, events: list[tuple[UsageEvent, str]]
+) -> Finish:
     return Finish(
         tenant=result.tenant,
         job_id=result.job_id,

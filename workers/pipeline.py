@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiokafka import ConsumerRecord
 
@@ -16,7 +18,7 @@ from broker.config import HeadwayConfig, RouteConfig, TenantConfig
 from broker.errors import LedgerUnavailable
 from broker.topics import Topics
 from schemas.jobs import JobRequest
-from schemas.results import ErrorCode, JobResult, JobStatus
+from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
 from workers import routing, templates
 from workers.execution import Executor
 from workers.intake import InvalidJob, Unreadable, ValidJob, parse_job
@@ -41,6 +43,7 @@ from workers.outcomes import (
 from workers.publisher import Publisher
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HELD_POLL_S = (0.05, 2.0)  # first and longest wait while another worker holds the job
 LEDGER_RETRY_S = (0.1, 5.0)
@@ -158,7 +161,7 @@ class JobPipeline:
             result = terminal_result(
                 who, JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed before start"
             )
-            await self._finish(result, [], generation, topic)
+            await self._finish(result, [], topic)
             return
         plan = routing.plan(route, job, messages)
         try:
@@ -166,17 +169,19 @@ class JobPipeline:
                 execution = await self.executor.execute(job, plan, messages, deadline)
         except TimeoutError:
             result = terminal_result(
-                who, JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed during the call"
+                who,
+                JobStatus.EXPIRED,
+                ErrorCode.DEADLINE_EXCEEDED,
+                "deadline passed during the call",
             )
-            await self._finish(result, [], generation, topic)
+            await self._finish(result, [], topic)
             return
         result = executed_result(who, execution)
-        await self._finish(result, usage_events(who, execution.calls, generation), generation, topic)
+        await self._finish(result, usage_events(who, execution.calls, generation), topic)
 
     # -- ledger, then publish -----------------------------------------------------------------
 
-    async def _finish(self, result: JobResult, events: list, generation: int, topic: str) -> None:  # type: ignore[type-arg]
-        del generation
+    async def _finish(self, result: JobResult, events: list[UsageEvent], topic: str) -> None:
         result_json = result.model_dump_json()
         payloads = [(event, event.model_dump_json()) for event in events]
         record = finish_record(result, result_json, payloads)
@@ -203,7 +208,9 @@ class JobPipeline:
             await self._republish(outcome, topic, result.tenant, result.job_id)
         # HeldElsewhere: the worker holding the job publishes its result
 
-    async def _republish(self, stored: AlreadyFinished, topic: str, tenant: str, job_id: str) -> None:
+    async def _republish(
+        self, stored: AlreadyFinished, topic: str, tenant: str, job_id: str
+    ) -> None:
         await self._publish(topic, tenant, job_id, stored.result_json, stored.usage_payloads)
 
     async def _publish(
@@ -214,7 +221,7 @@ class JobPipeline:
             futures.append(await self.publisher.send(self.topics.usage, tenant, payload.encode()))
         await asyncio.gather(*futures)
 
-    async def _with_ledger(self, operation):  # type: ignore[no-untyped-def]
+    async def _with_ledger(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Retry a ledger operation while the database is unreachable; the job waits, unlost."""
         wait = LEDGER_RETRY_S[0]
         while True:

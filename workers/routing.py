@@ -22,7 +22,9 @@ def estimated_cost(deployment: DeploymentConfig, input_tokens: int, max_tokens: 
     return deployment.cost_usd(input_tokens, max_tokens)
 
 
-def plan(route: RouteConfig, job: JobRequest, messages: list[dict[str, str]] | None) -> list[DeploymentConfig]:
+def plan(
+    route: RouteConfig, job: JobRequest, messages: list[dict[str, str]] | None
+) -> list[DeploymentConfig]:
     deployments = list(route.deployments)
     if route.strategy is Strategy.CHEAPEST and len(deployments) > 1:
         tokens = estimate_input_tokens(job, messages)

@@ -87,7 +87,7 @@ def parse_lines(lines: list[str], overrides: Overrides) -> ParsedFile:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
-            if OPENAI_BATCH_KEYS <= raw.keys():
+            if raw.keys() >= OPENAI_BATCH_KEYS:
                 raw = _from_openai_batch(raw, overrides)
             parsed.jobs.append(JobRequest.model_validate(_apply(raw, overrides)))
         except ValidationError as error:

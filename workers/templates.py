@@ -47,8 +47,14 @@ BUILTIN: dict[str, list[Template]] = {
             name="summarize",
             version=1,
             parts=(
-                ("system", "You are a precise assistant. Summarize faithfully; do not invent facts."),
-                ("user", "Summarize the following text in at most {{ max_words }} words.\n\n{{ text }}"),
+                (
+                    "system",
+                    "You are a precise assistant. Summarize faithfully; do not invent facts.",
+                ),
+                (
+                    "user",
+                    "Summarize the following text in at most {{ max_words }} words.\n\n{{ text }}",
+                ),
             ),
             defaults=(("max_words", "60"),),
         )

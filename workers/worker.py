@@ -29,13 +29,13 @@ from workers.http import create_http_client
 from workers.ledger.db import create_engine, is_sqlite
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
+from workers.offsets import OffsetTracker
 from workers.pipeline import JobPipeline
 from workers.providers.base import Provider
 from workers.providers.registry import build_providers
 from workers.publisher import Publisher
 from workers.retry import RetryPolicy
 from workers.scheduler import LaneScheduler, QueuedJob
-from workers.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._job_finished = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -135,9 +136,7 @@ class Worker:
         self._consumer = consumer
         self._stack.push_async_callback(consumer.stop)
         self._stack.push_async_callback(self._drain)
-        self._runners = [
-            asyncio.create_task(self._run_jobs()) for _ in range(settings.concurrency)
-        ]
+        self._runners = [asyncio.create_task(self._run_jobs()) for _ in range(settings.concurrency)]
         self._tasks = [
             asyncio.create_task(self._fetch_loop()),
             asyncio.create_task(self._commit_loop()),
@@ -168,16 +167,18 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         dropped = self.scheduler.clear()
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
-        while sum(self.in_flight.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self._wait_until(
+            lambda: not any(self.in_flight.values()), self.settings.shutdown_grace_s
+        )
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
         await self._commit()
         with contextlib.suppress(Exception):
             await self.ledger.release_all()
-        log.info("worker drained: %d processed, %d queued left for redelivery", self.processed, dropped)
+        log.info(
+            "worker drained: %d processed, %d queued left for redelivery", self.processed, dropped
+        )
 
     # -- fetching with backpressure -----------------------------------------------------------
 
@@ -218,6 +219,20 @@ class Worker:
                 self.processed += 1
             finally:
                 self.in_flight[job.tp] -= 1
+                self._job_finished.set()
+
+    async def _wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait (woken by each finished job) until ``condition`` holds or time runs out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._job_finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_finished.wait(), remaining)
+        return True
 
     async def _process(self, job: QueuedJob) -> None:
         """Run the pipeline; a job that keeps crashing headway's own code is dead-lettered."""
@@ -267,9 +282,9 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         dropped = self.scheduler.drop(revoked)
-        deadline = time.monotonic() + self.settings.revoke_grace_s
-        while any(self.in_flight[tp] for tp in revoked) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self._wait_until(
+            lambda: not any(self.in_flight[tp] for tp in revoked), self.settings.revoke_grace_s
+        )
         await self._commit(revoked)
         self.tracker.forget(revoked)
         log.info("revoked %d partitions (%d queued jobs dropped)", len(revoked), dropped)

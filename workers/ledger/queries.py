@@ -37,7 +37,9 @@ class UsageLine:
     cost_usd: float
 
 
-async def batch_status(engine: AsyncEngine, batch_id: str, tenant: str | None = None) -> BatchStatus:
+async def batch_status(
+    engine: AsyncEngine, batch_id: str, tenant: str | None = None
+) -> BatchStatus:
     statement = (
         select(
             JobRow.status,
@@ -77,7 +79,7 @@ async def batch_results(
     if tenant is not None:
         statement = statement.where(JobRow.tenant == tenant)
     async with engine.connect() as conn:
-        return [(float(at), text) for at, text in await conn.execute(statement) if text]
+        return [(float(at or 0.0), text) for at, text in await conn.execute(statement) if text]
 
 
 async def usage_summary(

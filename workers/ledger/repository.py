@@ -117,7 +117,9 @@ class LedgerRepository:
 
     # -- claims -------------------------------------------------------------------------------
 
-    async def claim_many(self, conn: AsyncConnection, claims: Sequence[Claim]) -> list[ClaimOutcome]:
+    async def claim_many(
+        self, conn: AsyncConnection, claims: Sequence[Claim]
+    ) -> list[ClaimOutcome]:
         now = self.clock()
         unique: dict[Key, Claim] = {}
         for claim in claims:
@@ -144,7 +146,10 @@ class LedgerRepository:
         ]
         insert = _insert(conn.dialect.name)
         statement = (
-            insert(JobRow).values(rows).on_conflict_do_nothing().returning(JobRow.tenant, JobRow.job_id)
+            insert(JobRow)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(JobRow.tenant, JobRow.job_id)
         )
         inserted = {(r.tenant, r.job_id) for r in await conn.execute(statement)}
         outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
@@ -178,7 +183,9 @@ class LedgerRepository:
                 ).where(tuple_(JobRow.tenant, JobRow.job_id).in_(keys))
             )
         }
-        usage = await self._usage_payloads(conn, [k for k in keys if existing[k].status != RowStatus.RUNNING])
+        usage = await self._usage_payloads(
+            conn, [k for k in keys if existing[k].status != RowStatus.RUNNING]
+        )
         outcomes: dict[Key, ClaimOutcome] = {}
         for key in keys:
             row = existing[key]
@@ -213,9 +220,9 @@ class LedgerRepository:
             return Claimed(generation)
         row = (
             await conn.execute(
-                select(JobRow.status, JobRow.result_json, JobRow.lease_owner, JobRow.lease_expires_at).where(
-                    JobRow.tenant == tenant, JobRow.job_id == job_id
-                )
+                select(
+                    JobRow.status, JobRow.result_json, JobRow.lease_owner, JobRow.lease_expires_at
+                ).where(JobRow.tenant == tenant, JobRow.job_id == job_id)
             )
         ).one()
         if row.status != RowStatus.RUNNING:
@@ -238,7 +245,9 @@ class LedgerRepository:
 
     # -- finishing ----------------------------------------------------------------------------
 
-    async def finish_many(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> list[FinishOutcome]:
+    async def finish_many(
+        self, conn: AsyncConnection, finishes: Sequence[Finish]
+    ) -> list[FinishOutcome]:
         """Store terminal results of claimed jobs; a job finished already keeps its result."""
         if not finishes:
             return []
@@ -262,17 +271,21 @@ class LedgerRepository:
             for f in finishes
         ]
         result = await conn.execute(statement, params)
-        if result.rowcount == len(finishes):  # type: ignore[attr-defined]
+        if result.rowcount == len(finishes):
             return [Stored() for _ in finishes]
         # some job was finished by someone else first: find out which, one by one
         outcomes: list[FinishOutcome] = []
         for finish in finishes:
             outcome = await self._stored_or_insert(conn, finish)
-            mine = isinstance(outcome, AlreadyFinished) and outcome.result_json == finish.result_json
+            mine = (
+                isinstance(outcome, AlreadyFinished) and outcome.result_json == finish.result_json
+            )
             outcomes.append(Stored() if mine else outcome)
         return outcomes
 
-    async def settle_many(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> list[FinishOutcome]:
+    async def settle_many(
+        self, conn: AsyncConnection, finishes: Sequence[Finish]
+    ) -> list[FinishOutcome]:
         """Store terminal results of jobs that were never claimed (rejections at intake)."""
         outcomes: list[FinishOutcome] = []
         for finish in finishes:
@@ -282,14 +295,16 @@ class LedgerRepository:
     async def _stored_or_insert(self, conn: AsyncConnection, finish: Finish) -> FinishOutcome:
         row = (
             await conn.execute(
-                select(JobRow.status, JobRow.result_json, JobRow.lease_owner, JobRow.lease_expires_at).where(
-                    JobRow.tenant == finish.tenant, JobRow.job_id == finish.job_id
-                )
+                select(
+                    JobRow.status, JobRow.result_json, JobRow.lease_owner, JobRow.lease_expires_at
+                ).where(JobRow.tenant == finish.tenant, JobRow.job_id == finish.job_id)
             )
         ).one_or_none()
         if row is None:
             values = self._finish_values(finish)
-            values.update(tenant=finish.tenant, job_id=finish.job_id, created_at=finish.completed_at, claims=0)
+            values.update(
+                tenant=finish.tenant, job_id=finish.job_id, created_at=finish.completed_at, claims=0
+            )
             insert = _insert(conn.dialect.name)
             await conn.execute(insert(JobRow).values(**values).on_conflict_do_nothing())
             await self._insert_usage(conn, [finish])
@@ -353,7 +368,7 @@ class LedgerRepository:
             .where(JobRow.lease_owner == self.owner, JobRow.status == RowStatus.RUNNING.value)
             .values(lease_expires_at=now + self.lease_s, updated_at=now)
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
 
     async def release_all(self, conn: AsyncConnection) -> None:
         """Give up this worker's leases on jobs it will not finish, so no one need wait."""

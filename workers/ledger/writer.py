@@ -159,5 +159,3 @@ class LedgerWriter:
             for pending, outcome in zip(pendings, outcomes, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(outcome)
-
-

@@ -112,7 +112,11 @@ def raise_for_status(response: httpx.Response, provider: str) -> None:
         return
     message = error_message(response)
     retry_after = parse_retry_after(response.headers)
-    kwargs: dict[str, Any] = {"status_code": status, "retry_after": retry_after, "provider": provider}
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "retry_after": retry_after,
+        "provider": provider,
+    }
     error: ProviderError
     if status == 429:
         error = ProviderRateLimited(message, **kwargs)

@@ -33,4 +33,8 @@ def build_provider(name: str, config: ProviderConfig, client: httpx.AsyncClient)
 
 def build_providers(config: HeadwayConfig, client: httpx.AsyncClient) -> dict[str, Provider]:
     used = {d.provider for route in config.routes.values() for d in route.deployments}
-    return {name: build_provider(name, p, client) for name, p in config.providers.items() if name in used}
+    return {
+        name: build_provider(name, p, client)
+        for name, p in config.providers.items()
+        if name in used
+    }

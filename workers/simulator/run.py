@@ -28,13 +28,26 @@ async def serve(config: SimulatorConfig, host: str, port: int) -> None:
 
 @contextlib.contextmanager
 def simulator_process(
-    port: int, *, latency_ms: float = 0, jitter_ms: float = 0, error_rate: float = 0, rpm: int | None = None
+    port: int,
+    *,
+    latency_ms: float = 0,
+    jitter_ms: float = 0,
+    error_rate: float = 0,
+    rpm: int | None = None,
 ) -> Iterator[str]:
     """Start ``headway simulator`` in a child process; yields its base URL."""
     args = [
-        sys.executable, "-m", "workers.simulator", "--port", str(port),
-        "--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms),
-        "--error-rate", str(error_rate),
+        sys.executable,
+        "-m",
+        "workers.simulator",
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(latency_ms),
+        "--jitter-ms",
+        str(jitter_ms),
+        "--error-rate",
+        str(error_rate),
     ]
     if rpm is not None:
         args += ["--rpm", str(rpm)]

@@ -49,7 +49,9 @@ class SimulatorStats:
         return data
 
 
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> web.Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": kind}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -87,9 +89,8 @@ class SimulatorServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
         await site.start()
-        server = site._server
-        if self.port == 0 and server is not None:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.port == 0:
+            self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -130,7 +131,9 @@ class SimulatorServer:
         self._window.append(now)
         return None
 
-    async def _gate(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    async def _gate(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any] | None, web.Response | None]:
         self.stats.calls += 1
         job = request.headers.get("x-headway-job")
         if job:
@@ -143,12 +146,16 @@ class SimulatorServer:
             await asyncio.sleep(delay / 1000)
         if self.config.error_rate and self._random.random() < self.config.error_rate:
             self.stats.errors += 1
-            return None, _error(500, "The server had an error processing your request.", "server_error")
+            return None, _error(
+                500, "The server had an error processing your request.", "server_error"
+            )
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             self.stats.bad_requests += 1
-            return None, _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+            return None, _error(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             self.stats.bad_requests += 1
             return None, _error(400, "you must provide a model parameter", "invalid_request_error")
@@ -198,9 +205,15 @@ class SimulatorServer:
             return failure or _error(400, "bad request", "invalid_request_error")
         raw = body.get("input")
         inputs = [raw] if isinstance(raw, str) else raw
-        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(isinstance(i, str) for i in inputs)
+        ):
             self.stats.bad_requests += 1
-            return _error(400, "'input' must be a string or an array of strings", "invalid_request_error")
+            return _error(
+                400, "'input' must be a string or an array of strings", "invalid_request_error"
+            )
         if len(inputs) > 2048:
             self.stats.bad_requests += 1
             return _error(400, "'input' has more than 2048 items", "invalid_request_error")
@@ -212,7 +225,11 @@ class SimulatorServer:
             {
                 "object": "list",
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": behaviour.embedding(t, dimensions)}
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": behaviour.embedding(t, dimensions),
+                    }
                     for i, t in enumerate(inputs)
                 ],
                 "model": body["model"],
@@ -221,7 +238,9 @@ class SimulatorServer:
         )
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.stats.by_model]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.stats.by_model]}
+        )
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_dict())

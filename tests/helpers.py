@@ -1,0 +1,110 @@
+"""Helpers shared by the integration tests: running a worker, reading topics plainly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from broker.admin import create_topics
+from broker.config import HeadwayConfig
+from broker.settings import Settings
+from workers.worker import Worker
+
+
+def chat_job(job_id: str, **overrides: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "job_id": job_id,
+        "tenant": "demo",
+        "kind": "chat",
+        "route": "summarize",
+        "messages": [{"role": "user", "content": f"Please summarise document {job_id}."}],
+    }
+    job.update(overrides)
+    return job
+
+
+def embedding_job(job_id: str, **overrides: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "job_id": job_id,
+        "tenant": "demo",
+        "kind": "embedding",
+        "route": "embed",
+        "input": [f"first text of {job_id}", f"second text of {job_id}"],
+    }
+    job.update(overrides)
+    return job
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, config: HeadwayConfig, **kwargs: Any
+) -> AsyncIterator[Worker]:
+    """A Worker serving in the background until the block ends (then drained)."""
+    await create_topics(settings, config)
+    stop = asyncio.Event()
+    async with Worker(settings, config, **kwargs) as worker:
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            yield worker
+        finally:
+            stop.set()
+            await task
+
+
+@dataclass
+class Collected:
+    """Messages read from a topic: values by key, and the raw records."""
+
+    by_key: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    records: list[Any] = field(default_factory=list)
+
+    def distinct(self) -> int:
+        return len(self.by_key)
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until_keys: int,
+    timeout_s: float = 60.0,
+    decode: bool = True,
+) -> Collected:
+    """Read ``topic`` from the beginning until ``until_keys`` distinct keys were seen."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    collected = Collected()
+    try:
+        partitions: set[int] | None = None
+        for _ in range(100):
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                break
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        assert partitions, f"topic {topic} does not exist"
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while collected.distinct() < until_keys and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    collected.records.append(record)
+                    key = (record.key or b"").decode()
+                    value = json.loads(record.value) if decode else record.value
+                    collected.by_key[key].append(value)
+        return collected
+    finally:
+        await consumer.stop()
+
+

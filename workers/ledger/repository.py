@@ -271,16 +271,34 @@ class LedgerRepository:
             for f in finishes
         ]
         result = await conn.execute(statement, params)
-        if result.rowcount == len(finishes):
+        if result.rowcount == len(finishes):  # SQLite reports executemany's row count
             return [Stored() for _ in finishes]
-        # some job was finished by someone else first: find out which, one by one
+        return await self._which_were_stored(conn, finishes)
+
+    async def _which_were_stored(
+        self, conn: AsyncConnection, finishes: Sequence[Finish]
+    ) -> list[FinishOutcome]:
+        """One read tells whose result is stored: ours, or an earlier finisher's."""
+        keys = [f.key for f in finishes]
+        stored = {
+            (row.tenant, row.job_id): row.result_json
+            for row in await conn.execute(
+                select(JobRow.tenant, JobRow.job_id, JobRow.result_json).where(
+                    tuple_(JobRow.tenant, JobRow.job_id).in_(keys)
+                )
+            )
+        }
+        others = [f.key for f in finishes if stored.get(f.key) not in (None, f.result_json)]
+        usage = await self._usage_payloads(conn, others)
         outcomes: list[FinishOutcome] = []
         for finish in finishes:
-            outcome = await self._stored_or_insert(conn, finish)
-            mine = (
-                isinstance(outcome, AlreadyFinished) and outcome.result_json == finish.result_json
-            )
-            outcomes.append(Stored() if mine else outcome)
+            text = stored.get(finish.key)
+            if text == finish.result_json:
+                outcomes.append(Stored())
+            elif text is None:  # no row at all (never claimed): store it now
+                outcomes.append(await self._stored_or_insert(conn, finish))
+            else:
+                outcomes.append(AlreadyFinished(text, usage.get(finish.key, [])))
         return outcomes
 
     async def settle_many(

@@ -1,0 +1,155 @@
+"""The ledger is the source of truth for idempotency: claims, leases, one stored result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from workers.ledger.db import create_engine
+from workers.ledger.models import RowStatus
+from workers.ledger.queries import tenant_spend_usd
+from workers.ledger.repository import (
+    AlreadyFinished,
+    Claim,
+    Claimed,
+    Finish,
+    HeldElsewhere,
+    LedgerRepository,
+    Stored,
+    UsageRecord,
+)
+from workers.ledger.writer import LedgerWriter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def writers(database_url: str, clock: Clock) -> AsyncIterator[tuple[LedgerWriter, LedgerWriter]]:
+    """Two workers' ledger writers over the same database."""
+    engine = create_engine(database_url)
+    a = LedgerWriter(engine, LedgerRepository("worker-a", 30.0, clock), flush_ms=1)
+    b = LedgerWriter(engine, LedgerRepository("worker-b", 30.0, clock), flush_ms=1)
+    async with a, b:
+        yield a, b
+    await engine.dispose()
+
+
+def claim(job_id: str) -> Claim:
+    return Claim("acme", job_id, "batch", "chat", "summarize")
+
+
+def finish(job_id: str, text: str, cost_nusd: int = 0, event: str | None = None) -> Finish:
+    usage = ()
+    if event:
+        usage = (
+            UsageRecord(event, "summarize", "sim", "m", 10, 5, cost_nusd, False, 1.0, f'{{"e":"{event}"}}'),
+        )
+    return Finish(
+        tenant="acme",
+        job_id=job_id,
+        status=RowStatus.SUCCEEDED,
+        result_json=text,
+        completed_at=2.0,
+        batch_id="batch",
+        cost_nusd=cost_nusd,
+        usage=usage,
+    )
+
+
+async def test_first_claim_wins_and_a_second_worker_sees_it_held(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+    a, b = writers
+    assert await a.claim(claim("j1")) == Claimed(1)
+    held = await b.claim(claim("j1"))
+    assert isinstance(held, HeldElsewhere) and held.owner == "worker-a"
+
+
+async def test_a_finished_job_is_reported_with_its_stored_result_and_usage(
+    writers: tuple[LedgerWriter, LedgerWriter],
+) -> None:
+    a, b = writers
+    await a.claim(claim("j1"))
+    assert await a.finish(finish("j1", '{"r":1}', 500, "ev-1")) == Stored()
+    again = await b.claim(claim("j1"))
+    assert again == AlreadyFinished('{"r":1}', ['{"e":"ev-1"}'])
+
+
+async def test_an_expired_lease_is_taken_over_with_a_new_generation(
+    writers: tuple[LedgerWriter, LedgerWriter], clock: Clock
+) -> None:
+    a, b = writers
+    await a.claim(claim("j1"))
+    clock.now += 31
+    assert await b.claim(claim("j1")) == Claimed(2)
+    assert isinstance(await a.claim(claim("j1")), HeldElsewhere)
+
+
+async def test_renewed_leases_do_not_expire(writers: tuple[LedgerWriter, LedgerWriter], clock: Clock) -> None:
+    a, b = writers
+    await a.claim(claim("j1"))
+    clock.now += 20
+    assert await a.renew_leases() == 1
+    clock.now += 20
+    assert isinstance(await b.claim(claim("j1")), HeldElsewhere)
+
+
+async def test_the_first_finisher_wins_and_the_second_is_told_the_stored_result(
+    writers: tuple[LedgerWriter, LedgerWriter], clock: Clock
+) -> None:
+    a, b = writers
+    await a.claim(claim("j1"))
+    clock.now += 31
+    await b.claim(claim("j1"))
+    assert await b.finish(finish("j1", '{"by":"b"}')) == Stored()
+    late = await a.finish(finish("j1", '{"by":"a"}'))
+    assert isinstance(late, AlreadyFinished) and late.result_json == '{"by":"b"}'
+
+
+async def test_duplicates_within_one_batch_are_claimed_once(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+    import asyncio
+
+    a, _ = writers
+    outcomes = await asyncio.gather(*(a.claim(claim("dup")) for _ in range(3)))
+    assert sum(isinstance(o, Claimed) for o in outcomes) == 1
+    assert sum(isinstance(o, HeldElsewhere) for o in outcomes) == 2
+
+
+async def test_a_settled_rejection_is_stored_once(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+    a, b = writers
+    assert await a.settle(finish("r1", '{"rejected":1}')) == Stored()
+    second = await b.settle(finish("r1", '{"rejected":2}'))
+    assert isinstance(second, AlreadyFinished) and second.result_json == '{"rejected":1}'
+
+
+async def test_spend_is_the_sum_of_distinct_usage_events(
+    writers: tuple[LedgerWriter, LedgerWriter], database_url: str
+) -> None:
+    a, _ = writers
+    for i in range(5):
+        await a.claim(claim(f"j{i}"))
+        await a.finish(finish(f"j{i}", f'{{"i":{i}}}', 1_234_567, f"ev-{i}"))
+    engine = create_engine(database_url)
+    try:
+        assert await tenant_spend_usd(engine, "acme") == pytest.approx(5 * 0.001234567)
+    finally:
+        await engine.dispose()
+
+
+async def test_many_concurrent_finishes_flush_together(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+    import asyncio
+
+    a, _ = writers
+    await asyncio.gather(*(a.claim(claim(f"c{i}")) for i in range(300)))
+    outcomes = await asyncio.gather(*(a.finish(finish(f"c{i}", f'{{"i":{i}}}')) for i in range(300)))
+    assert all(o == Stored() for o in outcomes)

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     commit_interval_ms: Annotated[int, Field(ge=10)] = 200
     revoke_grace_s: Annotated[float, Field(ge=0)] = 10.0
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
-    lease_s: Annotated[float, Field(gt=0)] = 60.0
+    lease_s: Annotated[float, Field(gt=0)] = 30.0
     ledger_flush_ms: Annotated[int, Field(ge=0)] = 5
     ledger_batch_max: Annotated[int, Field(ge=1)] = 500
 

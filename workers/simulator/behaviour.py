@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import re
 import struct
 from typing import Any
 
+LATENCY_DIRECTIVE = re.compile(r"sim:latency_ms=(\d{1,7})")
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
 DEFAULT_EMBEDDING_DIMENSIONS = 16
@@ -19,6 +22,12 @@ def count_tokens(text: str) -> int:
 
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(count_tokens(str(m.get("content", ""))) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def requested_latency_ms(body: dict[str, Any]) -> float | None:
+    """A test may ask for a slow answer: ``sim:latency_ms=N`` anywhere in the request text."""
+    match = LATENCY_DIRECTIVE.search(json.dumps(body.get("messages") or body.get("input") or ""))
+    return float(match.group(1)) if match else None
 
 
 def completion(messages: list[dict[str, Any]], max_tokens: int | None) -> tuple[str, int, str]:

@@ -141,14 +141,6 @@ class SimulatorServer:
         limited = self._rate_limited()
         if limited is not None:
             return None, limited
-        delay = self.config.latency_ms + self._random.uniform(0, self.config.latency_jitter_ms)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000)
-        if self.config.error_rate and self._random.random() < self.config.error_rate:
-            self.stats.errors += 1
-            return None, _error(
-                500, "The server had an error processing your request.", "server_error"
-            )
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -159,6 +151,16 @@ class SimulatorServer:
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             self.stats.bad_requests += 1
             return None, _error(400, "you must provide a model parameter", "invalid_request_error")
+        delay = behaviour.requested_latency_ms(body)
+        if delay is None:
+            delay = self.config.latency_ms + self._random.uniform(0, self.config.latency_jitter_ms)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000)
+        if self.config.error_rate and self._random.random() < self.config.error_rate:
+            self.stats.errors += 1
+            return None, _error(
+                500, "The server had an error processing your request.", "server_error"
+            )
         self.stats.by_model[body["model"]] = self.stats.by_model.get(body["model"], 0) + 1
         return body, None
 

@@ -41,4 +41,6 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         "max_partition_fetch_bytes": max(settings.max_message_bytes, 1024 * 1024),
         "fetch_max_bytes": 16 * 1024 * 1024,
         "max_poll_records": 2000,
+        # a resumed partition must not wait behind a long-polling fetch of idle ones
+        "fetch_max_wait_ms": 50,
     }

@@ -120,3 +120,17 @@ def make_settings(kafka: EmbeddedKafka, prefix: str) -> Callable[..., Settings]:
         return Settings(**values)
 
     return build
+
+
+@pytest.fixture
+async def headway_worker(
+    make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer
+) -> AsyncIterator[tuple[str, str]]:
+    """A running worker on the development config; yields (bootstrap, topic prefix) only, for
+    tests that must talk to it like an outside client would."""
+    from broker.config import development_config
+    from tests.helpers import running_worker
+
+    settings = make_settings(database_url=sqlite_url)
+    async with running_worker(settings, development_config(simulator.base_url)):
+        yield settings.kafka_bootstrap or "", settings.topic_prefix

@@ -186,7 +186,9 @@ class Worker:
         consumer = self._consumer
         assert consumer is not None
         while not self._stopping:
-            batches = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
+            batches = await consumer.getmany(
+                timeout_ms=FETCH_TIMEOUT_MS, max_records=self.scheduler.room()
+            )
             now = time.monotonic()
             for tp, records in batches.items():
                 lane = self._lanes[tp.topic]

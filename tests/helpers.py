@@ -106,5 +106,3 @@ async def read_topic(
         return collected
     finally:
         await consumer.stop()
-
-

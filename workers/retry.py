@@ -7,13 +7,14 @@ asked), bounded attempts and bounded total time, and an optional hard deadline (
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from broker.errors import ProviderError
 
@@ -39,14 +40,17 @@ class RetryPolicy:
 
         return cls(max_attempts=max_attempts, initial_s=0, max_wait_s=0, sleep=no_sleep)
 
-    def wait_for(self, state: RetryCallState) -> float:
-        backoff: float = wait_random_exponential(multiplier=self.initial_s, max=self.max_wait_s)(
-            state
-        )
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None else None
+    def wait_for_error(self, error: BaseException | None, failed_attempts: int) -> float:
+        """Full-jitter exponential backoff, never less than the provider's Retry-After."""
+        ceiling = min(self.max_wait_s, self.initial_s * 2 ** (failed_attempts - 1))
+        backoff = random.uniform(0, ceiling)
         retry_after = error.retry_after if isinstance(error, ProviderError) else None
         return max(backoff, retry_after or 0.0)
+
+    def wait_for(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        return self.wait_for_error(error, state.attempt_number + 1)
 
     async def call(
         self,
@@ -59,15 +63,39 @@ class RetryPolicy:
 
         ``deadline`` is a ``time.monotonic()`` instant no wait may cross. The last error is
         re-raised unchanged."""
+        # fast path: most calls succeed at once, and need no retry machinery at all
+        if on_attempt is not None:
+            on_attempt()
+        try:
+            return await attempt()
+        except ProviderError as error:
+            if not error.retryable or self.max_attempts <= 1:
+                raise
+            first_error = error
+        return await self._retry(attempt, first_error, deadline, on_attempt)
+
+    async def _retry(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        first_error: ProviderError,
+        deadline: float | None,
+        on_attempt: Callable[[], None] | None,
+    ) -> T:
+        """Attempts 2…n, under tenacity, after ``first_error``."""
         started = time.monotonic()
         limit = started + self.max_total_s
         if deadline is not None:
             limit = min(limit, deadline)
 
         def stop(state: RetryCallState) -> bool:
-            if stop_after_attempt(self.max_attempts)(state):
+            if stop_after_attempt(self.max_attempts - 1)(state):
                 return True
-            return time.monotonic() + self.wait_for(state) >= limit
+            return time.monotonic() + state.upcoming_sleep >= limit  # wait runs before stop
+
+        first_wait = self.wait_for_error(first_error, 1)
+        if time.monotonic() + first_wait >= limit:
+            raise first_error
+        await (self.sleep or asyncio.sleep)(first_wait)
 
         kwargs = {"sleep": self.sleep} if self.sleep is not None else {}
         retrying = AsyncRetrying(

@@ -51,10 +51,6 @@ class LaneScheduler:
             and self._bytes[lane] <= self._max_bytes // 2
         )
 
-    def room(self) -> int:
-        """How many more jobs a fetch may bring without any lane passing its bound."""
-        return max(1, min(self._max_jobs - len(queue) for queue in self._lanes.values()))
-
     def put(self, job: QueuedJob) -> None:
         while self._getters:
             getter = self._getters.popleft()

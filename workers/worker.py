@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 POISON_ATTEMPTS = 3
 FETCH_TIMEOUT_MS = 100
+RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -79,6 +80,7 @@ class Worker:
         )
         self._clock = clock
         per_lane_jobs = max(settings.buffer_max_jobs // 3, settings.concurrency, 1)
+        self._fetch_chunk = max(per_lane_jobs // 2, 1)
         self.scheduler = LaneScheduler(per_lane_jobs, settings.buffer_max_bytes // 3)
         self.tracker = OffsetTracker()
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
@@ -186,28 +188,33 @@ class Worker:
         consumer = self._consumer
         assert consumer is not None
         while not self._stopping:
+            # a fixed chunk: a lane holds at most its bound plus one chunk, and fetches stay
+            # large (one record per call near the bound would cost more than the jobs)
             batches = await consumer.getmany(
-                timeout_ms=FETCH_TIMEOUT_MS, max_records=self.scheduler.room()
+                timeout_ms=FETCH_TIMEOUT_MS, max_records=self._fetch_chunk
             )
             now = time.monotonic()
             for tp, records in batches.items():
                 lane = self._lanes[tp.topic]
                 for record in records:
                     self.tracker.add(tp, record.offset)
-                    size = len(record.value or b"") + 200
+                    size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
                     self.scheduler.put(QueuedJob(record, lane, tp, size, now))
             self._apply_backpressure(consumer)
 
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause a lane's partitions when its buffer is full; resume below half."""
         for topic, lane in self._lanes.items():
             if topic not in self._paused_lanes and self.scheduler.full(lane):
                 self._paused_lanes.add(topic)
+                consumer.pause(*self._partitions_of(consumer, topic))
             elif topic in self._paused_lanes and self.scheduler.has_room(lane):
                 self._paused_lanes.discard(topic)
-                consumer.resume(*[tp for tp in consumer.assignment() if tp.topic == topic])
-        if self._paused_lanes:
-            paused = [tp for tp in consumer.assignment() if tp.topic in self._paused_lanes]
-            consumer.pause(*paused)
+                consumer.resume(*self._partitions_of(consumer, topic))
+
+    @staticmethod
+    def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+        return [tp for tp in consumer.assignment() if tp.topic == topic]
 
     # -- running jobs -------------------------------------------------------------------------
 
@@ -280,6 +287,10 @@ class Worker:
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.tracker.assign(assigned)
+        if self._consumer is not None:  # a new assignment starts unpaused
+            paused = [tp for tp in assigned if tp.topic in self._paused_lanes]
+            if paused:
+                self._consumer.pause(*paused)
         log.info("assigned %d partitions", len(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

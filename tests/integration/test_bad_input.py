@@ -38,7 +38,9 @@ async def test_bad_messages_are_dead_lettered_and_rejected_while_valid_jobs_succ
     topic = settings.topics.jobs(__import__("schemas").Priority.NORMAL)
     valid = [chat_job(f"ok-{i}") for i in range(10)]
     async with running_worker(settings, config):
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=4_000_000)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, max_request_size=4_000_000
+        )
         await producer.start()
         try:
             for i, job in enumerate(valid):
@@ -46,17 +48,23 @@ async def test_bad_messages_are_dead_lettered_and_rejected_while_valid_jobs_succ
                 if i < len(BAD_BYTES):
                     await producer.send(topic, BAD_BYTES[i], key=f"garbage-{i}".encode())
             for job_id, change in INVALID.items():
-                await producer.send(topic, json.dumps(chat_job(job_id, **change)).encode(), key=job_id.encode())
+                await producer.send(
+                    topic, json.dumps(chat_job(job_id, **change)).encode(), key=job_id.encode()
+                )
             await producer.send(topic, json.dumps(chat_job("lost-route", route="nope")).encode())
             await producer.flush()
         finally:
             await producer.stop()
         results = await read_topic(
-            settings.kafka_bootstrap or "", settings.topics.results, until_keys=len(valid) + len(INVALID) + 1
+            settings.kafka_bootstrap or "",
+            settings.topics.results,
+            until_keys=len(valid) + len(INVALID) + 1,
         )
         dlq = await read_topic(
-            settings.kafka_bootstrap or "", settings.topics.dlq,
-            until_keys=len(BAD_BYTES) + len(INVALID), decode=False,
+            settings.kafka_bootstrap or "",
+            settings.topics.dlq,
+            until_keys=len(BAD_BYTES) + len(INVALID),
+            decode=False,
         )
 
     assert all(results.by_key[j["job_id"]][0]["status"] == "succeeded" for j in valid)
@@ -85,23 +93,39 @@ async def test_unknown_tenants_are_forbidden_without_a_default_tenant(
     make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer
 ) -> None:
     settings = make_settings(database_url=sqlite_url)
-    config = parse_config({
-        "providers": {"sim": {"type": "simulator", "base_url": simulator.base_url}},
-        "routes": {
-            "summarize": {"kind": "chat", "deployments": [{"provider": "sim", "model": "m"}]},
-            "embed": {"kind": "embedding", "deployments": [{"provider": "sim", "model": "e"}]},
-        },
-        "tenants": {"acme": {"allowed_routes": ["embed"]}},
-    })
+    config = parse_config(
+        {
+            "providers": {"sim": {"type": "simulator", "base_url": simulator.base_url}},
+            "routes": {
+                "summarize": {"kind": "chat", "deployments": [{"provider": "sim", "model": "m"}]},
+                "embed": {"kind": "embedding", "deployments": [{"provider": "sim", "model": "e"}]},
+            },
+            "tenants": {"acme": {"allowed_routes": ["embed"]}},
+        }
+    )
     async with running_worker(settings, config):
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
         await producer.start()
         topic = settings.topics.jobs(__import__("schemas").Priority.HIGH)
-        await producer.send(topic, json.dumps(chat_job("stranger", tenant="mallory")).encode(), key=b"stranger")
-        await producer.send(topic, json.dumps(chat_job("not-allowed", tenant="acme")).encode(), key=b"not-allowed")
-        await producer.send(topic, json.dumps(chat_job("wrong-kind", tenant="acme", route="embed")).encode(), key=b"wrong-kind")
+        await producer.send(
+            topic, json.dumps(chat_job("stranger", tenant="mallory")).encode(), key=b"stranger"
+        )
+        await producer.send(
+            topic, json.dumps(chat_job("not-allowed", tenant="acme")).encode(), key=b"not-allowed"
+        )
+        await producer.send(
+            topic,
+            json.dumps(chat_job("wrong-kind", tenant="acme", route="embed")).encode(),
+            key=b"wrong-kind",
+        )
         await producer.stop()
-        results = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=3)
+        results = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=3
+        )
     codes = {key: copies[0]["error"]["code"] for key, copies in results.by_key.items()}
-    assert codes == {"stranger": "forbidden", "not-allowed": "forbidden", "wrong-kind": "invalid_request"}
+    assert codes == {
+        "stranger": "forbidden",
+        "not-allowed": "forbidden",
+        "wrong-kind": "invalid_request",
+    }
     assert simulator.stats.calls == 0

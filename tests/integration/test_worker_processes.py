@@ -51,13 +51,17 @@ def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
         "HEADWAY_SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "workers", "worker"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "workers", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
 async def wait_for_results(settings: Settings, count: int) -> None:
-    await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=count, timeout_s=120)
+    await read_topic(
+        settings.kafka_bootstrap or "", settings.topics.results, until_keys=count, timeout_s=120
+    )
 
 
 async def submit_batch(settings: Settings) -> None:
@@ -72,12 +76,17 @@ def stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
 
 
 async def test_a_sigkilled_worker_loses_nothing_and_repeats_at_most_its_in_flight_calls(
-    make_settings: Callable[..., Settings], postgres_url: str, simulator: SimulatorServer, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    simulator: SimulatorServer,
+    tmp_path: Path,
 ) -> None:
     simulator.config.latency_ms = 20
     settings = make_settings(
-        database_url=postgres_url, config=write_config(tmp_path, simulator),
-        concurrency=CONCURRENCY, lease_s=3.0,
+        database_url=postgres_url,
+        config=write_config(tmp_path, simulator),
+        concurrency=CONCURRENCY,
+        lease_s=3.0,
     )
     await submit_batch(settings)
     first = spawn_worker(settings)
@@ -92,7 +101,9 @@ async def test_a_sigkilled_worker_loses_nothing_and_repeats_at_most_its_in_fligh
         code = await asyncio.to_thread(stop, second, signal.SIGTERM)
         assert code == 0, second.stderr.read().decode()[-3000:] if second.stderr else ""
 
-    results = await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=JOBS)
+    results = await read_topic(
+        settings.kafka_bootstrap or "", settings.topics.results, until_keys=JOBS
+    )
     assert results.distinct() == JOBS
     for key, copies in results.by_key.items():
         assert len({c["completed_at"] for c in copies}) == 1, f"{key} has two different results"
@@ -103,11 +114,16 @@ async def test_a_sigkilled_worker_loses_nothing_and_repeats_at_most_its_in_fligh
 
 
 async def test_sigterm_drains_in_flight_jobs_and_a_restart_repeats_none(
-    make_settings: Callable[..., Settings], postgres_url: str, simulator: SimulatorServer, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    simulator: SimulatorServer,
+    tmp_path: Path,
 ) -> None:
     simulator.config.latency_ms = 20
     settings = make_settings(
-        database_url=postgres_url, config=write_config(tmp_path, simulator), concurrency=CONCURRENCY,
+        database_url=postgres_url,
+        config=write_config(tmp_path, simulator),
+        concurrency=CONCURRENCY,
     )
     await submit_batch(settings)
     first = spawn_worker(settings)

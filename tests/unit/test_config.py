@@ -35,7 +35,9 @@ def test_without_a_file_the_development_config_applies(tmp_path: Path) -> None:
 
 
 def test_an_unknown_key_is_named(tmp_path: Path) -> None:
-    path = write(tmp_path, '[providers.p]\ntype = "openai"\nbase_url = "u"\napi_key = "sk-secret"\n')
+    path = write(
+        tmp_path, '[providers.p]\ntype = "openai"\nbase_url = "u"\napi_key = "sk-secret"\n'
+    )
     with pytest.raises(ConfigError, match=r"providers\.p\.api_key: unknown key"):
         load_config(path)
 
@@ -51,7 +53,10 @@ def test_a_wrong_type_is_named(tmp_path: Path) -> None:
 
 
 def test_a_deployment_must_name_a_known_provider(tmp_path: Path) -> None:
-    path = write(tmp_path, '[routes.r]\nkind = "chat"\n[[routes.r.deployments]]\nprovider = "nope"\nmodel = "m"\n')
+    path = write(
+        tmp_path,
+        '[routes.r]\nkind = "chat"\n[[routes.r.deployments]]\nprovider = "nope"\nmodel = "m"\n',
+    )
     with pytest.raises(ConfigError, match="no provider named 'nope'"):
         load_config(path)
 

@@ -85,14 +85,25 @@ def test_any_bytes_give_an_outcome_not_an_exception(value: bytes) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted([*VALID, "params", "input", "template", "metadata", "x"])), json_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted([*VALID, "params", "input", "template", "metadata", "x"])),
+        json_values,
+    )
+)
 def test_any_json_object_is_valid_or_rejected_with_a_reason(fields: dict[str, object]) -> None:
     outcome = parse_job(encode({**VALID, **fields}), LIMIT)
     assert isinstance(outcome, ValidJob | InvalidJob)

@@ -26,7 +26,9 @@ CONFIG = ProviderConfig(type="openai", base_url="https://api.example/v1/")
 CHAT_OK = {
     "id": "chatcmpl-1",
     "object": "chat.completion",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"}],
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"}
+    ],
     "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
 }
 
@@ -46,7 +48,9 @@ async def test_chat_sends_model_messages_params_and_key() -> None:
         return httpx.Response(200, json=CHAT_OK)
 
     params = Params(max_tokens=5, temperature=0, seed=3, response_format={"type": "json_object"})
-    response = await provider(handler).chat(ChatCall("gpt-4o-mini", [{"role": "user", "content": "x"}], params))
+    response = await provider(handler).chat(
+        ChatCall("gpt-4o-mini", [{"role": "user", "content": "x"}], params)
+    )
     assert seen["url"] == "https://api.example/v1/chat/completions"
     assert seen["auth"] == "Bearer sk-test"
     assert seen["body"] == {
@@ -57,23 +61,35 @@ async def test_chat_sends_model_messages_params_and_key() -> None:
         "seed": 3,
         "response_format": {"type": "json_object"},
     }
-    assert (response.text, response.finish_reason, response.input_tokens, response.output_tokens) == ("Hi!", "stop", 9, 3)
+    assert (
+        response.text,
+        response.finish_reason,
+        response.input_tokens,
+        response.output_tokens,
+    ) == ("Hi!", "stop", 9, 3)
 
 
 async def test_embeddings_come_back_in_input_order_with_dimensions_sent() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         assert body == {"model": "e", "input": ["a", "b"], "dimensions": 2}
-        data = [{"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
-                {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]}]
-        return httpx.Response(200, json={"object": "list", "data": data, "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+        data = [
+            {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
+            {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]},
+        ]
+        return httpx.Response(
+            200,
+            json={"object": "list", "data": data, "usage": {"prompt_tokens": 4, "total_tokens": 4}},
+        )
 
     response = await provider(handler).embed(EmbeddingCall("e", ["a", "b"], 2))
     assert response.embeddings == [[1.0, 0.0], [0.0, 1.0]]
     assert response.input_tokens == 4
 
 
-def openai_error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> httpx.Response:
+def openai_error(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return httpx.Response(status, json=body, headers=headers)
 
@@ -82,9 +98,21 @@ def openai_error(status: int, message: str, kind: str, headers: dict[str, str] |
     ("response", "error_type", "retryable"),
     [
         (openai_error(400, "bad messages", "invalid_request_error"), ProviderBadRequest, False),
-        (openai_error(401, "Incorrect API key provided", "invalid_request_error"), ProviderAuthError, False),
-        (openai_error(404, "The model does not exist", "invalid_request_error"), ProviderBadRequest, False),
-        (openai_error(429, "Rate limit reached", "requests", {"retry-after": "7"}), ProviderRateLimited, True),
+        (
+            openai_error(401, "Incorrect API key provided", "invalid_request_error"),
+            ProviderAuthError,
+            False,
+        ),
+        (
+            openai_error(404, "The model does not exist", "invalid_request_error"),
+            ProviderBadRequest,
+            False,
+        ),
+        (
+            openai_error(429, "Rate limit reached", "requests", {"retry-after": "7"}),
+            ProviderRateLimited,
+            True,
+        ),
         (openai_error(500, "The server had an error", "server_error"), ProviderServerError, True),
         (openai_error(503, "overloaded", "server_error"), ProviderServerError, True),
         (httpx.Response(502, text="<html>bad gateway</html>"), ProviderServerError, True),
@@ -118,7 +146,9 @@ async def test_429_carries_retry_after() -> None:
         (httpx.RemoteProtocolError("reset"), ProviderConnectionError),
     ],
 )
-async def test_transport_errors_are_retryable(exception: Exception, error_type: type[Exception]) -> None:
+async def test_transport_errors_are_retryable(
+    exception: Exception, error_type: type[Exception]
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exception
 

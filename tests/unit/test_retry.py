@@ -79,5 +79,7 @@ async def test_no_wait_crosses_the_deadline() -> None:
 async def test_on_attempt_counts_every_call() -> None:
     count = {"n": 0}
     attempt, _ = failing([ProviderServerError("x")])
-    await RetryPolicy.testing().call(attempt, on_attempt=lambda: count.__setitem__("n", count["n"] + 1))
+    await RetryPolicy.testing().call(
+        attempt, on_attempt=lambda: count.__setitem__("n", count["n"] + 1)
+    )
     assert count["n"] == 2

@@ -33,18 +33,32 @@ def error_of(data: dict[str, object]) -> str:
 def test_a_full_chat_job_is_accepted() -> None:
     job = JobRequest.model_validate(
         chat(
-            params={"max_tokens": 10, "temperature": 0, "top_p": 1, "stop": ["\n"], "seed": 1,
-                    "response_format": {"type": "json_object"}},
-            priority="high", batch_id="b", deadline="2030-01-01T00:00:00Z", max_cost_usd=0.5,
-            reply_topic="acme.out", metadata={"k": [1, 2]},
+            params={
+                "max_tokens": 10,
+                "temperature": 0,
+                "top_p": 1,
+                "stop": ["\n"],
+                "seed": 1,
+                "response_format": {"type": "json_object"},
+            },
+            priority="high",
+            batch_id="b",
+            deadline="2030-01-01T00:00:00Z",
+            max_cost_usd=0.5,
+            reply_topic="acme.out",
+            metadata={"k": [1, 2]},
         )
     )
     assert job.params is not None and job.params.max_tokens == 10
 
 
 def test_an_embedding_job_takes_a_string_or_a_list() -> None:
-    one = JobRequest.model_validate({"job_id": "e", "tenant": "t", "kind": "embedding", "route": "r", "input": "x"})
-    many = JobRequest.model_validate({"job_id": "e", "tenant": "t", "kind": "embedding", "route": "r", "input": ["a", "b"]})
+    one = JobRequest.model_validate(
+        {"job_id": "e", "tenant": "t", "kind": "embedding", "route": "r", "input": "x"}
+    )
+    many = JobRequest.model_validate(
+        {"job_id": "e", "tenant": "t", "kind": "embedding", "route": "r", "input": ["a", "b"]}
+    )
     assert one.inputs == ["x"] and many.inputs == ["a", "b"]
 
 
@@ -53,7 +67,9 @@ def test_unknown_top_level_fields_are_rejected_by_name() -> None:
 
 
 def test_unknown_params_are_rejected_by_name() -> None:
-    assert "unknown field 'params.frequency_penalty'" in error_of(chat(params={"frequency_penalty": 1}))
+    assert "unknown field 'params.frequency_penalty'" in error_of(
+        chat(params={"frequency_penalty": 1})
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,22 +112,55 @@ def test_a_cancel_names_exactly_one_target() -> None:
     with pytest.raises(ValidationError):
         ControlCommand.model_validate({"action": "cancel", "tenant": "t"})
     with pytest.raises(ValidationError):
-        ControlCommand.model_validate({"action": "cancel", "tenant": "t", "job_id": "j", "batch_id": "b"})
+        ControlCommand.model_validate(
+            {"action": "cancel", "tenant": "t", "job_id": "j", "batch_id": "b"}
+        )
 
 
 def test_results_and_usage_events_have_the_contract_fields() -> None:
-    result = json.loads(JobResult.model_validate(
-        {"job_id": "j", "tenant": "t", "status": "succeeded", "completed_at": "2026-01-01T00:00:00Z",
-         "output": {"text": "x", "finish_reason": "stop"}}
-    ).model_dump_json())
+    result = json.loads(
+        JobResult.model_validate(
+            {
+                "job_id": "j",
+                "tenant": "t",
+                "status": "succeeded",
+                "completed_at": "2026-01-01T00:00:00Z",
+                "output": {"text": "x", "finish_reason": "stop"},
+            }
+        ).model_dump_json()
+    )
     assert set(result) >= {
-        "job_id", "tenant", "batch_id", "kind", "route", "metadata", "status", "output", "provider",
-        "deployment", "usage", "cost_usd", "cached", "attempts", "error", "completed_at",
+        "job_id",
+        "tenant",
+        "batch_id",
+        "kind",
+        "route",
+        "metadata",
+        "status",
+        "output",
+        "provider",
+        "deployment",
+        "usage",
+        "cost_usd",
+        "cached",
+        "attempts",
+        "error",
+        "completed_at",
     }
     event = UsageEvent.model_json_schema()["properties"]
     assert set(event) >= {
-        "event_id", "tenant", "job_id", "batch_id", "route", "provider", "deployment",
-        "input_tokens", "output_tokens", "cost_usd", "cached", "timestamp",
+        "event_id",
+        "tenant",
+        "job_id",
+        "batch_id",
+        "route",
+        "provider",
+        "deployment",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "cached",
+        "timestamp",
     }
 
 

@@ -21,7 +21,10 @@ def test_the_builtin_summarize_template_renders_with_defaults() -> None:
     ("ref", "message"),
     [
         (TemplateRef(name="summarize", variables={}), "missing variable 'text'"),
-        (TemplateRef(name="summarize", variables={"text": "x", "tone": "y"}), "unknown variable 'tone'"),
+        (
+            TemplateRef(name="summarize", variables={"text": "x", "tone": "y"}),
+            "unknown variable 'tone'",
+        ),
         (TemplateRef(name="nope"), "no template named 'nope'"),
         (TemplateRef(name="summarize", version=9, variables={"text": "x"}), "no version 9"),
     ],
@@ -37,7 +40,17 @@ def line(value: object) -> str:
 
 def test_native_lines_take_the_command_line_overrides() -> None:
     parsed = parse_lines(
-        [line({"job_id": "a", "kind": "chat", "route": "r", "messages": [{"role": "user", "content": "x"}]}), ""],
+        [
+            line(
+                {
+                    "job_id": "a",
+                    "kind": "chat",
+                    "route": "r",
+                    "messages": [{"role": "user", "content": "x"}],
+                }
+            ),
+            "",
+        ],
         Overrides(tenant="acme", batch_id="b1", priority=Priority.LOW),
     )
     assert parsed.errors == []
@@ -46,21 +59,43 @@ def test_native_lines_take_the_command_line_overrides() -> None:
 
 
 def test_openai_batch_lines_become_jobs() -> None:
-    chat = {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}}
-    embed = {"custom_id": "req-2", "method": "POST", "url": "/v1/embeddings",
-             "body": {"model": "text-embedding-3-small", "input": ["a"], "dimensions": 8}}
+    chat = {
+        "custom_id": "req-1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 9,
+        },
+    }
+    embed = {
+        "custom_id": "req-2",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "text-embedding-3-small", "input": ["a"], "dimensions": 8},
+    }
     parsed = parse_lines([line(chat), line(embed)], Overrides(tenant="acme", route=None))
     assert parsed.errors == []
     first, second = parsed.jobs
-    assert first.route == "gpt-4o-mini" and first.params is not None and first.params.max_tokens == 9
-    assert second.kind.value == "embedding" and second.params is not None and second.params.dimensions == 8
+    assert (
+        first.route == "gpt-4o-mini" and first.params is not None and first.params.max_tokens == 9
+    )
+    assert (
+        second.kind.value == "embedding"
+        and second.params is not None
+        and second.params.dimensions == 8
+    )
 
 
 def test_bad_lines_are_reported_with_their_numbers() -> None:
     parsed = parse_lines(
-        ["not json", line([1]), line({"job_id": "a", "tenant": "t", "kind": "chat", "route": "r"}),
-         line({"custom_id": "x", "method": "POST", "url": "/v1/images", "body": {}})],
+        [
+            "not json",
+            line([1]),
+            line({"job_id": "a", "tenant": "t", "kind": "chat", "route": "r"}),
+            line({"custom_id": "x", "method": "POST", "url": "/v1/images", "body": {}}),
+        ],
         Overrides(),
     )
     assert [e.split(":")[0] for e in parsed.errors] == ["line 1", "line 2", "line 3", "line 4"]

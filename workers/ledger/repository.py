@@ -145,13 +145,11 @@ class LedgerRepository:
             for c in unique.values()
         ]
         insert = _insert(conn.dialect.name)
+        # executemany: SQLAlchemy batches it into multi-row INSERTs with a cached compilation
         statement = (
-            insert(JobRow)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(JobRow.tenant, JobRow.job_id)
+            insert(JobRow).on_conflict_do_nothing().returning(JobRow.tenant, JobRow.job_id)
         )
-        inserted = {(r.tenant, r.job_id) for r in await conn.execute(statement)}
+        inserted = {(r.tenant, r.job_id) for r in await conn.execute(statement, rows)}
         outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
         conflicted = [key for key in unique if key not in inserted]
         if conflicted:
@@ -374,7 +372,7 @@ class LedgerRepository:
         ]
         if rows:
             insert = _insert(conn.dialect.name)
-            await conn.execute(insert(UsageRow).values(rows).on_conflict_do_nothing())
+            await conn.execute(insert(UsageRow).on_conflict_do_nothing(), rows)
 
     # -- leases -------------------------------------------------------------------------------
 

@@ -1,0 +1,84 @@
+"""The naive relay baseline: aiokafka consume → httpx POST → aiokafka produce.
+
+No validation, no ledger, no usage events, no retries: the least a relay can do. It uses the
+same httpx transport as headway so the comparison measures the pipeline, not the HTTP client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from workers.http import create_http_client
+
+
+async def relay(
+    bootstrap: str,
+    jobs_topic: str,
+    results_topic: str,
+    simulator_url: str,
+    concurrency: int,
+    expected: int,
+    group: str,
+) -> tuple[float, float]:
+    """Relay ``expected`` jobs; returns (first_done, last_done) perf_counter instants."""
+    consumer = AIOKafkaConsumer(
+        jobs_topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    http = create_http_client(concurrency * 2)
+    await consumer.start()
+    await producer.start()
+    slots = asyncio.Semaphore(concurrency)
+    done = 0
+    first = last = 0.0
+    finished = asyncio.Event()
+
+    async def handle(value: bytes, key: bytes | None) -> None:
+        nonlocal done, first, last
+        try:
+            job = json.loads(value)
+            response = await http.post(
+                f"{simulator_url}/chat/completions",
+                json={
+                    "model": "sim-chat-mini",
+                    "messages": job["messages"],
+                    **job.get("params", {}),
+                },
+            )
+            reply = response.json()
+            result = {"job_id": job["job_id"], "text": reply["choices"][0]["message"]["content"]}
+            await (await producer.send(results_topic, json.dumps(result).encode(), key=key))
+        finally:
+            slots.release()
+        done += 1
+        last = time.perf_counter()
+        if done == 1:
+            first = last
+        if done == expected:
+            finished.set()
+
+    tasks = set()
+    consumed = 0
+    try:
+        async for record in consumer:
+            await slots.acquire()
+            task = asyncio.create_task(handle(record.value, record.key))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            consumed += 1
+            if consumed == expected:
+                break
+        await finished.wait()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await http.aclose()
+    return first, last

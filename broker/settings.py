@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     config: Path = DEFAULT_CONFIG_PATH
     topic_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = DEFAULT_PREFIX
     concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
+    pipeline_runners: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=0,
+        description="extra jobs that may be in intake, ledger or publishing while "
+        "HEADWAY_CONCURRENCY others are with providers; raises throughput when the ledger is "
+        "slow, and a crash may then repeat up to concurrency + pipeline_runners calls",
+    )
 
     # Kafka
     consumer_group: str = DEFAULT_CONSUMER_GROUP
@@ -58,7 +64,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
     lease_s: Annotated[float, Field(gt=0)] = 30.0
     ledger_flush_ms: Annotated[int, Field(ge=0)] = 5
-    ledger_batch_max: Annotated[int, Field(ge=1)] = 500
+    ledger_batch_max: Annotated[int, Field(ge=1)] = 1000
 
     # Provider calls
     http_max_connections: Annotated[int, Field(ge=1)] = 2048

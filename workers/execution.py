@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -34,9 +35,12 @@ class Execution:
 
 
 class Executor:
-    def __init__(self, providers: dict[str, Provider], retry: RetryPolicy) -> None:
+    def __init__(
+        self, providers: dict[str, Provider], retry: RetryPolicy, max_in_flight: int
+    ) -> None:
         self._providers = providers
         self._retry = retry
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     async def execute(
         self,
@@ -45,7 +49,19 @@ class Executor:
         messages: list[dict[str, str]] | None,
         deadline: float | None = None,
     ) -> Execution:
-        """Try each deployment of ``plan`` in turn; a permanent error stops at once."""
+        """Try each deployment of ``plan`` in turn; a permanent error stops at once.
+
+        At most ``max_in_flight`` jobs of this process are with providers at any moment."""
+        async with self._slots:
+            return await self._execute(job, plan, messages, deadline)
+
+    async def _execute(
+        self,
+        job: JobRequest,
+        plan: list[DeploymentConfig],
+        messages: list[dict[str, str]] | None,
+        deadline: float | None,
+    ) -> Execution:
         execution = Execution()
         for deployment in plan:
             try:

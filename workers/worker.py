@@ -85,6 +85,7 @@ class Worker:
         self.tracker = OffsetTracker()
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
         self.processed = 0
+        self.first_fetch_at: float | None = None  # perf_counter() of the first record fetched
         self._paused_lanes: set[str] = set()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -129,7 +130,7 @@ class Worker:
             self.topics,
             self.ledger,
             self.publisher,
-            Executor(providers, self._retry),
+            Executor(providers, self._retry, settings.concurrency),
             settings.max_message_bytes,
         )
         consumer = AIOKafkaConsumer(**consumer_options(settings))
@@ -138,7 +139,10 @@ class Worker:
         self._consumer = consumer
         self._stack.push_async_callback(consumer.stop)
         self._stack.push_async_callback(self._drain)
-        self._runners = [asyncio.create_task(self._run_jobs()) for _ in range(settings.concurrency)]
+        # with pipeline_runners > 0, a job waiting on the ledger or on Kafka's ack does not
+        # hold one of the `concurrency` slots a provider call needs
+        runners = settings.concurrency + settings.pipeline_runners
+        self._runners = [asyncio.create_task(self._run_jobs()) for _ in range(runners)]
         self._tasks = [
             asyncio.create_task(self._fetch_loop()),
             asyncio.create_task(self._commit_loop()),
@@ -194,6 +198,8 @@ class Worker:
                 timeout_ms=FETCH_TIMEOUT_MS, max_records=self._fetch_chunk
             )
             now = time.monotonic()
+            if batches and self.first_fetch_at is None:
+                self.first_fetch_at = time.perf_counter()
             for tp, records in batches.items():
                 lane = self._lanes[tp.topic]
                 for record in records:

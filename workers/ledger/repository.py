@@ -146,9 +146,7 @@ class LedgerRepository:
         ]
         insert = _insert(conn.dialect.name)
         # executemany: SQLAlchemy batches it into multi-row INSERTs with a cached compilation
-        statement = (
-            insert(JobRow).on_conflict_do_nothing().returning(JobRow.tenant, JobRow.job_id)
-        )
+        statement = insert(JobRow).on_conflict_do_nothing().returning(JobRow.tenant, JobRow.job_id)
         inserted = {(r.tenant, r.job_id) for r in await conn.execute(statement, rows)}
         outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
         conflicted = [key for key in unique if key not in inserted]

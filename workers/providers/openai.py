@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 
 from broker.config import ProviderConfig
+from workers.http import post_json
 from workers.providers.base import (
     ChatCall,
     ChatResponse,
@@ -73,13 +75,9 @@ class OpenAIProvider:
         if self._send_job_header and job_id:
             headers = {**headers, JOB_HEADER: job_id}
         with transport_errors(self.name):
-            response = await self._client.post(
-                self._base_url + path, json=body, headers=headers, timeout=self._timeout
+            response = await post_json(
+                self._client, self._base_url + path, body, headers, self._timeout
             )
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
         raise_for_status(response, self.name)
         with transport_errors(self.name):
-            return response.json()
+            return json.loads(response.content)

@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m broker.asyncapi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -54,7 +54,10 @@ async def test_topics_create_and_db_upgrade_are_idempotent(
 
 
 async def test_submit_a_file_then_read_every_result_and_the_status(
-    make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    sqlite_url: str,
+    simulator: SimulatorServer,
+    tmp_path: Path,
 ) -> None:
     settings = make_settings(database_url=sqlite_url)
     jobs = tmp_path / "jobs.jsonl"
@@ -73,11 +76,21 @@ async def test_submit_a_file_then_read_every_result_and_the_status(
     )
     out = tmp_path / "results.jsonl"
     async with running_worker(settings, development_config(simulator.base_url)):
-        submitted = await headway(settings, "submit", str(jobs), "--tenant", "demo", "--batch", "cli")
+        submitted = await headway(
+            settings, "submit", str(jobs), "--tenant", "demo", "--batch", "cli"
+        )
         assert submitted.returncode == 0, submitted.stderr
         assert f"published {JOBS} jobs" in submitted.stdout
         followed = await headway(
-            settings, "results", "--batch", "cli", "--follow", "--count", str(JOBS), "--out", str(out)
+            settings,
+            "results",
+            "--batch",
+            "cli",
+            "--follow",
+            "--count",
+            str(JOBS),
+            "--out",
+            str(out),
         )
         assert followed.returncode == 0, followed.stderr
     results = [json.loads(line) for line in out.read_text().splitlines()]
@@ -101,7 +114,9 @@ async def test_a_file_with_bad_lines_publishes_nothing_and_names_them(
     assert "nothing was published" in result.stderr
 
 
-async def test_a_worker_without_a_bootstrap_says_what_to_set(make_settings: Callable[..., Settings]) -> None:
+async def test_a_worker_without_a_bootstrap_says_what_to_set(
+    make_settings: Callable[..., Settings],
+) -> None:
     settings = make_settings(kafka_bootstrap=None)
     env = {k: v for k, v in cli_env(settings).items() if k != "HEADWAY_KAFKA_BOOTSTRAP"}
     result = await asyncio.to_thread(

@@ -168,3 +168,14 @@ def test_committed_json_schemas_are_current() -> None:
     for path, text in expected_files().items():
         assert path.exists(), f"{path} missing: run `make schemas`"
         assert path.read_text() == text, f"{path} is stale: run `make schemas`"
+
+
+def test_the_asyncapi_document_lists_every_public_topic_and_is_current() -> None:
+    from broker.asyncapi import DOCUMENT, render
+
+    text = render()
+    for topic in ("jobs.high", "jobs.normal", "jobs.low", "results", "usage", "dlq", "control"):
+        assert f"address: headway.{topic}" in text
+    for model in ("JobRequest", "JobResult", "UsageEvent", "ControlCommand"):
+        assert f"{model}:" in text
+    assert DOCUMENT.read_text() == text, "docs/asyncapi.yaml is stale: run `make schemas`"

@@ -306,4 +306,5 @@ class Worker:
         )
         await self._commit(revoked)
         self.tracker.forget(revoked)
-        log.info("revoked %d partitions (%d queued jobs dropped)", len(revoked), dropped)
+        if revoked:
+            log.info("revoked %d partitions (%d queued jobs dropped)", len(revoked), dropped)

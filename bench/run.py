@@ -87,6 +87,7 @@ async def main(runs: int, overhead_jobs: int, backlog: int) -> str:
         f"| {peak:.0f} MB | {last:.0f} MB (target < 300 MB) |",
         "",
     ]
+    lines += ["What profiling found, and what would close the gaps: `docs/performance.md`.", ""]
     return "\n".join(lines)
 
 

@@ -85,6 +85,7 @@ class Worker:
         self.tracker = OffsetTracker()
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
         self.processed = 0
+        self.revocations = 0  # rebalances that took partitions away from this worker
         self.first_fetch_at: float | None = None  # perf_counter() of the first record fetched
         self._paused_lanes: set[str] = set()
         self._stack = contextlib.AsyncExitStack()
@@ -307,4 +308,5 @@ class Worker:
         await self._commit(revoked)
         self.tracker.forget(revoked)
         if revoked:
+            self.revocations += 1
             log.info("revoked %d partitions (%d queued jobs dropped)", len(revoked), dropped)

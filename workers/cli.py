@@ -121,6 +121,12 @@ def worker(
             console.print(f"embedded broker at {kafka.bootstrap}")
         try:
             config = load_config(settings.config)
+            if not settings.config.exists():
+                logging.getLogger("headway").warning(
+                    "no config file at %s: using the built-in development config "
+                    "(the simulator at its default address); set HEADWAY_CONFIG",
+                    settings.config,
+                )
             await create_topics(settings, config)
             async with Worker(settings, config) as running:
                 console.print(f"worker {settings.worker_id}: concurrency {settings.concurrency}")

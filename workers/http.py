@@ -30,7 +30,7 @@ def create_http_client(max_connections: int) -> httpx.AsyncClient:
 
 async def post_json(
     client: httpx.AsyncClient,
-    url: str,
+    url: httpx.URL,
     body: dict[str, Any],
     headers: dict[str, str],
     timeout: httpx.Timeout,  # noqa: ASYNC109 - httpx's per-request timeouts, passed through
@@ -41,6 +41,7 @@ async def post_json(
     extraction, auth flows, redirect handling, URL merging — which cost ~100 µs of CPU per call
     here (218 vs 332 µs per request, measured against the simulator). Requests and responses
     are still httpx objects, and the transport is the client's own (or a test's MockTransport).
+    ``url`` is a parsed ``httpx.URL`` built once per endpoint (parsing it costs ~12 µs a call).
     """
     request = httpx.Request(
         "POST",

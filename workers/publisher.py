@@ -1,7 +1,8 @@
 """Publishing results, usage events and dead letters with one shared aiokafka producer.
 
-``send`` appends to the producer's batch and returns the delivery future without waiting
-for it; callers gather the futures of one job, so thousands of jobs share each produce request.
+``send`` appends to a per-partition batch (workers/batches.py) and returns a future for its
+delivery without waiting; callers await the futures of one job, so thousands of jobs share each
+produce request. Dead letters, rare and possibly large, go through ``AIOKafkaProducer.send``.
 """
 
 from __future__ import annotations
@@ -18,26 +19,27 @@ from broker.topics import (
     HEADER_SOURCE_TOPIC,
     Topics,
 )
+from workers.batches import BatchSender
 
 MAX_HEADER_TEXT = 1000
 Headers = Sequence[tuple[str, bytes]]
 
 
 class Publisher:
-    def __init__(self, producer: AIOKafkaProducer, topics: Topics) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topics: Topics, linger_s: float) -> None:
         self._producer = producer
+        self._batches = BatchSender(producer, linger_s)
         self.topics = topics
 
     async def send(
-        self, topic: str, key: str | None, value: bytes, headers: Headers | None = None
-    ) -> asyncio.Future[object]:
-        future: asyncio.Future[object] = await self._producer.send(
-            topic,
-            value=value,
-            key=key.encode("utf-8") if key is not None else None,
-            headers=list(headers) if headers else None,
-        )
-        return future
+        self, topic: str, key: str, value: bytes, headers: Headers = ()
+    ) -> asyncio.Future[None]:
+        """Append one record; the future (shared with its batch) is done once it is acked."""
+        return await self._batches.append(topic, key.encode("utf-8"), value, headers)
+
+    async def drain(self) -> None:
+        """Send what is waiting in open batches and wait for it."""
+        await self._batches.drain()
 
     async def dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str

@@ -125,7 +125,7 @@ class Worker:
             )
         )
         providers = self._override_providers or build_providers(self.config, http)
-        self.publisher = Publisher(producer, self.topics)
+        self.publisher = Publisher(producer, self.topics, settings.producer_linger_ms / 1000)
         self.pipeline = JobPipeline(
             self.config,
             self.topics,
@@ -180,6 +180,7 @@ class Worker:
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
+        await self.publisher.drain()
         await self._commit()
         with contextlib.suppress(Exception):
             await self.ledger.release_all()

@@ -34,7 +34,10 @@ class OpenAIProvider:
         send_job_header: bool = False,
     ) -> None:
         self.name = name
-        self._base_url = config.base_url.rstrip("/")
+        base_url = config.base_url.rstrip("/")
+        self._urls = {
+            path: httpx.URL(base_url + path) for path in ("/chat/completions", "/embeddings")
+        }
         self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
         self._client = client
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -75,9 +78,7 @@ class OpenAIProvider:
         if self._send_job_header and job_id:
             headers = {**headers, JOB_HEADER: job_id}
         with transport_errors(self.name):
-            response = await post_json(
-                self._client, self._base_url + path, body, headers, self._timeout
-            )
+            response = await post_json(self._client, self._urls[path], body, headers, self._timeout)
         raise_for_status(response, self.name)
         with transport_errors(self.name):
             return json.loads(response.content)

@@ -234,6 +234,10 @@ class Worker:
                 await self._process(job)
                 self.tracker.done(job.tp, job.record.offset)
                 self.processed += 1
+            except Exception:
+                # even the dead letter failed (Kafka unreachable?): keep the offset unfinished
+                # so the job is redelivered, and keep this runner alive
+                log.exception("job at %s:%d left unfinished", job.tp, job.record.offset)
             finally:
                 self.in_flight[job.tp] -= 1
                 self._job_finished.set()

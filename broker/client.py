@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
 
 from broker.kafka import producer_options, require_bootstrap
 from broker.settings import Settings
@@ -30,6 +31,7 @@ from schemas.jobs import JobRequest, Priority
 from schemas.results import JobResult
 
 JobLike = JobRequest | Mapping[str, Any]
+log = logging.getLogger(__name__)
 
 
 def sign(value: bytes, secret: str) -> str:
@@ -161,10 +163,10 @@ async def _iterate(
             return
         for records in batches.values():
             for record in records:
-                if batch_id is not None and f'"batch_id":{json.dumps(batch_id)}' not in (
-                    record.value or b""
-                ).decode("utf-8", "replace"):
+                try:
+                    result = JobResult.model_validate_json(record.value or b"")
+                except ValidationError:
+                    log.warning("skipping a record that is not a JobResult at %s", record.offset)
                     continue
-                result = JobResult.model_validate_json(record.value or b"")
                 if batch_id is None or result.batch_id == batch_id:
                     yield result

@@ -127,11 +127,7 @@ class HeadwayClient:
         await consumer.start()
         try:
             name = topic or self.topics.results
-            partitions = [
-                TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()
-            ]
-            if not partitions:
-                partitions = [TopicPartition(name, p) for p in await _partitions(consumer, name)]
+            partitions = [TopicPartition(name, p) for p in await _partitions(consumer, name)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             async for result in _iterate(consumer, batch_id, idle_timeout_s):

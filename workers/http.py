@@ -22,7 +22,6 @@ def create_http_client(max_connections: int) -> httpx.AsyncClient:
     )
     return httpx.AsyncClient(
         transport=AiohttpTransport(limits=limits),
-        limits=limits,
         timeout=httpx.Timeout(60.0, connect=10.0),
         follow_redirects=False,
     )

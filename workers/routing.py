@@ -18,10 +18,6 @@ def estimate_input_tokens(job: JobRequest, messages: list[dict[str, str]] | None
     return max(1, text // CHARS_PER_TOKEN)
 
 
-def estimated_cost(deployment: DeploymentConfig, input_tokens: int, max_tokens: int) -> float:
-    return deployment.cost_usd(input_tokens, max_tokens)
-
-
 def plan(
     route: RouteConfig, job: JobRequest, messages: list[dict[str, str]] | None
 ) -> list[DeploymentConfig]:
@@ -29,5 +25,5 @@ def plan(
     if route.strategy is Strategy.CHEAPEST and len(deployments) > 1:
         tokens = estimate_input_tokens(job, messages)
         max_tokens = (job.params.max_tokens if job.params else None) or DEFAULT_OUTPUT_TOKENS
-        deployments.sort(key=lambda d: estimated_cost(d, tokens, max_tokens))
+        deployments.sort(key=lambda d: d.cost_usd(tokens, max_tokens))
     return deployments

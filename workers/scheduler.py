@@ -24,7 +24,6 @@ class QueuedJob:
     lane: Priority
     tp: TopicPartition
     size: int
-    enqueued_at: float
 
 
 class LaneScheduler:
@@ -37,9 +36,6 @@ class LaneScheduler:
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self._lanes.values())
-
-    def lane_size(self, lane: Priority) -> int:
-        return len(self._lanes[lane])
 
     def full(self, lane: Priority) -> bool:
         return len(self._lanes[lane]) >= self._max_jobs or self._bytes[lane] >= self._max_bytes

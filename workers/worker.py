@@ -199,7 +199,6 @@ class Worker:
             batches = await consumer.getmany(
                 timeout_ms=FETCH_TIMEOUT_MS, max_records=self._fetch_chunk
             )
-            now = time.monotonic()
             if batches and self.first_fetch_at is None:
                 self.first_fetch_at = time.perf_counter()
             for tp, records in batches.items():
@@ -207,7 +206,7 @@ class Worker:
                 for record in records:
                     self.tracker.add(tp, record.offset)
                     size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
-                    self.scheduler.put(QueuedJob(record, lane, tp, size, now))
+                    self.scheduler.put(QueuedJob(record, lane, tp, size))
             self._apply_backpressure(consumer)
 
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:

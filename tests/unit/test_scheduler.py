@@ -13,7 +13,7 @@ from workers.scheduler import LaneScheduler, QueuedJob
 
 def job(lane: Priority, offset: int, partition: int = 0, size: int = 10) -> QueuedJob:
     record: Any = type("Record", (), {"offset": offset})()
-    return QueuedJob(record, lane, TopicPartition(f"jobs.{lane.value}", partition), size, 0.0)
+    return QueuedJob(record, lane, TopicPartition(f"jobs.{lane.value}", partition), size)
 
 
 async def test_runners_take_high_before_normal_before_low() -> None:

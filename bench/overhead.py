@@ -35,7 +35,7 @@ async def headway_rate(stack: Stack, jobs: int, concurrency: int) -> float:
 async def relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
     settings = stack.settings()
     await preload(settings, stack.config(), chat_jobs(jobs))
-    first, last = await relay(
+    _, first, last = await relay(
         stack.bootstrap,
         settings.topics.jobs(Priority.NORMAL),
         settings.topics.results,

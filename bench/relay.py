@@ -23,8 +23,8 @@ async def relay(
     concurrency: int,
     expected: int,
     group: str,
-) -> tuple[float, float]:
-    """Relay ``expected`` jobs; returns (first_done, last_done) perf_counter instants."""
+) -> tuple[float, float, float]:
+    """Relay ``expected`` jobs; returns (first_fetched, first_done, last_done) perf_counter instants."""
     consumer = AIOKafkaConsumer(
         jobs_topic,
         bootstrap_servers=bootstrap,
@@ -67,8 +67,11 @@ async def relay(
 
     tasks = set()
     consumed = 0
+    fetched = 0.0
     try:
         async for record in consumer:
+            if not consumed:
+                fetched = time.perf_counter()
             await slots.acquire()
             task = asyncio.create_task(handle(record.value, record.key))
             tasks.add(task)
@@ -81,4 +84,4 @@ async def relay(
         await consumer.stop()
         await producer.stop()
         await http.aclose()
-    return first, last
+    return fetched, first, last

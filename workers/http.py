@@ -1,27 +1,126 @@
-"""The one shared ``httpx.AsyncClient`` of a worker process.
+"""The one shared ``httpx.AsyncClient`` of a worker process, and its transport.
 
 Transport chosen by measurement (DEVELOPERS.md): httpx's own pool fell to 35 req/s at 1,000
-concurrent requests on this hardware, while httpx over ``httpx-aiohttp``'s AiohttpTransport
-kept 1.2k–1.8k. The API stays httpx; only the transport differs.
+concurrent requests on this hardware; httpx over ``httpx-aiohttp``'s AiohttpTransport kept
+1.2k–1.8k, but still cost ~80 µs of CPU per call more than aiohttp itself (241 vs 160 µs,
+``docs/performance.md``). :class:`AiohttpTransport` here is that transport cut to what a provider
+call needs: the body read in one piece (no stream wrappers), parsed URLs and timeouts reused,
+no cookie jar. The API stays httpx: adapters build ``httpx.Request`` objects and read
+``httpx.Response`` objects, and aiohttp's exceptions become httpx's at this one boundary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+import yarl
+
+_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    # most specific first
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.TimeoutException),
+    (asyncio.TimeoutError, httpx.TimeoutException),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.ReadError),
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.ClientError, httpx.TransportError),
+)
+
+
+def _as_httpx_error(error: BaseException) -> httpx.TransportError | None:
+    for source, target in _ERRORS:
+        if isinstance(error, source):
+            return target(f"{type(error).__name__}: {error}")
+    return None
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over one ``aiohttp.ClientSession`` (created in the running loop)."""
+
+    def __init__(self, max_connections: int, keepalive_s: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._closed = False
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("transport is closed")
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            keepalive_timeout=self._keepalive_s,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,  # httpx decodes content-encoding when it reads the body
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        return self._session
+
+    def _url(self, url: httpx.URL) -> yarl.URL:
+        text = str(url)
+        parsed = self._urls.get(text)
+        if parsed is None:
+            parsed = yarl.URL(text, encoded=True)
+            if len(self._urls) < 1024:  # provider endpoints: a handful, reused forever
+                self._urls[text] = parsed
+        return parsed
+
+    def _timeout(self, extensions: dict[str, Any]) -> aiohttp.ClientTimeout:
+        spec = extensions.get("timeout") or {}
+        key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect, read, pool = key
+            timeout = aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
+            self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open_session()
+        try:
+            async with session.request(
+                request.method,
+                self._url(request.url),
+                headers=request.headers.multi_items(),
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=self._timeout(request.extensions),
+            ) as response:
+                body = await response.read()
+        except Exception as error:
+            mapped = _as_httpx_error(error)
+            if mapped is None:
+                raise
+            raise mapped from error
+        return httpx.Response(
+            response.status,
+            headers=response.raw_headers,
+            content=body,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def create_http_client(max_connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=30.0,
-    )
     return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits),
+        transport=AiohttpTransport(max_connections),
         timeout=httpx.Timeout(60.0, connect=10.0),
         follow_redirects=False,
     )

@@ -1,0 +1,116 @@
+"""The worker's httpx transport over aiohttp: real sockets, httpx objects in and out, httpx errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiohttp import web
+
+from broker.embedded import free_port
+from workers.http import create_http_client, post_json
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    calls = 0
+
+    async def echo(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        reply = {
+            "n": calls,
+            "auth": request.headers.get("authorization"),
+            "type": request.headers.get("content-type"),
+            "body": await request.json(),
+        }
+        return web.json_response(reply, headers={"x-seen": "1"})
+
+    async def gzipped(request: web.Request) -> web.Response:
+        body = gzip.compress(json.dumps({"zipped": True}).encode())
+        return web.Response(body=body, headers={"content-encoding": "gzip"})
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response({})
+
+    async def limited(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "slow down"}}, status=429)
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    app.router.add_post("/gzip", gzipped)
+    app.router.add_post("/slow", slow)
+    app.router.add_post("/limited", limited)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+TIMEOUT = httpx.Timeout(5.0, connect=1.0)
+
+
+async def test_post_json_sends_headers_and_body_and_returns_a_read_httpx_response(
+    server: str,
+) -> None:
+    async with create_http_client(8) as client:
+        response = await post_json(
+            client, httpx.URL(f"{server}/echo"), {"a": "ü"}, {"authorization": "Bearer k"}, TIMEOUT
+        )
+        again = await post_json(client, httpx.URL(f"{server}/echo"), {}, {}, TIMEOUT)
+    assert isinstance(response, httpx.Response)
+    assert response.status_code == 200
+    assert response.json() == {
+        "n": 1,
+        "auth": "Bearer k",
+        "type": "application/json",
+        "body": {"a": "ü"},
+    }
+    assert response.headers["x-seen"] == "1"
+    assert again.json()["n"] == 2
+
+
+async def test_a_gzip_encoded_body_is_decoded(server: str) -> None:
+    async with create_http_client(8) as client:
+        response = await post_json(client, httpx.URL(f"{server}/gzip"), {}, {}, TIMEOUT)
+    assert response.json() == {"zipped": True}
+
+
+async def test_error_statuses_are_responses_not_exceptions(server: str) -> None:
+    async with create_http_client(8) as client:
+        response = await post_json(client, httpx.URL(f"{server}/limited"), {}, {}, TIMEOUT)
+    assert response.status_code == 429
+    assert response.json()["error"]["message"] == "slow down"
+
+
+async def test_a_read_timeout_is_an_httpx_timeout(server: str) -> None:
+    async with create_http_client(8) as client:
+        with pytest.raises(httpx.TimeoutException):
+            await post_json(
+                client, httpx.URL(f"{server}/slow"), {}, {}, httpx.Timeout(0.2, connect=1.0)
+            )
+
+
+async def test_connection_refused_is_an_httpx_connect_error() -> None:
+    async with create_http_client(8) as client:
+        with pytest.raises(httpx.ConnectError):
+            await post_json(
+                client, httpx.URL(f"http://127.0.0.1:{free_port()}/x"), {}, {}, TIMEOUT
+            )
+
+
+async def test_a_closed_client_refuses_new_requests(server: str) -> None:
+    client = create_http_client(8)
+    await post_json(client, httpx.URL(f"{server}/echo"), {}, {}, TIMEOUT)
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await post_json(client, httpx.URL(f"{server}/echo"), {}, {}, TIMEOUT)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger.models import JobRow, RowStatus, UsageRow
+from workers.ledger.statements import FINISH_COLUMNS, statements
 
 Key = tuple[str, str]  # (tenant, job_id)
+RUNNING = RowStatus.RUNNING.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,30 +126,7 @@ class LedgerRepository:
         unique: dict[Key, Claim] = {}
         for claim in claims:
             unique.setdefault(claim.key, claim)
-        rows = [
-            {
-                "tenant": c.tenant,
-                "job_id": c.job_id,
-                "status": RowStatus.RUNNING.value,
-                "batch_id": c.batch_id,
-                "kind": c.kind,
-                "route": c.route,
-                "attempts": 0,
-                "input_tokens": 0,
-                "output_tokens": 0,
-                "cost_nusd": 0,
-                "lease_owner": self.owner,
-                "lease_expires_at": now + self.lease_s,
-                "claims": 1,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for c in unique.values()
-        ]
-        insert = _insert(conn.dialect.name)
-        # executemany: SQLAlchemy batches it into multi-row INSERTs with a cached compilation
-        statement = insert(JobRow).on_conflict_do_nothing().returning(JobRow.tenant, JobRow.job_id)
-        inserted = {(r.tenant, r.job_id) for r in await conn.execute(statement, rows)}
+        inserted = await self._insert_claims(conn, list(unique.values()), now)
         outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
         conflicted = [key for key in unique if key not in inserted]
         if conflicted:
@@ -162,6 +141,23 @@ class LedgerRepository:
                 results.append(outcomes[claim.key])
             seen.add(claim.key)
         return results
+
+    async def _insert_claims(
+        self, conn: AsyncConnection, claims: list[Claim], now: float
+    ) -> set[Key]:
+        sql = statements(conn.dialect.name)
+        owner, expires = self.owner, now + self.lease_s
+        inserted: set[Key] = set()
+        step = sql.claim_rows_max
+        for start in range(0, len(claims), step):
+            chunk = claims[start : start + step]
+            params: list[Any] = []
+            for c in chunk:
+                params += (c.tenant, c.job_id, RUNNING, c.batch_id, c.kind, c.route)
+                params += (0, 0, 0, 0, owner, expires, 1, now, now)
+            result = await conn.exec_driver_sql(sql.claim_insert(len(chunk)), tuple(params))
+            inserted.update(cast("list[Key]", result.all()))
+        return inserted
 
     async def _resolve_conflicts(
         self, conn: AsyncConnection, keys: list[Key], now: float
@@ -248,25 +244,9 @@ class LedgerRepository:
         if not finishes:
             return []
         await self._insert_usage(conn, finishes)
-        columns = list(self._finish_values(finishes[0]))
-        statement = (
-            update(JobRow)
-            .where(
-                JobRow.tenant == bindparam("k_tenant"),
-                JobRow.job_id == bindparam("k_job_id"),
-                JobRow.status == RowStatus.RUNNING.value,
-            )
-            .values({name: bindparam(f"v_{name}") for name in columns})
-        )
-        params = [
-            {
-                "k_tenant": f.tenant,
-                "k_job_id": f.job_id,
-                **{f"v_{name}": value for name, value in self._finish_values(f).items()},
-            }
-            for f in finishes
-        ]
-        result = await conn.execute(statement, params)
+        sql = statements(conn.dialect.name)
+        params = [(*self._finish_row(f), f.tenant, f.job_id) for f in finishes]
+        result = await conn.exec_driver_sql(sql.finish, params)
         if result.rowcount == len(finishes):  # SQLite reports executemany's row count
             return [Stored() for _ in finishes]
         return await self._which_were_stored(conn, finishes)
@@ -329,48 +309,53 @@ class LedgerRepository:
         return AlreadyFinished(row.result_json or "", usage.get(finish.key, []))
 
     @staticmethod
-    def _finish_values(finish: Finish) -> dict[str, Any]:
-        return {
-            "status": finish.status.value,
-            "batch_id": finish.batch_id,
-            "kind": finish.kind,
-            "route": finish.route,
-            "provider": finish.provider,
-            "deployment": finish.deployment,
-            "attempts": finish.attempts,
-            "input_tokens": finish.input_tokens,
-            "output_tokens": finish.output_tokens,
-            "cost_nusd": finish.cost_nusd,
-            "result_json": finish.result_json,
-            "lease_owner": None,
-            "lease_expires_at": 0.0,
-            "updated_at": finish.completed_at,
-            "completed_at": finish.completed_at,
-        }
+    def _finish_row(finish: Finish) -> tuple[Any, ...]:
+        """The values of FINISH_COLUMNS, in order."""
+        at = finish.completed_at
+        return (
+            finish.status.value,
+            finish.batch_id,
+            finish.kind,
+            finish.route,
+            finish.provider,
+            finish.deployment,
+            finish.attempts,
+            finish.input_tokens,
+            finish.output_tokens,
+            finish.cost_nusd,
+            finish.result_json,
+            None,  # lease_owner
+            0.0,  # lease_expires_at
+            at,  # updated_at
+            at,  # completed_at
+        )
+
+    @classmethod
+    def _finish_values(cls, finish: Finish) -> dict[str, Any]:
+        return dict(zip(FINISH_COLUMNS, cls._finish_row(finish), strict=True))
 
     async def _insert_usage(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> None:
         rows = [
-            {
-                "event_id": u.event_id,
-                "tenant": f.tenant,
-                "job_id": f.job_id,
-                "batch_id": f.batch_id,
-                "route": u.route,
-                "provider": u.provider,
-                "deployment": u.deployment,
-                "input_tokens": u.input_tokens,
-                "output_tokens": u.output_tokens,
-                "cost_nusd": u.cost_nusd,
-                "cached": u.cached,
-                "timestamp": u.timestamp,
-                "payload": u.payload,
-            }
+            (
+                u.event_id,
+                f.tenant,
+                f.job_id,
+                f.batch_id,
+                u.route,
+                u.provider,
+                u.deployment,
+                u.input_tokens,
+                u.output_tokens,
+                u.cost_nusd,
+                u.cached,
+                u.timestamp,
+                u.payload,
+            )  # USAGE_COLUMNS, in order
             for f in finishes
             for u in f.usage
         ]
         if rows:
-            insert = _insert(conn.dialect.name)
-            await conn.execute(insert(UsageRow).on_conflict_do_nothing(), rows)
+            await conn.exec_driver_sql(statements(conn.dialect.name).usage_insert, rows)
 
     # -- leases -------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ async def relay(
     expected: int,
     group: str,
 ) -> tuple[float, float, float]:
-    """Relay ``expected`` jobs; returns (first_fetched, first_done, last_done) perf_counter instants."""
+    """Relay ``expected`` jobs; returns perf_counter() at first fetch, first done, last done."""
     consumer = AIOKafkaConsumer(
         jobs_topic,
         bootstrap_servers=bootstrap,

@@ -219,8 +219,10 @@ class JobPipeline:
         futures = [await self.publisher.send(topic, job_id, result_json.encode())]
         for payload in usage_payloads:
             futures.append(await self.publisher.send(self.topics.usage, tenant, payload.encode()))
-        for future in futures:  # shared with other jobs' records: never cancel them
-            await asyncio.shield(future)
+        # the futures are shared with other jobs' records: asyncio.wait never cancels them
+        await asyncio.wait(futures)
+        for future in futures:
+            future.result()  # a failed delivery raises here
 
     async def _with_ledger(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Retry a ledger operation while the database is unreachable; the job waits, unlost."""

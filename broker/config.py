@@ -35,6 +35,9 @@ class ProviderType(StrEnum):
     SIMULATOR = "simulator"
 
 
+NO_EMBEDDINGS_API = frozenset({ProviderType.ANTHROPIC})
+
+
 class Strategy(StrEnum):
     CHEAPEST = "cheapest"
     ORDERED = "ordered"
@@ -112,11 +115,14 @@ class HeadwayConfig(_Frozen):
     def _references_resolve(self) -> HeadwayConfig:
         for route_name, route in self.routes.items():
             for index, deployment in enumerate(route.deployments):
-                if deployment.provider not in self.providers:
+                where = f"routes.{route_name}.deployments.{index}.provider"
+                provider = self.providers.get(deployment.provider)
+                if provider is None:
                     raise ValueError(
-                        f"routes.{route_name}.deployments.{index}.provider: "
-                        f"no provider named {deployment.provider!r} in [providers]"
+                        f"{where}: no provider named {deployment.provider!r} in [providers]"
                     )
+                if route.kind is JobKind.EMBEDDING and provider.type in NO_EMBEDDINGS_API:
+                    raise ValueError(f"{where}: {provider.type.value} has no embeddings API")
         for tenant_name, tenant in self.tenants.items():
             for route_name in tenant.allowed_routes or []:
                 if route_name not in self.routes:

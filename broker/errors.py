@@ -9,7 +9,8 @@
         │   ├── ProviderTimeout          connect/read/write/pool timeout
         │   ├── ProviderConnectionError  refused, reset, DNS
         │   ├── ProviderRateLimited      HTTP 429
-        │   └── ProviderServerError      HTTP 5xx, 529 "overloaded"
+        │   └── ProviderServerError      HTTP 5xx
+        │       └── ProviderOverloaded       HTTP 529 / 503, Anthropic's overloaded_error
         └── PermanentProviderError   another attempt cannot help
             ├── ProviderBadRequest       HTTP 400/404/409/413/422 …
             ├── ProviderAuthError        HTTP 401/403
@@ -81,6 +82,10 @@ class ProviderRateLimited(RetryableProviderError):
 
 class ProviderServerError(RetryableProviderError):
     pass
+
+
+class ProviderOverloaded(ProviderServerError):
+    """The provider sheds load: back off this deployment (adaptive concurrency shrinks)."""
 
 
 class PermanentProviderError(ProviderError):

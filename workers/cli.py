@@ -302,12 +302,19 @@ def simulator(
     jitter_ms: Annotated[float, typer.Option(min=0)] = 0.0,
     error_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
     rpm: Annotated[int | None, typer.Option(min=1)] = None,
+    error_status: Annotated[int, typer.Option(min=500, max=599)] = 500,
+    omit_usage: Annotated[bool, typer.Option()] = False,
 ) -> None:
-    """An OpenAI-compatible provider simulator."""
+    """A provider simulator: OpenAI, Azure OpenAI, Anthropic and Gemini wire formats."""
     from workers.simulator.run import serve
 
     config = SimulatorConfig(
-        latency_ms=latency_ms, latency_jitter_ms=jitter_ms, error_rate=error_rate, rpm=rpm
+        latency_ms=latency_ms,
+        latency_jitter_ms=jitter_ms,
+        error_rate=error_rate,
+        rpm=rpm,
+        error_status=error_status,
+        omit_usage=omit_usage,
     )
     _run(serve(config, host, port))
 

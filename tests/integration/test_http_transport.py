@@ -1,4 +1,4 @@
-"""The worker's httpx transport over aiohttp: real sockets, httpx objects in and out, httpx errors."""
+"""The worker's httpx transport over aiohttp: real sockets, httpx objects in and out."""
 
 from __future__ import annotations
 
@@ -103,9 +103,7 @@ async def test_a_read_timeout_is_an_httpx_timeout(server: str) -> None:
 async def test_connection_refused_is_an_httpx_connect_error() -> None:
     async with create_http_client(8) as client:
         with pytest.raises(httpx.ConnectError):
-            await post_json(
-                client, httpx.URL(f"http://127.0.0.1:{free_port()}/x"), {}, {}, TIMEOUT
-            )
+            await post_json(client, httpx.URL(f"http://127.0.0.1:{free_port()}/x"), {}, {}, TIMEOUT)
 
 
 async def test_a_closed_client_refuses_new_requests(server: str) -> None:

@@ -21,6 +21,7 @@ from broker.errors import (
     ProviderBadRequest,
     ProviderConnectionError,
     ProviderError,
+    ProviderOverloaded,
     ProviderRateLimited,
     ProviderResponseError,
     ProviderServerError,
@@ -53,12 +54,14 @@ class ChatResponse:
     finish_reason: str
     input_tokens: int
     output_tokens: int
+    estimated: bool = False  # the provider reported no usage: the tokens are our estimate
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingResponse:
     embeddings: list[list[float]]
     input_tokens: int
+    estimated: bool = False
 
 
 class Provider(Protocol):
@@ -105,13 +108,23 @@ def error_message(response: httpx.Response) -> str:
     return str(body)[:MAX_ERROR_MESSAGE]
 
 
-def raise_for_status(response: httpx.Response, provider: str) -> None:
-    """Map a non-2xx response into the provider error tree."""
+def raise_for_status(
+    response: httpx.Response,
+    provider: str,
+    *,
+    retry_after: float | None = None,
+    overloaded: bool = False,
+) -> None:
+    """Map a non-2xx response into the provider error tree.
+
+    Adapters pass what only their wire format says: a ``retry_after`` read from the body
+    (Gemini's RetryInfo) and ``overloaded`` (Anthropic's ``overloaded_error``)."""
     status = response.status_code
     if status < 400:
         return
     message = error_message(response)
-    retry_after = parse_retry_after(response.headers)
+    if retry_after is None:
+        retry_after = parse_retry_after(response.headers)
     kwargs: dict[str, Any] = {
         "status_code": status,
         "retry_after": retry_after,
@@ -120,6 +133,8 @@ def raise_for_status(response: httpx.Response, provider: str) -> None:
     error: ProviderError
     if status == 429:
         error = ProviderRateLimited(message, **kwargs)
+    elif overloaded or status in (503, 529):
+        error = ProviderOverloaded(message, **kwargs)
     elif status >= 500 or status == 408:
         error = ProviderServerError(message, **kwargs)
     elif status in (401, 403):
@@ -127,6 +142,15 @@ def raise_for_status(response: httpx.Response, provider: str) -> None:
     else:
         error = ProviderBadRequest(message, **kwargs)
     raise error
+
+
+def json_body(response: httpx.Response) -> dict[str, Any] | None:
+    """The response body as a JSON object, or None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 class transport_errors:  # used like a function: ``with transport_errors(name):``

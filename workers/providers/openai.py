@@ -1,4 +1,10 @@
-"""OpenAI wire format: ``/chat/completions`` and ``/embeddings`` (also the simulator's)."""
+"""OpenAI wire format: ``/chat/completions`` and ``/embeddings``.
+
+Served by OpenAI itself (``type = "openai"``), by any OpenAI-compatible server — vLLM, Ollama,
+Mistral, Together, Groq… (``openai_compatible``: the key is optional) — and by the bundled
+simulator. A missing ``usage``, which some compatible servers send, is estimated and marked
+so. Azure OpenAI shares the bodies (``providers/azure.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 import httpx
 
 from broker.config import ProviderConfig
+from workers import tokens
 from workers.http import post_json
 from workers.providers.base import (
     ChatCall,
@@ -21,8 +28,59 @@ from workers.providers.base import (
 JOB_HEADER = "x-headway-job"
 
 
+def chat_body(call: ChatCall, *, model: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"messages": call.messages}
+    if model is not None:
+        body["model"] = model
+    if call.params is not None:
+        body.update(call.params.model_dump(exclude_none=True, exclude={"dimensions"}))
+    return body
+
+
+def embedding_body(call: EmbeddingCall, *, model: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"input": call.inputs}
+    if model is not None:
+        body["model"] = model
+    if call.dimensions is not None:
+        body["dimensions"] = call.dimensions
+    return body
+
+
+def read_chat(data: Any, call: ChatCall) -> ChatResponse:
+    """The reply; a missing ``usage`` (some compatible servers) is estimated and marked so."""
+    choice = data["choices"][0]
+    text = choice["message"].get("content") or ""
+    usage = data.get("usage")
+    if usage is None:
+        return ChatResponse(
+            text=text,
+            finish_reason=choice.get("finish_reason") or "stop",
+            input_tokens=tokens.message_tokens(call.messages),
+            output_tokens=tokens.text_tokens(text) if text else 0,
+            estimated=True,
+        )
+    return ChatResponse(
+        text=text,
+        finish_reason=choice.get("finish_reason") or "stop",
+        input_tokens=int(usage.get("prompt_tokens", 0)),
+        output_tokens=int(usage.get("completion_tokens", 0)),
+    )
+
+
+def read_embeddings(data: Any, call: EmbeddingCall) -> EmbeddingResponse:
+    items = sorted(data["data"], key=lambda item: item["index"])
+    if len(items) != len(call.inputs):
+        raise ValueError(f"{len(items)} embeddings for {len(call.inputs)} inputs")
+    embeddings = [list(item["embedding"]) for item in items]
+    usage = data.get("usage")
+    if usage is None:
+        estimate = tokens.input_tokens(None, call.inputs)
+        return EmbeddingResponse(embeddings=embeddings, input_tokens=estimate, estimated=True)
+    return EmbeddingResponse(embeddings=embeddings, input_tokens=int(usage.get("prompt_tokens", 0)))
+
+
 class OpenAIProvider:
-    """Chat completions and embeddings over the OpenAI REST API."""
+    """Chat completions and embeddings over the OpenAI REST API (or a compatible server)."""
 
     def __init__(
         self,
@@ -44,34 +102,15 @@ class OpenAIProvider:
         self._send_job_header = send_job_header
 
     async def chat(self, call: ChatCall) -> ChatResponse:
-        body: dict[str, Any] = {"model": call.model, "messages": call.messages}
-        if call.params is not None:
-            body.update(call.params.model_dump(exclude_none=True, exclude={"dimensions"}))
-        data = await self._post("/chat/completions", body, call.job_id)
+        data = await self._post("/chat/completions", chat_body(call, model=call.model), call.job_id)
         with transport_errors(self.name):
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            return ChatResponse(
-                text=choice["message"].get("content") or "",
-                finish_reason=choice.get("finish_reason") or "stop",
-                input_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", 0)),
-            )
+            return read_chat(data, call)
 
     async def embed(self, call: EmbeddingCall) -> EmbeddingResponse:
-        body: dict[str, Any] = {"model": call.model, "input": call.inputs}
-        if call.dimensions is not None:
-            body["dimensions"] = call.dimensions
+        body = embedding_body(call, model=call.model)
         data = await self._post("/embeddings", body, call.job_id)
         with transport_errors(self.name):
-            items = sorted(data["data"], key=lambda item: item["index"])
-            if len(items) != len(call.inputs):
-                raise ValueError(f"{len(items)} embeddings for {len(call.inputs)} inputs")
-            usage = data.get("usage") or {}
-            return EmbeddingResponse(
-                embeddings=[list(item["embedding"]) for item in items],
-                input_tokens=int(usage.get("prompt_tokens", 0)),
-            )
+            return read_embeddings(data, call)
 
     async def _post(self, path: str, body: dict[str, Any], job_id: str | None) -> Any:
         headers = self._headers

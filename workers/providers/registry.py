@@ -6,10 +6,11 @@ import httpx
 
 from broker.config import HeadwayConfig, ProviderConfig, ProviderType
 from broker.errors import ConfigError
+from workers.providers.anthropic import AnthropicProvider
+from workers.providers.azure import AzureOpenAIProvider
 from workers.providers.base import Provider
+from workers.providers.gemini import GeminiProvider
 from workers.providers.openai import OpenAIProvider
-
-_OPENAI_WIRE = {ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE, ProviderType.SIMULATOR}
 
 
 def build_provider(name: str, config: ProviderConfig, client: httpx.AsyncClient) -> Provider:
@@ -18,16 +19,19 @@ def build_provider(name: str, config: ProviderConfig, client: httpx.AsyncClient)
         raise ConfigError(
             f"providers.{name}.api_key_env: environment variable {config.api_key_env} is not set"
         )
-    if config.type in _OPENAI_WIRE:
-        return OpenAIProvider(
-            name,
-            config,
-            client,
-            api_key=api_key,
-            send_job_header=config.type is ProviderType.SIMULATOR,
-        )
-    raise ConfigError(
-        f"providers.{name}.type: {config.type.value!r} has no adapter in this version"
+    kind = config.type
+    if kind is ProviderType.ANTHROPIC:
+        return AnthropicProvider(name, config, client, api_key=api_key)
+    if kind is ProviderType.GEMINI:
+        return GeminiProvider(name, config, client, api_key=api_key)
+    if kind is ProviderType.AZURE_OPENAI:
+        return AzureOpenAIProvider(name, config, client, api_key=api_key)
+    return OpenAIProvider(
+        name,
+        config,
+        client,
+        api_key=api_key,
+        send_job_header=kind is ProviderType.SIMULATOR,
     )
 
 

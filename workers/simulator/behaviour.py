@@ -10,6 +10,7 @@ import struct
 from typing import Any
 
 LATENCY_DIRECTIVE = re.compile(r"sim:latency_ms=(\d{1,7})")
+REJECT_DIRECTIVE = "sim:reject"  # an embedding input the simulator refuses (HTTP 400)
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
 DEFAULT_EMBEDDING_DIMENSIONS = 16
@@ -22,6 +23,10 @@ def count_tokens(text: str) -> int:
 
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(count_tokens(str(m.get("content", ""))) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def is_poison(text: str) -> bool:
+    return REJECT_DIRECTIVE in text
 
 
 def requested_latency_ms(body: dict[str, Any]) -> float | None:

@@ -1,7 +1,16 @@
-"""An OpenAI-compatible simulator: ``/v1/chat/completions`` and ``/v1/embeddings``.
+"""A provider simulator speaking four wire formats at their providers' own paths.
 
-Settable latency, error rate and an RPM limit enforced with 429 + Retry-After; it counts every
-call, readable at ``GET /_sim/stats`` and changeable at runtime with ``POST /_sim/config``.
+| wire | paths (``base_url`` to configure) |
+|---|---|
+| OpenAI / OpenAI-compatible | ``/v1/chat/completions``, ``/v1/embeddings`` (``…/v1``) |
+| Azure OpenAI | ``/openai/deployments/{name}/chat/completions`` and ``…/embeddings`` (root) |
+| Anthropic | ``/v1/messages`` (root) |
+| Gemini | ``/v1beta/models/{model}:generateContent`` and ``:batchEmbedContents`` (``…/v1beta``) |
+
+Settable latency, error rate (and the status of injected errors: 500, 503, 529), an RPM limit
+enforced with 429 + Retry-After in each provider's convention, and ``omit_usage`` for servers
+that report no token counts. It counts every call, readable at ``GET /_sim/stats`` and
+changeable at runtime with ``POST /_sim/config``.
 """
 
 from __future__ import annotations
@@ -9,17 +18,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import json
 import math
 import random
 import time
-import uuid
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from workers.simulator import behaviour
+from workers.simulator import behaviour, wires
+from workers.simulator.wires import Failure
 
 
 @dataclasses.dataclass
@@ -29,6 +39,8 @@ class SimulatorConfig:
     error_rate: float = 0.0
     rpm: int | None = None
     seed: int | None = None
+    error_status: int = 500  # 500 → server error; 503 / 529 → "overloaded" in each wire's words
+    omit_usage: bool = False  # OpenAI wire: answer without ``usage``, like some compatible servers
 
 
 @dataclasses.dataclass
@@ -49,13 +61,6 @@ class SimulatorStats:
         return data
 
 
-def _error(
-    status: int, message: str, kind: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": kind}}
-    return web.json_response(body, status=status, headers=headers)
-
-
 class SimulatorServer:
     """``async with SimulatorServer(SimulatorConfig(latency_ms=5)) as sim: sim.base_url``."""
 
@@ -71,13 +76,25 @@ class SimulatorServer:
         self._runner: web.AppRunner | None = None
 
     @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        """The OpenAI-wire base URL (``…/v1``)."""
+        return f"{self.root_url}/v1"
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/embeddings", self._embeddings)
+        for path, handler in (
+            ("/v1/chat/completions", wires.openai_chat),
+            ("/v1/embeddings", wires.openai_embeddings),
+            ("/openai/deployments/{deployment}/chat/completions", wires.azure_chat),
+            ("/openai/deployments/{deployment}/embeddings", wires.azure_embeddings),
+            ("/v1/messages", wires.anthropic_messages),
+            ("/v1beta/models/{model_method}", wires.gemini_model_call),
+        ):
+            app.router.add_post(path, functools.partial(handler, self))
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_post("/_sim/config", self._set_config)
@@ -111,7 +128,7 @@ class SimulatorServer:
 
     # -- the shared gate every call passes: rate limit, latency, injected errors --------------
 
-    def _rate_limited(self) -> web.Response | None:
+    def _rate_limited(self) -> Failure | None:
         rpm = self.config.rpm
         if rpm is None:
             return None
@@ -121,19 +138,12 @@ class SimulatorServer:
         if len(self._window) >= rpm:
             retry_after = max(1, math.ceil(60.0 - (now - self._window[0])))
             self.stats.rate_limited += 1
-            headers = {
-                "Retry-After": str(retry_after),
-                "x-ratelimit-limit-requests": str(rpm),
-                "x-ratelimit-remaining-requests": "0",
-                "x-ratelimit-reset-requests": f"{retry_after}s",
-            }
-            return _error(429, f"Rate limit reached: {rpm} RPM", "rate_limit_exceeded", headers)
+            return Failure(429, "rate_limited", f"Rate limit reached: {rpm} RPM", retry_after)
         self._window.append(now)
         return None
 
-    async def _gate(
-        self, request: web.Request
-    ) -> tuple[dict[str, Any] | None, web.Response | None]:
+    async def gate(self, request: web.Request) -> tuple[dict[str, Any] | None, Failure | None]:
+        """Count the call, apply the RPM limit, read the JSON body, wait, inject errors."""
         self.stats.calls += 1
         job = request.headers.get("x-headway-job")
         if job:
@@ -144,13 +154,9 @@ class SimulatorServer:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            self.stats.bad_requests += 1
-            return None, _error(
-                400, "We could not parse the JSON body of your request.", "invalid_request_error"
-            )
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            self.stats.bad_requests += 1
-            return None, _error(400, "you must provide a model parameter", "invalid_request_error")
+            return None, self.bad_request("We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return None, self.bad_request("The request body must be a JSON object.")
         delay = behaviour.requested_latency_ms(body)
         if delay is None:
             delay = self.config.latency_ms + self._random.uniform(0, self.config.latency_jitter_ms)
@@ -158,86 +164,25 @@ class SimulatorServer:
             await asyncio.sleep(delay / 1000)
         if self.config.error_rate and self._random.random() < self.config.error_rate:
             self.stats.errors += 1
-            return None, _error(
-                500, "The server had an error processing your request.", "server_error"
-            )
-        self.stats.by_model[body["model"]] = self.stats.by_model.get(body["model"], 0) + 1
+            status = self.config.error_status
+            kind = "overloaded" if status in (503, 529) else "server_error"
+            return None, Failure(status, kind, "The server had an error processing your request.")
         return body, None
 
-    # -- endpoints ----------------------------------------------------------------------------
+    def bad_request(self, message: str) -> Failure:
+        self.stats.bad_requests += 1
+        return Failure(400, "bad_request", message)
 
-    async def _chat(self, request: web.Request) -> web.Response:
-        body, failure = await self._gate(request)
-        if failure is not None or body is None:
-            return failure or _error(400, "bad request", "invalid_request_error")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            self.stats.bad_requests += 1
-            return _error(400, "'messages' must be a non-empty array", "invalid_request_error")
+    def count_chat(self, model: str) -> None:
         self.stats.chat_calls += 1
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        text, out_tokens, finish = behaviour.completion(messages, max_tokens)
-        in_tokens = behaviour.prompt_tokens(messages)
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "logprobs": None,
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": in_tokens,
-                    "completion_tokens": out_tokens,
-                    "total_tokens": in_tokens + out_tokens,
-                },
-                "system_fingerprint": "fp_headway_sim",
-            }
-        )
+        self.stats.by_model[model] = self.stats.by_model.get(model, 0) + 1
 
-    async def _embeddings(self, request: web.Request) -> web.Response:
-        body, failure = await self._gate(request)
-        if failure is not None or body is None:
-            return failure or _error(400, "bad request", "invalid_request_error")
-        raw = body.get("input")
-        inputs = [raw] if isinstance(raw, str) else raw
-        if (
-            not isinstance(inputs, list)
-            or not inputs
-            or not all(isinstance(i, str) for i in inputs)
-        ):
-            self.stats.bad_requests += 1
-            return _error(
-                400, "'input' must be a string or an array of strings", "invalid_request_error"
-            )
-        if len(inputs) > 2048:
-            self.stats.bad_requests += 1
-            return _error(400, "'input' has more than 2048 items", "invalid_request_error")
+    def count_embeddings(self, model: str, inputs: int) -> None:
         self.stats.embedding_calls += 1
-        self.stats.embedding_inputs += len(inputs)
-        dimensions = int(body.get("dimensions") or behaviour.DEFAULT_EMBEDDING_DIMENSIONS)
-        tokens = sum(behaviour.count_tokens(text) for text in inputs)
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "object": "embedding",
-                        "index": i,
-                        "embedding": behaviour.embedding(t, dimensions),
-                    }
-                    for i, t in enumerate(inputs)
-                ],
-                "model": body["model"],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        self.stats.embedding_inputs += inputs
+        self.stats.by_model[model] = self.stats.by_model.get(model, 0) + 1
+
+    # -- endpoints ----------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -251,7 +196,7 @@ class SimulatorServer:
         changes = await request.json()
         for key, value in changes.items():
             if not hasattr(self.config, key):
-                return _error(400, f"unknown simulator setting {key!r}", "invalid_request_error")
+                return wires.openai_error(Failure(400, "bad_request", f"unknown setting {key!r}"))
             setattr(self.config, key, value)
         return web.json_response(dataclasses.asdict(self.config))
 

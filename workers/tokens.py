@@ -1,0 +1,58 @@
+"""Token estimates for decisions made before a call: routing by cost, rate limits, budgets.
+
+The estimate is deliberately cheap (characters / 4, plus a few tokens of framing per chat
+message — the usual rule of thumb for English with BPE tokenizers). After each call the
+provider's reported usage is known; :class:`Calibration` keeps, per deployment, a moving
+ratio of reported to estimated input tokens and scales later estimates by it, so a model
+whose tokenizer counts differently (CJK text, code) is estimated right after a few calls.
+When a provider reports no usage at all (some OpenAI-compatible servers), the calibrated
+estimate stands in and the result says so (``usage.estimated``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+DEFAULT_OUTPUT_TOKENS = 256  # when a chat job sets no max_tokens
+CALIBRATION_WEIGHT = 0.1  # weight of the newest observation in the moving ratio
+CALIBRATION_BOUNDS = (0.25, 4.0)
+
+
+def text_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def message_tokens(messages: Iterable[Mapping[str, str]]) -> int:
+    return sum(text_tokens(m.get("content", "")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def input_tokens(messages: Iterable[Mapping[str, str]] | None, inputs: Iterable[str]) -> int:
+    """Estimated input tokens of a chat (``messages``) or embedding (``inputs``) request."""
+    total = message_tokens(messages or ()) + sum(text_tokens(text) for text in inputs)
+    return max(1, total)
+
+
+class Calibration:
+    """Per-deployment ratio of reported to estimated input tokens (1.0 until observed)."""
+
+    def __init__(self) -> None:
+        self._ratios: dict[str, float] = {}
+
+    def ratio(self, deployment: str) -> float:
+        return self._ratios.get(deployment, 1.0)
+
+    def estimate(self, deployment: str, raw_estimate: int) -> int:
+        return max(1, round(raw_estimate * self.ratio(deployment)))
+
+    def observe(self, deployment: str, raw_estimate: int, reported: int) -> None:
+        if raw_estimate <= 0 or reported <= 0:
+            return
+        low, high = CALIBRATION_BOUNDS
+        sample = min(high, max(low, reported / raw_estimate))
+        old = self._ratios.get(deployment)
+        self._ratios[deployment] = (
+            sample if old is None else old + CALIBRATION_WEIGHT * (sample - old)
+        )

@@ -47,6 +47,11 @@ class EmbeddingOutput(_Message):
 class TokenUsage(_Message):
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
+    estimated: bool = Field(
+        default=False,
+        description="headway extension: the provider reported no token counts; these are "
+        "headway's estimate",
+    )
 
 
 class JobError(_Message):
@@ -90,3 +95,7 @@ class UsageEvent(_Message):
     cost_usd: float = Field(ge=0)
     cached: bool = False
     timestamp: datetime
+    estimated: bool = Field(
+        default=False,
+        description="headway extension: tokens (and so cost) estimated; the provider reported none",
+    )

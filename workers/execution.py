@@ -23,6 +23,7 @@ class ProviderCall:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    estimated: bool = False  # the provider reported no usage; tokens are our estimate
 
 
 @dataclass(slots=True)
@@ -95,20 +96,21 @@ class Executor:
             output: ChatOutput | EmbeddingOutput = ChatOutput(
                 text=chat.text, finish_reason=chat.finish_reason
             )
-            tokens_in, tokens_out = chat.input_tokens, chat.output_tokens
+            tokens_in, tokens_out, estimated = chat.input_tokens, chat.output_tokens, chat.estimated
         else:
             dimensions = params.dimensions if params else None
             embedded = await provider.embed(
                 EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
             )
             output = EmbeddingOutput(embeddings=embedded.embeddings)
-            tokens_in, tokens_out = embedded.input_tokens, 0
+            tokens_in, tokens_out, estimated = embedded.input_tokens, 0, embedded.estimated
         call = ProviderCall(
             provider=deployment.provider,
             deployment=deployment,
             input_tokens=tokens_in,
             output_tokens=tokens_out,
             cost_usd=deployment.cost_usd(tokens_in, tokens_out),
+            estimated=estimated,
         )
         execution.calls.append(call)
         execution.served_by = call

@@ -91,6 +91,7 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
     usage = TokenUsage(
         input_tokens=sum(c.input_tokens for c in calls),
         output_tokens=sum(c.output_tokens for c in calls),
+        estimated=any(c.estimated for c in calls),
     )
     common: dict[str, Any] = {
         "job_id": who.job_id,
@@ -142,6 +143,7 @@ def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> l
             cost_usd=call.cost_usd,
             cached=False,
             timestamp=now_utc(),
+            estimated=call.estimated,
         )
         for index, call in enumerate(calls)
     ]

@@ -80,6 +80,11 @@ class DeploymentConfig(_Frozen):
     weight: Annotated[float, Field(gt=0)] = 1.0
     max_batch_inputs: Annotated[int, Field(ge=1)] | None = None
 
+    @property
+    def key(self) -> str:
+        """What health, limits and latency are tracked by: ``provider:model``."""
+        return f"{self.provider}:{self.model}"
+
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (
             input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok

@@ -9,8 +9,9 @@
         │   ├── ProviderTimeout          connect/read/write/pool timeout
         │   ├── ProviderConnectionError  refused, reset, DNS
         │   ├── ProviderRateLimited      HTTP 429
-        │   └── ProviderServerError      HTTP 5xx
-        │       └── ProviderOverloaded       HTTP 529 / 503, Anthropic's overloaded_error
+        │   ├── ProviderServerError      HTTP 5xx
+        │   │   └── ProviderOverloaded       HTTP 529 / 503, Anthropic's overloaded_error
+        │   └── DeploymentsUnavailable   no deployment may take a call now (circuits, pauses)
         └── PermanentProviderError   another attempt cannot help
             ├── ProviderBadRequest       HTTP 400/404/409/413/422 …
             ├── ProviderAuthError        HTTP 401/403
@@ -86,6 +87,10 @@ class ProviderServerError(RetryableProviderError):
 
 class ProviderOverloaded(ProviderServerError):
     """The provider sheds load: back off this deployment (adaptive concurrency shrinks)."""
+
+
+class DeploymentsUnavailable(RetryableProviderError):
+    """Every deployment of the route refuses calls for now; ``retry_after`` says how long."""
 
 
 class PermanentProviderError(ProviderError):

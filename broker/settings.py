@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     retry_max_total_s: Annotated[float, Field(gt=0)] = 120.0
     retry_initial_s: Annotated[float, Field(ge=0)] = 0.2
     retry_max_wait_s: Annotated[float, Field(ge=0)] = 30.0
+    circuit_failures: Annotated[int, Field(ge=1)] = Field(
+        5, description="consecutive failures of a deployment that open its circuit"
+    )
+    circuit_error_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="or this share of failures over the last circuit_window calls"
+    )
+    circuit_window: Annotated[int, Field(ge=1)] = 20
+    circuit_min_calls: Annotated[int, Field(ge=1)] = 10
+    circuit_open_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="how long an open circuit refuses calls before one probe"
+    )
 
     @property
     def topics(self) -> Topics:

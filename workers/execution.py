@@ -1,4 +1,12 @@
-"""Calling providers for one job: retries per deployment, failover down the route's plan."""
+"""Calling providers for one job: failover down the route's plan, retry rounds with backoff.
+
+One *round* tries each deployment of the plan once, in order, skipping those whose health
+refuses a call now (open circuit, Retry-After pause, too many calls in doubt). A retryable
+failure moves on to the next deployment at once; a permanent one ends the job. When a round
+ends without success, the retry policy waits (backoff with jitter, never less than the
+shortest Retry-After seen) and runs another, within its attempt and time budget. ``attempts``
+counts every provider call made.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,20 @@ import time
 from dataclasses import dataclass, field
 
 from broker.config import DeploymentConfig
-from broker.errors import ProviderBadRequest, ProviderError
+from broker.errors import (
+    DeploymentsUnavailable,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderRateLimited,
+)
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
+from workers import tokens
+from workers.health import DeploymentHealth, HealthBoard
 from workers.providers.base import ChatCall, EmbeddingCall, Provider
 from workers.retry import RetryPolicy
+
+ROOM_WAIT_S = 1.0  # longest wait for a deployment's calls in doubt to resolve before re-checking
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +54,18 @@ class Execution:
 
 class Executor:
     def __init__(
-        self, providers: dict[str, Provider], retry: RetryPolicy, max_in_flight: int
+        self,
+        providers: dict[str, Provider],
+        retry: RetryPolicy,
+        max_in_flight: int,
+        board: HealthBoard | None = None,
+        calibration: tokens.Calibration | None = None,
     ) -> None:
         self._providers = providers
         self._retry = retry
         self._slots = asyncio.Semaphore(max_in_flight)
+        self.board = board or HealthBoard()
+        self.calibration = calibration or tokens.Calibration()
 
     async def execute(
         self,
@@ -50,33 +74,76 @@ class Executor:
         messages: list[dict[str, str]] | None,
         deadline: float | None = None,
     ) -> Execution:
-        """Try each deployment of ``plan`` in turn; a permanent error stops at once.
+        """Run the job down ``plan``; the outcome (output or last error) is on the Execution.
 
         At most ``max_in_flight`` jobs of this process are with providers at any moment."""
+        execution = Execution()
         async with self._slots:
-            return await self._execute(job, plan, messages, deadline)
+            try:
+                await self._retry.call(
+                    lambda: self._round(job, plan, messages, execution), deadline=deadline
+                )
+            except ProviderError as error:
+                execution.error = error
+        return execution
 
-    async def _execute(
+    async def _round(
         self,
         job: JobRequest,
         plan: list[DeploymentConfig],
         messages: list[dict[str, str]] | None,
-        deadline: float | None,
-    ) -> Execution:
-        execution = Execution()
-        for deployment in plan:
-            try:
-                await self._retry.call(
-                    lambda d=deployment: self._call(job, d, messages, execution),  # type: ignore[misc]
-                    deadline=deadline,
-                    on_attempt=lambda: _count(execution),
-                )
-                return execution
-            except ProviderError as error:
-                execution.error = error
-                if not error.retryable or (deadline is not None and time.monotonic() >= deadline):
-                    return execution
-        return execution
+        execution: Execution,
+    ) -> None:
+        """Each deployment once; returns on success, raises the error to retry on (or stop).
+
+        When every deployment refuses only for now — calls in doubt at the limit, a probe
+        out — the round waits for a call to end instead of spending a retry."""
+        while True:
+            errors: list[ProviderError] = []
+            for deployment in plan:
+                health = self.board[deployment.key]
+                if not health.try_acquire():
+                    continue
+                if await self._attempt(job, deployment, messages, execution, health, errors):
+                    return
+            if errors or not plan:
+                raise _round_failure(errors, plan, self.board)
+            now = time.monotonic()
+            soonest = min(self.board[d.key].available_at() for d in plan)
+            if soonest > now:  # circuits open or paused: a retry later, not a wait here
+                raise _round_failure(errors, plan, self.board)
+            await self.board.wait_for_release(ROOM_WAIT_S)
+
+    async def _attempt(
+        self,
+        job: JobRequest,
+        deployment: DeploymentConfig,
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+        health: DeploymentHealth,
+        errors: list[ProviderError],
+    ) -> bool:
+        """One admitted call; True when it succeeded, False after a retryable failure."""
+        execution.attempts += 1
+        started = time.monotonic()
+        try:
+            await self._call(job, deployment, messages, execution)
+        except ProviderRateLimited as error:
+            health.rate_limited(error.retry_after)
+            errors.append(error)
+            return False
+        except ProviderError as error:
+            if not error.retryable:
+                health.neutral()
+                raise
+            health.failed()
+            errors.append(error)
+            return False
+        except BaseException:
+            health.neutral()
+            raise
+        health.succeeded(time.monotonic() - started)
+        return True
 
     async def _call(
         self,
@@ -90,13 +157,15 @@ class Executor:
             raise ProviderBadRequest(f"provider {deployment.provider!r} is not available")
         params = job.params
         if job.kind is JobKind.CHAT:
+            chat_messages = messages or []
             chat = await provider.chat(
-                ChatCall(deployment.model, messages or [], params, job.job_id)
+                ChatCall(deployment.model, chat_messages, params, job.job_id)
             )
             output: ChatOutput | EmbeddingOutput = ChatOutput(
                 text=chat.text, finish_reason=chat.finish_reason
             )
             tokens_in, tokens_out, estimated = chat.input_tokens, chat.output_tokens, chat.estimated
+            raw_estimate = tokens.message_tokens(chat_messages)
         else:
             dimensions = params.dimensions if params else None
             embedded = await provider.embed(
@@ -104,7 +173,10 @@ class Executor:
             )
             output = EmbeddingOutput(embeddings=embedded.embeddings)
             tokens_in, tokens_out, estimated = embedded.input_tokens, 0, embedded.estimated
-        call = ProviderCall(
+            raw_estimate = tokens.input_tokens(None, job.inputs)
+        if not estimated:
+            self.calibration.observe(deployment.key, raw_estimate, tokens_in)
+        served = ProviderCall(
             provider=deployment.provider,
             deployment=deployment,
             input_tokens=tokens_in,
@@ -112,11 +184,25 @@ class Executor:
             cost_usd=deployment.cost_usd(tokens_in, tokens_out),
             estimated=estimated,
         )
-        execution.calls.append(call)
-        execution.served_by = call
+        execution.calls.append(served)
+        execution.served_by = served
         execution.output = output
         execution.error = None
 
 
-def _count(execution: Execution) -> None:
-    execution.attempts += 1
+def _round_failure(
+    errors: list[ProviderError], plan: list[DeploymentConfig], board: HealthBoard
+) -> ProviderError:
+    """The error a failed round ends with: the one with the soonest Retry-After, or — when no
+    deployment would take a call — how long until the first of them will."""
+    if errors:
+        waits = [e.retry_after for e in errors if e.retry_after is not None]
+        if len(waits) < len(errors):  # some error asks for no particular wait: back off
+            return next(e for e in reversed(errors) if e.retry_after is None)
+        return min(errors, key=lambda e: e.retry_after or 0.0)
+    now = time.monotonic()
+    soonest = min(board[d.key].available_at() for d in plan) if plan else now
+    return DeploymentsUnavailable(
+        "no deployment of the route can take a call now (circuits open or paused)",
+        retry_after=max(0.0, soonest - now) or None,
+    )

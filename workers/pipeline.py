@@ -19,7 +19,7 @@ from broker.errors import LedgerUnavailable
 from broker.topics import Topics
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
-from workers import routing, templates
+from workers import templates
 from workers.execution import Executor
 from workers.intake import InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.repository import (
@@ -41,6 +41,7 @@ from workers.outcomes import (
     usage_events,
 )
 from workers.publisher import Publisher
+from workers.routing import CostLimited, Router
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class JobPipeline:
         executor: Executor,
         max_message_bytes: int,
     ) -> None:
+        self.router = Router(executor.board, executor.calibration)
         self.config = config
         self.topics = topics
         self.ledger = ledger
@@ -163,7 +165,13 @@ class JobPipeline:
             )
             await self._finish(result, [], topic)
             return
-        plan = routing.plan(route, job, messages)
+        plan = self.router.plan(route, job, messages)
+        if isinstance(plan, CostLimited):
+            result = terminal_result(
+                who, JobStatus.REJECTED, ErrorCode.COST_LIMIT_EXCEEDED, plan.message
+            )
+            await self._finish(result, [], topic)
+            return
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 execution = await self.executor.execute(job, plan, messages, deadline)

@@ -25,6 +25,7 @@ from broker.config import HeadwayConfig
 from broker.kafka import consumer_options, producer_options
 from broker.settings import Settings
 from workers.execution import Executor
+from workers.health import BreakerSettings, HealthBoard
 from workers.http import create_http_client
 from workers.ledger.db import create_engine, is_sqlite
 from workers.ledger.repository import LedgerRepository
@@ -131,7 +132,20 @@ class Worker:
             self.topics,
             self.ledger,
             self.publisher,
-            Executor(providers, self._retry, settings.concurrency),
+            Executor(
+                providers,
+                self._retry,
+                settings.concurrency,
+                HealthBoard(
+                    BreakerSettings(
+                        failures=settings.circuit_failures,
+                        error_rate=settings.circuit_error_rate,
+                        window=settings.circuit_window,
+                        min_calls=settings.circuit_min_calls,
+                        open_s=settings.circuit_open_s,
+                    )
+                ),
+            ),
             settings.max_message_bytes,
         )
         consumer = AIOKafkaConsumer(**consumer_options(settings))

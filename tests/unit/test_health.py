@@ -1,0 +1,121 @@
+"""A deployment's circuit breaker: opens on failures, probes once an interval, closes again."""
+
+from __future__ import annotations
+
+from workers.health import BreakerSettings, CircuitState, DeploymentHealth, HealthBoard
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def health(clock: Clock, **settings: float) -> DeploymentHealth:
+    return DeploymentHealth("p:m", BreakerSettings(**settings), clock)  # type: ignore[arg-type]
+
+
+def test_consecutive_failures_open_the_circuit_which_then_refuses_calls() -> None:
+    clock = Clock()
+    h = health(clock, failures=3, open_s=30)
+    for _ in range(3):
+        assert h.try_acquire()
+        h.failed()
+    assert h.state is CircuitState.OPEN
+    assert not h.try_acquire()
+    assert h.available_at() == clock.now + 30
+
+
+def test_after_the_open_interval_one_probe_at_a_time_and_success_closes() -> None:
+    clock = Clock()
+    h = health(clock, failures=2, open_s=10)
+    for _ in range(2):
+        h.try_acquire()
+        h.failed()
+    clock.now += 10
+    assert h.try_acquire()  # the probe
+    assert h.state is CircuitState.HALF_OPEN
+    assert not h.try_acquire()  # no second call while the probe is out
+    h.succeeded(0.1)
+    assert h.state is CircuitState.CLOSED
+    assert all(h.try_acquire() for _ in range(50))  # proven healthy: no limit
+
+
+def test_a_failed_probe_opens_the_circuit_for_another_interval() -> None:
+    clock = Clock()
+    h = health(clock, failures=1, open_s=10)
+    h.try_acquire()
+    h.failed()
+    clock.now += 10
+    assert h.try_acquire()
+    h.failed()
+    assert h.state is CircuitState.OPEN
+    clock.now += 9
+    assert not h.try_acquire()
+
+
+def test_error_rate_over_the_window_opens_without_consecutive_failures() -> None:
+    clock = Clock()
+    h = health(clock, failures=100, error_rate=0.5, window=10, min_calls=10)
+    for i in range(10):
+        assert h.try_acquire()
+        if i % 2:
+            h.failed()
+        else:
+            h.succeeded(0.01)
+    assert h.state is CircuitState.OPEN
+
+
+def test_an_unproven_deployment_admits_only_as_many_calls_as_it_may_lose() -> None:
+    clock = Clock()
+    h = health(clock, failures=5)
+    admitted = sum(h.try_acquire() for _ in range(100))
+    assert admitted == 5
+    h.succeeded(0.2)
+    assert h.try_acquire() and h.try_acquire()  # proven: the limit is gone
+
+
+def test_after_a_failure_calls_in_doubt_are_bounded_again() -> None:
+    clock = Clock()
+    h = health(clock, failures=3)
+    h.try_acquire()
+    h.succeeded(0.1)
+    for _ in range(10):
+        assert h.try_acquire()
+    h.failed()  # now 9 in flight, 1 failure: nothing more until a success
+    assert not h.try_acquire()
+    h.succeeded(0.1)
+    assert h.try_acquire()
+
+
+def test_a_rate_limit_pauses_without_counting_as_a_failure() -> None:
+    clock = Clock()
+    h = health(clock, failures=1)
+    h.try_acquire()
+    h.rate_limited(retry_after=7)
+    assert h.state is CircuitState.CLOSED
+    assert not h.try_acquire()
+    clock.now += 7
+    assert h.try_acquire()
+
+
+def test_a_dead_deployment_gets_at_most_threshold_calls_then_one_probe_per_interval() -> None:
+    clock = Clock()
+    h = health(clock, failures=5, open_s=30)
+    calls = 0
+    for _ in range(120):  # two minutes of one attempt a second, every call failing
+        if h.try_acquire():
+            calls += 1
+            h.failed()
+        clock.now += 1
+    assert calls <= 5 + 4  # threshold + one probe per 30 s interval
+
+
+def test_the_board_tracks_each_deployment_once_and_reports_states() -> None:
+    board = HealthBoard(BreakerSettings(failures=1))
+    board["a:x"].try_acquire()
+    board["a:x"].failed()
+    assert board["a:x"] is board["a:x"]
+    assert board.snapshot() == {"a:x": CircuitState.OPEN}

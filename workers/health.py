@@ -1,0 +1,204 @@
+"""What a worker knows about each deployment's health: circuit breaker, latency, pauses.
+
+One :class:`DeploymentHealth` per (provider, model), shared by every route that names it.
+
+Circuit breaker::
+
+    closed ──(N consecutive failures, or error rate ≥ R over the last W calls)──▶ open
+    open ──(open_s elapsed)──▶ half-open: one probe call at a time
+    half-open ──probe succeeds──▶ closed        half-open ──probe fails──▶ open
+
+Failures are what says the deployment is unwell: timeouts, refused connections, 5xx,
+overload. A 429 is not a failure but a *pause*: the deployment is skipped until its
+Retry-After has passed. A 4xx is the request's fault and counts for nothing.
+
+While the deployment is unproven (no success yet) or has just failed, it admits only as many
+calls at once as the breaker may still lose: ``in_flight + consecutive_failures < N``. So a
+dead deployment receives at most N calls before its circuit opens, then one probe per open
+interval — not a burst of every job in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+log = logging.getLogger(__name__)
+
+LATENCY_WEIGHT = 0.2  # weight of the newest call in the latency EWMA
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    failures: int = 5  # consecutive failures that open the circuit
+    error_rate: float = 0.5  # or this share of failures…
+    window: int = 20  # …over the last this many calls
+    min_calls: int = 10  # (once at least this many are known)
+    open_s: float = 30.0  # how long an open circuit refuses calls before a probe
+
+
+class DeploymentHealth:
+    """Circuit breaker, in-flight count, latency EWMA and Retry-After pause of one deployment."""
+
+    def __init__(
+        self,
+        key: str,
+        settings: BreakerSettings,
+        clock: Callable[[], float] = time.monotonic,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        self.key = key
+        self.settings = settings
+        self._clock = clock
+        self._on_release = on_release
+        self.state = CircuitState.CLOSED
+        self.in_flight = 0
+        self.consecutive_failures = 0
+        self.proven = False  # a call has succeeded since the circuit last closed
+        self.opened_at = 0.0
+        self.paused_until = 0.0
+        self.latency_s: float | None = None
+        self._outcomes: collections.deque[bool] = collections.deque(maxlen=settings.window)
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def _released(self) -> None:
+        self.in_flight -= 1
+        if self._on_release is not None:
+            self._on_release()
+
+    def available_at(self) -> float:
+        """The clock time from which a call may be admitted (now or later)."""
+        if self.state is CircuitState.OPEN:
+            return max(self.opened_at + self.settings.open_s, self.paused_until)
+        return self.paused_until
+
+    def try_acquire(self) -> bool:
+        """Admit one call now (the caller must ``release`` it) or refuse."""
+        now = self._clock()
+        if now < self.paused_until:
+            return False
+        if self.state is CircuitState.OPEN:
+            if now < self.opened_at + self.settings.open_s:
+                return False
+            self._change(CircuitState.HALF_OPEN)
+        if self.state is CircuitState.HALF_OPEN:
+            if self.in_flight:
+                return False  # one probe at a time
+        elif self._in_doubt() and (
+            self.in_flight + self.consecutive_failures >= self.settings.failures
+        ):
+            return False
+        self.in_flight += 1
+        return True
+
+    def _in_doubt(self) -> bool:
+        return not self.proven or self.consecutive_failures > 0
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def succeeded(self, latency_s: float) -> None:
+        self._released()
+        self.consecutive_failures = 0
+        self.proven = True
+        self._outcomes.append(True)
+        self.latency_s = (
+            latency_s
+            if self.latency_s is None
+            else self.latency_s + LATENCY_WEIGHT * (latency_s - self.latency_s)
+        )
+        if self.state is not CircuitState.CLOSED:
+            self._change(CircuitState.CLOSED)
+
+    def failed(self) -> None:
+        self._released()
+        self.consecutive_failures += 1
+        self._outcomes.append(False)
+        if self.state is CircuitState.HALF_OPEN or self._should_open():
+            self._open()
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """A 429: not unhealthy, but pause until the provider's Retry-After has passed."""
+        self._released()
+        if retry_after:
+            self.paused_until = max(self.paused_until, self._clock() + retry_after)
+
+    def neutral(self) -> None:
+        """A call that says nothing about health (a bad request, a cancelled call)."""
+        self._released()
+
+    def _should_open(self) -> bool:
+        if self.state is not CircuitState.CLOSED:
+            return False
+        if self.consecutive_failures >= self.settings.failures:
+            return True
+        known = len(self._outcomes)
+        if known < self.settings.min_calls:
+            return False
+        failures = known - sum(self._outcomes)
+        return failures / known >= self.settings.error_rate
+
+    def _open(self) -> None:
+        self.opened_at = self._clock()
+        self.proven = False
+        self._outcomes.clear()
+        self._change(CircuitState.OPEN)
+
+    def _change(self, state: CircuitState) -> None:
+        log.warning(
+            "circuit %s: %s -> %s (consecutive failures %d)",
+            self.key,
+            self.state.value,
+            state.value,
+            self.consecutive_failures,
+        )
+        self.state = state
+
+
+class HealthBoard:
+    """Every deployment's health in this worker process, created on first use."""
+
+    def __init__(
+        self,
+        settings: BreakerSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or BreakerSettings()
+        self._clock = clock
+        self._deployments: dict[str, DeploymentHealth] = {}
+        self._released: asyncio.Event | None = None
+
+    def __getitem__(self, key: str) -> DeploymentHealth:
+        health = self._deployments.get(key)
+        if health is None:
+            health = DeploymentHealth(key, self.settings, self._clock, self._notify)
+            self._deployments[key] = health
+        return health
+
+    def _notify(self) -> None:
+        if self._released is not None:
+            self._released.set()
+            self._released = None
+
+    async def wait_for_release(self, timeout_s: float) -> None:
+        """Until any deployment's call ends (room may have opened up), or ``timeout_s``."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), timeout_s)
+
+    def snapshot(self) -> dict[str, CircuitState]:
+        """Circuit state by deployment, for metrics and ``headway top``."""
+        return {key: health.state for key, health in self._deployments.items()}

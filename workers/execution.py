@@ -1,7 +1,8 @@
 """Calling providers for one job: failover down the route's plan, retry rounds with backoff.
 
-One *round* tries each deployment of the plan once, in order, skipping those whose health
-refuses a call now (open circuit, Retry-After pause, too many calls in doubt). A retryable
+One *round* tries each deployment of the plan once, in order, skipping those whose limits
+(rpm, tpm, adaptive concurrency: ``workers/limits.py``) or health (open circuit, Retry-After
+pause, too many calls in doubt: ``workers/health.py``) refuse a call now. A retryable
 failure moves on to the next deployment at once; a permanent one ends the job. When a round
 ends without success, the retry policy waits (backoff with jitter, never less than the
 shortest Retry-After seen) and runs another, within its attempt and time budget. ``attempts``
@@ -19,12 +20,14 @@ from broker.errors import (
     DeploymentsUnavailable,
     ProviderBadRequest,
     ProviderError,
+    ProviderOverloaded,
     ProviderRateLimited,
 )
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
 from workers import tokens
 from workers.health import DeploymentHealth, HealthBoard
+from workers.limits import DeploymentLimiter, LimitBoard
 from workers.providers.base import ChatCall, EmbeddingCall, Provider
 from workers.retry import RetryPolicy
 
@@ -41,6 +44,16 @@ class ProviderCall:
     output_tokens: int
     cost_usd: float
     estimated: bool = False  # the provider reported no usage; tokens are our estimate
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A call both the deployment's health and its limiter have let through."""
+
+    deployment: DeploymentConfig
+    health: DeploymentHealth
+    limiter: DeploymentLimiter
+    reserve: int
 
 
 @dataclass(slots=True)
@@ -60,12 +73,14 @@ class Executor:
         max_in_flight: int,
         board: HealthBoard | None = None,
         calibration: tokens.Calibration | None = None,
+        limits: LimitBoard | None = None,
     ) -> None:
         self._providers = providers
         self._retry = retry
         self._slots = asyncio.Semaphore(max_in_flight)
         self.board = board or HealthBoard()
         self.calibration = calibration or tokens.Calibration()
+        self.limits = limits or LimitBoard(max_in_flight)
 
     async def execute(
         self,
@@ -96,52 +111,74 @@ class Executor:
     ) -> None:
         """Each deployment once; returns on success, raises the error to retry on (or stop).
 
-        When every deployment refuses only for now — calls in doubt at the limit, a probe
-        out — the round waits for a call to end instead of spending a retry."""
+        When every deployment refuses only for now — its pace (rpm/tpm), its adaptive
+        concurrency, calls in doubt, a probe out — the round waits instead of spending a retry."""
+        raw_tokens = tokens.input_tokens(messages, job.inputs)
         while True:
             errors: list[ProviderError] = []
+            waits: list[float] = []
             for deployment in plan:
+                reserve = self._reserve(job, deployment, raw_tokens)
+                limiter = self.limits[deployment]
+                wait = limiter.wait_s(reserve)
+                if wait > 0:
+                    waits.append(wait)
+                    continue
                 health = self.board[deployment.key]
                 if not health.try_acquire():
                     continue
-                if await self._attempt(job, deployment, messages, execution, health, errors):
+                limiter.start(reserve)
+                call = _Admitted(deployment, health, limiter, reserve)
+                if await self._attempt(job, call, messages, execution, errors):
                     return
             if errors or not plan:
                 raise _round_failure(errors, plan, self.board)
-            now = time.monotonic()
             soonest = min(self.board[d.key].available_at() for d in plan)
-            if soonest > now:  # circuits open or paused: a retry later, not a wait here
+            if not waits and soonest > time.monotonic():  # circuits open or paused
                 raise _round_failure(errors, plan, self.board)
-            await self.board.wait_for_release(ROOM_WAIT_S)
+            await self.board.wait_for_release(min([ROOM_WAIT_S, *waits]))
+
+    def _reserve(self, job: JobRequest, deployment: DeploymentConfig, raw_tokens: int) -> int:
+        """Tokens to hold against the deployment's tpm: calibrated input + the output cap."""
+        reserve = self.calibration.estimate(deployment.key, raw_tokens)
+        if job.kind is JobKind.CHAT:
+            max_tokens = job.params.max_tokens if job.params else None
+            reserve += max_tokens or tokens.DEFAULT_OUTPUT_TOKENS
+        return reserve
 
     async def _attempt(
         self,
         job: JobRequest,
-        deployment: DeploymentConfig,
+        call: _Admitted,
         messages: list[dict[str, str]] | None,
         execution: Execution,
-        health: DeploymentHealth,
         errors: list[ProviderError],
     ) -> bool:
         """One admitted call; True when it succeeded, False after a retryable failure."""
         execution.attempts += 1
         started = time.monotonic()
+        health, limiter = call.health, call.limiter
         try:
-            await self._call(job, deployment, messages, execution)
-        except ProviderRateLimited as error:
-            health.rate_limited(error.retry_after)
-            errors.append(error)
-            return False
+            await self._call(job, call.deployment, messages, execution)
         except ProviderError as error:
-            if not error.retryable:
+            pushed_back = isinstance(error, ProviderRateLimited | ProviderOverloaded)
+            limiter.finished(call.reserve, None, pushed_back=pushed_back)
+            if isinstance(error, ProviderRateLimited):
+                health.rate_limited(error.retry_after)
+            elif error.retryable:
+                health.failed()
+            else:
                 health.neutral()
                 raise
-            health.failed()
             errors.append(error)
             return False
         except BaseException:
+            limiter.finished(call.reserve, None, pushed_back=False)
             health.neutral()
             raise
+        served = execution.served_by
+        used = served.input_tokens + served.output_tokens if served is not None else None
+        limiter.finished(call.reserve, used, pushed_back=False)
         health.succeeded(time.monotonic() - started)
         return True
 

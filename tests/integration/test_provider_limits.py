@@ -1,0 +1,89 @@
+"""Provider limits over the real broker and real HTTP: rpm pacing, Retry-After pausing one
+deployment while the others go on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from broker.client import HeadwayClient
+from broker.config import HeadwayConfig, parse_config
+from broker.settings import Settings
+from tests.helpers import chat_job, read_topic, running_worker
+from workers.simulator import SimulatorConfig, SimulatorServer
+
+pytestmark = pytest.mark.integration
+
+
+def config(routes: dict[str, tuple[str, dict[str, Any]]]) -> HeadwayConfig:
+    """One provider and one single-deployment route per entry: route → (base_url, limits)."""
+    return parse_config(
+        {
+            "providers": {
+                name: {"type": "openai_compatible", "base_url": url}
+                for name, (url, _) in routes.items()
+            },
+            "routes": {
+                name: {
+                    "kind": "chat",
+                    "deployments": [{"provider": name, "model": f"{name}-model", **limits}],
+                }
+                for name, (_, limits) in routes.items()
+            },
+            "tenants": {"demo": {}},
+        }
+    )
+
+
+async def test_a_deployment_rpm_paces_calls_so_the_provider_never_answers_429(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    jobs = 12
+    async with SimulatorServer(SimulatorConfig(rpm=120)) as sim:
+        settings = make_settings(database_url=sqlite_url, concurrency=16)
+        cfg = config({"paced": (sim.base_url, {"rpm": 120})})
+        async with running_worker(settings, cfg), HeadwayClient(settings) as client:
+            started = time.monotonic()
+            await client.submit_many([chat_job(f"p-{i}", route="paced") for i in range(jobs)])
+            results = await read_topic(
+                settings.kafka_bootstrap or "", settings.topics.results, until_keys=jobs
+            )
+            elapsed = time.monotonic() - started
+    assert all(c[0]["status"] == "succeeded" for c in results.by_key.values())
+    assert sim.stats.rate_limited == 0
+    assert sim.stats.chat_calls == jobs
+    # 2 a second (a one-second burst of 2, then 1.96/s): 12 calls need about 5 s
+    assert elapsed >= 4.0, elapsed
+
+
+async def test_retry_after_pauses_only_the_deployment_that_asked(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    async with (
+        SimulatorServer(SimulatorConfig(rpm=1)) as strict,
+        SimulatorServer(SimulatorConfig(latency_ms=10)) as free,
+    ):
+        settings = make_settings(database_url=sqlite_url, concurrency=8, retry_max_total_s=1.0)
+        cfg = config({"strict": (strict.base_url, {}), "free": (free.base_url, {})})
+        free_jobs = [chat_job(f"f-{i}", route="free") for i in range(30)]
+        bootstrap = settings.kafka_bootstrap or ""
+        async with running_worker(settings, cfg), HeadwayClient(settings) as client:
+            await client.submit(chat_job("s-0", route="strict"))  # the minute's one call
+            await read_topic(bootstrap, settings.topics.results, until_keys=1)
+            await client.submit(chat_job("s-1", route="strict"))  # 429, Retry-After ≈ 60 s
+            await read_topic(bootstrap, settings.topics.results, until_keys=2)
+            started = time.monotonic()
+            await client.submit_many([chat_job("s-2", route="strict"), *free_jobs])
+            results = await read_topic(bootstrap, settings.topics.results, until_keys=33)
+            free_elapsed = time.monotonic() - started
+
+    statuses = {key: copies[0]["status"] for key, copies in results.by_key.items()}
+    assert [statuses[f"f-{i}"] for i in range(30)] == ["succeeded"] * 30
+    assert free_elapsed < 10
+    # a 60 s wait exceeds the 1 s retry budget: s-1 and s-2 fail…
+    assert [statuses[f"s-{i}"] for i in range(3)] == ["succeeded", "failed", "failed"]
+    # …and s-2 without a call: the deployment is paused until its Retry-After has passed
+    assert strict.stats.calls == 2 and strict.stats.rate_limited == 1

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     circuit_open_s: Annotated[float, Field(gt=0)] = Field(
         30.0, description="how long an open circuit refuses calls before one probe"
     )
+    embed_linger_ms: Annotated[float, Field(ge=0)] = Field(
+        20.0, description="how long a micro-batch of embedding jobs waits for more"
+    )
+    embed_max_batch_tokens: Annotated[int, Field(ge=1)] = Field(
+        250_000, description="estimated tokens per combined embeddings request, at most"
+    )
 
     @property
     def topics(self) -> Topics:

@@ -28,6 +28,7 @@ from schemas.results import ChatOutput, EmbeddingOutput
 from workers import tokens
 from workers.health import DeploymentHealth, HealthBoard
 from workers.limits import DeploymentLimiter, LimitBoard
+from workers.microbatch import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH_TOKENS, EmbeddingBatcher
 from workers.providers.base import ChatCall, EmbeddingCall, Provider
 from workers.retry import RetryPolicy
 
@@ -52,7 +53,7 @@ class _Admitted:
 
     deployment: DeploymentConfig
     health: DeploymentHealth
-    limiter: DeploymentLimiter
+    limiter: DeploymentLimiter | None  # None: the micro-batcher paces combined requests
     reserve: int
 
 
@@ -74,6 +75,9 @@ class Executor:
         board: HealthBoard | None = None,
         calibration: tokens.Calibration | None = None,
         limits: LimitBoard | None = None,
+        *,
+        embed_linger_s: float = DEFAULT_LINGER_S,
+        embed_max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     ) -> None:
         self._providers = providers
         self._retry = retry
@@ -81,6 +85,9 @@ class Executor:
         self.board = board or HealthBoard()
         self.calibration = calibration or tokens.Calibration()
         self.limits = limits or LimitBoard(max_in_flight)
+        self.batcher = EmbeddingBatcher(
+            self.limits, linger_s=embed_linger_s, max_batch_tokens=embed_max_batch_tokens
+        )
 
     async def execute(
         self,
@@ -119,15 +126,17 @@ class Executor:
             waits: list[float] = []
             for deployment in plan:
                 reserve = self._reserve(job, deployment, raw_tokens)
-                limiter = self.limits[deployment]
-                wait = limiter.wait_s(reserve)
+                # a micro-batched deployment's limits count combined requests: the batcher's
+                limiter = None if _batched(job, deployment) else self.limits[deployment]
+                wait = limiter.wait_s(reserve) if limiter is not None else 0.0
                 if wait > 0:
                     waits.append(wait)
                     continue
                 health = self.board[deployment.key]
                 if not health.try_acquire():
                     continue
-                limiter.start(reserve)
+                if limiter is not None:
+                    limiter.start(reserve)
                 call = _Admitted(deployment, health, limiter, reserve)
                 if await self._attempt(job, call, messages, execution, errors):
                     return
@@ -162,7 +171,8 @@ class Executor:
             await self._call(job, call.deployment, messages, execution)
         except ProviderError as error:
             pushed_back = isinstance(error, ProviderRateLimited | ProviderOverloaded)
-            limiter.finished(call.reserve, None, pushed_back=pushed_back)
+            if limiter is not None:
+                limiter.finished(call.reserve, None, pushed_back=pushed_back)
             if isinstance(error, ProviderRateLimited):
                 health.rate_limited(error.retry_after)
             elif error.retryable:
@@ -173,12 +183,14 @@ class Executor:
             errors.append(error)
             return False
         except BaseException:
-            limiter.finished(call.reserve, None, pushed_back=False)
+            if limiter is not None:
+                limiter.finished(call.reserve, None, pushed_back=False)
             health.neutral()
             raise
         served = execution.served_by
         used = served.input_tokens + served.output_tokens if served is not None else None
-        limiter.finished(call.reserve, used, pushed_back=False)
+        if limiter is not None:
+            limiter.finished(call.reserve, used, pushed_back=False)
         health.succeeded(time.monotonic() - started)
         return True
 
@@ -205,9 +217,12 @@ class Executor:
             raw_estimate = tokens.message_tokens(chat_messages)
         else:
             dimensions = params.dimensions if params else None
-            embedded = await provider.embed(
-                EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
-            )
+            if _batched(job, deployment):
+                embedded = await self.batcher.embed(provider, deployment, job.inputs, dimensions)
+            else:
+                embedded = await provider.embed(
+                    EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
+                )
             output = EmbeddingOutput(embeddings=embedded.embeddings)
             tokens_in, tokens_out, estimated = embedded.input_tokens, 0, embedded.estimated
             raw_estimate = tokens.input_tokens(None, job.inputs)
@@ -225,6 +240,10 @@ class Executor:
         execution.served_by = served
         execution.output = output
         execution.error = None
+
+
+def _batched(job: JobRequest, deployment: DeploymentConfig) -> bool:
+    return job.kind is JobKind.EMBEDDING and bool(deployment.max_batch_inputs)
 
 
 def _round_failure(

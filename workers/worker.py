@@ -145,6 +145,8 @@ class Worker:
                         open_s=settings.circuit_open_s,
                     )
                 ),
+                embed_linger_s=settings.embed_linger_ms / 1000,
+                embed_max_batch_tokens=settings.embed_max_batch_tokens,
             ),
             settings.max_message_bytes,
         )

@@ -47,9 +47,12 @@ async def test_chat_and_embedding_jobs_each_end_with_one_succeeded_result(
         else:
             embeddings = result["output"]["embeddings"]
             assert len(embeddings) == 2 and len(embeddings[0]) == 16
-    assert simulator.stats.calls == 2 * JOBS
+    assert simulator.stats.chat_calls == JOBS
+    # the embed route micro-batches (max_batch_inputs = 256): a few requests, every input once
+    assert simulator.stats.embedding_inputs == 2 * JOBS
+    assert simulator.stats.embedding_calls < JOBS / 4
 
-    # usage events: one per provider call, keyed by tenant, summing to the ledger's spend
+    # usage events: one per job per provider call, keyed by tenant, summing to the ledger's spend
     events = {e["event_id"]: e for e in usage.by_key["demo"]}
     engine = create_engine(database_url)
     try:
@@ -58,5 +61,6 @@ async def test_chat_and_embedding_jobs_each_end_with_one_succeeded_result(
     finally:
         await engine.dispose()
     assert status.by_status == {"succeeded": 2 * JOBS}
+    assert len(events) == 2 * JOBS
     assert round(sum(e["cost_usd"] for e in events.values()), 9) == round(spend, 9)
     assert round(status.cost_usd, 9) == round(spend, 9)

@@ -12,6 +12,7 @@ counts every provider call made.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -123,29 +124,72 @@ class Executor:
         raw_tokens = tokens.input_tokens(messages, job.inputs)
         while True:
             errors: list[ProviderError] = []
-            waits: list[float] = []
-            for deployment in plan:
+            paced: list[tuple[float, int, DeploymentConfig, int]] = []
+            for index, deployment in enumerate(plan):
                 reserve = self._reserve(job, deployment, raw_tokens)
                 # a micro-batched deployment's limits count combined requests: the batcher's
                 limiter = None if _batched(job, deployment) else self.limits[deployment]
                 wait = limiter.wait_s(reserve) if limiter is not None else 0.0
                 if wait > 0:
-                    waits.append(wait)
+                    paced.append((wait, index, deployment, reserve))
                     continue
-                health = self.board[deployment.key]
-                if not health.try_acquire():
-                    continue
-                if limiter is not None:
-                    limiter.start(reserve)
-                call = _Admitted(deployment, health, limiter, reserve)
-                if await self._attempt(job, call, messages, execution, errors):
+                if await self._try(job, deployment, limiter, reserve, messages, execution, errors):
                     return
             if errors or not plan:
                 raise _round_failure(errors, plan, self.board)
             soonest = min(self.board[d.key].available_at() for d in plan)
-            if not waits and soonest > time.monotonic():  # circuits open or paused
+            if not paced and soonest > time.monotonic():  # circuits open or paused
                 raise _round_failure(errors, plan, self.board)
-            await self.board.wait_for_release(min([ROOM_WAIT_S, *waits]))
+            wait, _, deployment, reserve = min(paced, default=(math.inf, 0, plan[0], 0))
+            if not math.isfinite(wait):  # only a finished call can make room
+                await self.board.wait_for_release(ROOM_WAIT_S)
+                continue
+            if await self._booked(job, deployment, reserve, messages, execution, errors):
+                return
+            if errors:
+                raise _round_failure(errors, plan, self.board)
+
+    async def _try(
+        self,
+        job: JobRequest,
+        deployment: DeploymentConfig,
+        limiter: DeploymentLimiter | None,
+        reserve: int,
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+        errors: list[ProviderError],
+    ) -> bool:
+        """Call now if the deployment's health admits it; False when refused or failed."""
+        health = self.board[deployment.key]
+        if not health.try_acquire():
+            return False
+        if limiter is not None:
+            limiter.start(reserve)
+        call = _Admitted(deployment, health, limiter, reserve)
+        return await self._attempt(job, call, messages, execution, errors)
+
+    async def _booked(
+        self,
+        job: JobRequest,
+        deployment: DeploymentConfig,
+        reserve: int,
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+        errors: list[ProviderError],
+    ) -> bool:
+        """Book the deployment's next slot at its pace, sleep until it comes, then call."""
+        limiter = self.limits[deployment]
+        try:
+            await asyncio.sleep(limiter.book(reserve))
+        except BaseException:
+            limiter.cancel(reserve)
+            raise
+        health = self.board[deployment.key]
+        if not health.try_acquire():
+            limiter.cancel(reserve)
+            return False
+        call = _Admitted(deployment, health, limiter, reserve)
+        return await self._attempt(job, call, messages, execution, errors)
 
     def _reserve(self, job: JobRequest, deployment: DeploymentConfig, raw_tokens: int) -> int:
         """Tokens to hold against the deployment's tpm: calibrated input + the output cap."""
@@ -218,7 +262,9 @@ class Executor:
         else:
             dimensions = params.dimensions if params else None
             if _batched(job, deployment):
-                embedded = await self.batcher.embed(provider, deployment, job.inputs, dimensions)
+                embedded = await self.batcher.embed(
+                    provider, deployment, job.inputs, dimensions, job.route
+                )
             else:
                 embedded = await provider.embed(
                     EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)

@@ -84,6 +84,22 @@ class DeploymentLimiter:
             wait = max(wait, self.tokens.wait_s(tokens))
         return wait
 
+    def book(self, tokens: int) -> float:
+        """Take the capacity now — running into debt — for a call that starts after the
+        returned wait. Later callers see the debt and wait longer: calls are spaced at the
+        deployment's pace in arrival order, with no polling."""
+        wait = self.wait_s(tokens)
+        self.start(tokens)
+        return wait
+
+    def cancel(self, tokens: int) -> None:
+        """Give back a booking whose call did not happen."""
+        self.in_flight -= 1
+        if self.requests is not None:
+            self.requests.settle(-1)
+        if self.tokens is not None:
+            self.tokens.settle(-tokens)
+
     def start(self, tokens: int) -> None:
         self.in_flight += 1
         if self.requests is not None:

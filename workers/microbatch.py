@@ -2,7 +2,9 @@
 
 Embedding jobs for the same deployment (and output dimensions) join an open batch; it is
 sent when it holds ``max_batch_inputs`` inputs, when the next job would push it past the
-per-request token cap, or ``linger_s`` after it opened (≈20 ms). Each job gets its own
+per-request token cap, or when no job has joined for ``linger_s`` (≈20 ms) — longer while
+more jobs of its route are known to be on their way (in their ledger claim), but never more
+than ``MAX_LINGER_FACTOR`` lingers after it opened. Each job gets its own
 inputs' embeddings back, in order, and its share of the reported tokens (split by its
 estimated share, largest remainder, so the shares add up to the provider's count exactly).
 
@@ -17,6 +19,7 @@ The deployment's rpm/tpm/concurrency limits count combined requests, not jobs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from workers.providers.base import EmbeddingCall, EmbeddingResponse, Provider
 DEFAULT_LINGER_S = 0.02
 DEFAULT_MAX_BATCH_TOKENS = 250_000  # under OpenAI's 300k tokens per embeddings request
 PACE_POLL_S = 0.05
+MAX_LINGER_FACTOR = 10
 
 
 @dataclass(slots=True)
@@ -44,10 +48,13 @@ class _Batch:
     provider: Provider
     deployment: DeploymentConfig
     dimensions: int | None
+    opened: float
     members: list[_Member] = field(default_factory=list)
     inputs: int = 0
     estimate: int = 0
     timer: asyncio.TimerHandle | None = None
+    started: bool = False  # on its way: waiting for the deployment's pace, then sent
+    routes: set[str] = field(default_factory=set)
 
 
 class EmbeddingBatcher:
@@ -60,8 +67,10 @@ class EmbeddingBatcher:
     ) -> None:
         self._limits = limits
         self._linger_s = linger_s
+        self._max_linger_s = linger_s * MAX_LINGER_FACTOR
         self._max_tokens = max_batch_tokens
         self._open: dict[tuple[str, int | None], _Batch] = {}
+        self._expected: collections.Counter[str] = collections.Counter()
         self._sending: set[asyncio.Task[None]] = set()
         self.requests = 0  # combined provider requests sent
 
@@ -71,63 +80,109 @@ class EmbeddingBatcher:
         deployment: DeploymentConfig,
         inputs: list[str],
         dimensions: int | None,
+        route: str = "",
     ) -> EmbeddingResponse:
         """This job's embeddings, from a request it may share with other jobs."""
         limit = deployment.max_batch_inputs or 1
         estimate = tokens.input_tokens(None, inputs)
         key = (deployment.key, dimensions)
+        loop = asyncio.get_running_loop()
         batch = self._open.get(key)
         if batch is not None and (
             batch.inputs + len(inputs) > limit or batch.estimate + estimate > self._max_tokens
         ):
-            self._flush(key)
+            self._seal(key)
             batch = None
         if batch is None:
-            batch = self._open[key] = _Batch(provider, deployment, dimensions)
-            batch.timer = asyncio.get_running_loop().call_later(self._linger_s, self._flush, key)
-        future: asyncio.Future[EmbeddingResponse] = asyncio.get_running_loop().create_future()
+            batch = self._open[key] = _Batch(provider, deployment, dimensions, opened=loop.time())
+        future: asyncio.Future[EmbeddingResponse] = loop.create_future()
         batch.members.append(_Member(inputs, estimate, future))
+        batch.routes.add(route)
         batch.inputs += len(inputs)
         batch.estimate += estimate
         if batch.inputs >= limit:
-            self._flush(key)
+            self._seal(key)
+        elif not batch.started:
+            self._linger(batch, loop)
         return await future
 
-    def _flush(self, key: tuple[str, int | None]) -> None:
-        batch = self._open.pop(key, None)
-        if batch is None:
-            return
+    def _linger(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
+        """(Re)arm the linger: from the latest join, never past MAX_LINGER_FACTOR lingers."""
         if batch.timer is not None:
             batch.timer.cancel()
-        task = asyncio.create_task(self._send(batch, batch.members))
+        flush_at = min(loop.time() + self._linger_s, batch.opened + self._max_linger_s)
+        batch.timer = loop.call_at(flush_at, self._lingered, batch)
+
+    def _lingered(self, batch: _Batch) -> None:
+        """The linger is over: send — unless jobs of its routes are on their way (between
+        intake and here, typically in a ledger claim) and the batch may still wait."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < batch.opened + self._max_linger_s and any(
+            self._expected[route] for route in batch.routes
+        ):
+            batch.timer = loop.call_at(
+                min(loop.time() + self._linger_s, batch.opened + self._max_linger_s),
+                self._lingered,
+                batch,
+            )
+            return
+        self._start(batch)
+
+    def expect(self, route: str) -> None:
+        """An embedding job of ``route`` is on its way (intake, claim): a partial batch of the
+        route may wait for it."""
+        self._expected[route] += 1
+
+    def arrived(self, route: str) -> None:
+        """…and is here now (or will not come)."""
+        self._expected[route] -= 1
+
+    def _seal(self, key: tuple[str, int | None]) -> None:
+        """No more joiners (full, or the next job would overflow it): send it."""
+        batch = self._open.pop(key, None)
+        if batch is not None:
+            self._start(batch)
+
+    def _start(self, batch: _Batch) -> None:
+        """Send the batch when the deployment's pace allows; until then, jobs may still join
+        (under an rpm limit a request slot is worth filling)."""
+        if batch.started:
+            return
+        batch.started = True
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.create_task(self._send_when_paced(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: _Batch, members: Sequence[_Member]) -> None:
+    async def _send_when_paced(self, batch: _Batch) -> None:
+        limiter = self._limits[batch.deployment]
+        reserve = await _paced(limiter, batch.estimate)
+        key = (batch.deployment.key, batch.dimensions)
+        if self._open.get(key) is batch:
+            del self._open[key]  # the slot has come: sealed
+        await self._send(batch, batch.members, reserve)
+
+    async def _send(self, batch: _Batch, members: Sequence[_Member], reserve: int | None) -> None:
+        """One combined request for ``members`` (``reserve``: its booked limiter slot, or None
+        to book one first)."""
+        limiter = self._limits[batch.deployment]
         members = [m for m in members if not m.future.done()]  # a cancelled job drops out
         if not members:
+            if reserve is not None:
+                limiter.cancel(reserve)
             return
-        inputs = [text for member in members for text in member.inputs]
-        call = EmbeddingCall(batch.deployment.model, inputs, batch.dimensions)
-        limiter = self._limits[batch.deployment]
         try:
-            reserve = sum(m.estimate for m in members)
-            await _paced(limiter, reserve)
-            self.requests += 1
-            try:
-                response = await batch.provider.embed(call)
-            except ProviderError as error:
-                pushed_back = error.retryable and error.status_code in (429, 503, 529)
-                limiter.finished(reserve, None, pushed_back=pushed_back)
-                raise
-            limiter.finished(reserve, response.input_tokens, pushed_back=False)
+            if reserve is None:
+                reserve = await _paced(limiter, sum(m.estimate for m in members))
+            response = await self._request(batch, members, limiter, reserve)
         except PermanentProviderError as error:
             if len(members) == 1:
                 _fail(members, error)
                 return
             middle = len(members) // 2  # one bad input: find it, spare the others
             await asyncio.gather(
-                self._send(batch, members[:middle]), self._send(batch, members[middle:])
+                self._send(batch, members[:middle], None), self._send(batch, members[middle:], None)
             )
             return
         except BaseException as error:  # retryable, or cancelled: the same for every member
@@ -137,21 +192,48 @@ class EmbeddingBatcher:
             return
         _fan_out(members, response)
 
+    async def _request(
+        self,
+        batch: _Batch,
+        members: Sequence[_Member],
+        limiter: DeploymentLimiter,
+        reserve: int,
+    ) -> EmbeddingResponse:
+        inputs = [text for member in members for text in member.inputs]
+        self.requests += 1
+        try:
+            response = await batch.provider.embed(
+                EmbeddingCall(batch.deployment.model, inputs, batch.dimensions)
+            )
+        except ProviderError as error:
+            pushed_back = error.retryable and error.status_code in (429, 503, 529)
+            limiter.finished(reserve, None, pushed_back=pushed_back)
+            raise
+        except BaseException:
+            limiter.finished(reserve, None, pushed_back=False)
+            raise
+        limiter.finished(reserve, response.input_tokens, pushed_back=False)
+        return response
+
     async def aclose(self) -> None:
         """Send what is open and wait for every request in flight."""
         for key in list(self._open):
-            self._flush(key)
+            self._seal(key)
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
 
-async def _paced(limiter: DeploymentLimiter, reserve: int) -> None:
-    """Wait for the deployment's limits to admit one combined request, then start it."""
-    # a bucket says exactly how long to wait; a full concurrency limit only that a call must
-    # end, which the batcher learns by looking again shortly
-    while (wait := limiter.wait_s(reserve)) > 0:  # noqa: ASYNC110
-        await asyncio.sleep(wait if math.isfinite(wait) else PACE_POLL_S)
-    limiter.start(reserve)
+async def _paced(limiter: DeploymentLimiter, reserve: int) -> int:
+    """Book one combined request with the deployment's limits and wait for its slot."""
+    # a full concurrency limit only says a call must end first: look again shortly
+    while not math.isfinite(limiter.wait_s(reserve)):  # noqa: ASYNC110
+        await asyncio.sleep(PACE_POLL_S)
+    try:
+        await asyncio.sleep(limiter.book(reserve))
+    except BaseException:
+        limiter.cancel(reserve)
+        raise
+    return reserve
 
 
 def _fail(members: Sequence[_Member], error: BaseException) -> None:

@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
 from broker.errors import LedgerUnavailable
 from broker.topics import Topics
-from schemas.jobs import JobRequest
+from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
 from workers import templates
 from workers.execution import Executor
@@ -133,7 +133,14 @@ class JobPipeline:
             await self._settle(result, topic)
             return
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route)
-        outcome = await self._claim(claim)
+        batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None
+        if batcher is not None:
+            batcher.expect(job.route)  # a partial micro-batch of the route may wait for it
+        try:
+            outcome = await self._claim(claim)
+        finally:
+            if batcher is not None:
+                batcher.arrived(job.route)
         if isinstance(outcome, AlreadyFinished):
             await self._republish(outcome, topic, job.tenant, job.job_id)
             return

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     retry_max_total_s: Annotated[float, Field(gt=0)] = 120.0
     retry_initial_s: Annotated[float, Field(ge=0)] = 0.2
     retry_max_wait_s: Annotated[float, Field(ge=0)] = 30.0
+    retry_park_after_s: Annotated[float, Field(ge=0)] = Field(
+        5.0,
+        description="a job that must wait longer than this is parked on the retry topic "
+        "instead of holding its slot",
+    )
+    retry_max_parks: Annotated[int, Field(ge=0)] = Field(
+        10, description="parks per job before it fails with its last provider error"
+    )
     circuit_failures: Annotated[int, Field(ge=1)] = Field(
         5, description="consecutive failures of a deployment that open its circuit"
     )

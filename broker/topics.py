@@ -21,7 +21,8 @@ HEADER_SOURCE_PARTITION = "headway-source-partition"
 HEADER_SOURCE_OFFSET = "headway-source-offset"
 HEADER_SIGNATURE = "headway-signature"
 HEADER_RETRY_COUNT = "headway-retry-count"
-HEADER_NOT_BEFORE = "headway-not-before"
+HEADER_NOT_BEFORE = "headway-not-before"  # epoch milliseconds a parked job may run from
+HEADER_ATTEMPTS = "headway-attempts"  # provider calls a parked job has made so far
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ class Execution:
     served_by: ProviderCall | None = None
     calls: list[ProviderCall] = field(default_factory=list)
     error: ProviderError | None = None
+    park_s: float | None = None  # a retryable error asks for a wait too long to sleep on
 
 
 class Executor:
@@ -96,18 +97,26 @@ class Executor:
         plan: list[DeploymentConfig],
         messages: list[dict[str, str]] | None,
         deadline: float | None = None,
+        park_after_s: float | None = None,
     ) -> Execution:
         """Run the job down ``plan``; the outcome (output or last error) is on the Execution.
 
+        When a retryable failure asks for a wait longer than ``park_after_s``, the job is not
+        slept on: ``park_s`` says how long it should wait (the pipeline parks it).
         At most ``max_in_flight`` jobs of this process are with providers at any moment."""
         execution = Execution()
         async with self._slots:
             try:
                 await self._retry.call(
-                    lambda: self._round(job, plan, messages, execution), deadline=deadline
+                    lambda: self._round(job, plan, messages, execution),
+                    deadline=deadline,
+                    longest_wait_s=park_after_s,
                 )
             except ProviderError as error:
                 execution.error = error
+                wait = error.retry_after
+                if error.retryable and park_after_s is not None and wait and wait > park_after_s:
+                    execution.park_s = wait
         return execution
 
     async def _round(

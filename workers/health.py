@@ -12,10 +12,12 @@ Failures are what says the deployment is unwell: timeouts, refused connections, 
 overload. A 429 is not a failure but a *pause*: the deployment is skipped until its
 Retry-After has passed. A 4xx is the request's fault and counts for nothing.
 
-While the deployment is unproven (no success yet) or has just failed, it admits only as many
-calls at once as the breaker may still lose: ``in_flight + consecutive_failures < N``. So a
-dead deployment receives at most N calls before its circuit opens, then one probe per open
-interval — not a burst of every job in flight.
+Once a call has failed, and until one succeeds, the deployment admits only as many calls at
+once as the breaker may still lose: ``in_flight + consecutive_failures < N``. So a failing
+deployment is not sent a burst of every job in flight while its circuit is about to open, and
+once open it receives one probe per open interval. (A fresh deployment is not held back: the
+first outcome may be a long call away, and LLM calls take seconds. A deployment that is down
+when a worker starts therefore sees at most the first wave of calls plus N.)
 """
 
 from __future__ import annotations
@@ -66,7 +68,6 @@ class DeploymentHealth:
         self.state = CircuitState.CLOSED
         self.in_flight = 0
         self.consecutive_failures = 0
-        self.proven = False  # a call has succeeded since the circuit last closed
         self.opened_at = 0.0
         self.paused_until = 0.0
         self.latency_s: float | None = None
@@ -105,14 +106,13 @@ class DeploymentHealth:
         return True
 
     def _in_doubt(self) -> bool:
-        return not self.proven or self.consecutive_failures > 0
+        return self.consecutive_failures > 0
 
     # -- outcomes -----------------------------------------------------------------------------
 
     def succeeded(self, latency_s: float) -> None:
         self._released()
         self.consecutive_failures = 0
-        self.proven = True
         self._outcomes.append(True)
         self.latency_s = (
             latency_s
@@ -152,7 +152,6 @@ class DeploymentHealth:
 
     def _open(self) -> None:
         self.opened_at = self._clock()
-        self.proven = False
         self._outcomes.clear()
         self._change(CircuitState.OPEN)
 

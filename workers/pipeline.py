@@ -16,11 +16,11 @@ from aiokafka import ConsumerRecord
 
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
 from broker.errors import LedgerUnavailable
-from broker.topics import Topics
+from broker.topics import HEADER_ATTEMPTS, HEADER_RETRY_COUNT, Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
 from workers import templates
-from workers.execution import Executor
+from workers.execution import Execution, Executor
 from workers.intake import InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.repository import (
     AlreadyFinished,
@@ -51,6 +51,31 @@ LEDGER_RETRY_S = (0.1, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
+class Parked:
+    """What a record says of earlier parks of its job (nothing for a first run)."""
+
+    record: ConsumerRecord[bytes, bytes]
+    parks: int = 0
+    attempts: int = 0
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[bytes, bytes]) -> Parked:
+        values = {name: value for name, value in record.headers or ()}
+        return cls(
+            record,
+            _int(values.get(HEADER_RETRY_COUNT)),
+            _int(values.get(HEADER_ATTEMPTS)),
+        )
+
+
+def _int(value: bytes | None) -> int:
+    try:
+        return max(0, int(value or b"0"))
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     code: ErrorCode
     message: str
@@ -65,7 +90,12 @@ class JobPipeline:
         publisher: Publisher,
         executor: Executor,
         max_message_bytes: int,
+        *,
+        park_after_s: float | None = None,
+        max_parks: int = 0,
     ) -> None:
+        self.park_after_s = park_after_s
+        self.max_parks = max_parks
         self.router = Router(executor.board, executor.calibration)
         self.config = config
         self.topics = topics
@@ -81,7 +111,7 @@ class JobPipeline:
         elif isinstance(intake, InvalidJob):
             await self._invalid(record, intake)
         elif isinstance(intake, ValidJob):
-            await self._run(intake.job)
+            await self._run(intake.job, record)
 
     # -- bad input ----------------------------------------------------------------------------
 
@@ -115,7 +145,7 @@ class JobPipeline:
 
     # -- a valid job --------------------------------------------------------------------------
 
-    async def _run(self, job: JobRequest) -> None:
+    async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> None:
         tenant = self.config.tenant(job.tenant)
         topic = result_topic(job, tenant, self.topics)
         who = Identity.of(job)
@@ -144,7 +174,8 @@ class JobPipeline:
         if isinstance(outcome, AlreadyFinished):
             await self._republish(outcome, topic, job.tenant, job.job_id)
             return
-        await self._execute(job, who, checked, messages, outcome.generation, topic)
+        parked = Parked.of(record)
+        await self._execute(job, who, checked, messages, outcome.generation, topic, parked)
 
     async def _claim(self, claim: Claim) -> AlreadyFinished | Claimed:
         """Claim the job; while another live worker holds it, wait for it to finish."""
@@ -164,6 +195,7 @@ class JobPipeline:
         messages: list[dict[str, str]] | None,
         generation: int,
         topic: str,
+        parked: Parked,
     ) -> None:
         deadline = _monotonic_deadline(job)
         if deadline is not None and deadline <= time.monotonic():
@@ -181,7 +213,9 @@ class JobPipeline:
             return
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
-                execution = await self.executor.execute(job, plan, messages, deadline)
+                execution = await self.executor.execute(
+                    job, plan, messages, deadline, park_after_s=self.park_after_s
+                )
         except TimeoutError:
             result = terminal_result(
                 who,
@@ -191,8 +225,30 @@ class JobPipeline:
             )
             await self._finish(result, [], topic)
             return
+        if execution.park_s is not None and parked.parks < self.max_parks:
+            await self._park(job, parked, execution)
+            return
+        execution.attempts += parked.attempts
         result = executed_result(who, execution)
         await self._finish(result, usage_events(who, execution.calls, generation), topic)
+
+    async def _park(self, job: JobRequest, parked: Parked, execution: Execution) -> None:
+        """Put the job on the retry topic to run again after its wait, and let its lease go:
+        it holds no slot and blocks no partition meanwhile."""
+        assert execution.park_s is not None
+        not_before = time.time() + execution.park_s
+        attempts = parked.attempts + execution.attempts
+        delivered = await self.publisher.park(parked.record, not_before, parked.parks + 1, attempts)
+        await delivered
+        await self._with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
+        log.info(
+            "parked %s/%s for %.1fs (park %d): %s",
+            job.tenant,
+            job.job_id,
+            execution.park_s,
+            parked.parks + 1,
+            execution.error,
+        )
 
     # -- ledger, then publish -----------------------------------------------------------------
 

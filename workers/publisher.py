@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from broker.topics import (
+    HEADER_ATTEMPTS,
     HEADER_ERROR,
+    HEADER_NOT_BEFORE,
+    HEADER_RETRY_COUNT,
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
@@ -22,6 +25,7 @@ from broker.topics import (
 from workers.batches import BatchSender
 
 MAX_HEADER_TEXT = 1000
+_PARKING_HEADERS = {HEADER_NOT_BEFORE, HEADER_RETRY_COUNT, HEADER_ATTEMPTS, HEADER_SOURCE_TOPIC}
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -54,5 +58,32 @@ class Publisher:
         ]
         future: asyncio.Future[object] = await self._producer.send(
             self.topics.dlq, value=record.value, key=record.key, headers=headers
+        )
+        return future
+
+    async def park(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        not_before_s: float,
+        parks: int,
+        attempts: int,
+    ) -> asyncio.Future[object]:
+        """The job's original bytes to the retry topic, to run again from ``not_before_s``.
+
+        Its own headers travel along (a signature stays valid); the lane it came from is kept
+        across parks."""
+        source = record.topic
+        for name, value in record.headers or ():
+            if name == HEADER_SOURCE_TOPIC and record.topic == self.topics.retry:
+                source = value.decode("utf-8", "replace")
+        headers = [(n, v) for n, v in record.headers or () if n not in _PARKING_HEADERS]
+        headers += [
+            (HEADER_NOT_BEFORE, str(round(not_before_s * 1000)).encode()),
+            (HEADER_RETRY_COUNT, str(parks).encode()),
+            (HEADER_ATTEMPTS, str(attempts).encode()),
+            (HEADER_SOURCE_TOPIC, source.encode()),
+        ]
+        future: asyncio.Future[object] = await self._producer.send(
+            self.topics.retry, value=record.value, key=record.key, headers=headers
         )
         return future

@@ -58,11 +58,13 @@ class RetryPolicy:
         *,
         deadline: float | None = None,
         on_attempt: Callable[[], None] | None = None,
+        longest_wait_s: float | None = None,
     ) -> T:
         """Run ``attempt`` until it succeeds, fails permanently, or the budget is spent.
 
-        ``deadline`` is a ``time.monotonic()`` instant no wait may cross. The last error is
-        re-raised unchanged."""
+        ``deadline`` is a ``time.monotonic()`` instant no wait may cross; a wait longer than
+        ``longest_wait_s`` is not slept either (the caller parks the work instead). The last
+        error is re-raised unchanged."""
         # fast path: most calls succeed at once, and need no retry machinery at all
         if on_attempt is not None:
             on_attempt()
@@ -72,7 +74,7 @@ class RetryPolicy:
             if not error.retryable or self.max_attempts <= 1:
                 raise
             first_error = error
-        return await self._retry(attempt, first_error, deadline, on_attempt)
+        return await self._retry(attempt, first_error, deadline, on_attempt, longest_wait_s)
 
     async def _retry(
         self,
@@ -80,6 +82,7 @@ class RetryPolicy:
         first_error: ProviderError,
         deadline: float | None,
         on_attempt: Callable[[], None] | None,
+        longest_wait_s: float | None = None,
     ) -> T:
         """Attempts 2…n, under tenacity, after ``first_error``."""
         started = time.monotonic()
@@ -90,10 +93,13 @@ class RetryPolicy:
         def stop(state: RetryCallState) -> bool:
             if stop_after_attempt(self.max_attempts - 1)(state):
                 return True
+            if longest_wait_s is not None and state.upcoming_sleep > longest_wait_s:
+                return True
             return time.monotonic() + state.upcoming_sleep >= limit  # wait runs before stop
 
         first_wait = self.wait_for_error(first_error, 1)
-        if time.monotonic() + first_wait >= limit:
+        too_long = longest_wait_s is not None and first_wait > longest_wait_s
+        if too_long or time.monotonic() + first_wait >= limit:
             raise first_error
         await (self.sleep or asyncio.sleep)(first_wait)
 

@@ -18,12 +18,21 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker.config import HeadwayConfig
 from broker.kafka import consumer_options, producer_options
 from broker.settings import Settings
+from broker.topics import HEADER_SOURCE_TOPIC
+from schemas.jobs import Priority
+from workers.delays import DelayQueue
 from workers.execution import Executor
 from workers.health import BreakerSettings, HealthBoard
 from workers.http import create_http_client
@@ -41,8 +50,17 @@ from workers.scheduler import LaneScheduler, QueuedJob
 log = logging.getLogger(__name__)
 
 POISON_ATTEMPTS = 3
+PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 FETCH_TIMEOUT_MS = 100
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
+
+
+def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
+    for key, value in record.headers or ():
+        if key == name:
+            text: str = value.decode("utf-8", "replace")
+            return text
+    return ""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -83,6 +101,7 @@ class Worker:
         per_lane_jobs = max(settings.buffer_max_jobs // 3, settings.concurrency, 1)
         self._fetch_chunk = max(per_lane_jobs // 2, 1)
         self.scheduler = LaneScheduler(per_lane_jobs, settings.buffer_max_bytes // 3)
+        self.delays = DelayQueue(per_lane_jobs)  # parked jobs from the retry topic
         self.tracker = OffsetTracker()
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
         self.processed = 0
@@ -149,9 +168,11 @@ class Worker:
                 embed_max_batch_tokens=settings.embed_max_batch_tokens,
             ),
             settings.max_message_bytes,
+            park_after_s=settings.retry_park_after_s,
+            max_parks=settings.retry_max_parks,
         )
         consumer = AIOKafkaConsumer(**consumer_options(settings))
-        consumer.subscribe(list(self._lanes), listener=_Rebalance(self))
+        consumer.subscribe([*self._lanes, self.topics.retry], listener=_Rebalance(self))
         await consumer.start()
         self._consumer = consumer
         self._stack.push_async_callback(consumer.stop)
@@ -164,6 +185,7 @@ class Worker:
             asyncio.create_task(self._fetch_loop()),
             asyncio.create_task(self._commit_loop()),
             asyncio.create_task(self._lease_loop()),
+            asyncio.create_task(self._release_parked_loop()),
         ]
 
     async def __aexit__(
@@ -189,7 +211,7 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        dropped = self.scheduler.clear()
+        dropped = self.scheduler.clear() + self.delays.clear()
         await self._wait_until(
             lambda: not any(self.in_flight.values()), self.settings.shutdown_grace_s
         )
@@ -218,20 +240,40 @@ class Worker:
             if batches and self.first_fetch_at is None:
                 self.first_fetch_at = time.perf_counter()
             for tp, records in batches.items():
-                lane = self._lanes[tp.topic]
                 for record in records:
                     self.tracker.add(tp, record.offset)
-                    size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
-                    self.scheduler.put(QueuedJob(record, lane, tp, size))
+                    self._enqueue(tp, record)
             self._apply_backpressure(consumer)
 
+    def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
+        if tp.topic == self.topics.retry:  # parked: waits for its time, then its own lane
+            lane = self._lanes.get(_header(record, HEADER_SOURCE_TOPIC), Priority.NORMAL)
+            self.delays.put(QueuedJob(record, lane, tp, size))
+        else:
+            self.scheduler.put(QueuedJob(record, self._lanes[tp.topic], tp, size))
+
+    async def _release_parked_loop(self) -> None:
+        """Hand parked jobs to the scheduler when their time comes."""
+        while True:
+            for job in self.delays.due():
+                self.scheduler.put(job)
+            wait = self.delays.seconds_to_next()
+            await asyncio.sleep(PARKED_POLL_S if wait is None else min(wait, PARKED_POLL_S))
+
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause a lane's partitions when its buffer is full; resume below half."""
-        for topic, lane in self._lanes.items():
-            if topic not in self._paused_lanes and self.scheduler.full(lane):
+        """Pause a lane's partitions when its buffer is full; resume below half. The retry
+        topic likewise, by the parked jobs waiting."""
+        bounds = [
+            (topic, self.scheduler.full(lane), self.scheduler.has_room(lane))
+            for topic, lane in self._lanes.items()
+        ]
+        bounds.append((self.topics.retry, self.delays.full(), self.delays.has_room()))
+        for topic, full, has_room in bounds:
+            if topic not in self._paused_lanes and full:
                 self._paused_lanes.add(topic)
                 consumer.pause(*self._partitions_of(consumer, topic))
-            elif topic in self._paused_lanes and self.scheduler.has_room(lane):
+            elif topic in self._paused_lanes and has_room:
                 self._paused_lanes.discard(topic)
                 consumer.resume(*self._partitions_of(consumer, topic))
 
@@ -321,7 +363,7 @@ class Worker:
         log.info("assigned %d partitions", len(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        dropped = self.scheduler.drop(revoked)
+        dropped = self.scheduler.drop(revoked) + self.delays.drop(revoked)
         await self._wait_until(
             lambda: not any(self.in_flight[tp] for tp in revoked), self.settings.revoke_grace_s
         )

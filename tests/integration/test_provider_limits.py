@@ -1,5 +1,5 @@
 """Provider limits over the real broker and real HTTP: rpm pacing, Retry-After pausing one
-deployment while the others go on."""
+deployment (its jobs parked on the retry topic) while the others go on."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ async def test_retry_after_pauses_only_the_deployment_that_asked(
         SimulatorServer(SimulatorConfig(rpm=1)) as strict,
         SimulatorServer(SimulatorConfig(latency_ms=10)) as free,
     ):
-        settings = make_settings(database_url=sqlite_url, concurrency=8, retry_max_total_s=1.0)
+        settings = make_settings(database_url=sqlite_url, concurrency=8)
         cfg = config({"strict": (strict.base_url, {}), "free": (free.base_url, {})})
         free_jobs = [chat_job(f"f-{i}", route="free") for i in range(30)]
         bootstrap = settings.kafka_bootstrap or ""
@@ -74,16 +74,17 @@ async def test_retry_after_pauses_only_the_deployment_that_asked(
             await client.submit(chat_job("s-0", route="strict"))  # the minute's one call
             await read_topic(bootstrap, settings.topics.results, until_keys=1)
             await client.submit(chat_job("s-1", route="strict"))  # 429, Retry-After ≈ 60 s
-            await read_topic(bootstrap, settings.topics.results, until_keys=2)
+            await read_topic(bootstrap, settings.topics.retry, until_keys=1)  # parked
             started = time.monotonic()
             await client.submit_many([chat_job("s-2", route="strict"), *free_jobs])
-            results = await read_topic(bootstrap, settings.topics.results, until_keys=33)
+            results = await read_topic(bootstrap, settings.topics.results, until_keys=31)
             free_elapsed = time.monotonic() - started
+            parked = await read_topic(bootstrap, settings.topics.retry, until_keys=2)
 
-    statuses = {key: copies[0]["status"] for key, copies in results.by_key.items()}
-    assert [statuses[f"f-{i}"] for i in range(30)] == ["succeeded"] * 30
+    assert sorted(results.by_key) == sorted(["s-0", *(f"f-{i}" for i in range(30))])
+    assert {copies[0]["status"] for copies in results.by_key.values()} == {"succeeded"}
     assert free_elapsed < 10
-    # a 60 s wait exceeds the 1 s retry budget: s-1 and s-2 fail…
-    assert [statuses[f"s-{i}"] for i in range(3)] == ["succeeded", "failed", "failed"]
-    # …and s-2 without a call: the deployment is paused until its Retry-After has passed
+    # s-1 and s-2 wait on the retry topic for the strict deployment's Retry-After…
+    assert set(parked.by_key) == {"s-1", "s-2"}
+    # …and s-2 made no call: the deployment is paused until its Retry-After has passed
     assert strict.stats.calls == 2 and strict.stats.rate_limited == 1

@@ -369,6 +369,20 @@ class LedgerRepository:
         )
         return int(result.rowcount)
 
+    async def release(self, conn: AsyncConnection, key: Key) -> None:
+        """Give up this worker's lease on one job (parked: whoever runs it next may claim)."""
+        tenant, job_id = key
+        await conn.execute(
+            update(JobRow)
+            .where(
+                JobRow.tenant == tenant,
+                JobRow.job_id == job_id,
+                JobRow.lease_owner == self.owner,
+                JobRow.status == RowStatus.RUNNING.value,
+            )
+            .values(lease_expires_at=0.0)
+        )
+
     async def release_all(self, conn: AsyncConnection) -> None:
         """Give up this worker's leases on jobs it will not finish, so no one need wait."""
         await conn.execute(

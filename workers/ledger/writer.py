@@ -104,6 +104,9 @@ class LedgerWriter:
         count: int = await self.run(self.repository.renew_leases)
         return count
 
+    async def release(self, key: tuple[str, str]) -> None:
+        await self.run(lambda conn: self.repository.release(conn, key))
+
     async def release_all(self) -> None:
         await self.run(self.repository.release_all)
 

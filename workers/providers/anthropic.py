@@ -11,21 +11,20 @@ refused (Anthropic has neither), and a route of embeddings cannot name this prov
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 
 from broker.config import ProviderConfig
 from broker.errors import ProviderBadRequest
-from workers.http import post_json
 from workers.providers.base import (
     ChatCall,
     ChatResponse,
     EmbeddingCall,
     EmbeddingResponse,
+    JsonHttpProvider,
     json_body,
-    raise_for_status,
+    split_system,
     transport_errors,
 )
 
@@ -42,14 +41,10 @@ FINISH_REASONS = {
 
 
 def messages_body(call: ChatCall) -> dict[str, Any]:
-    system = [m["content"] for m in call.messages if m["role"] == "system"]
+    system, conversation = split_system(call.messages)
     body: dict[str, Any] = {
         "model": call.model,
-        "messages": [
-            {"role": m["role"], "content": m["content"]}
-            for m in call.messages
-            if m["role"] != "system"
-        ],
+        "messages": [{"role": m["role"], "content": m["content"]} for m in conversation],
         "max_tokens": DEFAULT_MAX_TOKENS,
     }
     if system:
@@ -96,7 +91,7 @@ def error_type(response: httpx.Response) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-class AnthropicProvider:
+class AnthropicProvider(JsonHttpProvider):
     def __init__(
         self,
         name: str,
@@ -105,14 +100,15 @@ class AnthropicProvider:
         *,
         api_key: str | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, config, client)
         base = config.base_url.rstrip("/")
         self._url = httpx.URL(base + ("/messages" if base.endswith("/v1") else "/v1/messages"))
-        self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
-        self._client = client
         self._headers = {"anthropic-version": config.api_version or DEFAULT_API_VERSION}
         if api_key:
             self._headers["x-api-key"] = api_key
+
+    def error_details(self, response: httpx.Response) -> tuple[float | None, bool]:
+        return None, error_type(response) == "overloaded_error"
 
     async def chat(self, call: ChatCall) -> ChatResponse:
         try:
@@ -120,13 +116,9 @@ class AnthropicProvider:
         except ProviderBadRequest as error:
             error.provider = self.name
             raise
+        data = await self.post(self._url, body, self._headers)
         with transport_errors(self.name):
-            response = await post_json(self._client, self._url, body, self._headers, self._timeout)
-        if response.status_code >= 400:
-            overloaded = error_type(response) == "overloaded_error"
-            raise_for_status(response, self.name, overloaded=overloaded)
-        with transport_errors(self.name):
-            return read_message(json.loads(response.content))
+            return read_message(data)
 
     async def embed(self, call: EmbeddingCall) -> EmbeddingResponse:
         raise ProviderBadRequest("anthropic has no embeddings API", provider=self.name)

@@ -7,19 +7,15 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import httpx
 
 from broker.config import ProviderConfig
-from workers.http import post_json
 from workers.providers.base import (
     ChatCall,
     ChatResponse,
     EmbeddingCall,
     EmbeddingResponse,
-    raise_for_status,
+    JsonHttpProvider,
     transport_errors,
 )
 from workers.providers.openai import chat_body, embedding_body, read_chat, read_embeddings
@@ -27,7 +23,7 @@ from workers.providers.openai import chat_body, embedding_body, read_chat, read_
 DEFAULT_API_VERSION = "2024-10-21"
 
 
-class AzureOpenAIProvider:
+class AzureOpenAIProvider(JsonHttpProvider):
     def __init__(
         self,
         name: str,
@@ -36,11 +32,9 @@ class AzureOpenAIProvider:
         *,
         api_key: str | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, config, client)
         self._base = config.base_url.rstrip("/")
         self._api_version = config.api_version or DEFAULT_API_VERSION
-        self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
-        self._client = client
         self._headers = {"api-key": api_key} if api_key else {}
         self._urls: dict[tuple[str, str], httpx.URL] = {}
 
@@ -55,18 +49,13 @@ class AzureOpenAIProvider:
         return url
 
     async def chat(self, call: ChatCall) -> ChatResponse:
-        data = await self._post(self._url(call.model, "chat/completions"), chat_body(call))
+        url = self._url(call.model, "chat/completions")
+        data = await self.post(url, chat_body(call), self._headers)
         with transport_errors(self.name):
             return read_chat(data, call)
 
     async def embed(self, call: EmbeddingCall) -> EmbeddingResponse:
-        data = await self._post(self._url(call.model, "embeddings"), embedding_body(call))
+        url = self._url(call.model, "embeddings")
+        data = await self.post(url, embedding_body(call), self._headers)
         with transport_errors(self.name):
             return read_embeddings(data, call)
-
-    async def _post(self, url: httpx.URL, body: dict[str, Any]) -> Any:
-        with transport_errors(self.name):
-            response = await post_json(self._client, url, body, self._headers, self._timeout)
-        raise_for_status(response, self.name)
-        with transport_errors(self.name):
-            return json.loads(response.content)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from broker.config import ProviderConfig
 from broker.errors import (
     ProviderAuthError,
     ProviderBadRequest,
@@ -28,6 +30,7 @@ from broker.errors import (
     ProviderTimeout,
 )
 from schemas.jobs import Params
+from workers.http import post_json
 
 MAX_ERROR_MESSAGE = 500
 
@@ -184,3 +187,35 @@ class transport_errors:  # used like a function: ``with transport_errors(name):`
         if isinstance(error, ValueError | KeyError | IndexError | TypeError):
             message = f"unreadable response: {error!r}"
             raise ProviderResponseError(message, provider=provider) from error
+
+
+def split_system(messages: list[dict[str, str]]) -> tuple[list[str], list[dict[str, str]]]:
+    """System messages' texts, and the rest of the conversation (for APIs that take the system
+    prompt apart: Anthropic, Gemini)."""
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    return system, [m for m in messages if m["role"] != "system"]
+
+
+class JsonHttpProvider:
+    """What the HTTP adapters share: a name, the worker's client, timeouts, and one JSON POST
+    whose failures are mapped into the error tree. Adapters add what their wire format says
+    differently about errors by overriding :meth:`error_details`."""
+
+    def __init__(self, name: str, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self._client = client
+        self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
+
+    def error_details(self, response: httpx.Response) -> tuple[float | None, bool]:
+        """(retry_after from the body, overloaded) for an error response; headers are read
+        by :func:`raise_for_status` itself."""
+        return None, False
+
+    async def post(self, url: httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        with transport_errors(self.name):
+            response = await post_json(self._client, url, body, headers, self._timeout)
+        if response.status_code >= 400:
+            retry_after, overloaded = self.error_details(response)
+            raise_for_status(response, self.name, retry_after=retry_after, overloaded=overloaded)
+        with transport_errors(self.name):
+            return json.loads(response.content)

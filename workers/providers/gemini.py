@@ -12,7 +12,6 @@ marked so.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -21,14 +20,14 @@ import httpx
 from broker.config import ProviderConfig
 from broker.errors import ProviderBadRequest
 from workers import tokens
-from workers.http import post_json
 from workers.providers.base import (
     ChatCall,
     ChatResponse,
     EmbeddingCall,
     EmbeddingResponse,
+    JsonHttpProvider,
     json_body,
-    raise_for_status,
+    split_system,
     transport_errors,
 )
 
@@ -47,15 +46,14 @@ FINISH_REASONS = {
 
 
 def generate_body(call: ChatCall) -> dict[str, Any]:
-    system = [m["content"] for m in call.messages if m["role"] == "system"]
+    system, conversation = split_system(call.messages)
     body: dict[str, Any] = {
         "contents": [
             {
                 "role": "model" if m["role"] == "assistant" else "user",
                 "parts": [{"text": m["content"]}],
             }
-            for m in call.messages
-            if m["role"] != "system"
+            for m in conversation
         ]
     }
     if system:
@@ -122,7 +120,7 @@ def retry_delay(response: httpx.Response) -> float | None:
     return None
 
 
-class GeminiProvider:
+class GeminiProvider(JsonHttpProvider):
     def __init__(
         self,
         name: str,
@@ -131,10 +129,8 @@ class GeminiProvider:
         *,
         api_key: str | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, config, client)
         self._base = config.base_url.rstrip("/")
-        self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
-        self._client = client
         self._headers = {"x-goog-api-key": api_key} if api_key else {}
         self._urls: dict[tuple[str, str], httpx.URL] = {}
 
@@ -144,8 +140,12 @@ class GeminiProvider:
             url = self._urls[(model, method)] = httpx.URL(f"{self._base}/models/{model}:{method}")
         return url
 
+    def error_details(self, response: httpx.Response) -> tuple[float | None, bool]:
+        return retry_delay(response), False
+
     async def chat(self, call: ChatCall) -> ChatResponse:
-        data = await self._post(self._url(call.model, "generateContent"), generate_body(call))
+        url = self._url(call.model, "generateContent")
+        data = await self.post(url, generate_body(call), self._headers)
         try:
             with transport_errors(self.name):
                 return read_generation(data)
@@ -158,18 +158,10 @@ class GeminiProvider:
         if call.dimensions is not None:
             request["outputDimensionality"] = call.dimensions
         body = {"requests": [{**request, "content": {"parts": [{"text": t}]}} for t in call.inputs]}
-        data = await self._post(self._url(call.model, "batchEmbedContents"), body)
+        data = await self.post(self._url(call.model, "batchEmbedContents"), body, self._headers)
         with transport_errors(self.name):
             embeddings = [list(item["values"]) for item in data["embeddings"]]
             if len(embeddings) != len(call.inputs):
                 raise ValueError(f"{len(embeddings)} embeddings for {len(call.inputs)} inputs")
         estimate = tokens.input_tokens(None, call.inputs)
         return EmbeddingResponse(embeddings=embeddings, input_tokens=estimate, estimated=True)
-
-    async def _post(self, url: httpx.URL, body: dict[str, Any]) -> Any:
-        with transport_errors(self.name):
-            response = await post_json(self._client, url, body, self._headers, self._timeout)
-        if response.status_code >= 400:
-            raise_for_status(response, self.name, retry_after=retry_delay(response))
-        with transport_errors(self.name):
-            return json.loads(response.content)

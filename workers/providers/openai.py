@@ -8,20 +8,18 @@ so. Azure OpenAI shares the bodies (``providers/azure.py``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 
 from broker.config import ProviderConfig
 from workers import tokens
-from workers.http import post_json
 from workers.providers.base import (
     ChatCall,
     ChatResponse,
     EmbeddingCall,
     EmbeddingResponse,
-    raise_for_status,
+    JsonHttpProvider,
     transport_errors,
 )
 
@@ -79,7 +77,7 @@ def read_embeddings(data: Any, call: EmbeddingCall) -> EmbeddingResponse:
     return EmbeddingResponse(embeddings=embeddings, input_tokens=int(usage.get("prompt_tokens", 0)))
 
 
-class OpenAIProvider:
+class OpenAIProvider(JsonHttpProvider):
     """Chat completions and embeddings over the OpenAI REST API (or a compatible server)."""
 
     def __init__(
@@ -91,33 +89,26 @@ class OpenAIProvider:
         api_key: str | None = None,
         send_job_header: bool = False,
     ) -> None:
-        self.name = name
+        super().__init__(name, config, client)
         base_url = config.base_url.rstrip("/")
-        self._urls = {
-            path: httpx.URL(base_url + path) for path in ("/chat/completions", "/embeddings")
-        }
-        self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
-        self._client = client
+        self._chat_url = httpx.URL(base_url + "/chat/completions")
+        self._embeddings_url = httpx.URL(base_url + "/embeddings")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._send_job_header = send_job_header
 
     async def chat(self, call: ChatCall) -> ChatResponse:
-        data = await self._post("/chat/completions", chat_body(call, model=call.model), call.job_id)
+        body = chat_body(call, model=call.model)
+        data = await self.post(self._chat_url, body, self._job_headers(call.job_id))
         with transport_errors(self.name):
             return read_chat(data, call)
 
     async def embed(self, call: EmbeddingCall) -> EmbeddingResponse:
         body = embedding_body(call, model=call.model)
-        data = await self._post("/embeddings", body, call.job_id)
+        data = await self.post(self._embeddings_url, body, self._job_headers(call.job_id))
         with transport_errors(self.name):
             return read_embeddings(data, call)
 
-    async def _post(self, path: str, body: dict[str, Any], job_id: str | None) -> Any:
-        headers = self._headers
+    def _job_headers(self, job_id: str | None) -> dict[str, str]:
         if self._send_job_header and job_id:
-            headers = {**headers, JOB_HEADER: job_id}
-        with transport_errors(self.name):
-            response = await post_json(self._client, self._urls[path], body, headers, self._timeout)
-        raise_for_status(response, self.name)
-        with transport_errors(self.name):
-            return json.loads(response.content)
+            return {**self._headers, JOB_HEADER: job_id}
+        return self._headers

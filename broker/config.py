@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,7 +81,7 @@ class DeploymentConfig(_Frozen):
     weight: Annotated[float, Field(gt=0)] = 1.0
     max_batch_inputs: Annotated[int, Field(ge=1)] | None = None
 
-    @property
+    @cached_property
     def key(self) -> str:
         """What health, limits and latency are tracked by: ``provider:model``."""
         return f"{self.provider}:{self.model}"

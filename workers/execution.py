@@ -130,7 +130,8 @@ class Executor:
 
         When every deployment refuses only for now — its pace (rpm/tpm), its adaptive
         concurrency, calls in doubt, a probe out — the round waits instead of spending a retry."""
-        raw_tokens = tokens.input_tokens(messages, job.inputs)
+        counts_tokens = any(d.tpm is not None for d in plan)
+        raw_tokens = tokens.input_tokens(messages, job.inputs) if counts_tokens else 0
         while True:
             errors: list[ProviderError] = []
             paced: list[tuple[float, int, DeploymentConfig, int]] = []
@@ -202,6 +203,8 @@ class Executor:
 
     def _reserve(self, job: JobRequest, deployment: DeploymentConfig, raw_tokens: int) -> int:
         """Tokens to hold against the deployment's tpm: calibrated input + the output cap."""
+        if deployment.tpm is None:
+            return 0  # nothing counts tokens for this deployment
         reserve = self.calibration.estimate(deployment.key, raw_tokens)
         if job.kind is JobKind.CHAT:
             max_tokens = job.params.max_tokens if job.params else None

@@ -66,8 +66,10 @@ class Router:
         job: JobRequest,
         messages: Sequence[dict[str, str]] | None,
     ) -> list[DeploymentConfig] | CostLimited:
-        raw_tokens = tokens.input_tokens(messages, job.inputs)
         deployments = list(route.deployments)
+        if len(deployments) == 1 and job.max_cost_usd is None:
+            return deployments  # nothing to choose or to filter: the common case, kept cheap
+        raw_tokens = tokens.input_tokens(messages, job.inputs)
         costs = {d.key: self.estimated_cost(d, job, raw_tokens) for d in deployments}
         if job.max_cost_usd is not None:
             affordable = [d for d in deployments if costs[d.key] <= job.max_cost_usd]

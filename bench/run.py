@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.common import machine, stack
-from bench.embeddings import BATCH, LIMITED_RPM, UNBATCHED_WINDOW_S, embedding_run
+from bench.embeddings import BATCH, CONCURRENCY, LIMITED_RPM, UNBATCHED_WINDOW_S, embedding_run
 from bench.latency import http_floor_wall_s, latency_bound_wall_s, relay_wall_s
 from bench.limits import RPM, rpm_utilisation
 from bench.memory import worker_rss_with_backlog
@@ -154,7 +154,8 @@ async def main(runs: int, overhead_jobs: int, backlog: int, embed_jobs: int) -> 
     lines += [
         f"## (e) Embedding backfill: {embed_jobs:,} single-text jobs, micro-batching on and off",
         "",
-        f"`max_batch_inputs = {BATCH}` (on) or unset (off), concurrency 2,048, one worker.",
+        f"`max_batch_inputs = {BATCH}` (on) or unset (off), concurrency {CONCURRENCY:,},",
+        "one worker.",
         "Requests = the simulator's embedding calls during the batched run (target ≤ 1.1 ×",
         f"{embed_jobs:,} / {BATCH} = {1.1 * embed_jobs / BATCH:.0f}). jobs/s per core = jobs over",
         "the worker process's CPU seconds. The unbatched limited run is timed over",

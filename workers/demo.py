@@ -86,7 +86,8 @@ class Tally:
 
 def _summary(tally: Tally, wall_s: float, total: int) -> list[Table]:
     status = Table(
-        title=f"headway demo — {total} jobs in {wall_s:.1f} s ({total / wall_s:.0f} jobs/s)"
+        title=f"headway demo — {total} jobs in {wall_s:.1f} s ({total / wall_s:.0f} jobs/s)",
+        min_width=60,  # the title on one line
     )
     status.add_column("status")
     status.add_column("jobs", justify="right")

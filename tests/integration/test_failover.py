@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 JOBS = 200
 FAILURES = 5
-OPEN_S = 1.0
+OPEN_S = 0.2
 
 
 @pytest.fixture

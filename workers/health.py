@@ -15,9 +15,10 @@ Retry-After has passed. A 4xx is the request's fault and counts for nothing.
 Once a call has failed, and until one succeeds, the deployment admits only as many calls at
 once as the breaker may still lose: ``in_flight + consecutive_failures < N``. So a failing
 deployment is not sent a burst of every job in flight while its circuit is about to open, and
-once open it receives one probe per open interval. (A fresh deployment is not held back: the
-first outcome may be a long call away, and LLM calls take seconds. A deployment that is down
-when a worker starts therefore sees at most the first wave of calls plus N.)
+once open it receives one probe per open interval. Before its first outcome a deployment ramps
+up: N calls, doubling every ``RAMP_STEP_S`` (10 ms) — a deployment that is down and fails fast
+(refused, an instant 5xx) gets about N calls, not the whole first wave; a healthy one is held
+back by tens of milliseconds, not by one call's latency (LLM calls take seconds).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from enum import StrEnum
 log = logging.getLogger(__name__)
 
 LATENCY_WEIGHT = 0.2  # weight of the newest call in the latency EWMA
+RAMP_STEP_S = 0.01  # before its first outcome, a deployment's cap on calls doubles this often
 
 
 class CircuitState(StrEnum):
@@ -68,6 +71,8 @@ class DeploymentHealth:
         self.state = CircuitState.CLOSED
         self.in_flight = 0
         self.consecutive_failures = 0
+        self.proven = False  # a call has succeeded (since the circuit last opened)
+        self.first_call_at: float | None = None
         self.opened_at = 0.0
         self.paused_until = 0.0
         self.latency_s: float | None = None
@@ -98,21 +103,31 @@ class DeploymentHealth:
         if self.state is CircuitState.HALF_OPEN:
             if self.in_flight:
                 return False  # one probe at a time
-        elif self._in_doubt() and (
-            self.in_flight + self.consecutive_failures >= self.settings.failures
-        ):
+        elif self.in_flight + self.consecutive_failures >= self._doubt_cap(now):
             return False
+        if self.first_call_at is None:
+            self.first_call_at = now
         self.in_flight += 1
         return True
 
-    def _in_doubt(self) -> bool:
-        return self.consecutive_failures > 0
+    def _doubt_cap(self, now: float) -> float:
+        """How many calls may be out while their outcome is in doubt: N after a failure; before
+        the first outcome, N doubling every RAMP_STEP_S from the first call (a provider that
+        is down and fails fast is caught at N calls, a healthy one is held back by
+        milliseconds); once a call has succeeded and none has failed since, no limit."""
+        if self.consecutive_failures:
+            return self.settings.failures
+        if self.proven or self.first_call_at is None:
+            return math.inf
+        steps = (now - self.first_call_at) / RAMP_STEP_S
+        return self.settings.failures * 2 ** min(steps, 30)
 
     # -- outcomes -----------------------------------------------------------------------------
 
     def succeeded(self, latency_s: float) -> None:
         self._released()
         self.consecutive_failures = 0
+        self.proven = True
         self._outcomes.append(True)
         self.latency_s = (
             latency_s

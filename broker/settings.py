@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     buffer_max_jobs: Annotated[int, Field(ge=1)] = 4096
     buffer_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     commit_interval_ms: Annotated[int, Field(ge=10)] = 200
+    priority_aging_s: Annotated[float, Field(gt=0)] | None = Field(
+        30.0,
+        description="a lane whose oldest job waited this long is served one lane higher "
+        "(unset: strict priority)",
+    )
     revoke_grace_s: Annotated[float, Field(ge=0)] = 10.0
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
     lease_s: Annotated[float, Field(gt=0)] = 30.0

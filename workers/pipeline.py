@@ -21,7 +21,7 @@ from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
 from workers import templates
 from workers.execution import Execution, Executor
-from workers.intake import InvalidJob, Unreadable, ValidJob, parse_job
+from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.repository import (
     AlreadyFinished,
     Claim,
@@ -104,8 +104,12 @@ class JobPipeline:
         self.executor = executor
         self.max_message_bytes = max_message_bytes
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        intake = parse_job(record.value, self.max_message_bytes)
+    async def handle(
+        self, record: ConsumerRecord[bytes, bytes], intake: Intake | None = None
+    ) -> None:
+        """Run one record's job to its published outcome (``intake``: already parsed)."""
+        if intake is None:
+            intake = parse_job(record.value, self.max_message_bytes)
         if isinstance(intake, Unreadable):
             await (await self.publisher.dead_letter(record, intake.reason))
         elif isinstance(intake, InvalidJob):

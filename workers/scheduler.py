@@ -1,21 +1,29 @@
-"""The bounded, lane-ordered buffer between the Kafka fetch loop and the job runners.
+"""The bounded buffer between the Kafka fetch loop and the job runners: lanes, tenants, aging.
 
-Runners take high before normal before low. Each lane is bounded by count and bytes on its own,
-so a full low lane pauses only the low topic's partitions and never holds up high-priority work.
-(Fairness between tenants inside a lane is a later layer over the same interface.)
+- **Lanes**: runners take high before normal before low. Each lane is bounded by count and
+  bytes on its own, so a full low lane pauses only the low topic's partitions and never holds
+  up high-priority work.
+- **Tenants**: inside a lane, each tenant has its own queue and runners serve them by deficit
+  round robin with the tenants' ``weight`` — a tenant with a deep backlog and a tenant with a
+  few jobs take turns, in proportion to their weights, instead of first come first served.
+- **Aging**: with ``aging_s`` set, a lane whose oldest job has waited ``aging_s`` is served as
+  if it were one lane higher (two lanes higher after twice that), so low-priority work still
+  progresses under a sustained stream of high-priority work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from broker.topics import LANES
 from schemas.jobs import Priority
+from workers.intake import Intake
 
 
 @dataclass(slots=True)
@@ -24,46 +32,155 @@ class QueuedJob:
     lane: Priority
     tp: TopicPartition
     size: int
+    tenant: str = ""
+    intake: Intake | None = None  # parsed once, in the fetch loop
+    enqueued_at: float = 0.0
+
+
+class FairQueue:
+    """One lane: a FIFO per tenant, served by deficit round robin with the tenants' weights."""
+
+    def __init__(self, weight: Callable[[str], float]) -> None:
+        self._weight = weight
+        self._queues: dict[str, deque[QueuedJob]] = {}
+        self._turns: deque[str] = deque()  # tenants with queued jobs, in serving order
+        self._credit: dict[str, float] = {}
+        self.count = 0
+        self.bytes = 0
+
+    def put(self, job: QueuedJob) -> None:
+        queue = self._queues.get(job.tenant)
+        if queue is None:
+            queue = self._queues[job.tenant] = deque()
+            self._turns.append(job.tenant)
+            self._credit[job.tenant] = 0.0
+        queue.append(job)
+        self.count += 1
+        self.bytes += job.size
+
+    def push_front(self, job: QueuedJob) -> None:
+        """Give a job back (a runner was cancelled holding it): it keeps its place."""
+        queue = self._queues.get(job.tenant)
+        if queue is None:
+            queue = self._queues[job.tenant] = deque()
+            self._turns.appendleft(job.tenant)
+            self._credit[job.tenant] = 1.0
+        queue.appendleft(job)
+        self.count += 1
+        self.bytes += job.size
+
+    def pop(self) -> QueuedJob | None:
+        while self._turns:
+            tenant = self._turns[0]
+            if self._credit[tenant] < 1.0:
+                self._credit[tenant] += self._weight(tenant)
+                if self._credit[tenant] < 1.0:  # a weight below 1 waits for more turns
+                    self._turns.rotate(-1)
+                    continue
+            queue = self._queues[tenant]
+            job = queue.popleft()
+            self._credit[tenant] -= 1.0
+            self.count -= 1
+            self.bytes -= job.size
+            if not queue:
+                self._forget(tenant)
+            elif self._credit[tenant] < 1.0:
+                self._turns.rotate(-1)  # its turn is used up
+            return job
+        return None
+
+    def _forget(self, tenant: str) -> None:
+        del self._queues[tenant]
+        del self._credit[tenant]
+        self._turns.remove(tenant)
+
+    def oldest(self) -> float | None:
+        """When the longest-waiting job of the lane was queued."""
+        heads = [queue[0].enqueued_at for queue in self._queues.values()]
+        return min(heads) if heads else None
+
+    def drop(self, gone: set[TopicPartition]) -> int:
+        dropped = 0
+        for tenant in list(self._queues):
+            queue = self._queues[tenant]
+            kept = deque(job for job in queue if job.tp not in gone)
+            dropped += len(queue) - len(kept)
+            self.count -= len(queue) - len(kept)
+            self.bytes -= sum(job.size for job in queue) - sum(job.size for job in kept)
+            if kept:
+                self._queues[tenant] = kept
+            else:
+                self._forget(tenant)
+        return dropped
+
+    def clear(self) -> int:
+        dropped = self.count
+        self._queues.clear()
+        self._turns.clear()
+        self._credit.clear()
+        self.count = self.bytes = 0
+        return dropped
 
 
 class LaneScheduler:
-    def __init__(self, max_jobs_per_lane: int, max_bytes_per_lane: int) -> None:
-        self._lanes: dict[Priority, deque[QueuedJob]] = {lane: deque() for lane in LANES}
-        self._bytes: dict[Priority, int] = dict.fromkeys(LANES, 0)
+    def __init__(
+        self,
+        max_jobs_per_lane: int,
+        max_bytes_per_lane: int,
+        *,
+        weight: Callable[[str], float] = lambda tenant: 1.0,
+        aging_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lanes: dict[Priority, FairQueue] = {lane: FairQueue(weight) for lane in LANES}
         self._max_jobs = max_jobs_per_lane
         self._max_bytes = max_bytes_per_lane
+        self._aging_s = aging_s
+        self._clock = clock
         self._getters: deque[asyncio.Future[QueuedJob]] = deque()
 
     def __len__(self) -> int:
-        return sum(len(queue) for queue in self._lanes.values())
+        return sum(lane.count for lane in self._lanes.values())
 
     def full(self, lane: Priority) -> bool:
-        return len(self._lanes[lane]) >= self._max_jobs or self._bytes[lane] >= self._max_bytes
+        queue = self._lanes[lane]
+        return queue.count >= self._max_jobs or queue.bytes >= self._max_bytes
 
     def has_room(self, lane: Priority) -> bool:
         """Below half of both bounds: a paused lane may resume."""
-        return (
-            len(self._lanes[lane]) <= self._max_jobs // 2
-            and self._bytes[lane] <= self._max_bytes // 2
-        )
+        queue = self._lanes[lane]
+        return queue.count <= self._max_jobs // 2 and queue.bytes <= self._max_bytes // 2
 
     def put(self, job: QueuedJob) -> None:
+        job.enqueued_at = self._clock()
         while self._getters:
             getter = self._getters.popleft()
             if not getter.done():
                 getter.set_result(job)  # queues are empty whenever a runner waits
                 return
-        self._lanes[job.lane].append(job)
-        self._bytes[job.lane] += job.size
+        self._lanes[job.lane].put(job)
 
     def _pop(self) -> QueuedJob | None:
-        for lane in LANES:
-            queue = self._lanes[lane]
-            if queue:
-                job = queue.popleft()
-                self._bytes[lane] -= job.size
-                return job
-        return None
+        lane = self._next_lane()
+        return None if lane is None else self._lanes[lane].pop()
+
+    def _next_lane(self) -> Priority | None:
+        """The highest lane with jobs — unless a lower one has waited long enough to rank
+        above it (aging)."""
+        waiting = [lane for lane in LANES if self._lanes[lane].count]
+        if not waiting:
+            return None
+        if self._aging_s is None or len(waiting) == 1:
+            return waiting[0]
+        now = self._clock()
+        best, best_rank = waiting[0], float(LANES.index(waiting[0]))
+        for lane in waiting[1:]:
+            oldest = self._lanes[lane].oldest()
+            waited = 0.0 if oldest is None else now - oldest
+            rank = LANES.index(lane) - waited // self._aging_s
+            if rank < best_rank:
+                best, best_rank = lane, rank
+        return best
 
     async def get(self) -> QueuedJob:
         job = self._pop()
@@ -75,27 +192,13 @@ class LaneScheduler:
             return await getter
         except asyncio.CancelledError:
             if getter.done() and not getter.cancelled():
-                self._push_front(getter.result())
+                self._lanes[getter.result().lane].push_front(getter.result())
             raise
-
-    def _push_front(self, job: QueuedJob) -> None:
-        self._lanes[job.lane].appendleft(job)
-        self._bytes[job.lane] += job.size
 
     def drop(self, partitions: Iterable[TopicPartition]) -> int:
         """Forget queued (not started) jobs of these partitions; they will be redelivered."""
         gone = set(partitions)
-        dropped = 0
-        for lane, queue in self._lanes.items():
-            kept = deque(job for job in queue if job.tp not in gone)
-            dropped += len(queue) - len(kept)
-            self._lanes[lane] = kept
-            self._bytes[lane] = sum(job.size for job in kept)
-        return dropped
+        return sum(queue.drop(gone) for queue in self._lanes.values())
 
     def clear(self) -> int:
-        dropped = len(self)
-        for lane in LANES:
-            self._lanes[lane].clear()
-            self._bytes[lane] = 0
-        return dropped
+        return sum(queue.clear() for queue in self._lanes.values())

@@ -36,6 +36,7 @@ from workers.delays import DelayQueue
 from workers.execution import Executor
 from workers.health import BreakerSettings, HealthBoard
 from workers.http import create_http_client
+from workers.intake import Intake, InvalidJob, ValidJob, parse_job
 from workers.ledger.db import create_engine, is_sqlite
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
@@ -53,6 +54,14 @@ POISON_ATTEMPTS = 3
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 FETCH_TIMEOUT_MS = 100
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
+
+
+def _tenant_of(intake: Intake) -> str:
+    if isinstance(intake, ValidJob):
+        return intake.job.tenant
+    if isinstance(intake, InvalidJob):
+        return intake.tenant or ""
+    return ""
 
 
 def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
@@ -100,7 +109,12 @@ class Worker:
         self._clock = clock
         per_lane_jobs = max(settings.buffer_max_jobs // 3, settings.concurrency, 1)
         self._fetch_chunk = max(per_lane_jobs // 2, 1)
-        self.scheduler = LaneScheduler(per_lane_jobs, settings.buffer_max_bytes // 3)
+        self.scheduler = LaneScheduler(
+            per_lane_jobs,
+            settings.buffer_max_bytes // 3,
+            weight=self._tenant_weight,
+            aging_s=settings.priority_aging_s,
+        )
         self.delays = DelayQueue(per_lane_jobs)  # parked jobs from the retry topic
         self.tracker = OffsetTracker()
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
@@ -247,11 +261,18 @@ class Worker:
 
     def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
+        intake = parse_job(record.value, self.settings.max_message_bytes)
+        tenant = _tenant_of(intake)
         if tp.topic == self.topics.retry:  # parked: waits for its time, then its own lane
             lane = self._lanes.get(_header(record, HEADER_SOURCE_TOPIC), Priority.NORMAL)
-            self.delays.put(QueuedJob(record, lane, tp, size))
+            self.delays.put(QueuedJob(record, lane, tp, size, tenant, intake))
         else:
-            self.scheduler.put(QueuedJob(record, self._lanes[tp.topic], tp, size))
+            lane = self._lanes[tp.topic]
+            self.scheduler.put(QueuedJob(record, lane, tp, size, tenant, intake))
+
+    def _tenant_weight(self, tenant: str) -> float:
+        config = self.config.tenant(tenant)
+        return config.weight if config is not None else 1.0
 
     async def _release_parked_loop(self) -> None:
         """Hand parked jobs to the scheduler when their time comes."""
@@ -317,7 +338,7 @@ class Worker:
         error: Exception | None = None
         for _ in range(POISON_ATTEMPTS):
             try:
-                await self.pipeline.handle(job.record)
+                await self.pipeline.handle(job.record, job.intake)
                 return
             except Exception as caught:  # a bug or an unforeseen input: never kill the runner
                 error = caught

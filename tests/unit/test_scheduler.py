@@ -70,3 +70,66 @@ async def test_a_cancelled_waiter_does_not_lose_a_job() -> None:
         assert (await scheduler.get()).record.offset == 5
     else:
         assert waiter.result().record.offset == 5
+
+
+def tenant_job(tenant: str, offset: int, lane: Priority = Priority.NORMAL) -> QueuedJob:
+    record: Any = type("Record", (), {"offset": offset})()
+    return QueuedJob(record, lane, TopicPartition(f"jobs.{lane.value}", 0), 10, tenant)
+
+
+async def test_a_deep_backlog_does_not_starve_a_tenant_with_a_few_jobs() -> None:
+    scheduler = LaneScheduler(100_000, 10**9)
+    for i in range(10_000):
+        scheduler.put(tenant_job("backfill", i))
+    for i in range(10):
+        scheduler.put(tenant_job("small", 10_000 + i))
+    served = [(await scheduler.get()).tenant for _ in range(20)]
+    assert served.count("small") == 10  # taking turns: all ten within the first twenty
+
+
+async def test_tenants_share_a_lane_by_weight() -> None:
+    weights = {"gold": 3.0, "bronze": 1.0, "tin": 0.5}
+    scheduler = LaneScheduler(100_000, 10**9, weight=lambda t: weights[t])
+    for tenant in weights:
+        for i in range(1000):
+            scheduler.put(tenant_job(tenant, i))
+    served = [(await scheduler.get()).tenant for _ in range(900)]
+    shares = {t: served.count(t) / len(served) for t in weights}
+    assert abs(shares["gold"] - 3 / 4.5) < 0.02
+    assert abs(shares["bronze"] - 1 / 4.5) < 0.02
+    assert abs(shares["tin"] - 0.5 / 4.5) < 0.02
+
+
+async def test_within_a_tenant_jobs_keep_their_order() -> None:
+    scheduler = LaneScheduler(100, 10_000)
+    for i in range(5):
+        scheduler.put(tenant_job("a", i))
+        scheduler.put(tenant_job("b", 100 + i))
+    order = [(await scheduler.get()).record.offset for _ in range(10)]
+    assert [o for o in order if o < 100] == [0, 1, 2, 3, 4]
+
+
+async def test_aging_lets_a_waiting_low_job_through_sustained_high_work() -> None:
+    now = [0.0]
+    scheduler = LaneScheduler(100_000, 10**9, aging_s=10.0, clock=lambda: now[0])
+    scheduler.put(tenant_job("t", 1, Priority.LOW))
+    for i in range(100):
+        scheduler.put(tenant_job("t", 100 + i, Priority.HIGH))
+    assert (await scheduler.get()).lane is Priority.HIGH
+    now[0] = 19.9  # one level of aging: low ranks as normal, still below high
+    assert (await scheduler.get()).lane is Priority.HIGH
+    now[0] = 20.0  # two levels: low now ranks with high, and high ties go to the older lane…
+    assert (await scheduler.get()).lane in (Priority.HIGH, Priority.LOW)
+    now[0] = 30.0  # …three levels: it is served first
+    lanes = [(await scheduler.get()).lane for _ in range(2)]
+    assert Priority.LOW in lanes
+
+
+async def test_without_aging_priority_is_strict() -> None:
+    now = [0.0]
+    scheduler = LaneScheduler(100_000, 10**9, aging_s=None, clock=lambda: now[0])
+    scheduler.put(tenant_job("t", 1, Priority.LOW))
+    for i in range(5):
+        scheduler.put(tenant_job("t", 100 + i, Priority.HIGH))
+    now[0] = 10_000.0
+    assert [(await scheduler.get()).lane for _ in range(6)][-1] is Priority.LOW

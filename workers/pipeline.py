@@ -20,6 +20,7 @@ from broker.topics import HEADER_ATTEMPTS, HEADER_RETRY_COUNT, Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
 from workers import templates
+from workers.access import AccessControl, Rejection
 from workers.execution import Execution, Executor
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.repository import (
@@ -75,12 +76,6 @@ def _int(value: bytes | None) -> int:
         return 0
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    code: ErrorCode
-    message: str
-
-
 class JobPipeline:
     def __init__(
         self,
@@ -94,6 +89,7 @@ class JobPipeline:
         park_after_s: float | None = None,
         max_parks: int = 0,
     ) -> None:
+        self.access = AccessControl(config)
         self.park_after_s = park_after_s
         self.max_parks = max_parks
         self.router = Router(executor.board, executor.calibration)
@@ -130,16 +126,15 @@ class JobPipeline:
             await self._settle(result, result_topic(None, tenant, self.topics))
         await dead
 
-    def _check(self, job: JobRequest, tenant: TenantConfig | None) -> Rejection | RouteConfig:
-        if tenant is None:
-            return Rejection(ErrorCode.FORBIDDEN, f"tenant: unknown tenant '{job.tenant}'")
+    def _check(
+        self, job: JobRequest, tenant: TenantConfig | None, record: ConsumerRecord[bytes, bytes]
+    ) -> Rejection | RouteConfig:
+        refused = self.access.check(job, tenant, record.value or b"", record.headers)
+        if refused is not None:
+            return refused
         route = self.config.routes.get(job.route)
         if route is None:
             return Rejection(ErrorCode.UNKNOWN_ROUTE, f"route: no route named '{job.route}'")
-        if tenant.allowed_routes is not None and job.route not in tenant.allowed_routes:
-            return Rejection(
-                ErrorCode.FORBIDDEN, f"route: tenant '{job.tenant}' may not use '{job.route}'"
-            )
         if route.kind is not job.kind:
             return Rejection(
                 ErrorCode.INVALID_REQUEST,
@@ -153,7 +148,7 @@ class JobPipeline:
         tenant = self.config.tenant(job.tenant)
         topic = result_topic(job, tenant, self.topics)
         who = Identity.of(job)
-        checked = self._check(job, tenant)
+        checked = self._check(job, tenant, record)
         messages: list[dict[str, str]] | None = None
         if isinstance(checked, RouteConfig) and job.template is not None:
             try:

@@ -1,0 +1,89 @@
+"""Who may do what: known tenants, allowed routes, reply topics, signed jobs.
+
+A tenant with ``signing_secret_env`` accepts only jobs whose ``headway-signature`` header is
+``v1=<hex HMAC-SHA256 of the exact value bytes>`` under that secret, compared in constant time.
+Secrets are read from the environment once, when the worker starts (a missing variable stops
+it with the key named), and never appear in a message, a result or a log line: a rejection says
+*that* the signature is missing or wrong, never what it should have been.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from broker.config import DEFAULT_TENANT, HeadwayConfig, TenantConfig
+from broker.errors import ConfigError
+from broker.topics import HEADER_SIGNATURE
+from schemas.jobs import JobRequest
+from schemas.results import ErrorCode
+
+SIGNATURE_SCHEME = "v1="
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: ErrorCode
+    message: str
+
+
+def _forbidden(message: str) -> Rejection:
+    return Rejection(ErrorCode.FORBIDDEN, message)
+
+
+class AccessControl:
+    def __init__(self, config: HeadwayConfig, environ: Mapping[str, str] = os.environ) -> None:
+        self._config = config
+        self._secrets: dict[str, bytes] = {}
+        for name, tenant in config.tenants.items():
+            variable = tenant.signing_secret_env
+            if variable is None:
+                continue
+            secret = environ.get(variable)
+            if not secret:
+                raise ConfigError(
+                    f"tenants.{name}.signing_secret_env: environment variable {variable} is not set"
+                )
+            self._secrets[name] = secret.encode()
+
+    def check(
+        self,
+        job: JobRequest,
+        tenant: TenantConfig | None,
+        value: bytes,
+        headers: Iterable[tuple[str, bytes]] | None,
+    ) -> Rejection | None:
+        """None when the job may run; else why not."""
+        if tenant is None:
+            return _forbidden(f"tenant: unknown tenant '{job.tenant}'")
+        refused = self._signature(job.tenant, value, headers)
+        if refused is not None:
+            return refused
+        if tenant.allowed_routes is not None and job.route not in tenant.allowed_routes:
+            return _forbidden(f"route: tenant '{job.tenant}' may not use '{job.route}'")
+        if job.reply_topic and not any(
+            fnmatchcase(job.reply_topic, pattern) for pattern in tenant.reply_topics
+        ):
+            return _forbidden(
+                f"reply_topic: '{job.reply_topic}' is not in tenant '{job.tenant}' reply_topics"
+            )
+        return None
+
+    def _signature(
+        self, tenant: str, value: bytes, headers: Iterable[tuple[str, bytes]] | None
+    ) -> Rejection | None:
+        entry = tenant if tenant in self._config.tenants else DEFAULT_TENANT
+        secret = self._secrets.get(entry)
+        if secret is None:
+            return None
+        given = next((v for name, v in headers or () if name == HEADER_SIGNATURE), None)
+        if given is None:
+            return _forbidden(f"signature: tenant '{tenant}' requires a signed job")
+        expected = (SIGNATURE_SCHEME + hmac.new(secret, value, hashlib.sha256).hexdigest()).encode()
+        if not hmac.compare_digest(given, expected):
+            return _forbidden("signature: does not match the job's bytes")
+        return None

@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench import tenancy
 from bench.common import machine, stack
 from bench.embeddings import BATCH, CONCURRENCY, LIMITED_RPM, UNBATCHED_WINDOW_S, embedding_run
 from bench.fairness import BACKLOG, small_tenant_wait_s
@@ -187,6 +188,10 @@ async def main(runs: int, overhead_jobs: int, backlog: int, embed_jobs: int) -> 
         f"| **median** | **{statistics.median(w for w, _ in waits):.2f} s** | |",
         "",
     ]
+    print("(g), (h) quotas and budgets across two workers")
+    lines += tenancy.markdown(
+        await tenancy.rpm_across_workers(), await tenancy.budget_across_workers()
+    )
     print("(c) memory with a backlog")
     async with stack(latency_ms=500) as st:
         peak, last = await worker_rss_with_backlog(st, backlog)

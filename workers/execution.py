@@ -205,11 +205,7 @@ class Executor:
         """Tokens to hold against the deployment's tpm: calibrated input + the output cap."""
         if deployment.tpm is None:
             return 0  # nothing counts tokens for this deployment
-        reserve = self.calibration.estimate(deployment.key, raw_tokens)
-        if job.kind is JobKind.CHAT:
-            max_tokens = job.params.max_tokens if job.params else None
-            reserve += max_tokens or tokens.DEFAULT_OUTPUT_TOKENS
-        return reserve
+        return self.calibration.estimate(deployment.key, raw_tokens) + tokens.output_allowance(job)
 
     async def _attempt(
         self,

@@ -16,7 +16,7 @@ Once a call has failed, and until one succeeds, the deployment admits only as ma
 once as the breaker may still lose: ``in_flight + consecutive_failures < N``. So a failing
 deployment is not sent a burst of every job in flight while its circuit is about to open, and
 once open it receives one probe per open interval. Before its first outcome a deployment ramps
-up: N calls, doubling every ``RAMP_STEP_S`` (10 ms) — a deployment that is down and fails fast
+up: N calls, doubling every ``RAMP_STEP_S`` (20 ms) — a deployment that is down and fails fast
 (refused, an instant 5xx) gets about N calls, not the whole first wave; a healthy one is held
 back by tens of milliseconds, not by one call's latency (LLM calls take seconds).
 """
@@ -36,7 +36,7 @@ from enum import StrEnum
 log = logging.getLogger(__name__)
 
 LATENCY_WEIGHT = 0.2  # weight of the newest call in the latency EWMA
-RAMP_STEP_S = 0.01  # before its first outcome, a deployment's cap on calls doubles this often
+RAMP_STEP_S = 0.02  # before its first outcome, a deployment's cap on calls doubles this often
 
 
 class CircuitState(StrEnum):

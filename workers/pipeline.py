@@ -6,6 +6,7 @@ hand-over to the worker that holds the job), and only then is the record's offse
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,9 @@ from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
 from workers import templates
 from workers.access import AccessControl, Rejection
+from workers.admission import Admission, Ticket, limited
+from workers.budgets import OverBudget
+from workers.cancellations import Cancellations
 from workers.execution import Execution, Executor
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.repository import (
@@ -42,6 +46,7 @@ from workers.outcomes import (
     usage_events,
 )
 from workers.publisher import Publisher
+from workers.quotas import Wait
 from workers.routing import CostLimited, Router
 
 log = logging.getLogger(__name__)
@@ -88,11 +93,16 @@ class JobPipeline:
         *,
         park_after_s: float | None = None,
         max_parks: int = 0,
+        cancellations: Cancellations | None = None,
+        admission: Admission | None = None,
+        router: Router | None = None,
     ) -> None:
+        self.cancellations = cancellations
+        self.admission = admission
         self.access = AccessControl(config)
         self.park_after_s = park_after_s
         self.max_parks = max_parks
-        self.router = Router(executor.board, executor.calibration)
+        self.router = router or Router(executor.board, executor.calibration)
         self.config = config
         self.topics = topics
         self.ledger = ledger
@@ -102,8 +112,9 @@ class JobPipeline:
 
     async def handle(
         self, record: ConsumerRecord[bytes, bytes], intake: Intake | None = None
-    ) -> None:
-        """Run one record's job to its published outcome (``intake``: already parsed)."""
+    ) -> Wait | None:
+        """Run one record's job to its published outcome (``intake``: already parsed), or say
+        how long its tenant must wait for admission (the job has not started)."""
         if intake is None:
             intake = parse_job(record.value, self.max_message_bytes)
         if isinstance(intake, Unreadable):
@@ -111,7 +122,8 @@ class JobPipeline:
         elif isinstance(intake, InvalidJob):
             await self._invalid(record, intake)
         elif isinstance(intake, ValidJob):
-            await self._run(intake.job, record)
+            return await self._run(intake.job, record)
+        return None
 
     # -- bad input ----------------------------------------------------------------------------
 
@@ -144,7 +156,7 @@ class JobPipeline:
 
     # -- a valid job --------------------------------------------------------------------------
 
-    async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> Wait | None:
         tenant = self.config.tenant(job.tenant)
         topic = result_topic(job, tenant, self.topics)
         who = Identity.of(job)
@@ -160,7 +172,51 @@ class JobPipeline:
         if isinstance(checked, Rejection):
             result = terminal_result(who, JobStatus.REJECTED, checked.code, checked.message)
             await self._settle(result, topic)
-            return
+            return None
+        if self.cancellations is not None and self.cancellations.is_cancelled(
+            job.tenant, job.job_id, job.batch_id
+        ):
+            result = terminal_result(
+                who, JobStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled by a control command"
+            )
+            await self._settle(result, topic)
+            return None
+        ticket: Ticket | None = None
+        if self.admission is not None and tenant is not None and limited(tenant):
+            admitted = await self._with_ledger(
+                lambda: self.admission.admit(job, tenant, checked, messages)  # type: ignore[union-attr]
+            )
+            if isinstance(admitted, Wait):
+                return admitted
+            if isinstance(admitted, OverBudget):
+                if admitted.defer:
+                    return Wait(admitted.retry_s, "budget", park=True)
+                result = terminal_result(
+                    who, JobStatus.REJECTED, ErrorCode.BUDGET_EXCEEDED, admitted.message
+                )
+                await self._settle(result, topic)
+                return None
+            ticket = admitted
+        used: int | None = None
+        try:
+            used = await self._claim_and_execute(job, who, checked, messages, topic, record, ticket)
+        finally:
+            if ticket is not None:
+                assert self.admission is not None
+                await self.admission.release(ticket, used, started=True)
+        return None
+
+    async def _claim_and_execute(
+        self,
+        job: JobRequest,
+        who: Identity,
+        route: RouteConfig,
+        messages: list[dict[str, str]] | None,
+        topic: str,
+        record: ConsumerRecord[bytes, bytes],
+        ticket: Ticket | None,
+    ) -> int | None:
+        """Claim, run, finish; returns the tokens the provider reported (None: no call)."""
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route)
         batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None
         if batcher is not None:
@@ -172,9 +228,11 @@ class JobPipeline:
                 batcher.arrived(job.route)
         if isinstance(outcome, AlreadyFinished):
             await self._republish(outcome, topic, job.tenant, job.job_id)
-            return
+            return None
         parked = Parked.of(record)
-        await self._execute(job, who, checked, messages, outcome.generation, topic, parked)
+        return await self._execute(
+            job, who, route, messages, outcome.generation, topic, parked, ticket
+        )
 
     async def _claim(self, claim: Claim) -> AlreadyFinished | Claimed:
         """Claim the job; while another live worker holds it, wait for it to finish."""
@@ -195,21 +253,22 @@ class JobPipeline:
         generation: int,
         topic: str,
         parked: Parked,
-    ) -> None:
+        ticket: Ticket | None,
+    ) -> int | None:
         deadline = _monotonic_deadline(job)
         if deadline is not None and deadline <= time.monotonic():
             result = terminal_result(
                 who, JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed before start"
             )
-            await self._finish(result, [], topic)
-            return
+            await self._finish(result, [], topic, ticket)
+            return None
         plan = self.router.plan(route, job, messages)
         if isinstance(plan, CostLimited):
             result = terminal_result(
                 who, JobStatus.REJECTED, ErrorCode.COST_LIMIT_EXCEEDED, plan.message
             )
-            await self._finish(result, [], topic)
-            return
+            await self._finish(result, [], topic, ticket)
+            return None
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 execution = await self.executor.execute(
@@ -222,14 +281,16 @@ class JobPipeline:
                 ErrorCode.DEADLINE_EXCEEDED,
                 "deadline passed during the call",
             )
-            await self._finish(result, [], topic)
-            return
+            await self._finish(result, [], topic, ticket)
+            return None
         if execution.park_s is not None and parked.parks < self.max_parks:
             await self._park(job, parked, execution)
-            return
+            return None
         execution.attempts += parked.attempts
         result = executed_result(who, execution)
-        await self._finish(result, usage_events(who, execution.calls, generation), topic)
+        events = usage_events(who, execution.calls, generation)
+        await self._finish(result, events, topic, ticket)
+        return sum(e.input_tokens + e.output_tokens for e in events) if events else None
 
     async def _park(self, job: JobRequest, parked: Parked, execution: Execution) -> None:
         """Put the job on the retry topic to run again after its wait, and let its lease go:
@@ -249,13 +310,31 @@ class JobPipeline:
             execution.error,
         )
 
+    async def defer(self, record: ConsumerRecord[bytes, bytes], seconds: float) -> None:
+        """Park a job that has not started (its tenant is over a quota or its budget) on the
+        retry topic for ``seconds``; it keeps its park and attempt counts."""
+        parked = Parked.of(record)
+        not_before = time.time() + seconds
+        await (await self.publisher.park(record, not_before, parked.parks, parked.attempts))
+
     # -- ledger, then publish -----------------------------------------------------------------
 
-    async def _finish(self, result: JobResult, events: list[UsageEvent], topic: str) -> None:
+    async def _finish(
+        self,
+        result: JobResult,
+        events: list[UsageEvent],
+        topic: str,
+        ticket: Ticket | None = None,
+    ) -> None:
         result_json = result.model_dump_json()
         payloads = [(event, event.model_dump_json()) for event in events]
         record = finish_record(result, result_json, payloads)
+        hold = ticket.hold if ticket is not None else None
+        if hold is not None:  # settled in the transaction that stores the usage events
+            record = dataclasses.replace(record, budget_period=hold.period)
         outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.finish(record))
+        if ticket is not None:
+            ticket.hold = None
         await self._publish_outcome(outcome, result, result_json, [p for _, p in payloads], topic)
 
     async def _settle(self, result: JobResult, topic: str) -> None:

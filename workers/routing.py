@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from broker.config import DeploymentConfig, RouteConfig, Strategy
-from schemas.jobs import JobKind, JobRequest
+from schemas.jobs import JobRequest
 from workers import tokens
 from workers.health import HealthBoard
 
@@ -54,11 +54,7 @@ class Router:
         self, deployment: DeploymentConfig, job: JobRequest, raw_input_tokens: int
     ) -> float:
         input_tokens = self.calibration.estimate(deployment.key, raw_input_tokens)
-        output_tokens = 0
-        if job.kind is JobKind.CHAT:
-            max_tokens = job.params.max_tokens if job.params else None
-            output_tokens = max_tokens or tokens.DEFAULT_OUTPUT_TOKENS
-        return deployment.cost_usd(input_tokens, output_tokens)
+        return deployment.cost_usd(input_tokens, tokens.output_allowance(job))
 
     def plan(
         self,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from schemas.jobs import JobKind, JobRequest
+
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
 DEFAULT_OUTPUT_TOKENS = 256  # when a chat job sets no max_tokens
@@ -23,6 +25,14 @@ CALIBRATION_BOUNDS = (0.25, 4.0)
 
 def text_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def output_allowance(job: JobRequest) -> int:
+    """Output tokens a job may produce: chat ``max_tokens`` (or the default); embeddings none."""
+    if job.kind is not JobKind.CHAT:
+        return 0
+    max_tokens = job.params.max_tokens if job.params else None
+    return max_tokens or DEFAULT_OUTPUT_TOKENS
 
 
 def message_tokens(messages: Iterable[Mapping[str, str]]) -> int:

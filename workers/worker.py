@@ -32,6 +32,9 @@ from broker.kafka import consumer_options, producer_options
 from broker.settings import Settings
 from broker.topics import HEADER_SOURCE_TOPIC
 from schemas.jobs import Priority
+from workers.admission import Admission
+from workers.budgets import Budgets
+from workers.cancellations import Cancellations, open_control_reader
 from workers.delays import DelayQueue
 from workers.execution import Executor
 from workers.health import BreakerSettings, HealthBoard
@@ -45,7 +48,9 @@ from workers.pipeline import JobPipeline
 from workers.providers.base import Provider
 from workers.providers.registry import build_providers
 from workers.publisher import Publisher
+from workers.quotas import Wait
 from workers.retry import RetryPolicy
+from workers.routing import Router
 from workers.scheduler import LaneScheduler, QueuedJob
 
 log = logging.getLogger(__name__)
@@ -143,6 +148,7 @@ class Worker:
         settings = self.settings
         engine = create_engine(settings.database_url)
         self._stack.push_async_callback(engine.dispose)
+        self.cancellations = Cancellations(engine)
         http = create_http_client(settings.http_max_connections)
         self._stack.push_async_callback(http.aclose)
         producer = AIOKafkaProducer(**producer_options(settings))
@@ -160,31 +166,47 @@ class Worker:
         )
         providers = self._override_providers or build_providers(self.config, http)
         self.publisher = Publisher(producer, self.topics, settings.producer_linger_ms / 1000)
+        executor = Executor(
+            providers,
+            self._retry,
+            settings.concurrency,
+            HealthBoard(
+                BreakerSettings(
+                    failures=settings.circuit_failures,
+                    error_rate=settings.circuit_error_rate,
+                    window=settings.circuit_window,
+                    min_calls=settings.circuit_min_calls,
+                    open_s=settings.circuit_open_s,
+                )
+            ),
+            embed_linger_s=settings.embed_linger_ms / 1000,
+            embed_max_batch_tokens=settings.embed_max_batch_tokens,
+        )
+        router = Router(executor.board, executor.calibration)
+        self.admission = Admission(
+            self.ledger.run,
+            Budgets(router, self.ledger.run, settings.worker_id, settings.lease_s, self._clock),
+            settings.worker_id,
+            settings.lease_s,
+            clock=self._clock,
+            on_free=self.scheduler.resume,
+        )
         self.pipeline = JobPipeline(
             self.config,
             self.topics,
             self.ledger,
             self.publisher,
-            Executor(
-                providers,
-                self._retry,
-                settings.concurrency,
-                HealthBoard(
-                    BreakerSettings(
-                        failures=settings.circuit_failures,
-                        error_rate=settings.circuit_error_rate,
-                        window=settings.circuit_window,
-                        min_calls=settings.circuit_min_calls,
-                        open_s=settings.circuit_open_s,
-                    )
-                ),
-                embed_linger_s=settings.embed_linger_ms / 1000,
-                embed_max_batch_tokens=settings.embed_max_batch_tokens,
-            ),
+            executor,
             settings.max_message_bytes,
             park_after_s=settings.retry_park_after_s,
             max_parks=settings.retry_max_parks,
+            cancellations=self.cancellations,
+            admission=self.admission,
+            router=router,
         )
+        await self.cancellations.refresh()  # known cancels apply before the first fetch
+        control = await open_control_reader(settings)
+        self._stack.push_async_callback(control.stop)
         consumer = AIOKafkaConsumer(**consumer_options(settings))
         consumer.subscribe([*self._lanes, self.topics.retry], listener=_Rebalance(self))
         await consumer.start()
@@ -200,6 +222,8 @@ class Worker:
             asyncio.create_task(self._commit_loop()),
             asyncio.create_task(self._lease_loop()),
             asyncio.create_task(self._release_parked_loop()),
+            asyncio.create_task(self.cancellations.follow(control)),
+            asyncio.create_task(self.cancellations.refresh_forever()),
         ]
 
     async def __aexit__(
@@ -236,6 +260,8 @@ class Worker:
         await self._commit()
         with contextlib.suppress(Exception):
             await self.ledger.release_all()
+        with contextlib.suppress(Exception):
+            await self.admission.close()
         log.info(
             "worker drained: %d processed, %d queued left for redelivery", self.processed, dropped
         )
@@ -309,7 +335,14 @@ class Worker:
             job = await self.scheduler.get()
             self.in_flight[job.tp] += 1
             try:
-                await self._process(job)
+                if job.spill_s is not None:  # a throttled tenant's job: wait on the retry topic
+                    await self.pipeline.defer(job.record, job.spill_s)
+                    self.tracker.done(job.tp, job.record.offset)
+                    continue
+                wait = await self._process(job)
+                if wait is not None:  # not admitted yet: back in its queue, tenant set aside
+                    self.scheduler.defer(job, wait)
+                    continue
                 self.tracker.done(job.tp, job.record.offset)
                 self.processed += 1
             except Exception:
@@ -333,17 +366,17 @@ class Worker:
                 await asyncio.wait_for(self._job_finished.wait(), remaining)
         return True
 
-    async def _process(self, job: QueuedJob) -> None:
+    async def _process(self, job: QueuedJob) -> Wait | None:
         """Run the pipeline; a job that keeps crashing headway's own code is dead-lettered."""
         error: Exception | None = None
         for _ in range(POISON_ATTEMPTS):
             try:
-                await self.pipeline.handle(job.record, job.intake)
-                return
+                return await self.pipeline.handle(job.record, job.intake)
             except Exception as caught:  # a bug or an unforeseen input: never kill the runner
                 error = caught
                 log.exception("job at %s:%d raised", job.tp, job.record.offset)
         await (await self.publisher.dead_letter(job.record, f"internal_error: {error!r}"))
+        return None
 
     # -- commits, leases, rebalances ----------------------------------------------------------
 
@@ -372,6 +405,7 @@ class Worker:
             await asyncio.sleep(self.settings.lease_s / 3)
             try:
                 await self.ledger.renew_leases()
+                await self.admission.renew()
             except Exception as error:
                 log.warning("lease renewal failed: %s", error)
 

@@ -96,10 +96,12 @@ async def test_a_failing_primary_opens_its_circuit_and_every_job_succeeds_on_the
     assert {r["deployment"] for r in served} == {"backup"}
     assert board["primary:big"] is not CircuitState.CLOSED
     assert board["secondary:backup"] is CircuitState.CLOSED
-    # a fresh deployment ramps up from N calls, so a dead one is caught at about the threshold
-    # (not the whole first wave of 64), then sees one probe per open interval
+    # a fresh deployment ramps up from N calls (doubling every 20 ms until the first outcome;
+    # a first failure takes ~10-30 ms here, connection set-up included), so a dead one is
+    # caught within two doublings of the threshold — not the whole first wave of 64 — and
+    # then sees one probe per open interval
     phase_one_probes = math.ceil(phase_one_s / OPEN_S) + 1
-    assert FAILURES <= calls_to_open <= 2 * FAILURES + phase_one_probes, calls_to_open
+    assert FAILURES <= calls_to_open <= 4 * FAILURES + phase_one_probes, calls_to_open
     probes = primary.stats.calls - calls_to_open
     assert probes <= math.ceil(phase_two_s / OPEN_S) + 1, (probes, phase_two_s)
     # attempts count every provider call: jobs that hit the primary first show 2

@@ -72,9 +72,9 @@ def test_a_fresh_deployment_ramps_up_until_its_first_success() -> None:
     clock = Clock()
     h = health(clock, failures=5)
     assert sum(h.try_acquire() for _ in range(100)) == 5  # N calls at first…
-    clock.now += 0.01
-    assert sum(h.try_acquire() for _ in range(100)) == 5  # …doubling every 10 ms: 10 out
     clock.now += 0.02
+    assert sum(h.try_acquire() for _ in range(100)) == 5  # …doubling every 20 ms: 10 out
+    clock.now += 0.04
     assert sum(h.try_acquire() for _ in range(100)) == 30  # 40 out
     h.succeeded(0.5)
     assert all(h.try_acquire() for _ in range(500))  # proven: no limit

@@ -85,3 +85,76 @@ class UsageRow(Base):
         Index("ix_usage_tenant_time", "tenant", "timestamp"),
         Index("ix_usage_tenant_job", "tenant", "job_id"),
     )
+
+
+class CancellationRow(Base):
+    """A cancel command: one job (``scope = "job"``) or a whole batch (``"batch"``) of a tenant."""
+
+    __tablename__ = "cancellations"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    target: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_cancellations_created", "created_at"),)
+
+
+class QuotaBucketRow(Base):
+    """A tenant's shared quota state for one resource (``rpm``, ``tpm``, ``in_flight``).
+
+    ``rpm``/``tpm``: a token bucket — ``tokens`` as of ``updated_at``, refilled at the quota's
+    rate by whoever takes from it next. ``in_flight``: the row is only the lock that makes
+    growing a worker's slot grant atomic (see :class:`QuotaGrantRow`).
+    """
+
+    __tablename__ = "quota_buckets"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class QuotaGrantRow(Base):
+    """In-flight slots of a tenant that one worker holds; a grant whose worker stopped
+    renewing it (``expires_at`` passed) no longer counts."""
+
+    __tablename__ = "quota_grants"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(256), primary_key=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class BudgetRow(Base):
+    """A tenant's spend in one budget period (``day:2026-11-22``, ``month:2026-11``,
+    ``total``), in nano-USD; updated in the same transaction as the usage events it sums."""
+
+    __tablename__ = "budgets"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    spent_nusd: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class BudgetHoldRow(Base):
+    """A running job's reserved maximum cost; counts against the budget until the job
+    settles or its worker stops renewing it."""
+
+    __tablename__ = "budget_holds"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16))
+    amount_nusd: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_budget_holds_period", "tenant", "period"),
+        Index("ix_budget_holds_owner", "owner"),
+    )

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger.models import JobRow, RowStatus, UsageRow
+from workers.ledger.quotas import BudgetLedger
 from workers.ledger.statements import FINISH_COLUMNS, statements
 
 Key = tuple[str, str]  # (tenant, job_id)
@@ -91,6 +92,7 @@ class Finish:
     output_tokens: int = 0
     cost_nusd: int = 0
     usage: Sequence[UsageRecord] = field(default_factory=tuple)
+    budget_period: str | None = None  # the job holds a budget reservation in this period
 
     @property
     def key(self) -> Key:
@@ -243,6 +245,7 @@ class LedgerRepository:
         """Store terminal results of claimed jobs; a job finished already keeps its result."""
         if not finishes:
             return []
+        await self._settle_budgets(conn, finishes)
         await self._insert_usage(conn, finishes)
         sql = statements(conn.dialect.name)
         params = [(*self._finish_row(f), f.tenant, f.job_id) for f in finishes]
@@ -333,6 +336,22 @@ class LedgerRepository:
     @classmethod
     def _finish_values(cls, finish: Finish) -> dict[str, Any]:
         return dict(zip(FINISH_COLUMNS, cls._finish_row(finish), strict=True))
+
+    async def _settle_budgets(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> None:
+        """Add the cost of the usage events about to be stored (not those stored before: a
+        redelivered finish adds nothing) to the budgets, and drop the jobs' holds."""
+        budgeted = [f for f in finishes if f.budget_period is not None]
+        if not budgeted:
+            return
+        ids = [u.event_id for f in budgeted for u in f.usage]
+        stored: set[str] = set()
+        if ids:
+            found = await conn.execute(select(UsageRow.event_id).where(UsageRow.event_id.in_(ids)))
+            stored = set(found.scalars())
+        for f in budgeted:
+            assert f.budget_period is not None
+            cost = sum(u.cost_nusd for u in f.usage if u.event_id not in stored)
+            await BudgetLedger.settle(conn, f.tenant, f.job_id, f.budget_period, cost, self.owner)
 
     async def _insert_usage(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> None:
         rows = [

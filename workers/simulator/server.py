@@ -54,10 +54,13 @@ class SimulatorStats:
     bad_requests: int = 0
     by_model: dict[str, int] = dataclasses.field(default_factory=dict)
     jobs: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    # (wall-clock time, job id) of every call that named its job: when each job was called
+    timeline: list[tuple[float, str]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["jobs"] = dict(self.jobs)
+        del data["timeline"]
         return data
 
 
@@ -148,6 +151,7 @@ class SimulatorServer:
         job = request.headers.get("x-headway-job")
         if job:
             self.stats.jobs[job] += 1
+            self.stats.timeline.append((time.time(), job))
         limited = self._rate_limited()
         if limited is not None:
             return None, limited

@@ -1,0 +1,148 @@
+"""Cancelled jobs and batches, as every worker knows them.
+
+``headway cancel`` publishes a ControlCommand to ``headway.control``. Every worker reads the
+whole (small) control topic from its start, without a consumer group, and stores each command
+in the ledger (``cancellations``, an idempotent insert); every worker reloads what is new there
+every ``REFRESH_S`` — so a cancel reaches all workers within about that, also workers that
+were not running when it was sent, and covers jobs still queued in Kafka whenever they are
+fetched. A job found cancelled before it starts ends
+``cancelled``; a call already in flight may finish (CONTRACT §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.kafka import require_bootstrap
+from broker.settings import Settings
+from schemas.control import ControlCommand
+from workers.ledger.models import CancellationRow
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 0.5
+RETRY_S = 1.0
+CLOCK_SLACK_S = 5.0  # re-read this far back: workers' clocks and commits are not instant
+
+Key = tuple[str, str]
+
+
+class Cancellations:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._jobs: set[Key] = set()
+        self._batches: set[Key] = set()
+        self._seen_up_to = 0.0
+
+    def is_cancelled(self, tenant: str, job_id: str, batch_id: str | None) -> bool:
+        if (tenant, job_id) in self._jobs:
+            return True
+        return batch_id is not None and (tenant, batch_id) in self._batches
+
+    async def record(self, command: ControlCommand) -> None:
+        """Store a cancel command (idempotent) and apply it here at once."""
+        scope, target = _scope(command)
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            insert(CancellationRow)
+            .values(tenant=command.tenant, scope=scope, target=target, created_at=self._clock())
+            .on_conflict_do_nothing()
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+        self._add(command.tenant, scope, target)
+
+    async def refresh(self) -> None:
+        """Load the commands stored since the last refresh (by any worker)."""
+        since = self._seen_up_to - CLOCK_SLACK_S
+        now = self._clock()
+        statement = select(
+            CancellationRow.tenant, CancellationRow.scope, CancellationRow.target
+        ).where(CancellationRow.created_at >= since)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        for tenant, scope, target in rows:
+            self._add(tenant, scope, target)
+        self._seen_up_to = now
+
+    async def follow(self, control: AIOKafkaConsumer) -> None:
+        """Store each command of the control topic in the ledger. A command the ledger cannot
+        take yet is retried, never skipped."""
+        while True:
+            batches = await control.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    await self._apply(record)
+
+    async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            command = ControlCommand.model_validate_json(record.value or b"")
+        except ValidationError as error:
+            log.warning(
+                "control: ignoring unreadable command at offset %d: %s", record.offset, error
+            )
+            return
+        while True:
+            try:
+                await self.record(command)
+            except Exception as error:  # the ledger is away: keep the command, try again
+                log.warning("control: cannot store a command yet: %s", error)
+                await asyncio.sleep(RETRY_S)
+            else:
+                log.info("control: %s", command.model_dump_json(exclude_none=True))
+                return
+
+    async def refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh()
+            except Exception as error:
+                log.warning("cancellations refresh failed: %s", error)
+
+    def _add(self, tenant: str, scope: str, target: str) -> None:
+        (self._jobs if scope == "job" else self._batches).add((tenant, target))
+
+
+def _scope(command: ControlCommand) -> tuple[str, str]:
+    if command.job_id is not None:
+        return "job", command.job_id
+    assert command.batch_id is not None  # the model guarantees one of the two
+    return "batch", command.batch_id
+
+
+async def open_control_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of every partition of the control topic, from its beginning, in no group."""
+    topic = settings.topics.control
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=require_bootstrap(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await reader.start()
+    try:
+        partitions: set[int] | None = None
+        for _ in range(50):
+            partitions = reader.partitions_for_topic(topic)
+            if partitions:
+                break
+            await reader._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        if not partitions:
+            raise KafkaError(f"topic {topic} does not exist (run `headway topics create`)")
+        reader.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    except BaseException:
+        await reader.stop()
+        raise
+    return reader

@@ -1,0 +1,285 @@
+"""Shared quota and budget state: every statement here is atomic across worker processes.
+
+- **Token buckets** (``rpm``, ``tpm``): one conditional ``UPDATE`` refills the bucket to now
+  and takes ``want`` tokens only if they are there — no read-then-write window for another
+  worker to slip through. On PostgreSQL a concurrent taker waits for the row lock and then
+  re-evaluates the condition against the committed row.
+- **In-flight grants**: a worker grows its grant of slots while holding the tenant's bucket row
+  lock, against the sum of the other workers' live grants; a grant its worker stopped renewing
+  stops counting, so a crashed worker's slots come back by themselves.
+- **Budgets**: a job's maximum cost is held against the period's spend plus the live holds of
+  other jobs, under the budget row's lock; its actual cost is added in the transaction that
+  stores its usage events (:meth:`BudgetLedger.settle`), so the budget's spend is the sum of
+  the usage events by construction.
+
+Times are the workers' wall clocks (seconds since the epoch), as for job leases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, delete, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workers.ledger.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
+
+IN_FLIGHT = "in_flight"
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _least(a: ColumnElement[float] | Any, b: ColumnElement[float] | Any) -> ColumnElement[float]:
+    return case((a < b, a), else_=b)
+
+
+def _greatest(a: ColumnElement[float] | Any, b: ColumnElement[float] | Any) -> ColumnElement[float]:
+    return case((a > b, a), else_=b)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A bucket's parameters (from the config, not stored): refill rate and capacity."""
+
+    tenant: str
+    resource: str
+    rate: float  # tokens per second
+    capacity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """``want`` tokens taken (``ok``), or how many there are now (to compute the wait)."""
+
+    ok: bool
+    tokens: float
+
+
+class QuotaLedger:
+    """Stateless SQL over ``quota_buckets`` and ``quota_grants``."""
+
+    @staticmethod
+    async def _ensure(conn: AsyncConnection, bucket: Bucket, now: float) -> None:
+        insert = _insert(conn)(QuotaBucketRow).values(
+            tenant=bucket.tenant, resource=bucket.resource, tokens=bucket.capacity, updated_at=now
+        )
+        await conn.execute(insert.on_conflict_do_nothing())
+
+    @staticmethod
+    def _refilled(bucket: Bucket, now: float) -> ColumnElement[float]:
+        elapsed = _greatest(literal(now) - QuotaBucketRow.updated_at, literal(0.0))
+        return _least(
+            QuotaBucketRow.tokens + elapsed * literal(bucket.rate), literal(bucket.capacity)
+        )
+
+    async def take(
+        self, conn: AsyncConnection, bucket: Bucket, want: float, now: float, adjust: float = 0.0
+    ) -> Taken:
+        """Apply ``adjust`` (settled usage: + unused, − overrun), then take ``want`` tokens if
+        the bucket holds them (or is full, for a request larger than the whole bucket)."""
+        await self._ensure(conn, bucket, now)
+        if adjust:
+            await self._adjust(conn, bucket, adjust, now)
+        where = self._where(bucket)
+        stamp = _greatest(QuotaBucketRow.updated_at, literal(now))
+        refilled = self._refilled(bucket, now)
+        needed = min(want, bucket.capacity)
+        taken = await conn.execute(
+            update(QuotaBucketRow)
+            .where(*where, refilled >= needed)
+            .values(tokens=refilled - want, updated_at=stamp)
+            .returning(QuotaBucketRow.tokens)
+        )
+        if taken.scalar_one_or_none() is not None:
+            return Taken(True, 0.0)
+        tokens = (await conn.execute(select(refilled).where(*where))).scalar_one()
+        return Taken(False, float(tokens))
+
+    async def adjust(
+        self, conn: AsyncConnection, bucket: Bucket, amount: float, now: float
+    ) -> None:
+        """Give tokens back (``amount`` > 0) or charge an overrun (< 0)."""
+        await self._ensure(conn, bucket, now)
+        await self._adjust(conn, bucket, amount, now)
+
+    async def _adjust(
+        self, conn: AsyncConnection, bucket: Bucket, amount: float, now: float
+    ) -> None:
+        adjusted = _least(self._refilled(bucket, now) + amount, literal(bucket.capacity))
+        stamp = _greatest(QuotaBucketRow.updated_at, literal(now))
+        await conn.execute(
+            update(QuotaBucketRow)
+            .where(*self._where(bucket))
+            .values(tokens=adjusted, updated_at=stamp)
+        )
+
+    @staticmethod
+    def _where(bucket: Bucket) -> tuple[ColumnElement[bool], ...]:
+        return (
+            QuotaBucketRow.tenant == bucket.tenant,
+            QuotaBucketRow.resource == bucket.resource,
+        )
+
+    async def grow_grant(
+        self,
+        conn: AsyncConnection,
+        bucket: Bucket,
+        owner: str,
+        wanted: int,
+        limit: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        """Raise ``owner``'s grant towards ``wanted`` slots, keeping every live grant's sum
+        within ``limit``; returns the grant now held."""
+        await self._ensure(conn, bucket, now)
+        await conn.execute(  # the lock that serialises growing grants of this tenant
+            update(QuotaBucketRow)
+            .where(QuotaBucketRow.tenant == bucket.tenant, QuotaBucketRow.resource == IN_FLIGHT)
+            .values(updated_at=now)
+        )
+        others = (
+            await conn.execute(
+                select(func.coalesce(func.sum(QuotaGrantRow.amount), 0)).where(
+                    QuotaGrantRow.tenant == bucket.tenant,
+                    QuotaGrantRow.resource == IN_FLIGHT,
+                    QuotaGrantRow.owner != owner,
+                    QuotaGrantRow.expires_at > now,
+                )
+            )
+        ).scalar_one()
+        granted = max(0, min(wanted, limit - int(others)))
+        insert = _insert(conn)(QuotaGrantRow).values(
+            tenant=bucket.tenant,
+            resource=IN_FLIGHT,
+            owner=owner,
+            amount=granted,
+            expires_at=expires_at,
+        )
+        await conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["tenant", "resource", "owner"],
+                set_={"amount": granted, "expires_at": expires_at},
+            )
+        )
+        return granted
+
+    @staticmethod
+    async def shrink_grant(conn: AsyncConnection, tenant: str, owner: str, amount: int) -> None:
+        await conn.execute(
+            update(QuotaGrantRow)
+            .where(
+                QuotaGrantRow.tenant == tenant,
+                QuotaGrantRow.resource == IN_FLIGHT,
+                QuotaGrantRow.owner == owner,
+            )
+            .values(amount=amount)
+        )
+
+    @staticmethod
+    async def renew(conn: AsyncConnection, owner: str, expires_at: float) -> None:
+        """Extend this worker's grants and budget holds (with its job leases)."""
+        await conn.execute(
+            update(QuotaGrantRow).where(QuotaGrantRow.owner == owner).values(expires_at=expires_at)
+        )
+        await conn.execute(
+            update(BudgetHoldRow).where(BudgetHoldRow.owner == owner).values(expires_at=expires_at)
+        )
+
+    @staticmethod
+    async def release_all(conn: AsyncConnection, owner: str) -> None:
+        await conn.execute(delete(QuotaGrantRow).where(QuotaGrantRow.owner == owner))
+        await conn.execute(delete(BudgetHoldRow).where(BudgetHoldRow.owner == owner))
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A job's reserved maximum cost in a budget period."""
+
+    tenant: str
+    job_id: str
+    period: str
+    amount_nusd: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    ok: bool
+    spent_nusd: int
+    held_nusd: int  # other jobs' live holds
+
+
+class BudgetLedger:
+    """Stateless SQL over ``budgets`` and ``budget_holds``."""
+
+    @staticmethod
+    async def reserve(
+        conn: AsyncConnection,
+        hold: Hold,
+        limit_nusd: int,
+        owner: str,
+        now: float,
+        expires_at: float,
+    ) -> Reserved:
+        """Hold the job's maximum cost if spend + live holds + it stay within the limit."""
+        insert = _insert(conn)(BudgetRow).values(
+            tenant=hold.tenant, period=hold.period, spent_nusd=0, updated_at=now
+        )
+        spent = (
+            await conn.execute(  # an upsert that takes the budget row's lock
+                insert.on_conflict_do_update(
+                    index_elements=["tenant", "period"], set_={"updated_at": now}
+                ).returning(BudgetRow.spent_nusd)
+            )
+        ).scalar_one()
+        held = (
+            await conn.execute(
+                select(func.coalesce(func.sum(BudgetHoldRow.amount_nusd), 0)).where(
+                    BudgetHoldRow.tenant == hold.tenant,
+                    BudgetHoldRow.period == hold.period,
+                    BudgetHoldRow.job_id != hold.job_id,
+                    BudgetHoldRow.expires_at > now,
+                )
+            )
+        ).scalar_one()
+        if int(spent) + int(held) + hold.amount_nusd > limit_nusd:
+            return Reserved(False, int(spent), int(held))
+        values = {
+            "period": hold.period,
+            "amount_nusd": hold.amount_nusd,
+            "owner": owner,
+            "expires_at": expires_at,
+        }
+        await conn.execute(
+            _insert(conn)(BudgetHoldRow)
+            .values(tenant=hold.tenant, job_id=hold.job_id, **values)
+            .on_conflict_do_update(index_elements=["tenant", "job_id"], set_=values)
+        )
+        return Reserved(True, int(spent), int(held))
+
+    @staticmethod
+    async def settle(
+        conn: AsyncConnection, tenant: str, job_id: str, period: str, cost_nusd: int, owner: str
+    ) -> None:
+        """Add a job's actual cost to its period's spend and drop its hold."""
+        if cost_nusd:
+            await conn.execute(
+                update(BudgetRow)
+                .where(BudgetRow.tenant == tenant, BudgetRow.period == period)
+                .values(spent_nusd=BudgetRow.spent_nusd + cost_nusd)
+            )
+        await BudgetLedger.drop(conn, tenant, job_id, owner)
+
+    @staticmethod
+    async def drop(conn: AsyncConnection, tenant: str, job_id: str, owner: str) -> None:
+        await conn.execute(
+            delete(BudgetHoldRow).where(
+                BudgetHoldRow.tenant == tenant,
+                BudgetHoldRow.job_id == job_id,
+                BudgetHoldRow.owner == owner,
+            )
+        )

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
 
     # Worker
     worker_id: str = Field(default_factory=_default_worker_id)
+    http_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        default=None,
+        description="serve /healthz and /readyz on this port (0: any free port; unset: off)",
+    )
+    ledger_probe_s: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="while the database is unreachable, how often the worker asks again"
+    )
     buffer_max_jobs: Annotated[int, Field(ge=1)] = 4096
     buffer_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     commit_interval_ms: Annotated[int, Field(ge=10)] = 200

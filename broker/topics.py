@@ -23,6 +23,8 @@ HEADER_SIGNATURE = "headway-signature"
 HEADER_RETRY_COUNT = "headway-retry-count"
 HEADER_NOT_BEFORE = "headway-not-before"  # epoch milliseconds a parked job may run from
 HEADER_ATTEMPTS = "headway-attempts"  # provider calls a parked job has made so far
+#: set by `headway dlq replay`: "<dlq partition>:<dlq offset>"; a failed or rejected job runs again
+HEADER_REPLAY = "headway-replay"
 
 
 @dataclass(frozen=True, slots=True)

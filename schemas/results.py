@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     PROVIDER_ERROR = "provider_error"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELLED = "cancelled"
+    INTERNAL_ERROR = "internal_error"  # extension: headway's own code kept failing on the job
 
 
 class _Message(BaseModel):

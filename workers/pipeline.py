@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord
 
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
 from broker.errors import LedgerUnavailable
-from broker.topics import HEADER_ATTEMPTS, HEADER_RETRY_COUNT, Topics
+from broker.topics import HEADER_ATTEMPTS, HEADER_REPLAY, HEADER_RETRY_COUNT, Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
 from workers import templates
@@ -127,6 +127,26 @@ class JobPipeline:
 
     # -- bad input ----------------------------------------------------------------------------
 
+    async def poisoned(
+        self, record: ConsumerRecord[bytes, bytes], intake: Intake | None, reason: str
+    ) -> None:
+        """headway's own code kept failing on this job: dead-letter it and, when it can be
+        named, end it ``failed`` (``headway dlq replay`` re-runs it after a fix)."""
+        dead = await self.publisher.dead_letter(record, reason)
+        who: Identity | None = None
+        tenant: TenantConfig | None = None
+        if isinstance(intake, ValidJob):
+            who, tenant = Identity.of(intake.job), self.config.tenant(intake.job.tenant)
+        elif isinstance(intake, InvalidJob) and intake.job_id and intake.tenant:
+            who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
+            tenant = self.config.tenant(intake.tenant)
+        if who is not None:
+            message = f"headway could not process this job ({reason[:300]}); it is in the DLQ"
+            result = terminal_result(who, JobStatus.FAILED, ErrorCode.INTERNAL_ERROR, message)
+            job = intake.job if isinstance(intake, ValidJob) else None
+            await self._settle(result, result_topic(job, tenant, self.topics))
+        await dead
+
     async def _invalid(self, record: ConsumerRecord[bytes, bytes], intake: InvalidJob) -> None:
         dead = await self.publisher.dead_letter(record, f"invalid_request: {intake.reason}")
         if intake.job_id is not None and intake.tenant is not None:
@@ -217,7 +237,8 @@ class JobPipeline:
         ticket: Ticket | None,
     ) -> int | None:
         """Claim, run, finish; returns the tokens the provider reported (None: no call)."""
-        claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route)
+        replayed = any(name == HEADER_REPLAY for name, _ in record.headers or ())
+        claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route, replayed)
         batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None
         if batcher is not None:
             batcher.expect(job.route)  # a partial micro-batch of the route may wait for it
@@ -230,9 +251,13 @@ class JobPipeline:
             await self._republish(outcome, topic, job.tenant, job.job_id)
             return None
         parked = Parked.of(record)
-        return await self._execute(
-            job, who, route, messages, outcome.generation, topic, parked, ticket
-        )
+        try:
+            return await self._execute(
+                job, who, route, messages, outcome.generation, topic, parked, ticket
+            )
+        except Exception:  # a bug: let the claim go, so a retry (or a redelivery) may run it
+            await self._with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
+            raise
 
     async def _claim(self, claim: Claim) -> AlreadyFinished | Claimed:
         """Claim the job; while another live worker holds it, wait for it to finish."""

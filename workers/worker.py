@@ -28,6 +28,7 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker.config import HeadwayConfig
+from broker.errors import LedgerUnavailable
 from broker.kafka import consumer_options, producer_options
 from broker.settings import Settings
 from broker.topics import HEADER_SOURCE_TOPIC
@@ -45,10 +46,12 @@ from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
 from workers.offsets import OffsetTracker
 from workers.pipeline import JobPipeline
+from workers.probes import ProbeServer
 from workers.providers.base import Provider
 from workers.providers.registry import build_providers
 from workers.publisher import Publisher
 from workers.quotas import Wait
+from workers.readiness import Readiness, watch_kafka, watch_ledger
 from workers.retry import RetryPolicy
 from workers.routing import Router
 from workers.scheduler import LaneScheduler, QueuedJob
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 FETCH_TIMEOUT_MS = 100
+KAFKA_PROBE_S = 5.0  # how often the cluster's metadata is asked for (readiness)
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
 
 
@@ -133,6 +137,8 @@ class Worker:
         self._stopping = False
         self._job_finished = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self.readiness = Readiness()
+        self.probes: ProbeServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -162,6 +168,7 @@ class Worker:
                 flush_ms=settings.ledger_flush_ms,
                 batch_max=settings.ledger_batch_max,
                 flushers=1 if is_sqlite(settings.database_url) else 4,
+                readiness=self.readiness,
             )
         )
         providers = self._override_providers or build_providers(self.config, http)
@@ -213,6 +220,9 @@ class Worker:
         self._consumer = consumer
         self._stack.push_async_callback(consumer.stop)
         self._stack.push_async_callback(self._drain)
+        if settings.http_port is not None:
+            probes = ProbeServer(self.readiness, settings.http_port)
+            self.probes = await self._stack.enter_async_context(probes)
         # with pipeline_runners > 0, a job waiting on the ledger or on Kafka's ack does not
         # hold one of the `concurrency` slots a provider call needs
         runners = settings.concurrency + settings.pipeline_runners
@@ -224,6 +234,10 @@ class Worker:
             asyncio.create_task(self._release_parked_loop()),
             asyncio.create_task(self.cancellations.follow(control)),
             asyncio.create_task(self.cancellations.refresh_forever()),
+            asyncio.create_task(
+                watch_ledger(self.readiness, self.ledger.probe, settings.ledger_probe_s)
+            ),
+            asyncio.create_task(watch_kafka(self.readiness, consumer.topics, KAFKA_PROBE_S)),
         ]
 
     async def __aexit__(
@@ -246,6 +260,7 @@ class Worker:
     async def _drain(self) -> None:
         """Stop fetching, let in-flight jobs finish, commit, give up leases."""
         self._stopping = True
+        self.readiness.draining = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -332,6 +347,7 @@ class Worker:
 
     async def _run_jobs(self) -> None:
         while True:
+            await self.readiness.ledger_up()  # no new work while the database is unreachable
             job = await self.scheduler.get()
             self.in_flight[job.tp] += 1
             try:
@@ -369,13 +385,18 @@ class Worker:
     async def _process(self, job: QueuedJob) -> Wait | None:
         """Run the pipeline; a job that keeps crashing headway's own code is dead-lettered."""
         error: Exception | None = None
-        for _ in range(POISON_ATTEMPTS):
+        failures = 0
+        while failures < POISON_ATTEMPTS:
             try:
                 return await self.pipeline.handle(job.record, job.intake)
+            except LedgerUnavailable:  # the database, not the job: wait for it, do not count
+                log.warning("job at %s:%d waits for the ledger", job.tp, job.record.offset)
+                await self.readiness.ledger_up()
+                await asyncio.sleep(self.settings.ledger_probe_s)
             except Exception as caught:  # a bug or an unforeseen input: never kill the runner
-                error = caught
+                error, failures = caught, failures + 1
                 log.exception("job at %s:%d raised", job.tp, job.record.offset)
-        await (await self.publisher.dead_letter(job.record, f"internal_error: {error!r}"))
+        await self.pipeline.poisoned(job.record, job.intake, f"internal_error: {error!r}")
         return None
 
     # -- commits, leases, rebalances ----------------------------------------------------------
@@ -383,7 +404,8 @@ class Worker:
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.commit_interval_ms / 1000)
-            await self._commit()
+            if self.readiness.ledger_is_up:  # not while what finished cannot be told apart
+                await self._commit()
 
     async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
         consumer = self._consumer

@@ -48,13 +48,17 @@ async def test_a_poison_job_is_dead_lettered_after_bounded_retries(
     ):
         await client.submit_many([chat_job("poison"), *(chat_job(f"after-{i}") for i in range(5))])
         results = await read_topic(
-            settings.kafka_bootstrap or "", settings.topics.results, until_keys=5
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=6
         )
         dlq = await read_topic(
             settings.kafka_bootstrap or "", settings.topics.dlq, until_keys=1, decode=False
         )
     assert calls == {"poison": 3}
-    assert set(results.by_key) == {f"after-{i}" for i in range(5)}
+    assert set(results.by_key) == {"poison", *(f"after-{i}" for i in range(5))}
+    poisoned = results.by_key["poison"][0]
+    assert poisoned["status"] == "failed"
+    assert poisoned["error"]["code"] == "internal_error"
+    assert "bug triggered by poison" in poisoned["error"]["message"]
     assert b"bug triggered by poison" in dict(dlq.records[0].headers)[HEADER_ERROR]
 
 

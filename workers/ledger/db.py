@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+CONNECT_TIMEOUT_S = 10.0  # PostgreSQL: opening a connection
+COMMAND_TIMEOUT_S = 60.0  # PostgreSQL: one statement
 
 
 def is_sqlite(url: str) -> bool:
@@ -46,7 +48,15 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_async_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # bounded waits: a database behind a dead network must fail a transaction, not hang it
+    return create_async_engine(
+        url,
+        pool_size=8,
+        max_overflow=8,
+        pool_pre_ping=True,
+        pool_timeout=30,
+        connect_args={"timeout": CONNECT_TIMEOUT_S, "command_timeout": COMMAND_TIMEOUT_S},
+    )
 
 
 def alembic_config(url: str) -> AlembicConfig:

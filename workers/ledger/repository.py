@@ -22,6 +22,8 @@ from workers.ledger.statements import FINISH_COLUMNS, statements
 
 Key = tuple[str, str]  # (tenant, job_id)
 RUNNING = RowStatus.RUNNING.value
+#: what a replay from the dead-letter topic may run again (what was dead-lettered ends so)
+REOPENABLE = frozenset({RowStatus.FAILED.value, RowStatus.REJECTED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class Claim:
     batch_id: str | None
     kind: str | None
     route: str | None
+    reopen: bool = False  # a replay from the DLQ: a failed or rejected job may run again
 
     @property
     def key(self) -> Key:
@@ -132,7 +135,8 @@ class LedgerRepository:
         outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
         conflicted = [key for key in unique if key not in inserted]
         if conflicted:
-            outcomes.update(await self._resolve_conflicts(conn, conflicted, now))
+            reopen = {key for key in conflicted if unique[key].reopen}
+            outcomes.update(await self._resolve_conflicts(conn, conflicted, now, reopen))
         # a duplicate within one batch waits for the first copy (held by us)
         results: list[ClaimOutcome] = []
         seen: set[Key] = set()
@@ -162,7 +166,7 @@ class LedgerRepository:
         return inserted
 
     async def _resolve_conflicts(
-        self, conn: AsyncConnection, keys: list[Key], now: float
+        self, conn: AsyncConnection, keys: list[Key], now: float, reopen: set[Key]
     ) -> dict[Key, ClaimOutcome]:
         existing = {
             (row.tenant, row.job_id): row
@@ -183,7 +187,9 @@ class LedgerRepository:
         outcomes: dict[Key, ClaimOutcome] = {}
         for key in keys:
             row = existing[key]
-            if row.status != RowStatus.RUNNING:
+            if key in reopen and row.status in REOPENABLE:
+                outcomes[key] = await self._take_over(conn, key, now, reopen=row.status)
+            elif row.status != RowStatus.RUNNING:
                 outcomes[key] = AlreadyFinished(row.result_json or "", usage.get(key, []))
             elif row.lease_expires_at <= now:
                 outcomes[key] = await self._take_over(conn, key, now)
@@ -191,17 +197,21 @@ class LedgerRepository:
                 outcomes[key] = HeldElsewhere(row.lease_owner, row.lease_expires_at)
         return outcomes
 
-    async def _take_over(self, conn: AsyncConnection, key: Key, now: float) -> ClaimOutcome:
+    async def _take_over(
+        self, conn: AsyncConnection, key: Key, now: float, reopen: str | None = None
+    ) -> ClaimOutcome:
+        """Claim a running job whose lease lapsed, or (``reopen``) one that ended so."""
         tenant, job_id = key
+        held = (
+            (JobRow.status == reopen)
+            if reopen is not None
+            else (JobRow.status == RowStatus.RUNNING.value) & (JobRow.lease_expires_at <= now)
+        )
         statement = (
             update(JobRow)
-            .where(
-                JobRow.tenant == tenant,
-                JobRow.job_id == job_id,
-                JobRow.status == RowStatus.RUNNING.value,
-                JobRow.lease_expires_at <= now,
-            )
+            .where(JobRow.tenant == tenant, JobRow.job_id == job_id, held)
             .values(
+                status=RowStatus.RUNNING.value,
                 lease_owner=self.owner,
                 lease_expires_at=now + self.lease_s,
                 claims=JobRow.claims + 1,
@@ -307,9 +317,28 @@ class LedgerRepository:
             await self._insert_usage(conn, [finish])
             return Stored()
         if row.status == RowStatus.RUNNING:
+            if row.lease_owner == self.owner or row.lease_expires_at <= self.clock():
+                return await self._end_running(conn, finish)  # a poison job's own claim
             return HeldElsewhere(row.lease_owner, row.lease_expires_at)
         usage = await self._usage_payloads(conn, [finish.key])
         return AlreadyFinished(row.result_json or "", usage.get(finish.key, []))
+
+    async def _end_running(self, conn: AsyncConnection, finish: Finish) -> FinishOutcome:
+        """Store a terminal result over a running row this worker holds or nobody holds."""
+        ended = await conn.execute(
+            update(JobRow)
+            .where(
+                JobRow.tenant == finish.tenant,
+                JobRow.job_id == finish.job_id,
+                JobRow.status == RowStatus.RUNNING.value,
+                (JobRow.lease_owner == self.owner) | (JobRow.lease_expires_at <= self.clock()),
+            )
+            .values(**self._finish_values(finish))
+        )
+        if ended.rowcount != 1:  # taken over meanwhile
+            return HeldElsewhere("", 0.0)
+        await self._insert_usage(conn, [finish])
+        return Stored()
 
     @staticmethod
     def _finish_row(finish: Finish) -> tuple[Any, ...]:

@@ -25,6 +25,7 @@ from workers.ledger.repository import (
     FinishOutcome,
     LedgerRepository,
 )
+from workers.readiness import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ class LedgerWriter:
         flush_ms: int = 5,
         batch_max: int = 500,
         flushers: int = 1,
+        readiness: Readiness | None = None,
     ) -> None:
+        self.readiness = readiness or Readiness()
         self.engine = engine
         self.repository = repository
         self._flush_s = flush_ms / 1000
@@ -96,9 +99,16 @@ class LedgerWriter:
         """Run ``work`` in its own transaction now (reads, lease renewal, releases)."""
         try:
             async with self.engine.begin() as conn:
-                return await work(conn)
+                result = await work(conn)
         except Exception as error:
+            self.readiness.ledger_failed(error)
             raise LedgerUnavailable(f"ledger: {error}") from error
+        self.readiness.ledger_ok()
+        return result
+
+    async def probe(self) -> None:
+        """One trivial transaction: does the database answer?"""
+        await self.run(lambda conn: conn.exec_driver_sql("SELECT 1"))
 
     async def renew_leases(self) -> int:
         count: int = await self.run(self.repository.renew_leases)
@@ -153,11 +163,13 @@ class LedgerWriter:
                     results.append((groups["claim"], await repo.claim_many(conn, items)))
         except Exception as error:
             log.warning("ledger flush of %d operations failed: %s", len(batch), error)
+            self.readiness.ledger_failed(error)
             failure = LedgerUnavailable(f"ledger: {error}")
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
             return
+        self.readiness.ledger_ok()
         for pendings, outcomes in results:
             for pending, outcome in zip(pendings, outcomes, strict=True):
                 if not pending.future.done():

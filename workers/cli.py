@@ -23,6 +23,7 @@ from broker.errors import HeadwayError
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from schemas.jobs import Priority
+from workers.cli_dlq import dlq_app
 from workers.ledger import queries
 from workers.ledger.db import create_engine, upgrade
 from workers.simulator.server import SimulatorConfig
@@ -35,6 +36,7 @@ topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics")
 db_app = typer.Typer(no_args_is_help=True, help="the ledger database")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -100,6 +102,9 @@ def worker(
     embedded: Annotated[
         bool, typer.Option(help="start an embedded broker when no bootstrap is set")
     ] = False,
+    http_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="/healthz, /readyz (HEADWAY_HTTP_PORT)")
+    ] = None,
 ) -> None:
     """One worker process."""
     from broker.embedded import EmbeddedKafka
@@ -108,6 +113,8 @@ def worker(
     settings = _settings()
     if concurrency:
         settings = settings.model_copy(update={"concurrency": concurrency})
+    if http_port is not None:
+        settings = settings.model_copy(update={"http_port": http_port})
     if not settings.kafka_bootstrap and not embedded:
         raise HeadwayError("HEADWAY_KAFKA_BOOTSTRAP is not set; set it, or pass --embedded")
 

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean schemas
+.PHONY: demo test lint typecheck bench clean schemas chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# the chaos scenarios at full size (docs/reliability.md); figures to build/chaos-report.jsonl
+chaos: $(STAMP)
+	mkdir -p build && rm -f build/chaos-report.jsonl
+	HEADWAY_CHAOS_FULL=1 HEADWAY_CHAOS_REPORT=build/chaos-report.jsonl \
+		$(BIN)/python -m pytest -q -p no:cacheprovider -s -m chaos tests/chaos $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker workers schemas tests bench migrations

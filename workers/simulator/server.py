@@ -23,6 +23,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +31,8 @@ from aiohttp import web
 
 from workers.simulator import behaviour, wires
 from workers.simulator.wires import Failure
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclasses.dataclass
@@ -56,6 +59,7 @@ class SimulatorStats:
     jobs: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     # (wall-clock time, job id) of every call that named its job: when each job was called
     timeline: list[tuple[float, str]] = dataclasses.field(default_factory=list)
+    in_flight: int = 0  # requests being answered right now
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -88,7 +92,7 @@ class SimulatorServer:
         return f"{self.root_url}/v1"
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._count])
         for path, handler in (
             ("/v1/chat/completions", wires.openai_chat),
             ("/v1/embeddings", wires.openai_embeddings),
@@ -103,6 +107,14 @@ class SimulatorServer:
         app.router.add_post("/_sim/config", self._set_config)
         app.router.add_post("/_sim/reset", self._reset)
         return app
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.stats.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.stats.in_flight -= 1
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)

@@ -101,8 +101,9 @@ class Executor:
     ) -> Execution:
         """Run the job down ``plan``; the outcome (output or last error) is on the Execution.
 
-        When a retryable failure asks for a wait longer than ``park_after_s``, the job is not
-        slept on: ``park_s`` says how long it should wait (the pipeline parks it).
+        When a retryable failure asks for a wait longer than ``park_after_s``, or the retry
+        budget ends on a retryable failure, the job is not failed: ``park_s`` says how long it
+        should wait at least (the pipeline parks it, up to its park limit).
         At most ``max_in_flight`` jobs of this process are with providers at any moment."""
         execution = Execution()
         async with self._slots:
@@ -114,9 +115,10 @@ class Executor:
                 )
             except ProviderError as error:
                 execution.error = error
-                wait = error.retry_after
-                if error.retryable and park_after_s is not None and wait and wait > park_after_s:
-                    execution.park_s = wait
+                if error.retryable and park_after_s is not None:
+                    # a wait too long to sleep on, or the retry budget spent on errors that may
+                    # pass (a provider outage): park rather than fail; the pipeline bounds parks
+                    execution.park_s = max(error.retry_after or 0.0, park_after_s)
         return execution
 
     async def _round(

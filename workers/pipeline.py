@@ -54,6 +54,7 @@ T = TypeVar("T")
 
 HELD_POLL_S = (0.05, 2.0)  # first and longest wait while another worker holds the job
 LEDGER_RETRY_S = (0.1, 5.0)
+PARK_MAX_S = 300.0  # longest park of a job whose calls keep failing (without a Retry-After)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +322,11 @@ class JobPipeline:
         """Put the job on the retry topic to run again after its wait, and let its lease go:
         it holds no slot and blocks no partition meanwhile."""
         assert execution.park_s is not None
-        not_before = time.time() + execution.park_s
+        # each park of the same job waits twice as long (an outage gets room to pass), up to
+        # PARK_MAX_S unless the provider itself asked for longer
+        backoff = (self.park_after_s or 0.0) * 2**parked.parks
+        wait = max(execution.park_s, min(backoff, PARK_MAX_S))
+        not_before = time.time() + wait
         attempts = parked.attempts + execution.attempts
         delivered = await self.publisher.park(parked.record, not_before, parked.parks + 1, attempts)
         await delivered
@@ -330,7 +335,7 @@ class JobPipeline:
             "parked %s/%s for %.1fs (park %d): %s",
             job.tenant,
             job.job_id,
-            execution.park_s,
+            wait,
             parked.parks + 1,
             execution.error,
         )

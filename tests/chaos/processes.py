@@ -33,10 +33,18 @@ def write_config(tmp_path: Path, simulator: SimulatorServer) -> Path:
 def spawn_worker(
     settings: Settings, *extra: str, worker_id: str | None = None
 ) -> subprocess.Popen[bytes]:
-    names = (
-        "kafka_bootstrap database_url topic_prefix consumer_group config concurrency lease_s "
-        "session_timeout_ms job_partitions shutdown_grace_s"
-    ).split()
+    names = [
+        "kafka_bootstrap",
+        "database_url",
+        "topic_prefix",
+        "consumer_group",
+        "config",
+        "concurrency",
+        "lease_s",
+        "session_timeout_ms",
+        "job_partitions",
+        "shutdown_grace_s",
+    ]
     env = {**os.environ}
     for name in names:
         env[f"HEADWAY_{name.upper()}"] = str(getattr(settings, name) or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -110,6 +111,33 @@ async def test_renewed_leases_do_not_expire(
     assert await a.renew_leases() == 1
     clock.now += 20
     assert isinstance(await b.claim(claim("j1")), HeldElsewhere)
+
+
+async def test_a_released_lease_is_not_renewed_so_the_next_run_can_claim_it(
+    writers: tuple[LedgerWriter, LedgerWriter], clock: Clock
+) -> None:
+    a, b = writers
+    await a.claim(claim("parked"))
+    await a.claim(claim("running"))
+    await a.release(("acme", "parked"))  # parked on the retry topic
+    clock.now += 1
+    assert await a.renew_leases() == 1  # only the job it is still running
+    assert await b.claim(claim("parked")) == Claimed(2)
+    assert isinstance(await b.claim(claim("running")), HeldElsewhere)
+
+
+async def test_a_replayed_failed_job_is_reopened_and_a_succeeded_one_is_not(
+    writers: tuple[LedgerWriter, LedgerWriter],
+) -> None:
+    a, b = writers
+    for job_id, status in (("broke", RowStatus.FAILED), ("fine", RowStatus.SUCCEEDED)):
+        await a.claim(claim(job_id))
+        await a.finish(dataclasses.replace(finish(job_id, "{}"), status=status))
+    replay = {"reopen": True}
+    assert await b.claim(dataclasses.replace(claim("broke"), **replay)) == Claimed(2)
+    assert isinstance(await b.claim(claim("fine")), AlreadyFinished)
+    assert isinstance(await b.claim(dataclasses.replace(claim("fine"), **replay)), AlreadyFinished)
+    assert isinstance(await a.claim(claim("broke")), HeldElsewhere)  # the replay holds it
 
 
 async def test_the_first_finisher_wins_and_the_second_is_told_the_stored_result(

@@ -408,11 +408,17 @@ class LedgerRepository:
     # -- leases -------------------------------------------------------------------------------
 
     async def renew_leases(self, conn: AsyncConnection) -> int:
-        """Extend every lease this worker holds; returns how many."""
+        """Extend every lease this worker holds; returns how many. A lease it gave up (a
+        parked job) or that lapsed stays so: renewing it would make the job's next run, here
+        or elsewhere, wait for a holder that is not running it."""
         now = self.clock()
         result = await conn.execute(
             update(JobRow)
-            .where(JobRow.lease_owner == self.owner, JobRow.status == RowStatus.RUNNING.value)
+            .where(
+                JobRow.lease_owner == self.owner,
+                JobRow.status == RowStatus.RUNNING.value,
+                JobRow.lease_expires_at > now,
+            )
             .values(lease_expires_at=now + self.lease_s, updated_at=now)
         )
         return int(result.rowcount)

@@ -53,10 +53,16 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def _until_signal(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` — installed first thing, so a signal that arrives while
+    the process is still starting stops it cleanly once started (drained, exit 0)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+
+async def _until_signal(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    _stop_on_signals(stop)
     await work
 
 
@@ -120,6 +126,7 @@ def worker(
 
     async def main() -> None:
         stop = asyncio.Event()
+        _stop_on_signals(stop)
         nonlocal settings
         kafka = EmbeddedKafka() if not settings.kafka_bootstrap else None
         if kafka is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.config import DeploymentConfig
@@ -33,6 +34,8 @@ from workers.microbatch import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH_TOKENS, Embed
 from workers.providers.base import ChatCall, EmbeddingCall, Provider
 from workers.retry import RetryPolicy
 
+#: (provider, model, outcome: "ok" or the error's class name, seconds) of each provider call
+CallObserver = Callable[[str, str, str, float], None]
 ROOM_WAIT_S = 1.0  # longest wait for a deployment's calls in doubt to resolve before re-checking
 
 
@@ -80,7 +83,9 @@ class Executor:
         *,
         embed_linger_s: float = DEFAULT_LINGER_S,
         embed_max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        on_call: CallObserver | None = None,
     ) -> None:
+        self._on_call = on_call
         self._providers = providers
         self._retry = retry
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -224,6 +229,7 @@ class Executor:
         try:
             await self._call(job, call.deployment, messages, execution)
         except ProviderError as error:
+            self._observe(call.deployment, type(error).__name__, started)
             pushed_back = isinstance(error, ProviderRateLimited | ProviderOverloaded)
             if limiter is not None:
                 limiter.finished(call.reserve, None, pushed_back=pushed_back)
@@ -246,7 +252,13 @@ class Executor:
         if limiter is not None:
             limiter.finished(call.reserve, used, pushed_back=False)
         health.succeeded(time.monotonic() - started)
+        self._observe(call.deployment, "ok", started)
         return True
+
+    def _observe(self, deployment: DeploymentConfig, outcome: str, started: float) -> None:
+        if self._on_call is not None:
+            seconds = time.monotonic() - started
+            self._on_call(deployment.provider, deployment.model, outcome, seconds)
 
     async def _call(
         self,

@@ -37,6 +37,7 @@ from workers.ledger.repository import (
     Stored,
 )
 from workers.ledger.writer import LedgerWriter
+from workers.metrics import Metrics
 from workers.outcomes import (
     Identity,
     executed_result,
@@ -97,7 +98,9 @@ class JobPipeline:
         cancellations: Cancellations | None = None,
         admission: Admission | None = None,
         router: Router | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.cancellations = cancellations
         self.admission = admission
         self.access = AccessControl(config)
@@ -330,6 +333,7 @@ class JobPipeline:
         attempts = parked.attempts + execution.attempts
         delivered = await self.publisher.park(parked.record, not_before, parked.parks + 1, attempts)
         await delivered
+        self.metrics.parked("provider")
         await self._with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
         log.info(
             "parked %s/%s for %.1fs (park %d): %s",
@@ -346,6 +350,7 @@ class JobPipeline:
         parked = Parked.of(record)
         not_before = time.time() + seconds
         await (await self.publisher.park(record, not_before, parked.parks, parked.attempts))
+        self.metrics.parked("quota")
 
     # -- ledger, then publish -----------------------------------------------------------------
 
@@ -365,12 +370,16 @@ class JobPipeline:
         outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.finish(record))
         if ticket is not None:
             ticket.hold = None
+        if isinstance(outcome, Stored):  # counted once, by the finisher that stored it
+            self.metrics.job_ended(result, events)
         await self._publish_outcome(outcome, result, result_json, [p for _, p in payloads], topic)
 
     async def _settle(self, result: JobResult, topic: str) -> None:
         result_json = result.model_dump_json()
         record = finish_record(result, result_json, [])
         outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.settle(record))
+        if isinstance(outcome, Stored):
+            self.metrics.job_ended(result)
         await self._publish_outcome(outcome, result, result_json, [], topic)
 
     async def _publish_outcome(

@@ -1,4 +1,4 @@
-"""The worker's HTTP port (``HEADWAY_HTTP_PORT``): ``/healthz`` and ``/readyz``.
+"""The worker's HTTP port (``HEADWAY_HTTP_PORT``): ``/healthz``, ``/readyz``, ``/metrics``.
 
 ``/healthz`` answers 200 while the process serves HTTP at all (liveness); ``/readyz`` answers
 200 when the ledger and Kafka are reachable and the worker is not draining, else 503, with the
@@ -11,14 +11,22 @@ from types import TracebackType
 
 from aiohttp import web
 
+from workers.metrics import CONTENT_TYPE, Metrics
 from workers.readiness import Readiness
 
 
 class ProbeServer:
     """``async with ProbeServer(readiness, port) as probes: probes.port``."""
 
-    def __init__(self, readiness: Readiness, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        readiness: Readiness,
+        port: int,
+        host: str = "0.0.0.0",
+        metrics: Metrics | None = None,
+    ) -> None:
         self.readiness = readiness
+        self.metrics = metrics
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -27,6 +35,8 @@ class ProbeServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.metrics is not None:
+            app.router.add_get("/metrics", self._metrics)
         return app
 
     async def __aenter__(self) -> ProbeServer:
@@ -49,6 +59,11 @@ class ProbeServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        assert self.metrics is not None
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         report = self.readiness.report()

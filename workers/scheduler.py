@@ -182,6 +182,10 @@ class LaneScheduler:
     def __len__(self) -> int:
         return sum(lane.count for lane in self._lanes.values())
 
+    def depths(self) -> dict[str, float]:
+        """Jobs queued per lane (for metrics)."""
+        return {lane.value: queue.count for lane, queue in self._lanes.items()}
+
     def full(self, lane: Priority) -> bool:
         queue = self._lanes[lane]
         return queue.count >= self._max_jobs or queue.bytes >= self._max_bytes

@@ -44,6 +44,7 @@ from workers.intake import Intake, InvalidJob, ValidJob, parse_job
 from workers.ledger.db import create_engine, is_sqlite
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
+from workers.metrics import Metrics
 from workers.offsets import OffsetTracker
 from workers.pipeline import JobPipeline
 from workers.probes import ProbeServer
@@ -137,7 +138,9 @@ class Worker:
         self._stopping = False
         self._job_finished = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
         self.readiness = Readiness()
+        self.metrics = Metrics()
         self.probes: ProbeServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -152,6 +155,7 @@ class Worker:
 
     async def _open(self) -> None:
         settings = self.settings
+        self._stack.callback(self.metrics.close)
         engine = create_engine(settings.database_url)
         self._stack.push_async_callback(engine.dispose)
         self.cancellations = Cancellations(engine)
@@ -188,6 +192,7 @@ class Worker:
             ),
             embed_linger_s=settings.embed_linger_ms / 1000,
             embed_max_batch_tokens=settings.embed_max_batch_tokens,
+            on_call=self.metrics.provider_call,
         )
         router = Router(executor.board, executor.calibration)
         self.admission = Admission(
@@ -210,7 +215,9 @@ class Worker:
             cancellations=self.cancellations,
             admission=self.admission,
             router=router,
+            metrics=self.metrics,
         )
+        self._register_gauges(executor)
         await self.cancellations.refresh()  # known cancels apply before the first fetch
         control = await open_control_reader(settings)
         self._stack.push_async_callback(control.stop)
@@ -221,7 +228,7 @@ class Worker:
         self._stack.push_async_callback(consumer.stop)
         self._stack.push_async_callback(self._drain)
         if settings.http_port is not None:
-            probes = ProbeServer(self.readiness, settings.http_port)
+            probes = ProbeServer(self.readiness, settings.http_port, metrics=self.metrics)
             self.probes = await self._stack.enter_async_context(probes)
         # with pipeline_runners > 0, a job waiting on the ledger or on Kafka's ack does not
         # hold one of the `concurrency` slots a provider call needs
@@ -247,6 +254,33 @@ class Worker:
         tb: TracebackType | None,
     ) -> None:
         await self._stack.aclose()
+
+    def _register_gauges(self, executor: Executor) -> None:
+        metrics, topics = self.metrics, self._lanes
+        metrics.gauge("headway_in_flight", "", lambda: {"": sum(self.in_flight.values())})
+        metrics.gauge("headway_buffered_jobs", "lane", self.scheduler.depths)
+        metrics.gauge("headway_consumer_lag", "lane", lambda: self._lag(topics))
+        metrics.gauge(
+            "headway_circuit_state",
+            "deployment",
+            lambda: metrics.circuit_values(executor.board.snapshot()),
+        )
+        metrics.gauge("headway_ready", "", lambda: {"": float(self.readiness.ready)})
+
+    def _lag(self, lanes: dict[str, Priority]) -> dict[str, float]:
+        """Records not fetched yet, per lane, by the last fetch's high watermarks."""
+        lag = {lane.value: 0.0 for lane in lanes.values()}
+        consumer = self._consumer
+        if consumer is None:
+            return lag
+        for tp in consumer.assignment():
+            lane = lanes.get(tp.topic)
+            highwater = consumer.highwater(tp)
+            if lane is None or highwater is None:
+                continue
+            fetched = self._fetched.get(tp, 0)
+            lag[lane.value] += max(0, highwater - fetched)
+        return lag
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set (or a background task dies)."""
@@ -298,6 +332,8 @@ class Worker:
                 for record in records:
                     self.tracker.add(tp, record.offset)
                     self._enqueue(tp, record)
+                if records:
+                    self._fetched[tp] = records[-1].offset + 1
             self._apply_backpressure(consumer)
 
     def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -350,6 +386,9 @@ class Worker:
             await self.readiness.ledger_up()  # no new work while the database is unreachable
             job = await self.scheduler.get()
             self.in_flight[job.tp] += 1
+            if job.record.timestamp and job.tp.topic != self.topics.retry:
+                waited = time.time() - job.record.timestamp / 1000
+                self.metrics.job_started(job.lane.value, waited)
             try:
                 if job.spill_s is not None:  # a throttled tenant's job: wait on the retry topic
                     await self.pipeline.defer(job.record, job.spill_s)
@@ -357,6 +396,7 @@ class Worker:
                     continue
                 wait = await self._process(job)
                 if wait is not None:  # not admitted yet: back in its queue, tenant set aside
+                    self.metrics.deferred(job.tenant, wait.reason)
                     self.scheduler.defer(job, wait)
                     continue
                 self.tracker.done(job.tp, job.record.offset)

@@ -73,6 +73,7 @@ class DeploymentHealth:
         self.consecutive_failures = 0
         self.proven = False  # a call has succeeded (since the circuit last opened)
         self.first_call_at: float | None = None
+        self.first_outcome_at: float | None = None  # when the ramp ended (clock time)
         self.opened_at = 0.0
         self.paused_until = 0.0
         self.latency_s: float | None = None
@@ -124,8 +125,13 @@ class DeploymentHealth:
 
     # -- outcomes -----------------------------------------------------------------------------
 
+    def _outcome(self) -> None:
+        if self.first_outcome_at is None:
+            self.first_outcome_at = self._clock()
+
     def succeeded(self, latency_s: float) -> None:
         self._released()
+        self._outcome()
         self.consecutive_failures = 0
         self.proven = True
         self._outcomes.append(True)
@@ -139,6 +145,7 @@ class DeploymentHealth:
 
     def failed(self) -> None:
         self._released()
+        self._outcome()
         self.consecutive_failures += 1
         self._outcomes.append(False)
         if self.state is CircuitState.HALF_OPEN or self._should_open():

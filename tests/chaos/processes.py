@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from tests.helpers import Collected, read_topic
 from workers.ledger.db import create_engine
 from workers.ledger.models import JobRow, RowStatus, UsageRow, to_nano
 from workers.simulator import SimulatorServer
+
+LOGS: dict[int, Path] = {}  # worker pid → its log file
 
 
 def write_config(tmp_path: Path, simulator: SimulatorServer) -> Path:
@@ -50,21 +53,31 @@ def spawn_worker(
         env[f"HEADWAY_{name.upper()}"] = str(getattr(settings, name) or "")
     if worker_id is not None:
         env["HEADWAY_WORKER_ID"] = worker_id
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers", "worker", *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # the log goes to a file: a pipe nobody reads fills up and blocks the worker mid-write
+    with tempfile.NamedTemporaryFile(prefix="headway-worker-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers", "worker", *extra],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    LOGS[process.pid] = Path(log.name)
+    return process
 
 
 def stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
     process.send_signal(sig)
-    return process.wait(60)
+    try:
+        return process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        raise AssertionError(f"worker did not stop in 60 s:\n{stderr_tail(process)}") from None
 
 
 def stderr_tail(process: subprocess.Popen[bytes]) -> str:
-    return process.stderr.read().decode()[-3000:] if process.stderr else ""
+    path = LOGS.get(process.pid)
+    return path.read_text(errors="replace")[-3000:] if path is not None else ""
 
 
 async def results(settings: Settings, count: int, timeout_s: float = 300) -> Collected:

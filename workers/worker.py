@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 FETCH_TIMEOUT_MS = 100
+SHUTDOWN_LEDGER_S = 5.0  # longest wait for each ledger write while draining
 KAFKA_PROBE_S = 5.0  # how often the cluster's metadata is asked for (readiness)
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
 
@@ -307,10 +308,12 @@ class Worker:
         await asyncio.gather(*self._runners, return_exceptions=True)
         await self.publisher.drain()
         await self._commit()
+        # bounded: a pool left short by cancelled runners must not hold up the exit (leases
+        # and grants lapse by themselves)
         with contextlib.suppress(Exception):
-            await self.ledger.release_all()
+            await asyncio.wait_for(self.ledger.release_all(), SHUTDOWN_LEDGER_S)
         with contextlib.suppress(Exception):
-            await self.admission.close()
+            await asyncio.wait_for(self.admission.close(), SHUTDOWN_LEDGER_S)
         log.info(
             "worker drained: %d processed, %d queued left for redelivery", self.processed, dropped
         )

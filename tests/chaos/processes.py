@@ -68,11 +68,11 @@ def spawn_worker(
 def stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
     process.send_signal(sig)
     try:
-        return process.wait(60)
+        return process.wait(90)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
-        raise AssertionError(f"worker did not stop in 60 s:\n{stderr_tail(process)}") from None
+        raise AssertionError(f"worker did not stop in 90 s:\n{stderr_tail(process)}") from None
 
 
 def stderr_tail(process: subprocess.Popen[bytes]) -> str:

@@ -95,10 +95,19 @@ async def test_a_database_outage_pauses_work_and_the_worker_recovers_by_itself(
                 ready_again_s = await wait_for_ready(probes, True, 60)
                 collected = await results(settings, JOBS)
                 assert (await probes.get("/healthz")).status_code == 200
+                stalled = {  # what to look at if work did not resume (seen once, full size)
+                    "in_flight": sum(worker.in_flight.values()),
+                    "buffered": len(worker.scheduler),
+                    "parked": len(worker.delays),
+                    "unfinished": worker.tracker.unfinished(),
+                    "ready": (await probes.get("/readyz")).json(),
+                    "pool": worker.ledger.engine.pool.status(),
+                }
 
     assert not report["ledger"]["ok"] and report["kafka"]["ok"]
     assert calls_late == calls_early, "jobs were started while the database was unreachable"
     assert commits_late == commits_early, "offsets were committed during the outage"
+    assert collected.distinct() == JOBS, (collected.distinct(), stalled)
     copies = assert_one_result_each(collected, {f"job-{i}" for i in range(JOBS)})
     calls = sum(simulator.stats.jobs.values())
     assert max(simulator.stats.jobs.values()) == 1  # no job called twice

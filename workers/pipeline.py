@@ -25,6 +25,7 @@ from workers.access import AccessControl, Rejection
 from workers.admission import Admission, Ticket, limited
 from workers.budgets import OverBudget
 from workers.cancellations import Cancellations
+from workers.claimants import Claimants
 from workers.execution import Execution, Executor
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.repository import (
@@ -113,6 +114,7 @@ class JobPipeline:
         self.publisher = publisher
         self.executor = executor
         self.max_message_bytes = max_message_bytes
+        self.claimants = Claimants()
 
     async def handle(
         self, record: ConsumerRecord[bytes, bytes], intake: Intake | None = None
@@ -241,6 +243,21 @@ class JobPipeline:
         ticket: Ticket | None,
     ) -> int | None:
         """Claim, run, finish; returns the tokens the provider reported (None: no call)."""
+        async with self.claimants.sole((job.tenant, job.job_id)):
+            return await self._claim_and_execute_alone(
+                job, who, route, messages, topic, record, ticket
+            )
+
+    async def _claim_and_execute_alone(
+        self,
+        job: JobRequest,
+        who: Identity,
+        route: RouteConfig,
+        messages: list[dict[str, str]] | None,
+        topic: str,
+        record: ConsumerRecord[bytes, bytes],
+        ticket: Ticket | None,
+    ) -> int | None:
         replayed = any(name == HEADER_REPLAY for name, _ in record.headers or ())
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route, replayed)
         batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None

@@ -6,6 +6,7 @@ the embedded broker, real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,16 @@ async def committed_total(settings: Settings) -> int:
         return total
     finally:
         await consumer.stop()
+
+
+def dump_tasks(path: Path) -> None:
+    """Every asyncio task's stack, to see where a stalled worker waits."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()} {task.get_coro()!r}", file=out)
+        task.print_stack(limit=12, file=out)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(out.getvalue())
 
 
 async def wait_for_ready(client: httpx.AsyncClient, ready: bool, timeout_s: float) -> float:
@@ -92,8 +103,12 @@ async def test_a_database_outage_pauses_work_and_the_worker_recovers_by_itself(
                 calls_late, commits_late = simulator.stats.calls, await committed_total(settings)
                 report = (await probes.get("/readyz")).json()
                 await proxy.restore()
+                restored_at = time.monotonic()
                 ready_again_s = await wait_for_ready(probes, True, 60)
-                collected = await results(settings, JOBS)
+                collected = await results(settings, JOBS, timeout_s=120)
+                if collected.distinct() < JOBS:
+                    dump_tasks(Path("build/db-outage-stall.txt"))
+                finished_s = time.monotonic() - restored_at
                 assert (await probes.get("/healthz")).status_code == 200
                 stalled = {  # what to look at if work did not resume (seen once, full size)
                     "in_flight": sum(worker.in_flight.values()),
@@ -116,6 +131,7 @@ async def test_a_database_outage_pauses_work_and_the_worker_recovers_by_itself(
         outage_s=OUTAGE_S,
         seconds_to_not_ready=round(not_ready_s, 2),
         seconds_to_ready_after_restore=round(ready_again_s, 2),
+        seconds_to_all_results_after_restore=round(finished_s, 1),
         provider_calls_during_outage=calls_late - calls_early,
         offsets_committed_during_outage=commits_late - commits_early,
         provider_calls=calls,

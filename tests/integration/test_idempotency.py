@@ -8,9 +8,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from broker.client import HeadwayClient
+from broker.errors import LedgerUnavailable
 from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
+from workers.ledger.repository import Claim, ClaimOutcome
 from workers.simulator import SimulatorServer
 
 
@@ -81,3 +83,33 @@ async def test_a_job_past_its_deadline_expires_without_a_provider_call(
         assert result["status"] == "expired"
         assert result["error"]["code"] == "deadline_exceeded"
     assert simulator.stats.jobs["late"] == 0
+
+
+async def test_a_claim_whose_answer_was_lost_does_not_leave_the_job_waiting_on_its_own_lease(
+    make_settings: Callable[..., Settings], database_url: str, simulator: SimulatorServer
+) -> None:
+    """The database committed the claims but the connection broke before it said so (seen
+    when PostgreSQL went away mid-transaction): the worker's retry finds rows held by its own
+    lease, which it keeps renewing, and must take them over rather than wait for ever."""
+    settings = make_settings(database_url=database_url, lease_s=30.0)
+    config = development_config(simulator.base_url)
+    async with running_worker(settings, config) as worker, HeadwayClient(settings) as client:
+        real_claim, lost = worker.ledger.claim, 0
+
+        async def claim_then_lose_the_answer(claim: Claim) -> ClaimOutcome:
+            nonlocal lost
+            outcome = await real_claim(claim)
+            if lost < 5:
+                lost += 1
+                raise LedgerUnavailable("connection was closed in the middle of operation")
+            return outcome
+
+        worker.ledger.claim = claim_then_lose_the_answer  # type: ignore[method-assign]
+        await client.submit_many([chat_job(f"lost-{i}") for i in range(10)])
+        results = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.results, until_keys=10, timeout_s=20
+        )
+    assert lost == 5
+    assert results.distinct() == 10
+    assert all(r[0]["status"] == "succeeded" for r in results.by_key.values())
+    assert all(simulator.stats.jobs[f"lost-{i}"] == 1 for i in range(10))

@@ -197,3 +197,14 @@ async def test_many_concurrent_finishes_flush_together(
         *(a.finish(finish(f"c{i}", f'{{"i":{i}}}')) for i in range(300))
     )
     assert all(o == Stored() for o in outcomes)
+
+
+async def test_a_claim_of_a_row_held_by_the_workers_own_lease_takes_it_over(
+    writers: tuple[LedgerWriter, LedgerWriter],
+) -> None:
+    """The pipeline claims each job once at a time, so its own running row is an orphan of a
+    claim whose answer was lost; another worker still sees it held."""
+    a, b = writers
+    assert await a.claim(claim("j1")) == Claimed(1)
+    assert await a.claim(claim("j1")) == Claimed(2)
+    assert isinstance(await b.claim(claim("j1")), HeldElsewhere)

@@ -115,7 +115,13 @@ def _insert(dialect: str) -> Any:
 
 
 class LedgerRepository:
-    """Stateless SQL for the ledger; the clock and the lease length are injected."""
+    """Stateless SQL for the ledger; the clock and the lease length are injected.
+
+    A claim of a running row this worker's own lease holds takes it over at once: its caller
+    runs each job at most once at a time (the pipeline keeps one claimant per job), so such a
+    lease is an orphan — an earlier claim that committed but whose answer was lost when the
+    connection broke. Waiting for it would wait for ever, since the worker renews its leases.
+    """
 
     def __init__(self, owner: str, lease_s: float, clock: Callable[[], float]) -> None:
         self.owner = owner
@@ -191,7 +197,7 @@ class LedgerRepository:
                 outcomes[key] = await self._take_over(conn, key, now, reopen=row.status)
             elif row.status != RowStatus.RUNNING:
                 outcomes[key] = AlreadyFinished(row.result_json or "", usage.get(key, []))
-            elif row.lease_expires_at <= now:
+            elif row.lease_expires_at <= now or row.lease_owner == self.owner:
                 outcomes[key] = await self._take_over(conn, key, now)
             else:
                 outcomes[key] = HeldElsewhere(row.lease_owner, row.lease_expires_at)
@@ -200,12 +206,14 @@ class LedgerRepository:
     async def _take_over(
         self, conn: AsyncConnection, key: Key, now: float, reopen: str | None = None
     ) -> ClaimOutcome:
-        """Claim a running job whose lease lapsed, or (``reopen``) one that ended so."""
+        """Claim a running job whose lease lapsed or is our own orphan, or (``reopen``) one that
+        ended so."""
         tenant, job_id = key
         held = (
             (JobRow.status == reopen)
             if reopen is not None
-            else (JobRow.status == RowStatus.RUNNING.value) & (JobRow.lease_expires_at <= now)
+            else (JobRow.status == RowStatus.RUNNING.value)
+            & ((JobRow.lease_expires_at <= now) | (JobRow.lease_owner == self.owner))
         )
         statement = (
             update(JobRow)

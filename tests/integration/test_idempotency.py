@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from broker.client import HeadwayClient
-from broker.errors import LedgerUnavailable
 from broker.config import development_config
+from broker.errors import LedgerUnavailable
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
 from workers.ledger.repository import Claim, ClaimOutcome

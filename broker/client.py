@@ -21,11 +21,13 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from broker.kafka import producer_options, require_bootstrap
 from broker.settings import Settings
 from broker.topics import HEADER_SIGNATURE, Topics
+from broker.tracing import Headers, trace_headers
 from schemas.control import ControlCommand
 from schemas.jobs import JobRequest, Priority
 from schemas.results import JobResult
@@ -46,10 +48,22 @@ def encode_job(job: JobLike) -> tuple[JobRequest, bytes]:
 
 
 class HeadwayClient:
-    def __init__(self, settings: Settings, *, signing_secret: str | None = None) -> None:
+    """Jobs in, results out. Each ``submit`` runs in a producer span (``submit_many``: one span
+    for the call) whose W3C trace context goes into the records' headers, so a worker continues
+    the trace; spans go to ``tracer_provider`` or, by default, the global one (a no-op until the
+    application configures OpenTelemetry)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        signing_secret: str | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
         self.topics: Topics = settings.topics
         self._signing_secret = signing_secret
+        self._tracer = trace.get_tracer("headway.client", tracer_provider=tracer_provider)
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> HeadwayClient:
@@ -77,30 +91,38 @@ class HeadwayClient:
     def lane_topic(self, request: JobRequest, priority: Priority | None = None) -> str:
         return self.topics.jobs(priority or request.priority or Priority.NORMAL)
 
-    async def _enqueue(self, job: JobLike, priority: Priority | None) -> asyncio.Future[Any]:
+    async def _enqueue(
+        self, job: JobLike, priority: Priority | None, traced: Headers
+    ) -> asyncio.Future[Any]:
         request, value = encode_job(job)
-        headers = None
+        headers = traced
         if self._signing_secret is not None:
-            headers = [(HEADER_SIGNATURE, sign(value, self._signing_secret).encode())]
+            signature = (HEADER_SIGNATURE, sign(value, self._signing_secret).encode())
+            headers = [*traced, signature]
         future: asyncio.Future[Any] = await self.producer.send(
             self.lane_topic(request, priority),
             value=value,
             key=request.job_id.encode(),
-            headers=headers,
+            headers=headers or None,
         )
         return future
 
     async def submit(self, job: JobLike, *, priority: Priority | None = None) -> None:
         """Publish one job and wait until the broker has it."""
-        await (await self._enqueue(job, priority))
+        with self._tracer.start_as_current_span("headway submit", kind=trace.SpanKind.PRODUCER):
+            await (await self._enqueue(job, priority, trace_headers()))
 
     async def submit_many(
         self, jobs: Iterable[JobLike], *, priority: Priority | None = None
     ) -> int:
         """Publish many jobs; returns once the broker has all of them."""
-        futures = [await self._enqueue(job, priority) for job in jobs]
-        if futures:
-            await asyncio.gather(*futures)
+        kind = trace.SpanKind.PRODUCER
+        with self._tracer.start_as_current_span("headway submit_many", kind=kind) as span:
+            traced = trace_headers()
+            futures = [await self._enqueue(job, priority, traced) for job in jobs]
+            if futures:
+                await asyncio.gather(*futures)
+            span.set_attribute("messaging.batch.message_count", len(futures))
         return len(futures)
 
     async def cancel(self, command: ControlCommand) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -80,6 +81,7 @@ def demo(
 def dev(concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
     """The embedded stack with a worker, running until Ctrl-C."""
     from workers.stack import embedded_stack
+    from workers.tracing import Tracing
     from workers.worker import Worker
 
     settings = _settings()
@@ -94,8 +96,12 @@ def dev(concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
                 f"simulator: {stack.simulator_url}"
             )
             console.print(f"export HEADWAY_KAFKA_BOOTSTRAP={stack.settings.kafka_bootstrap}")
-            async with Worker(stack.settings, stack.config) as worker:
-                await _until_signal(worker.run(stop), stop)
+            tracing = Tracing.from_env(os.environ, default_exporter="console")
+            try:
+                async with Worker(stack.settings, stack.config, tracing=tracing) as worker:
+                    await _until_signal(worker.run(stop), stop)
+            finally:
+                tracing.close()
 
     _run(main())
 
@@ -114,6 +120,7 @@ def worker(
 ) -> None:
     """One worker process."""
     from broker.embedded import EmbeddedKafka
+    from workers.tracing import Tracing
     from workers.worker import Worker
 
     settings = _settings()
@@ -123,6 +130,7 @@ def worker(
         settings = settings.model_copy(update={"http_port": http_port})
     if not settings.kafka_bootstrap and not embedded:
         raise HeadwayError("HEADWAY_KAFKA_BOOTSTRAP is not set; set it, or pass --embedded")
+    tracing = Tracing.from_env(os.environ)  # OTEL_TRACES_EXPORTER=otlp|console; off by default
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -142,10 +150,11 @@ def worker(
                     settings.config,
                 )
             await create_topics(settings, config)
-            async with Worker(settings, config) as running:
+            async with Worker(settings, config, tracing=tracing) as running:
                 console.print(f"worker {settings.worker_id}: concurrency {settings.concurrency}")
                 await _until_signal(running.run(stop), stop)
         finally:
+            tracing.close()
             if kafka is not None:
                 kafka.stop()
 

@@ -50,6 +50,7 @@ from workers.outcomes import (
 from workers.publisher import Publisher
 from workers.quotas import Wait
 from workers.routing import CostLimited, Router
+from workers.tracing import Tracing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,8 +101,10 @@ class JobPipeline:
         admission: Admission | None = None,
         router: Router | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing.off()
         self.cancellations = cancellations
         self.admission = admission
         self.access = AccessControl(config)
@@ -183,6 +186,7 @@ class JobPipeline:
     # -- a valid job --------------------------------------------------------------------------
 
     async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> Wait | None:
+        self.tracing.describe(job)
         tenant = self.config.tenant(job.tenant)
         topic = result_topic(job, tenant, self.topics)
         who = Identity.of(job)
@@ -209,9 +213,10 @@ class JobPipeline:
             return None
         ticket: Ticket | None = None
         if self.admission is not None and tenant is not None and limited(tenant):
-            admitted = await self._with_ledger(
-                lambda: self.admission.admit(job, tenant, checked, messages)  # type: ignore[union-attr]
-            )
+            with self.tracing.span("quota_wait"):
+                admitted = await self._with_ledger(
+                    lambda: self.admission.admit(job, tenant, checked, messages)  # type: ignore[union-attr]
+                )
             if isinstance(admitted, Wait):
                 return admitted
             if isinstance(admitted, OverBudget):
@@ -264,7 +269,8 @@ class JobPipeline:
         if batcher is not None:
             batcher.expect(job.route)  # a partial micro-batch of the route may wait for it
         try:
-            outcome = await self._claim(claim)
+            with self.tracing.span("ledger claim"):
+                outcome = await self._claim(claim)
         finally:
             if batcher is not None:
                 batcher.arrived(job.route)
@@ -308,7 +314,8 @@ class JobPipeline:
             )
             await self._finish(result, [], topic, ticket)
             return None
-        plan = self.router.plan(route, job, messages)
+        with self.tracing.span("route"):
+            plan = self.router.plan(route, job, messages)
         if isinstance(plan, CostLimited):
             result = terminal_result(
                 who, JobStatus.REJECTED, ErrorCode.COST_LIMIT_EXCEEDED, plan.message
@@ -317,9 +324,10 @@ class JobPipeline:
             return None
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
-                execution = await self.executor.execute(
-                    job, plan, messages, deadline, park_after_s=self.park_after_s
-                )
+                with self.tracing.span("provider"):
+                    execution = await self.executor.execute(
+                        job, plan, messages, deadline, park_after_s=self.park_after_s
+                    )
         except TimeoutError:
             result = terminal_result(
                 who,
@@ -384,7 +392,8 @@ class JobPipeline:
         hold = ticket.hold if ticket is not None else None
         if hold is not None:  # settled in the transaction that stores the usage events
             record = dataclasses.replace(record, budget_period=hold.period)
-        outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.finish(record))
+        with self.tracing.span("ledger finish"):
+            outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.finish(record))
         if ticket is not None:
             ticket.hold = None
         if isinstance(outcome, Stored):  # counted once, by the finisher that stored it
@@ -421,9 +430,17 @@ class JobPipeline:
     async def _publish(
         self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
     ) -> None:
-        futures = [await self.publisher.send(topic, job_id, result_json.encode())]
+        with self.tracing.span("publish"):
+            await self._publish_records(topic, tenant, job_id, result_json, usage_payloads)
+
+    async def _publish_records(
+        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
+    ) -> None:
+        traced = self.tracing.headers()  # the result carries the job's trace context
+        futures = [await self.publisher.send(topic, job_id, result_json.encode(), traced)]
         for payload in usage_payloads:
-            futures.append(await self.publisher.send(self.topics.usage, tenant, payload.encode()))
+            usage = payload.encode()
+            futures.append(await self.publisher.send(self.topics.usage, tenant, usage, traced))
         # the futures are shared with other jobs' records: asyncio.wait never cancels them
         await asyncio.wait(futures)
         for future in futures:

@@ -56,6 +56,7 @@ from workers.readiness import Readiness, watch_kafka, watch_ledger
 from workers.retry import RetryPolicy
 from workers.routing import Router
 from workers.scheduler import LaneScheduler, QueuedJob
+from workers.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,10 @@ class Worker:
         providers: dict[str, Provider] | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing.off()  # its owner (the CLI) closes it
         self.config = config
         self.topics = settings.topics
         self._lanes = self.topics.job_lanes
@@ -161,6 +164,7 @@ class Worker:
         self._stack.push_async_callback(engine.dispose)
         self.cancellations = Cancellations(engine)
         http = create_http_client(settings.http_max_connections)
+        self.tracing.instrument(http)
         self._stack.push_async_callback(http.aclose)
         producer = AIOKafkaProducer(**producer_options(settings))
         await producer.start()
@@ -217,6 +221,7 @@ class Worker:
             admission=self.admission,
             router=router,
             metrics=self.metrics,
+            tracing=self.tracing,
         )
         self._register_gauges(executor)
         await self.cancellations.refresh()  # known cancels apply before the first fetch
@@ -393,17 +398,10 @@ class Worker:
                 waited = time.time() - job.record.timestamp / 1000
                 self.metrics.job_started(job.lane.value, waited)
             try:
-                if job.spill_s is not None:  # a throttled tenant's job: wait on the retry topic
-                    await self.pipeline.defer(job.record, job.spill_s)
+                with self.tracing.job(job.record):
+                    finished = await self._run_one(job)
+                if finished:
                     self.tracker.done(job.tp, job.record.offset)
-                    continue
-                wait = await self._process(job)
-                if wait is not None:  # not admitted yet: back in its queue, tenant set aside
-                    self.metrics.deferred(job.tenant, wait.reason)
-                    self.scheduler.defer(job, wait)
-                    continue
-                self.tracker.done(job.tp, job.record.offset)
-                self.processed += 1
             except Exception:
                 # even the dead letter failed (Kafka unreachable?): keep the offset unfinished
                 # so the job is redelivered, and keep this runner alive
@@ -411,6 +409,19 @@ class Worker:
             finally:
                 self.in_flight[job.tp] -= 1
                 self._job_finished.set()
+
+    async def _run_one(self, job: QueuedJob) -> bool:
+        """Run (or defer) one job from the buffer; True once its offset may be committed."""
+        if job.spill_s is not None:  # a throttled tenant's job: wait on the retry topic
+            await self.pipeline.defer(job.record, job.spill_s)
+            return True
+        wait = await self._process(job)
+        if wait is not None:  # not admitted yet: back in its queue, tenant set aside
+            self.metrics.deferred(job.tenant, wait.reason)
+            self.scheduler.defer(job, wait)
+            return False
+        self.processed += 1
+        return True
 
     async def _wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
         """Wait (woken by each finished job) until ``condition`` holds or time runs out."""

@@ -117,6 +117,12 @@ class HeadwayConfig(_Frozen):
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
 
+    def secret_env_names(self) -> set[str]:
+        """The environment variables holding this config's secrets (to keep out of logs)."""
+        names = {p.api_key_env for p in self.providers.values() if p.api_key_env}
+        names |= {t.signing_secret_env for t in self.tenants.values() if t.signing_secret_env}
+        return names
+
     @model_validator(mode="after")
     def _references_resolve(self) -> HeadwayConfig:
         for route_name, route in self.routes.items():

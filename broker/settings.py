@@ -10,9 +10,9 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.topics import DEFAULT_CONSUMER_GROUP, DEFAULT_PREFIX, Topics
@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     revoke_grace_s: Annotated[float, Field(ge=0)] = 10.0
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
     lease_s: Annotated[float, Field(gt=0)] = 30.0
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="json, text, or auto: JSON unless stderr is a terminal"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ledger_flush_ms: Annotated[int, Field(ge=0)] = 5
     ledger_batch_max: Annotated[int, Field(ge=1)] = 1000
 
@@ -109,6 +113,15 @@ class Settings(BaseSettings):
     embed_max_batch_tokens: Annotated[int, Field(ge=1)] = Field(
         250_000, description="estimated tokens per combined embeddings request, at most"
     )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """``info`` and ``INFO`` alike; formats in lower case."""
+        if not isinstance(value, str):
+            return value
+        levels = ("debug", "info", "warning", "error")
+        return value.upper() if value.lower() in levels else value.lower()
 
     @property
     def topics(self) -> Topics:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from broker.admin import create_topics
 from broker.client import HeadwayClient
-from broker.config import load_config
+from broker.config import HeadwayConfig, load_config
 from broker.errors import HeadwayError
 from broker.settings import Settings
 from schemas.control import ControlCommand
@@ -27,6 +27,7 @@ from schemas.jobs import Priority
 from workers.cli_dlq import dlq_app
 from workers.ledger import queries
 from workers.ledger.db import create_engine, upgrade
+from workers.logs import configure_logging, redact_secrets
 from workers.simulator.server import SimulatorConfig
 from workers.submission import Overrides, parse_file
 
@@ -96,6 +97,7 @@ def dev(concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
                 f"simulator: {stack.simulator_url}"
             )
             console.print(f"export HEADWAY_KAFKA_BOOTSTRAP={stack.settings.kafka_bootstrap}")
+            _secrets_out_of_logs(stack.config)
             tracing = Tracing.from_env(os.environ, default_exporter="console")
             try:
                 async with Worker(stack.settings, stack.config, tracing=tracing) as worker:
@@ -143,6 +145,7 @@ def worker(
             console.print(f"embedded broker at {kafka.bootstrap}")
         try:
             config = load_config(settings.config)
+            _secrets_out_of_logs(config)
             if not settings.config.exists():
                 logging.getLogger("headway").warning(
                     "no config file at %s: using the built-in development config "
@@ -342,12 +345,21 @@ def simulator(
     _run(serve(config, host, port))
 
 
+def _configure_logging() -> None:
+    try:
+        settings = Settings()
+    except ValidationError:  # the command itself reports the bad setting
+        configure_logging()
+    else:
+        configure_logging(settings.log_format, settings.log_level)
+
+
+def _secrets_out_of_logs(config: HeadwayConfig) -> None:
+    redact_secrets(os.environ[name] for name in config.secret_env_names() if name in os.environ)
+
+
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("aiokafka", "httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_logging()
     try:
         app(args=argv, standalone_mode=False)
     except HeadwayError as error:

@@ -44,6 +44,15 @@ class Unreadable:
 Intake = ValidJob | InvalidJob | Unreadable
 
 
+def job_id_of(intake: Intake | None) -> str | None:
+    """The job's id, where the record names one (for log lines)."""
+    if isinstance(intake, ValidJob):
+        return intake.job.job_id
+    if isinstance(intake, InvalidJob):
+        return intake.job_id
+    return None
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

@@ -40,10 +40,11 @@ from workers.delays import DelayQueue
 from workers.execution import Executor
 from workers.health import BreakerSettings, HealthBoard
 from workers.http import create_http_client
-from workers.intake import Intake, InvalidJob, ValidJob, parse_job
+from workers.intake import Intake, InvalidJob, ValidJob, job_id_of, parse_job
 from workers.ledger.db import create_engine, is_sqlite
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
+from workers.logs import job_context
 from workers.metrics import Metrics
 from workers.offsets import OffsetTracker
 from workers.pipeline import JobPipeline
@@ -397,18 +398,19 @@ class Worker:
             if job.record.timestamp and job.tp.topic != self.topics.retry:
                 waited = time.time() - job.record.timestamp / 1000
                 self.metrics.job_started(job.lane.value, waited)
-            try:
-                with self.tracing.job(job.record):
-                    finished = await self._run_one(job)
-                if finished:
-                    self.tracker.done(job.tp, job.record.offset)
-            except Exception:
-                # even the dead letter failed (Kafka unreachable?): keep the offset unfinished
-                # so the job is redelivered, and keep this runner alive
-                log.exception("job at %s:%d left unfinished", job.tp, job.record.offset)
-            finally:
-                self.in_flight[job.tp] -= 1
-                self._job_finished.set()
+            with job_context(job_id_of(job.intake), job.tenant or None):
+                try:
+                    with self.tracing.job(job.record):
+                        finished = await self._run_one(job)
+                    if finished:
+                        self.tracker.done(job.tp, job.record.offset)
+                except Exception:
+                    # even the dead letter failed (Kafka unreachable?): keep the offset
+                    # unfinished so the job is redelivered, and keep this runner alive
+                    log.exception("job at %s:%d left unfinished", job.tp, job.record.offset)
+                finally:
+                    self.in_flight[job.tp] -= 1
+                    self._job_finished.set()
 
     async def _run_one(self, job: QueuedJob) -> bool:
         """Run (or defer) one job from the buffer; True once its offset may be committed."""

@@ -35,7 +35,7 @@ from workers.providers.base import ChatCall, EmbeddingCall, Provider
 from workers.retry import RetryPolicy
 
 #: (provider, model, outcome: "ok" or the error's class name, seconds) of each provider call
-CallObserver = Callable[[str, str, str, float], None]
+CallObserver = Callable[[str, str, str, float, bool], None]  # …, seconds, a retry?
 ROOM_WAIT_S = 1.0  # longest wait for a deployment's calls in doubt to resolve before re-checking
 
 
@@ -224,12 +224,13 @@ class Executor:
     ) -> bool:
         """One admitted call; True when it succeeded, False after a retryable failure."""
         execution.attempts += 1
+        retry = execution.attempts > 1
         started = time.monotonic()
         health, limiter = call.health, call.limiter
         try:
             await self._call(job, call.deployment, messages, execution)
         except ProviderError as error:
-            self._observe(call.deployment, type(error).__name__, started)
+            self._observe(call.deployment, type(error).__name__, started, retry)
             pushed_back = isinstance(error, ProviderRateLimited | ProviderOverloaded)
             if limiter is not None:
                 limiter.finished(call.reserve, None, pushed_back=pushed_back)
@@ -252,13 +253,15 @@ class Executor:
         if limiter is not None:
             limiter.finished(call.reserve, used, pushed_back=False)
         health.succeeded(time.monotonic() - started)
-        self._observe(call.deployment, "ok", started)
+        self._observe(call.deployment, "ok", started, retry)
         return True
 
-    def _observe(self, deployment: DeploymentConfig, outcome: str, started: float) -> None:
+    def _observe(
+        self, deployment: DeploymentConfig, outcome: str, started: float, retry: bool
+    ) -> None:
         if self._on_call is not None:
             seconds = time.monotonic() - started
-            self._on_call(deployment.provider, deployment.model, outcome, seconds)
+            self._on_call(deployment.provider, deployment.model, outcome, seconds, retry)
 
     async def _call(
         self,

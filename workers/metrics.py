@@ -9,6 +9,7 @@ workers in one process — tests — do not mix). Names, as Prometheus shows the
 - ``headway_tokens_total{tenant, route, direction}`` — input / output tokens of usage events
 - ``headway_cost_usd_total{tenant, route}`` — spend of usage events
 - ``headway_quota_deferrals_total{tenant, reason}`` — a job not admitted yet (rpm, tpm, …)
+- ``headway_provider_retries_total{provider, model}`` — calls that were not a job's first
 - ``headway_parks_total{reason}`` — jobs parked on the retry topic (provider, quota)
 - ``headway_in_flight``, ``headway_buffered_jobs{lane}``, ``headway_consumer_lag{lane}``
   (records not yet fetched), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
@@ -51,6 +52,7 @@ class Metrics:
         self._cost = self._counter(meter, "headway_cost_usd", "spend in USD")
         self._deferrals = self._counter(meter, "headway_quota_deferrals", "jobs not admitted yet")
         self._parks = self._counter(meter, "headway_parks", "jobs parked")
+        self._retries = self._counter(meter, "headway_provider_retries", "repeated calls")
         self._queue_wait = meter.create_histogram(
             "headway_queue_wait", unit="s", description="from the record's timestamp to start"
         )
@@ -87,8 +89,12 @@ class Metrics:
     def job_started(self, lane: str, waited_s: float) -> None:
         self._queue_wait.record(max(0.0, waited_s), {"lane": lane})
 
-    def provider_call(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+    def provider_call(
+        self, provider: str, model: str, outcome: str, seconds: float, retry: bool
+    ) -> None:
         self._latency.record(seconds, {"provider": provider, "model": model, "outcome": outcome})
+        if retry:
+            self._retries[(("provider", provider), ("model", model))] += 1
 
     def deferred(self, tenant: str, reason: str) -> None:
         self._deferrals[(("tenant", tenant), ("reason", reason))] += 1
@@ -108,9 +114,25 @@ class Metrics:
         meter = self._provider.get_meter("headway.worker")
         meter.create_observable_gauge(name, callbacks=[observe], description=description)
 
-    @staticmethod
-    def circuit_values(states: Mapping[str, CircuitState]) -> dict[str, float]:
-        return {key: _CIRCUIT_VALUES[state] for key, state in states.items()}
+    def worker_gauges(
+        self,
+        *,
+        in_flight: Callable[[], float],
+        buffered: Gauges,
+        lag: Gauges,
+        circuits: Callable[[], Mapping[str, CircuitState]],
+        ready: Callable[[], bool],
+    ) -> None:
+        """The worker's gauges, each read at scrape time (lane- and deployment-labelled)."""
+        self.gauge("headway_in_flight", "", lambda: {"": in_flight()})
+        self.gauge("headway_buffered_jobs", "lane", buffered)
+        self.gauge("headway_consumer_lag", "lane", lag)
+        self.gauge(
+            "headway_circuit_state",
+            "deployment",
+            lambda: {key: _CIRCUIT_VALUES[state] for key, state in circuits().items()},
+        )
+        self.gauge("headway_ready", "", lambda: {"": float(ready())})
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

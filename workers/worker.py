@@ -263,16 +263,14 @@ class Worker:
         await self._stack.aclose()
 
     def _register_gauges(self, executor: Executor) -> None:
-        metrics, topics = self.metrics, self._lanes
-        metrics.gauge("headway_in_flight", "", lambda: {"": sum(self.in_flight.values())})
-        metrics.gauge("headway_buffered_jobs", "lane", self.scheduler.depths)
-        metrics.gauge("headway_consumer_lag", "lane", lambda: self._lag(topics))
-        metrics.gauge(
-            "headway_circuit_state",
-            "deployment",
-            lambda: metrics.circuit_values(executor.board.snapshot()),
+        lanes = self._lanes
+        self.metrics.worker_gauges(
+            in_flight=lambda: sum(self.in_flight.values()),
+            buffered=self.scheduler.depths,
+            lag=lambda: self._lag(lanes),
+            circuits=executor.board.snapshot,
+            ready=lambda: self.readiness.ready,
         )
-        metrics.gauge("headway_ready", "", lambda: {"": float(self.readiness.ready)})
 
     def _lag(self, lanes: dict[str, Priority]) -> dict[str, float]:
         """Records not fetched yet, per lane, by the last fetch's high watermarks."""

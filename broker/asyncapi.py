@@ -35,7 +35,8 @@ def describe(topics: Topics) -> KafkaBroker:
         broker.subscriber(
             topics.jobs(lane),
             title=f"{topics.jobs(lane)}:JobRequest",
-            description=f"{lane.value}-priority jobs, written by producers; key = job_id",
+            description=f"{lane.value}-priority jobs, written by producers; key = job_id; "
+            "optional headers: traceparent/tracestate (W3C trace context), headway-signature",
         )(job)
 
     async def control(message: ControlCommand) -> None:  # documentation only
@@ -45,7 +46,8 @@ def describe(topics: Topics) -> KafkaBroker:
     broker.publisher(
         topics.results,
         title=f"{topics.results}:JobResult",
-        description="one terminal result per (tenant, job_id); key = job_id",
+        description="one terminal result per (tenant, job_id); key = job_id; header "
+        "traceparent continues the job's trace when tracing is on",
         schema=JobResult,
     )
     broker.publisher(

@@ -321,6 +321,37 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 
 @app.command()
+def docs(
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    print_only: Annotated[
+        bool, typer.Option("--print", help="write the AsyncAPI YAML to stdout and exit")
+    ] = False,
+) -> None:
+    """Serve the AsyncAPI document of the topics (HEADWAY_TOPIC_PREFIX) until Ctrl-C."""
+    from broker.docs_site import DocsSite
+
+    settings = _settings()
+    if print_only:
+        import yaml
+
+        from broker.asyncapi import specification
+
+        document = specification(settings).to_jsonable()
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=True, allow_unicode=True, width=100))
+        return
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        async with DocsSite(settings, host, port) as site:
+            console.print(f"AsyncAPI: [bold]{site.url}[/]  ({site.url}asyncapi.yaml)")
+            await stop.wait()
+
+    _run(main())
+
+
+@app.command()
 def simulator(
     port: Annotated[int, typer.Option()] = 8089,
     host: Annotated[str, typer.Option()] = "127.0.0.1",

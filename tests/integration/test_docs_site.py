@@ -14,13 +14,13 @@ from workers.cli import main
 
 
 async def test_the_docs_site_serves_the_document_for_the_configured_prefix() -> None:
-    async with DocsSite(Settings(topic_prefix="acme"), port=0) as site:
-        async with httpx.AsyncClient(base_url=site.url) as http:
-            page, text, data = (
-                await http.get("/"),
-                await http.get("/asyncapi.yaml"),
-                await http.get("/asyncapi.json"),
-            )
+    site = DocsSite(Settings(topic_prefix="acme"), port=0)
+    async with site, httpx.AsyncClient(base_url=f"http://127.0.0.1:{site.port}") as http:
+        page, text, data = (
+            await http.get("/"),
+            await http.get("/asyncapi.yaml"),
+            await http.get("/asyncapi.json"),
+        )
     assert page.status_code == 200 and "AsyncApiStandalone" in page.text
     document = yaml.safe_load(text.text)
     assert data.json() == document

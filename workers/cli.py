@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -318,6 +319,24 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     settings = _settings()
     _run(upgrade(settings.database_url, revision))
     console.print(f"ledger at {settings.database_url} is at {revision}")
+
+
+@app.command()
+def top(
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="a worker's HTTP address (repeat for each); default this host's"),
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between refreshes")] = 2.0,
+    frames: Annotated[int | None, typer.Option(min=1, help="stop after this many")] = None,
+) -> None:
+    """A live view of the workers: throughput, lag per lane, in flight, spend per tenant."""
+    from workers.top import run_top
+
+    settings = _settings()
+    urls = url or [f"http://127.0.0.1:{settings.http_port or 9100}"]
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one leaves it
+        _run(run_top(urls, console, interval, frames))
 
 
 @app.command()

@@ -11,28 +11,30 @@ instead of waiting for a lease the worker itself keeps renewing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 Key = tuple[str, str]  # (tenant, job_id)
 
 
 class Claimants:
-    """``async with claimants.sole(key): claim, run, finish``."""
+    """``await claimants.enter(key)`` … ``claimants.leave(key)`` around claim, run, finish."""
 
     def __init__(self) -> None:
-        self._busy: dict[Key, asyncio.Event] = {}
+        # a key is busy while present; its event is made only when a duplicate has to wait
+        self._busy: dict[Key, asyncio.Event | None] = {}
 
     def __len__(self) -> int:
         return len(self._busy)
 
-    @contextlib.asynccontextmanager
-    async def sole(self, key: Key) -> AsyncIterator[None]:
-        while (busy := self._busy.get(key)) is not None:
-            await busy.wait()
-        done = self._busy[key] = asyncio.Event()
-        try:
-            yield
-        finally:
-            del self._busy[key]
+    async def enter(self, key: Key) -> None:
+        """Return once no other runner of this process holds ``key``; then hold it."""
+        while key in self._busy:
+            done = self._busy[key]
+            if done is None:
+                done = self._busy[key] = asyncio.Event()
+            await done.wait()
+        self._busy[key] = None
+
+    def leave(self, key: Key) -> None:
+        done = self._busy.pop(key, None)
+        if done is not None:
             done.set()

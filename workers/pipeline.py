@@ -248,10 +248,14 @@ class JobPipeline:
         ticket: Ticket | None,
     ) -> int | None:
         """Claim, run, finish; returns the tokens the provider reported (None: no call)."""
-        async with self.claimants.sole((job.tenant, job.job_id)):
+        key = (job.tenant, job.job_id)
+        await self.claimants.enter(key)
+        try:
             return await self._claim_and_execute_alone(
                 job, who, route, messages, topic, record, ticket
             )
+        finally:
+            self.claimants.leave(key)
 
     async def _claim_and_execute_alone(
         self,

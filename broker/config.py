@@ -92,10 +92,38 @@ class DeploymentConfig(_Frozen):
         ) / 1_000_000
 
 
+class TemplateSplit(_Frozen):
+    """A share of a route's jobs that use ``template`` without pinning a version."""
+
+    template: Annotated[str, Field(min_length=1, max_length=128)]
+    version: Annotated[int, Field(ge=1)]
+    weight: Annotated[float, Field(gt=0)] = 1.0
+
+
 class RouteConfig(_Frozen):
     kind: JobKind
     strategy: Strategy = Strategy.ORDERED
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
+    template_split: list[TemplateSplit] = Field(default_factory=list)
+
+    def split_of(self, template: str) -> list[TemplateSplit]:
+        """The versions (and weights) jobs naming ``template`` without a version are split
+        across; empty: they get the latest version."""
+        return [split for split in self.template_split if split.template == template]
+
+    @model_validator(mode="after")
+    def _split_is_for_chat(self) -> RouteConfig:
+        if self.template_split and self.kind is not JobKind.CHAT:
+            raise ValueError("template_split: only chat routes render templates")
+        seen: set[tuple[str, int]] = set()
+        for index, split in enumerate(self.template_split):
+            if (split.template, split.version) in seen:
+                raise ValueError(
+                    f"template_split.{index}: {split.template} version {split.version} is "
+                    "listed twice"
+                )
+            seen.add((split.template, split.version))
+        return self
 
 
 class TenantConfig(_Frozen):

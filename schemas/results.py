@@ -69,6 +69,12 @@ class JobResult(_Message):
     kind: JobKind | None = None
     route: str | None = None
     metadata: dict[str, Any] | None = None
+    template: str | None = Field(
+        default=None, description="headway extension: the prompt template rendered, if any"
+    )
+    template_version: int | None = Field(
+        default=None, ge=1, description="headway extension: the version of that template"
+    )
     status: JobStatus
     output: ChatOutput | EmbeddingOutput | None = None
     provider: str | None = None

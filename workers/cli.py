@@ -26,6 +26,7 @@ from broker.settings import Settings
 from schemas.control import ControlCommand
 from schemas.jobs import Priority
 from workers.cli_dlq import dlq_app
+from workers.cli_templates import templates_app
 from workers.ledger import queries
 from workers.ledger.db import create_engine, upgrade
 from workers.logs import configure_logging, redact_secrets
@@ -40,6 +41,7 @@ db_app = typer.Typer(no_args_is_help=True, help="the ledger database")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(templates_app, name="templates")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")

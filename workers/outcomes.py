@@ -29,6 +29,8 @@ class Identity:
     kind: JobKind | None = None
     route: str | None = None
     metadata: dict[str, Any] | None = None
+    template: str | None = None  # the prompt template and version rendered, when one was
+    template_version: int | None = None
 
     @classmethod
     def of(cls, job: JobRequest) -> Identity:
@@ -78,6 +80,8 @@ def terminal_result(
         kind=who.kind,
         route=who.route,
         metadata=who.metadata,
+        template=who.template,
+        template_version=who.template_version,
         status=status,
         attempts=attempts,
         error=JobError(code=code, message=message),
@@ -100,6 +104,8 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
         "kind": who.kind,
         "route": who.route,
         "metadata": who.metadata,
+        "template": who.template,
+        "template_version": who.template_version,
         "usage": usage,
         "cost_usd": sum(c.cost_usd for c in calls),
         "attempts": execution.attempts,

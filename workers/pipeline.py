@@ -20,8 +20,7 @@ from broker.errors import LedgerUnavailable
 from broker.topics import HEADER_ATTEMPTS, HEADER_REPLAY, HEADER_RETRY_COUNT, Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
-from workers import templates
-from workers.access import AccessControl, Rejection
+from workers.access import Rejection
 from workers.admission import Admission, Ticket, limited
 from workers.budgets import OverBudget
 from workers.cancellations import Cancellations
@@ -47,9 +46,11 @@ from workers.outcomes import (
     terminal_result,
     usage_events,
 )
+from workers.preparation import Preparation
 from workers.publisher import Publisher
 from workers.quotas import Wait
 from workers.routing import CostLimited, Router
+from workers.template_catalog import TemplateCatalog
 from workers.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class JobPipeline:
         self.tracing = tracing or Tracing.off()
         self.cancellations = cancellations
         self.admission = admission
-        self.access = AccessControl(config)
+        self.preparation = Preparation(config, TemplateCatalog(ledger.run))
         self.park_after_s = park_after_s
         self.max_parks = max_parks
         self.router = router or Router(executor.board, executor.calibration)
@@ -167,22 +168,6 @@ class JobPipeline:
             await self._settle(result, result_topic(None, tenant, self.topics))
         await dead
 
-    def _check(
-        self, job: JobRequest, tenant: TenantConfig | None, record: ConsumerRecord[bytes, bytes]
-    ) -> Rejection | RouteConfig:
-        refused = self.access.check(job, tenant, record.value or b"", record.headers)
-        if refused is not None:
-            return refused
-        route = self.config.routes.get(job.route)
-        if route is None:
-            return Rejection(ErrorCode.UNKNOWN_ROUTE, f"route: no route named '{job.route}'")
-        if route.kind is not job.kind:
-            return Rejection(
-                ErrorCode.INVALID_REQUEST,
-                f"kind: route '{job.route}' serves {route.kind.value} jobs, not {job.kind.value}",
-            )
-        return route
-
     # -- a valid job --------------------------------------------------------------------------
 
     async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> Wait | None:
@@ -190,19 +175,19 @@ class JobPipeline:
         tenant = self.config.tenant(job.tenant)
         topic = result_topic(job, tenant, self.topics)
         who = Identity.of(job)
-        checked = self._check(job, tenant, record)
-        messages: list[dict[str, str]] | None = None
-        if isinstance(checked, RouteConfig) and job.template is not None:
-            try:
-                messages = templates.render(job.template)
-            except templates.TemplateError as error:
-                checked = Rejection(ErrorCode.INVALID_REQUEST, str(error))
-        elif job.messages is not None:
-            messages = [{"role": m.role, "content": m.content} for m in job.messages]
-        if isinstance(checked, Rejection):
-            result = terminal_result(who, JobStatus.REJECTED, checked.code, checked.message)
+        value, headers = record.value or b"", record.headers
+        prepared = await self._with_ledger(
+            lambda: self.preparation.prepare(job, tenant, value, headers)
+        )
+        if isinstance(prepared, Rejection):
+            result = terminal_result(who, JobStatus.REJECTED, prepared.code, prepared.message)
             await self._settle(result, topic)
             return None
+        if prepared.template is not None:
+            who = dataclasses.replace(
+                who, template=prepared.template, template_version=prepared.template_version
+            )
+        checked, messages = prepared.route, prepared.messages
         if self.cancellations is not None and self.cancellations.is_cancelled(
             job.tenant, job.job_id, job.batch_id
         ):

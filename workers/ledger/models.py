@@ -158,3 +158,16 @@ class BudgetHoldRow(Base):
         Index("ix_budget_holds_period", "tenant", "period"),
         Index("ix_budget_holds_owner", "owner"),
     )
+
+
+class TemplateRow(Base):
+    """One immutable version of a prompt template (``headway templates push``); ``body`` is
+    its JSON (description, messages, defaults) and ``digest`` identifies that content."""
+
+    __tablename__ = "prompt_templates"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)

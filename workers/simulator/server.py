@@ -44,6 +44,7 @@ class SimulatorConfig:
     seed: int | None = None
     error_status: int = 500  # 500 → server error; 503 / 529 → "overloaded" in each wire's words
     omit_usage: bool = False  # OpenAI wire: answer without ``usage``, like some compatible servers
+    request_log: int = 10_000  # the latest request bodies kept for tests (GET /_sim/requests)
 
 
 @dataclasses.dataclass
@@ -79,6 +80,10 @@ class SimulatorServer:
         self.host = host
         self.port = port
         self._window: collections.deque[float] = collections.deque()
+        # (path, job header, JSON body) of the latest requests that had a readable body
+        self.requests: collections.deque[tuple[str, str | None, dict[str, Any]]] = (
+            collections.deque(maxlen=self.config.request_log)
+        )
         self._random = random.Random(self.config.seed)
         self._runner: web.AppRunner | None = None
 
@@ -104,6 +109,7 @@ class SimulatorServer:
             app.router.add_post(path, functools.partial(handler, self))
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_sim/stats", self._get_stats)
+        app.router.add_get("/_sim/requests", self._get_requests)
         app.router.add_post("/_sim/config", self._set_config)
         app.router.add_post("/_sim/reset", self._reset)
         return app
@@ -173,6 +179,7 @@ class SimulatorServer:
             return None, self.bad_request("We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
             return None, self.bad_request("The request body must be a JSON object.")
+        self.requests.append((request.path, job, body))
         delay = behaviour.requested_latency_ms(body)
         if delay is None:
             delay = self.config.latency_ms + self._random.uniform(0, self.config.latency_jitter_ms)
@@ -208,6 +215,12 @@ class SimulatorServer:
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_dict())
 
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        """The logged requests, oldest first: ``[{"path", "job", "body"}, …]``."""
+        return web.json_response(
+            [{"path": path, "job": job, "body": body} for path, job, body in self.requests]
+        )
+
     async def _set_config(self, request: web.Request) -> web.Response:
         changes = await request.json()
         for key, value in changes.items():
@@ -219,4 +232,5 @@ class SimulatorServer:
     async def _reset(self, request: web.Request) -> web.Response:
         self.stats = SimulatorStats()
         self._window.clear()
+        self.requests.clear()
         return web.json_response({"ok": True})

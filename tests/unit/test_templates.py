@@ -1,0 +1,86 @@
+"""Prompt templates: Jinja2 in a sandbox, strict about variables, checked when pushed, and split
+across versions by weight, stably per job."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from workers.template_catalog import _pick
+from workers.templates import Template, TemplateError, TemplateSpec, load_file, parse_spec
+
+
+def template(*messages: tuple[str, str], defaults: dict[str, str] | None = None) -> Template:
+    spec = TemplateSpec("t", tuple(messages), tuple(sorted((defaults or {}).items())))
+    return Template(spec, 1)
+
+
+def test_jinja_loops_conditions_and_filters_render() -> None:
+    rendered = template(
+        ("user", "{% if tone %}Tone: {{ tone | upper }}. {% endif %}{{ text | trim }}"),
+        defaults={"tone": ""},
+    ).render({"text": "  hello  ", "tone": "warm"})
+    assert rendered == [{"role": "user", "content": "Tone: WARM. hello"}]
+
+
+def test_a_default_fills_a_variable_the_job_left_out() -> None:
+    rendered = template(("user", "{{ n }} words"), defaults={"n": "60"}).render({})
+    assert rendered[0]["content"] == "60 words"
+
+
+def test_the_sandbox_refuses_to_reach_python_internals() -> None:
+    unsafe = template(("user", "{{ text.__class__.__mro__[1].__subclasses__() }}"))
+    with pytest.raises(TemplateError, match="failed to render"):
+        unsafe.render({"text": "x"})
+
+
+def test_a_variable_another_version_of_the_split_uses_is_not_unknown() -> None:
+    one = template(("user", "{{ text }}"))
+    assert one.render({"text": "a", "tone": "b"}, also_known=frozenset({"tone"}))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "name: a string"),
+        ({"name": "n", "messages": []}, "messages: a non-empty list"),
+        ({"name": "n", "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        ({"name": "n", "messages": [{"role": "user", "content": "{{ x"}]}, "not a valid Jinja2"),
+        ({"name": "n", "messages": [{"role": "user"}]}, "messages.0: exactly the keys"),
+        ({"name": "n", "messages": [{"role": "user", "content": "x"}], "extra": 1}, "extra"),
+        (
+            {"name": "n", "messages": [{"role": "user", "content": "x"}], "defaults": {"a": 1}},
+            "defaults: a table of string values",
+        ),
+    ],
+)
+def test_a_bad_template_file_is_refused_naming_the_field(
+    data: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TemplateError, match=message):
+        parse_spec(data, "t.toml")
+
+
+def test_a_toml_file_loads_and_its_digest_ignores_formatting(tmp_path: Path) -> None:
+    path = tmp_path / "reply.toml"
+    path.write_text(
+        'name = "reply"\ndescription = "answer a ticket"\n[defaults]\ntone = "kind"\n'
+        '[[messages]]\nrole = "user"\ncontent = "Reply {{ tone }}ly to: {{ ticket }}"\n'
+    )
+    spec = load_file(path)
+    again = tmp_path / "reply.json"
+    again.write_text(
+        '{"name": "reply", "description": "answer a ticket", "defaults": {"tone": "kind"},'
+        ' "messages": [{"role": "user", "content": "Reply {{ tone }}ly to: {{ ticket }}"}]}'
+    )
+    assert load_file(again).digest() == spec.digest()
+    assert Template(spec, 1).variables == {"tone", "ticket"}
+
+
+def test_a_split_is_stable_per_job_and_follows_the_weights() -> None:
+    picks = [_pick([1.0, 3.0], "acme", f"job-{i}") for i in range(4000)]
+    assert picks == [_pick([1.0, 3.0], "acme", f"job-{i}") for i in range(4000)]
+    counts = Counter(picks)
+    assert 850 < counts[0] < 1150 and 2850 < counts[1] < 3150

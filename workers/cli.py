@@ -30,6 +30,7 @@ from workers.cli_templates import templates_app
 from workers.ledger import queries
 from workers.ledger.db import create_engine, upgrade
 from workers.logs import configure_logging, redact_secrets
+from workers.result_export import ResultFormat, batch_lines
 from workers.simulator.server import SimulatorConfig
 from workers.submission import Overrides, parse_file
 
@@ -207,24 +208,29 @@ def results(
     count: Annotated[
         int | None, typer.Option(help="with --follow: stop after this many results")
     ] = None,
+    form: Annotated[
+        ResultFormat, typer.Option("--format", help="native JobResult lines or OpenAI Batch lines")
+    ] = ResultFormat.NATIVE,
 ) -> None:
-    """Results of a batch as JSONL (from the ledger: one per job)."""
+    """Results of a batch as JSONL (from the ledger: one per job), as JobResults or as
+    OpenAI Batch output lines (--format openai-batch)."""
 
     async def main() -> int:
         engine = create_engine(_settings().database_url)
-        written, after = 0, 0.0
+        written = 0
         sink = out.open("w") if out else sys.stdout
+        lines = batch_lines(engine, batch, tenant, form, follow=follow)
         try:
-            while True:
-                for completed_at, text in await queries.batch_results(engine, batch, tenant, after):
-                    sink.write(text + "\n")
-                    written += 1
-                    after = max(after, completed_at)
-                sink.flush()
-                if not follow or (count is not None and written >= count):
-                    return written
-                await asyncio.sleep(0.5)
+            async for line in lines:
+                sink.write(line + "\n")
+                written += 1
+                if follow:
+                    sink.flush()
+                if count is not None and written >= count:
+                    break
+            return written
         finally:
+            await lines.aclose()
             if out:
                 sink.close()
             await engine.dispose()

@@ -65,10 +65,11 @@ async def batch_status(
 
 async def batch_results(
     engine: AsyncEngine, batch_id: str, tenant: str | None = None, after: float = 0.0
-) -> list[tuple[float, str]]:
-    """(completed_at, result JSON) of the finished jobs of a batch, completed after ``after``."""
+) -> list[tuple[float, tuple[str, str], str]]:
+    """(completed_at, (tenant, job_id), result JSON) of the finished jobs of a batch,
+    completed after ``after``, oldest first."""
     statement = (
-        select(JobRow.completed_at, JobRow.result_json)
+        select(JobRow.completed_at, JobRow.tenant, JobRow.job_id, JobRow.result_json)
         .where(
             JobRow.batch_id == batch_id,
             JobRow.status != RowStatus.RUNNING.value,
@@ -79,7 +80,11 @@ async def batch_results(
     if tenant is not None:
         statement = statement.where(JobRow.tenant == tenant)
     async with engine.connect() as conn:
-        return [(float(at or 0.0), text) for at, text in await conn.execute(statement) if text]
+        return [
+            (float(at or 0.0), (who, job_id), text)
+            for at, who, job_id, text in await conn.execute(statement)
+            if text
+        ]
 
 
 async def usage_summary(

@@ -1,0 +1,155 @@
+"""A batch's results out of the ledger (``headway results``): native JobResult lines, or
+OpenAI Batch output lines so a pipeline built on OpenAI's Batch API can switch to headway by
+changing two commands (``headway submit`` already reads OpenAI Batch input lines).
+
+An OpenAI Batch output line is ``{"id", "custom_id", "response", "error"}``: a succeeded job
+has ``response = {"status_code": 200, "request_id", "body"}`` with the body the online API
+would have returned (a ``chat.completion`` or an embedding ``list``); a job the API would have
+refused or failed on has the status code it would have had and an ``{"error": …}`` body; a job
+that never ran (expired, cancelled) has ``response = null`` and ``error = {code, message}``,
+as OpenAI writes for requests its batch did not execute.
+
+``--follow`` reads rows completed since the last poll, less an overlap (a row may commit a
+little after a later-completed one), and drops the rows it already wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workers.ledger import queries
+
+FOLLOW_OVERLAP_S = 120.0  # how late a row may commit after one completed later was read
+
+# the HTTP status the online API would have answered a job that did not succeed with
+_STATUS_OF_CODE = {
+    "invalid_request": 400,
+    "unknown_route": 404,
+    "forbidden": 403,
+    "content_blocked": 400,
+    "budget_exceeded": 429,
+    "cost_limit_exceeded": 400,
+    "provider_error": 500,
+    "internal_error": 500,
+}
+_NOT_RUN = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
+
+
+class ResultFormat(StrEnum):
+    NATIVE = "native"
+    OPENAI_BATCH = "openai-batch"
+
+
+async def batch_lines(
+    engine: AsyncEngine,
+    batch_id: str,
+    tenant: str | None,
+    form: ResultFormat,
+    *,
+    follow: bool = False,
+    poll_s: float = 0.5,
+) -> AsyncGenerator[str, None]:
+    """Each finished job's line once; with ``follow``, keep polling for more."""
+    after = 0.0
+    seen: dict[tuple[str, str], float] = {}
+    while True:
+        since = after - FOLLOW_OVERLAP_S if follow and after else after
+        for completed_at, key, text in await queries.batch_results(engine, batch_id, tenant, since):
+            if key in seen:
+                continue
+            seen[key] = completed_at
+            after = max(after, completed_at)
+            yield text if form is ResultFormat.NATIVE else json.dumps(openai_batch_line(text))
+        if not follow:
+            return
+        horizon = after - FOLLOW_OVERLAP_S
+        for key in [key for key, at in seen.items() if at < horizon]:
+            del seen[key]  # older than any row a later poll can return
+        await asyncio.sleep(poll_s)
+
+
+def openai_batch_line(result_json: str) -> dict[str, Any]:
+    """One JobResult as an OpenAI Batch output line."""
+    result = json.loads(result_json)
+    job_id, status = result["job_id"], result["status"]
+    ids = hashlib.sha256(f"{result['tenant']}\x00{job_id}".encode()).hexdigest()
+    line: dict[str, Any] = {"id": f"batch_req_{ids[:24]}", "custom_id": job_id}
+    if status == "succeeded":
+        body = _chat_body(result, ids) if result.get("kind") == "chat" else _embedding_body(result)
+        line["response"] = {"status_code": 200, "request_id": f"req_{ids[24:48]}", "body": body}
+        line["error"] = None
+        return line
+    error = result.get("error") or {"code": "provider_error", "message": status}
+    if status in _NOT_RUN:
+        line["response"] = None
+        line["error"] = {"code": _NOT_RUN[status], "message": error["message"]}
+        return line
+    line["response"] = {
+        "status_code": _STATUS_OF_CODE.get(error["code"], 400),
+        "request_id": f"req_{ids[24:48]}",
+        "body": {
+            "error": {
+                "message": error["message"],
+                "type": "invalid_request_error" if status == "rejected" else "server_error",
+                "param": None,
+                "code": error["code"],
+            }
+        },
+    }
+    line["error"] = None
+    return line
+
+
+def _usage(result: dict[str, Any]) -> dict[str, int]:
+    usage = result.get("usage") or {}
+    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _created(result: dict[str, Any]) -> int:
+    return int(datetime.fromisoformat(result["completed_at"]).timestamp())
+
+
+def _chat_body(result: dict[str, Any], ids: str) -> dict[str, Any]:
+    output = result.get("output") or {}
+    return {
+        "id": f"chatcmpl-{ids[48:]}",
+        "object": "chat.completion",
+        "created": _created(result),
+        "model": result.get("deployment"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": output.get("text", "")},
+                "logprobs": None,
+                "finish_reason": output.get("finish_reason", "stop"),
+            }
+        ],
+        "usage": _usage(result),
+    }
+
+
+def _embedding_body(result: dict[str, Any]) -> dict[str, Any]:
+    vectors = (result.get("output") or {}).get("embeddings", [])
+    usage = _usage(result)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": index, "embedding": vector}
+            for index, vector in enumerate(vectors)
+        ],
+        "model": result.get("deployment"),
+        "usage": {"prompt_tokens": usage["prompt_tokens"], "total_tokens": usage["prompt_tokens"]},
+    }

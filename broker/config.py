@@ -92,6 +92,19 @@ class DeploymentConfig(_Frozen):
         ) / 1_000_000
 
 
+class CacheScope(StrEnum):
+    TENANT = "tenant"  # a tenant's requests hit only its own entries
+    GLOBAL = "global"  # every tenant shares the route's entries
+
+
+class CacheConfig(_Frozen):
+    """The route's response cache (an empty ``[routes.NAME.cache]`` table turns it on)."""
+
+    ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
+    scope: CacheScope = CacheScope.TENANT
+    max_entry_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024  # larger outputs are not kept
+
+
 class TemplateSplit(_Frozen):
     """A share of a route's jobs that use ``template`` without pinning a version."""
 
@@ -105,6 +118,7 @@ class RouteConfig(_Frozen):
     strategy: Strategy = Strategy.ORDERED
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
     template_split: list[TemplateSplit] = Field(default_factory=list)
+    cache: CacheConfig | None = None  # None: no response cache on this route
 
     def split_of(self, template: str) -> list[TemplateSplit]:
         """The versions (and weights) jobs naming ``template`` without a version are split

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     circuit_open_s: Annotated[float, Field(gt=0)] = Field(
         30.0, description="how long an open circuit refuses calls before one probe"
     )
+    cache_max_entries: Annotated[int, Field(ge=1)] = Field(
+        default=1_000_000, description="response-cache entries kept (oldest pruned first)"
+    )
+    cache_prune_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="how often a worker prunes expired and excess cache entries"
+    )
     embed_linger_ms: Annotated[float, Field(ge=0)] = Field(
         20.0, description="how long a micro-batch of embedding jobs waits for more"
     )

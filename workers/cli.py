@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +28,7 @@ from schemas.control import ControlCommand
 from schemas.jobs import Priority
 from workers.cli_dlq import dlq_app
 from workers.cli_templates import templates_app
+from workers.diagnostics import install_stack_dump
 from workers.ledger import queries
 from workers.ledger.db import create_engine, upgrade
 from workers.logs import configure_logging, redact_secrets
@@ -63,8 +65,36 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
     """SIGINT/SIGTERM set ``stop`` — installed first thing, so a signal that arrives while
     the process is still starting stops it cleanly once started (drained, exit 0)."""
     loop = asyncio.get_running_loop()
+
+    def stopping(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            logging.getLogger("headway").info("%s received: stopping", sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping, sig)
+    install_stack_dump(loop)
+
+
+class _StoppedWhileStarting(Exception):
+    pass
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
+    """Run ``work``; a stop signal meanwhile cancels it (a start stuck on an unreachable
+    broker or database must not make SIGTERM wait)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise _StoppedWhileStarting
+    return task.result()
 
 
 async def _until_signal(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
@@ -156,10 +186,17 @@ def worker(
                     "(the simulator at its default address); set HEADWAY_CONFIG",
                     settings.config,
                 )
-            await create_topics(settings, config)
-            async with Worker(settings, config, tracing=tracing) as running:
+            await _unless_stopped(create_topics(settings, config), stop)
+            running = await _unless_stopped(
+                Worker(settings, config, tracing=tracing).__aenter__(), stop
+            )
+            try:
                 console.print(f"worker {settings.worker_id}: concurrency {settings.concurrency}")
-                await _until_signal(running.run(stop), stop)
+                await running.run(stop)
+            finally:
+                await running.__aexit__(None, None, None)
+        except _StoppedWhileStarting:
+            logging.getLogger("headway").info("stopped before the worker had started")
         finally:
             tracing.close()
             if kafka is not None:
@@ -422,6 +459,10 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=False)
     except HeadwayError as error:
         err.print(f"[red]error:[/] {error}")
+        sys.exit(2)
+    except KafkaConnectionError as error:
+        where = os.environ.get("HEADWAY_KAFKA_BOOTSTRAP", "the bootstrap address")
+        err.print(f"[red]error:[/] cannot reach Kafka at {where}: {error}")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

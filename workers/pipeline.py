@@ -9,17 +9,15 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
 
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
-from broker.errors import LedgerUnavailable
 from broker.topics import HEADER_ATTEMPTS, HEADER_REPLAY, HEADER_RETRY_COUNT, Topics
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ErrorCode, JobResult, JobStatus, UsageEvent
+from schemas.results import ErrorCode, JobStatus
 from workers.access import Rejection
 from workers.admission import Admission, Ticket, limited
 from workers.budgets import OverBudget
@@ -32,16 +30,13 @@ from workers.ledger.repository import (
     Claim,
     Claimed,
     ClaimOutcome,
-    FinishOutcome,
     HeldElsewhere,
-    Stored,
 )
 from workers.ledger.writer import LedgerWriter
 from workers.metrics import Metrics
 from workers.outcomes import (
     Identity,
     executed_result,
-    finish_record,
     result_topic,
     terminal_result,
     usage_events,
@@ -50,6 +45,7 @@ from workers.preparation import Preparation
 from workers.publisher import Publisher
 from workers.quotas import Wait
 from workers.routing import CostLimited, Router
+from workers.settlement import Settlement, with_ledger
 from workers.template_catalog import TemplateCatalog
 from workers.tracing import Tracing
 
@@ -57,7 +53,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HELD_POLL_S = (0.05, 2.0)  # first and longest wait while another worker holds the job
-LEDGER_RETRY_S = (0.1, 5.0)
 PARK_MAX_S = 300.0  # longest park of a job whose calls keep failing (without a Retry-After)
 
 
@@ -119,6 +114,7 @@ class JobPipeline:
         self.executor = executor
         self.max_message_bytes = max_message_bytes
         self.claimants = Claimants()
+        self.settlement = Settlement(ledger, publisher, topics, self.metrics, self.tracing)
 
     async def handle(
         self, record: ConsumerRecord[bytes, bytes], intake: Intake | None = None
@@ -154,7 +150,7 @@ class JobPipeline:
             message = f"headway could not process this job ({reason[:300]}); it is in the DLQ"
             result = terminal_result(who, JobStatus.FAILED, ErrorCode.INTERNAL_ERROR, message)
             job = intake.job if isinstance(intake, ValidJob) else None
-            await self._settle(result, result_topic(job, tenant, self.topics))
+            await self.settlement.settle(result, result_topic(job, tenant, self.topics))
         await dead
 
     async def _invalid(self, record: ConsumerRecord[bytes, bytes], intake: InvalidJob) -> None:
@@ -165,7 +161,7 @@ class JobPipeline:
             result = terminal_result(
                 who, JobStatus.REJECTED, ErrorCode.INVALID_REQUEST, intake.reason
             )
-            await self._settle(result, result_topic(None, tenant, self.topics))
+            await self.settlement.settle(result, result_topic(None, tenant, self.topics))
         await dead
 
     # -- a valid job --------------------------------------------------------------------------
@@ -176,12 +172,10 @@ class JobPipeline:
         topic = result_topic(job, tenant, self.topics)
         who = Identity.of(job)
         value, headers = record.value or b"", record.headers
-        prepared = await self._with_ledger(
-            lambda: self.preparation.prepare(job, tenant, value, headers)
-        )
+        prepared = await with_ledger(lambda: self.preparation.prepare(job, tenant, value, headers))
         if isinstance(prepared, Rejection):
             result = terminal_result(who, JobStatus.REJECTED, prepared.code, prepared.message)
-            await self._settle(result, topic)
+            await self.settlement.settle(result, topic)
             return None
         if prepared.template is not None:
             who = dataclasses.replace(
@@ -194,12 +188,12 @@ class JobPipeline:
             result = terminal_result(
                 who, JobStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled by a control command"
             )
-            await self._settle(result, topic)
+            await self.settlement.settle(result, topic)
             return None
         ticket: Ticket | None = None
         if self.admission is not None and tenant is not None and limited(tenant):
             with self.tracing.span("quota_wait"):
-                admitted = await self._with_ledger(
+                admitted = await with_ledger(
                     lambda: self.admission.admit(job, tenant, checked, messages)  # type: ignore[union-attr]
                 )
             if isinstance(admitted, Wait):
@@ -210,7 +204,7 @@ class JobPipeline:
                 result = terminal_result(
                     who, JobStatus.REJECTED, ErrorCode.BUDGET_EXCEEDED, admitted.message
                 )
-                await self._settle(result, topic)
+                await self.settlement.settle(result, topic)
                 return None
             ticket = admitted
         used: int | None = None
@@ -264,7 +258,7 @@ class JobPipeline:
             if batcher is not None:
                 batcher.arrived(job.route)
         if isinstance(outcome, AlreadyFinished):
-            await self._republish(outcome, topic, job.tenant, job.job_id)
+            await self.settlement.republish(outcome, topic, job.tenant, job.job_id)
             return None
         parked = Parked.of(record)
         try:
@@ -272,14 +266,14 @@ class JobPipeline:
                 job, who, route, messages, outcome.generation, topic, parked, ticket
             )
         except Exception:  # a bug: let the claim go, so a retry (or a redelivery) may run it
-            await self._with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
+            await with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
             raise
 
     async def _claim(self, claim: Claim) -> AlreadyFinished | Claimed:
         """Claim the job; while another live worker holds it, wait for it to finish."""
         wait = HELD_POLL_S[0]
         while True:
-            outcome: ClaimOutcome = await self._with_ledger(lambda: self.ledger.claim(claim))
+            outcome: ClaimOutcome = await with_ledger(lambda: self.ledger.claim(claim))
             if not isinstance(outcome, HeldElsewhere):
                 return outcome
             await asyncio.sleep(wait)
@@ -301,7 +295,7 @@ class JobPipeline:
             result = terminal_result(
                 who, JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed before start"
             )
-            await self._finish(result, [], topic, ticket)
+            await self.settlement.finish(result, [], topic, ticket)
             return None
         with self.tracing.span("route"):
             plan = self.router.plan(route, job, messages)
@@ -309,7 +303,7 @@ class JobPipeline:
             result = terminal_result(
                 who, JobStatus.REJECTED, ErrorCode.COST_LIMIT_EXCEEDED, plan.message
             )
-            await self._finish(result, [], topic, ticket)
+            await self.settlement.finish(result, [], topic, ticket)
             return None
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
@@ -324,7 +318,7 @@ class JobPipeline:
                 ErrorCode.DEADLINE_EXCEEDED,
                 "deadline passed during the call",
             )
-            await self._finish(result, [], topic, ticket)
+            await self.settlement.finish(result, [], topic, ticket)
             return None
         if execution.park_s is not None and parked.parks < self.max_parks:
             await self._park(job, parked, execution)
@@ -332,7 +326,7 @@ class JobPipeline:
         execution.attempts += parked.attempts
         result = executed_result(who, execution)
         events = usage_events(who, execution.calls, generation)
-        await self._finish(result, events, topic, ticket)
+        await self.settlement.finish(result, events, topic, ticket)
         return sum(e.input_tokens + e.output_tokens for e in events) if events else None
 
     async def _park(self, job: JobRequest, parked: Parked, execution: Execution) -> None:
@@ -348,7 +342,7 @@ class JobPipeline:
         delivered = await self.publisher.park(parked.record, not_before, parked.parks + 1, attempts)
         await delivered
         self.metrics.parked("provider")
-        await self._with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
+        await with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
         log.info(
             "parked %s/%s for %.1fs (park %d): %s",
             job.tenant,
@@ -365,86 +359,6 @@ class JobPipeline:
         not_before = time.time() + seconds
         await (await self.publisher.park(record, not_before, parked.parks, parked.attempts))
         self.metrics.parked("quota")
-
-    # -- ledger, then publish -----------------------------------------------------------------
-
-    async def _finish(
-        self,
-        result: JobResult,
-        events: list[UsageEvent],
-        topic: str,
-        ticket: Ticket | None = None,
-    ) -> None:
-        result_json = result.model_dump_json()
-        payloads = [(event, event.model_dump_json()) for event in events]
-        record = finish_record(result, result_json, payloads)
-        hold = ticket.hold if ticket is not None else None
-        if hold is not None:  # settled in the transaction that stores the usage events
-            record = dataclasses.replace(record, budget_period=hold.period)
-        with self.tracing.span("ledger finish"):
-            outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.finish(record))
-        if ticket is not None:
-            ticket.hold = None
-        if isinstance(outcome, Stored):  # counted once, by the finisher that stored it
-            self.metrics.job_ended(result, events)
-        await self._publish_outcome(outcome, result, result_json, [p for _, p in payloads], topic)
-
-    async def _settle(self, result: JobResult, topic: str) -> None:
-        result_json = result.model_dump_json()
-        record = finish_record(result, result_json, [])
-        outcome: FinishOutcome = await self._with_ledger(lambda: self.ledger.settle(record))
-        if isinstance(outcome, Stored):
-            self.metrics.job_ended(result)
-        await self._publish_outcome(outcome, result, result_json, [], topic)
-
-    async def _publish_outcome(
-        self,
-        outcome: FinishOutcome,
-        result: JobResult,
-        result_json: str,
-        usage_payloads: list[str],
-        topic: str,
-    ) -> None:
-        if isinstance(outcome, Stored):
-            await self._publish(topic, result.tenant, result.job_id, result_json, usage_payloads)
-        elif isinstance(outcome, AlreadyFinished):
-            await self._republish(outcome, topic, result.tenant, result.job_id)
-        # HeldElsewhere: the worker holding the job publishes its result
-
-    async def _republish(
-        self, stored: AlreadyFinished, topic: str, tenant: str, job_id: str
-    ) -> None:
-        await self._publish(topic, tenant, job_id, stored.result_json, stored.usage_payloads)
-
-    async def _publish(
-        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
-    ) -> None:
-        with self.tracing.span("publish"):
-            await self._publish_records(topic, tenant, job_id, result_json, usage_payloads)
-
-    async def _publish_records(
-        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
-    ) -> None:
-        traced = self.tracing.headers()  # the result carries the job's trace context
-        futures = [await self.publisher.send(topic, job_id, result_json.encode(), traced)]
-        for payload in usage_payloads:
-            usage = payload.encode()
-            futures.append(await self.publisher.send(self.topics.usage, tenant, usage, traced))
-        # the futures are shared with other jobs' records: asyncio.wait never cancels them
-        await asyncio.wait(futures)
-        for future in futures:
-            future.result()  # a failed delivery raises here
-
-    async def _with_ledger(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Retry a ledger operation while the database is unreachable; the job waits, unlost."""
-        wait = LEDGER_RETRY_S[0]
-        while True:
-            try:
-                return await operation()
-            except LedgerUnavailable as error:
-                log.warning("ledger unavailable, retrying in %.1fs: %s", wait, error)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, LEDGER_RETRY_S[1])
 
 
 def _monotonic_deadline(job: JobRequest) -> float | None:

@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from aiokafka import (
@@ -65,6 +65,7 @@ POISON_ATTEMPTS = 3
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 FETCH_TIMEOUT_MS = 100
 SHUTDOWN_LEDGER_S = 5.0  # longest wait for each ledger write while draining
+SHUTDOWN_KAFKA_S = 10.0  # longest wait for the final commit, and for each client to stop
 KAFKA_PROBE_S = 5.0  # how often the cluster's metadata is asked for (readiness)
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
 
@@ -169,7 +170,7 @@ class Worker:
         self._stack.push_async_callback(http.aclose)
         producer = AIOKafkaProducer(**producer_options(settings))
         await producer.start()
-        self._stack.push_async_callback(producer.stop)
+        self._stack.push_async_callback(_bounded_stop, producer.stop, "producer")
         repository = LedgerRepository(settings.worker_id, settings.lease_s, self._clock)
         self.ledger = await self._stack.enter_async_context(
             LedgerWriter(
@@ -232,7 +233,7 @@ class Worker:
         consumer.subscribe([*self._lanes, self.topics.retry], listener=_Rebalance(self))
         await consumer.start()
         self._consumer = consumer
-        self._stack.push_async_callback(consumer.stop)
+        self._stack.push_async_callback(_bounded_stop, consumer.stop, "consumer")
         self._stack.push_async_callback(self._drain)
         if settings.http_port is not None:
             probes = ProbeServer(self.readiness, settings.http_port, metrics=self.metrics)
@@ -311,7 +312,10 @@ class Worker:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
         await self.publisher.drain()
-        await self._commit()
+        try:  # bounded: a group stuck rebalancing must not hold up the exit
+            await asyncio.wait_for(self._commit(), SHUTDOWN_KAFKA_S)
+        except TimeoutError:
+            log.warning("final offset commit timed out; uncommitted jobs will be redelivered")
         # bounded: a pool left short by cancelled runners must not hold up the exit (leases
         # and grants lapse by themselves)
         with contextlib.suppress(Exception):
@@ -503,3 +507,12 @@ class Worker:
         if revoked:
             self.revocations += 1
             log.info("revoked %d partitions (%d queued jobs dropped)", len(revoked), dropped)
+
+
+async def _bounded_stop(stop: Callable[[], Awaitable[None]], what: str) -> None:
+    try:
+        await asyncio.wait_for(stop(), SHUTDOWN_KAFKA_S)
+    except TimeoutError:
+        log.warning(
+            "the Kafka %s did not stop within %.0fs; exiting anyway", what, SHUTDOWN_KAFKA_S
+        )

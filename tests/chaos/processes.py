@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,18 @@ def stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
     try:
         return process.wait(90)
     except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)  # the worker logs every task's stack
+        time.sleep(3)
         process.kill()
         process.wait(10)
-        raise AssertionError(f"worker did not stop in 90 s:\n{stderr_tail(process)}") from None
+        raise AssertionError(
+            f"worker did not stop in 90 s:\n{stderr_tail(process, 12_000)}"
+        ) from None
 
 
-def stderr_tail(process: subprocess.Popen[bytes]) -> str:
+def stderr_tail(process: subprocess.Popen[bytes], chars: int = 3000) -> str:
     path = LOGS.get(process.pid)
-    return path.read_text(errors="replace")[-3000:] if path is not None else ""
+    return path.read_text(errors="replace")[-chars:] if path is not None else ""
 
 
 async def results(settings: Settings, count: int, timeout_s: float = 300) -> Collected:

@@ -171,3 +171,26 @@ class TemplateRow(Base):
     digest: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class CacheRow(Base):
+    """A provider's answer to a deterministic request, kept for ``expires_at``; ``scope`` is
+    the tenant (or ``*`` for a route whose cache all tenants share) and ``key`` the hash of
+    deployment and normalised request."""
+
+    __tablename__ = "response_cache"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(128))
+    deployment: Mapped[str] = mapped_column(String(256))
+    output_json: Mapped[str] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_response_cache_expires", "expires_at"),
+        Index("ix_response_cache_created", "created_at"),
+    )

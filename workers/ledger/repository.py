@@ -16,6 +16,8 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workers.ledger import cache as cache_rows
+from workers.ledger.cache import CacheEntry
 from workers.ledger.models import JobRow, RowStatus, UsageRow
 from workers.ledger.quotas import BudgetLedger
 from workers.ledger.statements import FINISH_COLUMNS, statements
@@ -96,6 +98,7 @@ class Finish:
     cost_nusd: int = 0
     usage: Sequence[UsageRecord] = field(default_factory=tuple)
     budget_period: str | None = None  # the job holds a budget reservation in this period
+    cache: CacheEntry | None = None  # the provider's answer, kept for identical requests
 
     @property
     def key(self) -> Key:
@@ -265,6 +268,7 @@ class LedgerRepository:
             return []
         await self._settle_budgets(conn, finishes)
         await self._insert_usage(conn, finishes)
+        await cache_rows.store(conn, [f.cache for f in finishes if f.cache is not None])
         sql = statements(conn.dialect.name)
         params = [(*self._finish_row(f), f.tenant, f.job_id) for f in finishes]
         result = await conn.exec_driver_sql(sql.finish, params)

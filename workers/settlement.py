@@ -1,0 +1,131 @@
+"""How a job's outcome leaves the worker: stored in the ledger, then published.
+
+A result is stored first (with its usage events, the budget settlement and any cache entry,
+in one transaction) and published only after; a job that another finisher stored first gets
+that stored result re-published unchanged. While the database is unreachable, the job waits
+(:func:`with_ledger`), unlost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from broker.errors import LedgerUnavailable
+from broker.topics import Topics
+from schemas.results import JobResult, UsageEvent
+from workers.admission import Ticket
+from workers.ledger.cache import CacheEntry
+from workers.ledger.repository import AlreadyFinished, FinishOutcome, Stored
+from workers.ledger.writer import LedgerWriter
+from workers.metrics import Metrics
+from workers.outcomes import finish_record
+from workers.publisher import Publisher
+from workers.tracing import Tracing
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LEDGER_RETRY_S = (0.1, 5.0)
+
+
+async def with_ledger(operation: Callable[[], Awaitable[T]]) -> T:
+    """Retry a ledger operation while the database is unreachable; the job waits, unlost."""
+    wait = LEDGER_RETRY_S[0]
+    while True:
+        try:
+            return await operation()
+        except LedgerUnavailable as error:
+            log.warning("ledger unavailable, retrying in %.1fs: %s", wait, error)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, LEDGER_RETRY_S[1])
+
+
+class Settlement:
+    def __init__(
+        self,
+        ledger: LedgerWriter,
+        publisher: Publisher,
+        topics: Topics,
+        metrics: Metrics,
+        tracing: Tracing,
+    ) -> None:
+        self.ledger = ledger
+        self.publisher = publisher
+        self.topics = topics
+        self.metrics = metrics
+        self.tracing = tracing
+
+    async def finish(
+        self,
+        result: JobResult,
+        events: list[UsageEvent],
+        topic: str,
+        ticket: Ticket | None = None,
+        cache: CacheEntry | None = None,
+    ) -> FinishOutcome:
+        """Store the result of a claimed job, then publish what is stored."""
+        result_json = result.model_dump_json()
+        payloads = [(event, event.model_dump_json()) for event in events]
+        record = dataclasses.replace(finish_record(result, result_json, payloads), cache=cache)
+        hold = ticket.hold if ticket is not None else None
+        if hold is not None:  # settled in the transaction that stores the usage events
+            record = dataclasses.replace(record, budget_period=hold.period)
+        with self.tracing.span("ledger finish"):
+            outcome: FinishOutcome = await with_ledger(lambda: self.ledger.finish(record))
+        if ticket is not None:
+            ticket.hold = None
+        if isinstance(outcome, Stored):  # counted once, by the finisher that stored it
+            self.metrics.job_ended(result, events)
+        await self._publish_outcome(outcome, result, result_json, [p for _, p in payloads], topic)
+        return outcome
+
+    async def settle(self, result: JobResult, topic: str) -> None:
+        """Store and publish the result of a job that never ran (rejected, cancelled, …)."""
+        result_json = result.model_dump_json()
+        record = finish_record(result, result_json, [])
+        outcome: FinishOutcome = await with_ledger(lambda: self.ledger.settle(record))
+        if isinstance(outcome, Stored):
+            self.metrics.job_ended(result)
+        await self._publish_outcome(outcome, result, result_json, [], topic)
+
+    async def republish(
+        self, stored: AlreadyFinished, topic: str, tenant: str, job_id: str
+    ) -> None:
+        await self._publish(topic, tenant, job_id, stored.result_json, stored.usage_payloads)
+
+    async def _publish_outcome(
+        self,
+        outcome: FinishOutcome,
+        result: JobResult,
+        result_json: str,
+        usage_payloads: list[str],
+        topic: str,
+    ) -> None:
+        if isinstance(outcome, Stored):
+            await self._publish(topic, result.tenant, result.job_id, result_json, usage_payloads)
+        elif isinstance(outcome, AlreadyFinished):
+            await self.republish(outcome, topic, result.tenant, result.job_id)
+        # HeldElsewhere: the worker holding the job publishes its result
+
+    async def _publish(
+        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
+    ) -> None:
+        with self.tracing.span("publish"):
+            await self._publish_records(topic, tenant, job_id, result_json, usage_payloads)
+
+    async def _publish_records(
+        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
+    ) -> None:
+        traced = self.tracing.headers()  # the result carries the job's trace context
+        futures = [await self.publisher.send(topic, job_id, result_json.encode(), traced)]
+        for payload in usage_payloads:
+            usage = payload.encode()
+            futures.append(await self.publisher.send(self.topics.usage, tenant, usage, traced))
+        # the futures are shared with other jobs' records: asyncio.wait never cancels them
+        await asyncio.wait(futures)
+        for future in futures:
+            future.result()  # a failed delivery raises here

@@ -49,6 +49,7 @@ class ProviderCall:
     output_tokens: int
     cost_usd: float
     estimated: bool = False  # the provider reported no usage; tokens are our estimate
+    cached: bool = False  # answered from the response cache: no call made, cost 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ workers in one process — tests — do not mix). Names, as Prometheus shows the
 - ``headway_quota_deferrals_total{tenant, reason}`` — a job not admitted yet (rpm, tpm, …)
 - ``headway_provider_retries_total{provider, model}`` — calls that were not a job's first
 - ``headway_parks_total{reason}`` — jobs parked on the retry topic (provider, quota)
+- ``headway_cache_lookups_total{route, outcome}`` — response cache: hit, miss, coalesced
 - ``headway_in_flight``, ``headway_buffered_jobs{lane}``, ``headway_consumer_lag{lane}``
   (records not yet fetched), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
   2 open), ``headway_ready`` (1 ready, 0 not).
@@ -53,6 +54,7 @@ class Metrics:
         self._deferrals = self._counter(meter, "headway_quota_deferrals", "jobs not admitted yet")
         self._parks = self._counter(meter, "headway_parks", "jobs parked")
         self._retries = self._counter(meter, "headway_provider_retries", "repeated calls")
+        self._cache = self._counter(meter, "headway_cache_lookups", "response cache lookups")
         self._queue_wait = meter.create_histogram(
             "headway_queue_wait", unit="s", description="from the record's timestamp to start"
         )
@@ -101,6 +103,10 @@ class Metrics:
 
     def parked(self, reason: str) -> None:
         self._parks[(("reason", reason),)] += 1
+
+    def cache_lookup(self, route: str, outcome: str) -> None:
+        """``outcome``: hit, miss, or coalesced (served by an identical call in flight)."""
+        self._cache[(("route", route), ("outcome", outcome))] += 1
 
     # -- gauges read at scrape time -----------------------------------------------------------
 

@@ -108,6 +108,7 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
         "template_version": who.template_version,
         "usage": usage,
         "cost_usd": sum(c.cost_usd for c in calls),
+        "cached": any(c.cached for c in calls),
         "attempts": execution.attempts,
         "completed_at": now_utc(),
     }
@@ -147,7 +148,7 @@ def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> l
             input_tokens=call.input_tokens,
             output_tokens=call.output_tokens,
             cost_usd=call.cost_usd,
-            cached=False,
+            cached=call.cached,
             timestamp=now_utc(),
             estimated=call.estimated,
         )

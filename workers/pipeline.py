@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from aiokafka import ConsumerRecord
 
-from broker.config import HeadwayConfig, RouteConfig, TenantConfig
+from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig, TenantConfig
 from broker.topics import HEADER_ATTEMPTS, HEADER_REPLAY, HEADER_RETRY_COUNT, Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobStatus
@@ -25,12 +25,14 @@ from workers.cancellations import Cancellations
 from workers.claimants import Claimants
 from workers.execution import Execution, Executor
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
+from workers.ledger.cache import CacheEntry
 from workers.ledger.repository import (
     AlreadyFinished,
     Claim,
     Claimed,
     ClaimOutcome,
     HeldElsewhere,
+    Stored,
 )
 from workers.ledger.writer import LedgerWriter
 from workers.metrics import Metrics
@@ -44,6 +46,7 @@ from workers.outcomes import (
 from workers.preparation import Preparation
 from workers.publisher import Publisher
 from workers.quotas import Wait
+from workers.response_cache import Request, ResponseCache, normalise, served_from
 from workers.routing import CostLimited, Router
 from workers.settlement import Settlement, with_ledger
 from workers.template_catalog import TemplateCatalog
@@ -72,6 +75,21 @@ class Parked:
             _int(values.get(HEADER_RETRY_COUNT)),
             _int(values.get(HEADER_ATTEMPTS)),
         )
+
+
+@dataclass(slots=True)
+class Run:
+    """A valid, admitted-or-served job on its way through claim, call and finish."""
+
+    job: JobRequest
+    who: Identity
+    route: RouteConfig
+    messages: list[dict[str, str]] | None
+    topic: str
+    record: ConsumerRecord[bytes, bytes]
+    request: Request | None = None  # its response-cache request (None: not cacheable)
+    hit: Execution | None = None  # answered from the cache
+    ticket: Ticket | None = None  # its admission (quotas, budget hold)
 
 
 def _int(value: bytes | None) -> int:
@@ -114,6 +132,7 @@ class JobPipeline:
         self.executor = executor
         self.max_message_bytes = max_message_bytes
         self.claimants = Claimants()
+        self.cache = ResponseCache(ledger.run)
         self.settlement = Settlement(ledger, publisher, topics, self.metrics, self.tracing)
 
     async def handle(
@@ -181,7 +200,7 @@ class JobPipeline:
             who = dataclasses.replace(
                 who, template=prepared.template, template_version=prepared.template_version
             )
-        checked, messages = prepared.route, prepared.messages
+        route, messages = prepared.route, prepared.messages
         if self.cancellations is not None and self.cancellations.is_cancelled(
             job.tenant, job.job_id, job.batch_id
         ):
@@ -190,11 +209,20 @@ class JobPipeline:
             )
             await self.settlement.settle(result, topic)
             return None
-        ticket: Ticket | None = None
-        if self.admission is not None and tenant is not None and limited(tenant):
+        run = Run(job, who, route, messages, topic, record, normalise(job, route, messages))
+        if run.request is not None:
+            request = run.request
+            run.hit = await with_ledger(lambda: self.cache.lookup(request, route))
+            self.metrics.cache_lookup(job.route, "miss" if run.hit is None else "hit")
+        if (
+            run.hit is None
+            and self.admission is not None
+            and tenant is not None
+            and limited(tenant)
+        ):
             with self.tracing.span("quota_wait"):
                 admitted = await with_ledger(
-                    lambda: self.admission.admit(job, tenant, checked, messages)  # type: ignore[union-attr]
+                    lambda: self.admission.admit(job, tenant, route, messages)  # type: ignore[union-attr]
                 )
             if isinstance(admitted, Wait):
                 return admitted
@@ -206,47 +234,28 @@ class JobPipeline:
                 )
                 await self.settlement.settle(result, topic)
                 return None
-            ticket = admitted
+            run.ticket = admitted
         used: int | None = None
         try:
-            used = await self._claim_and_execute(job, who, checked, messages, topic, record, ticket)
+            used = await self._claim_and_execute(run)
         finally:
-            if ticket is not None:
+            if run.ticket is not None:
                 assert self.admission is not None
-                await self.admission.release(ticket, used, started=True)
+                await self.admission.release(run.ticket, used, started=True)
         return None
 
-    async def _claim_and_execute(
-        self,
-        job: JobRequest,
-        who: Identity,
-        route: RouteConfig,
-        messages: list[dict[str, str]] | None,
-        topic: str,
-        record: ConsumerRecord[bytes, bytes],
-        ticket: Ticket | None,
-    ) -> int | None:
+    async def _claim_and_execute(self, run: Run) -> int | None:
         """Claim, run, finish; returns the tokens the provider reported (None: no call)."""
-        key = (job.tenant, job.job_id)
+        key = (run.job.tenant, run.job.job_id)
         await self.claimants.enter(key)
         try:
-            return await self._claim_and_execute_alone(
-                job, who, route, messages, topic, record, ticket
-            )
+            return await self._claim_and_execute_alone(run)
         finally:
             self.claimants.leave(key)
 
-    async def _claim_and_execute_alone(
-        self,
-        job: JobRequest,
-        who: Identity,
-        route: RouteConfig,
-        messages: list[dict[str, str]] | None,
-        topic: str,
-        record: ConsumerRecord[bytes, bytes],
-        ticket: Ticket | None,
-    ) -> int | None:
-        replayed = any(name == HEADER_REPLAY for name, _ in record.headers or ())
+    async def _claim_and_execute_alone(self, run: Run) -> int | None:
+        job = run.job
+        replayed = any(name == HEADER_REPLAY for name, _ in run.record.headers or ())
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route, replayed)
         batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None
         if batcher is not None:
@@ -258,13 +267,10 @@ class JobPipeline:
             if batcher is not None:
                 batcher.arrived(job.route)
         if isinstance(outcome, AlreadyFinished):
-            await self.settlement.republish(outcome, topic, job.tenant, job.job_id)
+            await self.settlement.republish(outcome, run.topic, job.tenant, job.job_id)
             return None
-        parked = Parked.of(record)
         try:
-            return await self._execute(
-                job, who, route, messages, outcome.generation, topic, parked, ticket
-            )
+            return await self._execute(run, outcome.generation, Parked.of(run.record))
         except Exception:  # a bug: let the claim go, so a retry (or a redelivery) may run it
             await with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
             raise
@@ -279,17 +285,8 @@ class JobPipeline:
             await asyncio.sleep(wait)
             wait = min(wait * 2, HELD_POLL_S[1])
 
-    async def _execute(
-        self,
-        job: JobRequest,
-        who: Identity,
-        route: RouteConfig,
-        messages: list[dict[str, str]] | None,
-        generation: int,
-        topic: str,
-        parked: Parked,
-        ticket: Ticket | None,
-    ) -> int | None:
+    async def _execute(self, run: Run, generation: int, parked: Parked) -> int | None:
+        job, who, topic, ticket = run.job, run.who, run.topic, run.ticket
         deadline = _monotonic_deadline(job)
         if deadline is not None and deadline <= time.monotonic():
             result = terminal_result(
@@ -297,37 +294,73 @@ class JobPipeline:
             )
             await self.settlement.finish(result, [], topic, ticket)
             return None
-        with self.tracing.span("route"):
-            plan = self.router.plan(route, job, messages)
-        if isinstance(plan, CostLimited):
-            result = terminal_result(
-                who, JobStatus.REJECTED, ErrorCode.COST_LIMIT_EXCEEDED, plan.message
-            )
-            await self.settlement.finish(result, [], topic, ticket)
-            return None
-        try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
-                with self.tracing.span("provider"):
-                    execution = await self.executor.execute(
-                        job, plan, messages, deadline, park_after_s=self.park_after_s
-                    )
-        except TimeoutError:
-            result = terminal_result(
-                who,
-                JobStatus.EXPIRED,
-                ErrorCode.DEADLINE_EXCEEDED,
-                "deadline passed during the call",
-            )
-            await self.settlement.finish(result, [], topic, ticket)
-            return None
-        if execution.park_s is not None and parked.parks < self.max_parks:
-            await self._park(job, parked, execution)
-            return None
+        entry: CacheEntry | None = None
+        if run.hit is not None:
+            execution = run.hit
+        else:
+            with self.tracing.span("route"):
+                plan = self.router.plan(run.route, job, run.messages)
+            if isinstance(plan, CostLimited):
+                result = terminal_result(
+                    who, JobStatus.REJECTED, ErrorCode.COST_LIMIT_EXCEEDED, plan.message
+                )
+                await self.settlement.finish(result, [], topic, ticket)
+                return None
+            try:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    with self.tracing.span("provider"):
+                        execution, entry = await self._provider(run, plan, deadline)
+            except TimeoutError:
+                result = terminal_result(
+                    who,
+                    JobStatus.EXPIRED,
+                    ErrorCode.DEADLINE_EXCEEDED,
+                    "deadline passed during the call",
+                )
+                await self.settlement.finish(result, [], topic, ticket)
+                return None
+            if execution.park_s is not None and parked.parks < self.max_parks:
+                await self._park(job, parked, execution)
+                return None
         execution.attempts += parked.attempts
         result = executed_result(who, execution)
         events = usage_events(who, execution.calls, generation)
-        await self.settlement.finish(result, events, topic, ticket)
+        outcome = await self.settlement.finish(result, events, topic, ticket, entry)
+        if entry is not None and isinstance(outcome, Stored):
+            self.cache.remember(entry)
+        if result.cached:
+            return None  # no provider tokens used
         return sum(e.input_tokens + e.output_tokens for e in events) if events else None
+
+    async def _provider(
+        self, run: Run, plan: list[DeploymentConfig], deadline: float | None
+    ) -> tuple[Execution, CacheEntry | None]:
+        """Call down the plan — or, when an identical cacheable request of this worker is in
+        flight, wait for its answer and be served it (calling for itself if it got none)."""
+        request = run.request
+        if request is None:
+            return await self._call(run, plan, deadline), None
+        leader = self.cache.join(request)
+        if leader is not None:
+            answer = await asyncio.shield(leader)  # shared with the other followers
+            if answer is not None and (served := served_from(answer, run.route)) is not None:
+                self.metrics.cache_lookup(run.job.route, "coalesced")
+                return served, None
+            return await self._call(run, plan, deadline), None
+        entry: CacheEntry | None = None
+        try:
+            execution = await self._call(run, plan, deadline)
+            entry = self.cache.entry(request, run.route, execution)
+            return execution, entry
+        finally:
+            self.cache.land(request, entry)
+
+    async def _call(
+        self, run: Run, plan: list[DeploymentConfig], deadline: float | None
+    ) -> Execution:
+        return await self.executor.execute(
+            run.job, plan, run.messages, deadline, park_after_s=self.park_after_s
+        )
 
     async def _park(self, job: JobRequest, parked: Parked, execution: Execution) -> None:
         """Put the job on the retry topic to run again after its wait, and let its lease go:

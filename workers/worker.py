@@ -254,6 +254,11 @@ class Worker:
             ),
             asyncio.create_task(watch_kafka(self.readiness, consumer.topics, KAFKA_PROBE_S)),
         ]
+        if any(route.cache is not None for route in self.config.routes.values()):
+            prune = self.pipeline.cache.prune_forever(
+                settings.cache_prune_s, settings.cache_max_entries
+            )
+            self._tasks.append(asyncio.create_task(prune))
 
     async def __aexit__(
         self,

@@ -56,7 +56,7 @@ async def lookup(
             row.created_at,
             row.expires_at,
         )
-        for row in rows.scalars()
+        for row in rows
     ]
 
 

@@ -8,6 +8,7 @@ Without a config file the built-in development config applies (:func:`developmen
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from enum import StrEnum
 from functools import cached_property
@@ -105,6 +106,44 @@ class CacheConfig(_Frozen):
     max_entry_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024  # larger outputs are not kept
 
 
+class PiiKindName(StrEnum):
+    EMAIL = "email"
+    PHONE = "phone"
+    CARD = "card"
+    IBAN = "iban"
+    SSN = "ssn"
+    IP = "ip"
+    SECRET = "secret"
+
+
+class InjectionAction(StrEnum):
+    OFF = "off"
+    FLAG = "flag"
+    BLOCK = "block"
+
+
+class GuardrailPolicy(_Frozen):
+    """``[guardrails.NAME]``: what a route or tenant naming this policy checks."""
+
+    redact_pii: list[PiiKindName] = Field(default_factory=list)
+    restore_pii: bool = False  # put the job's own values back into the output
+    block_terms: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    block_patterns: list[str] = Field(default_factory=list)
+    scan_output: bool = True  # block terms and patterns in the output too
+    injection: InjectionAction = InjectionAction.OFF
+    plugins: list[Annotated[str, Field(pattern=r"^[\w.]+:[\w.]+$")]] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to each plugin's factory
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> GuardrailPolicy:
+        for index, pattern in enumerate(self.block_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"block_patterns.{index}: not a valid regex: {error}") from None
+        return self
+
+
 class TemplateSplit(_Frozen):
     """A share of a route's jobs that use ``template`` without pinning a version."""
 
@@ -119,6 +158,7 @@ class RouteConfig(_Frozen):
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
     template_split: list[TemplateSplit] = Field(default_factory=list)
     cache: CacheConfig | None = None  # None: no response cache on this route
+    guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
 
     def split_of(self, template: str) -> list[TemplateSplit]:
         """The versions (and weights) jobs naming ``template`` without a version are split
@@ -152,12 +192,14 @@ class TenantConfig(_Frozen):
     results_topic: str | None = None
     reply_topics: list[str] = Field(default_factory=list)
     weight: Annotated[float, Field(gt=0)] = 1.0
+    guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
 
 
 class HeadwayConfig(_Frozen):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    guardrails: dict[str, GuardrailPolicy] = Field(default_factory=dict)
 
     def secret_env_names(self) -> set[str]:
         """The environment variables holding this config's secrets (to keep out of logs)."""
@@ -177,6 +219,14 @@ class HeadwayConfig(_Frozen):
                     )
                 if route.kind is JobKind.EMBEDDING and provider.type in NO_EMBEDDINGS_API:
                     raise ValueError(f"{where}: {provider.type.value} has no embeddings API")
+        owners = [(f"routes.{n}", r.guardrails) for n, r in self.routes.items()]
+        owners += [(f"tenants.{n}", t.guardrails) for n, t in self.tenants.items()]
+        for where, names in owners:
+            for name in names:
+                if name not in self.guardrails:
+                    raise ValueError(
+                        f"{where}.guardrails: no policy named {name!r} in [guardrails]"
+                    )
         for tenant_name, tenant in self.tenants.items():
             for route_name in tenant.allowed_routes or []:
                 if route_name not in self.routes:

@@ -75,6 +75,10 @@ class JobResult(_Message):
     template_version: int | None = Field(
         default=None, ge=1, description="headway extension: the version of that template"
     )
+    guardrail_flags: list[str] | None = Field(
+        default=None,
+        description="headway extension: what the job's guardrails noticed and let through",
+    )
     status: JobStatus
     output: ChatOutput | EmbeddingOutput | None = None
     provider: str | None = None

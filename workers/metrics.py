@@ -12,6 +12,7 @@ workers in one process — tests — do not mix). Names, as Prometheus shows the
 - ``headway_provider_retries_total{provider, model}`` — calls that were not a job's first
 - ``headway_parks_total{reason}`` — jobs parked on the retry topic (provider, quota)
 - ``headway_cache_lookups_total{route, outcome}`` — response cache: hit, miss, coalesced
+- ``headway_guardrail_events_total{guardrail, action}`` — redacted (values), blocked, flagged
 - ``headway_in_flight``, ``headway_buffered_jobs{lane}``, ``headway_consumer_lag{lane}``
   (records not yet fetched), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
   2 open), ``headway_ready`` (1 ready, 0 not).
@@ -55,6 +56,7 @@ class Metrics:
         self._parks = self._counter(meter, "headway_parks", "jobs parked")
         self._retries = self._counter(meter, "headway_provider_retries", "repeated calls")
         self._cache = self._counter(meter, "headway_cache_lookups", "response cache lookups")
+        self._guardrails = self._counter(meter, "headway_guardrail_events", "guardrail actions")
         self._queue_wait = meter.create_histogram(
             "headway_queue_wait", unit="s", description="from the record's timestamp to start"
         )
@@ -103,6 +105,9 @@ class Metrics:
 
     def parked(self, reason: str) -> None:
         self._parks[(("reason", reason),)] += 1
+
+    def guardrail(self, name: str, action: str, count: int = 1) -> None:
+        self._guardrails[(("guardrail", name), ("action", action))] += count
 
     def cache_lookup(self, route: str, outcome: str) -> None:
         """``outcome``: hit, miss, or coalesced (served by an identical call in flight)."""

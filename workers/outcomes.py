@@ -31,6 +31,7 @@ class Identity:
     metadata: dict[str, Any] | None = None
     template: str | None = None  # the prompt template and version rendered, when one was
     template_version: int | None = None
+    guardrail_flags: tuple[str, ...] = ()  # what guardrails noticed and allowed
 
     @classmethod
     def of(cls, job: JobRequest) -> Identity:
@@ -82,6 +83,7 @@ def terminal_result(
         metadata=who.metadata,
         template=who.template,
         template_version=who.template_version,
+        guardrail_flags=list(who.guardrail_flags) or None,
         status=status,
         attempts=attempts,
         error=JobError(code=code, message=message),
@@ -106,6 +108,7 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
         "metadata": who.metadata,
         "template": who.template,
         "template_version": who.template_version,
+        "guardrail_flags": list(who.guardrail_flags) or None,
         "usage": usage,
         "cost_usd": sum(c.cost_usd for c in calls),
         "cached": any(c.cached for c in calls),

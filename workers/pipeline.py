@@ -17,13 +17,14 @@ from aiokafka import ConsumerRecord
 from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig, TenantConfig
 from broker.topics import HEADER_ATTEMPTS, HEADER_REPLAY, HEADER_RETRY_COUNT, Topics
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ErrorCode, JobStatus
+from schemas.results import ChatOutput, ErrorCode, JobError, JobStatus
 from workers.access import Rejection
 from workers.admission import Admission, Ticket, limited
 from workers.budgets import OverBudget
 from workers.cancellations import Cancellations
 from workers.claimants import Claimants
 from workers.execution import Execution, Executor
+from workers.guardrails.screening import Guardrails, Screened
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.cache import CacheEntry
 from workers.ledger.repository import (
@@ -90,6 +91,7 @@ class Run:
     request: Request | None = None  # its response-cache request (None: not cacheable)
     hit: Execution | None = None  # answered from the cache
     ticket: Ticket | None = None  # its admission (quotas, budget hold)
+    screened: Screened | None = None  # its guardrails, for the output check
 
 
 def _int(value: bytes | None) -> int:
@@ -121,7 +123,8 @@ class JobPipeline:
         self.tracing = tracing or Tracing.off()
         self.cancellations = cancellations
         self.admission = admission
-        self.preparation = Preparation(config, TemplateCatalog(ledger.run))
+        guardrails = Guardrails(config, self.metrics.guardrail)
+        self.preparation = Preparation(config, TemplateCatalog(ledger.run), guardrails)
         self.park_after_s = park_after_s
         self.max_parks = max_parks
         self.router = router or Router(executor.board, executor.calibration)
@@ -200,7 +203,7 @@ class JobPipeline:
             who = dataclasses.replace(
                 who, template=prepared.template, template_version=prepared.template_version
             )
-        route, messages = prepared.route, prepared.messages
+        job, route, messages = prepared.job, prepared.route, prepared.messages
         if self.cancellations is not None and self.cancellations.is_cancelled(
             job.tenant, job.job_id, job.batch_id
         ):
@@ -210,6 +213,7 @@ class JobPipeline:
             await self.settlement.settle(result, topic)
             return None
         run = Run(job, who, route, messages, topic, record, normalise(job, route, messages))
+        run.screened = prepared.screened
         if run.request is not None:
             request = run.request
             run.hit = await with_ledger(lambda: self.cache.lookup(request, route))
@@ -323,7 +327,14 @@ class JobPipeline:
                 await self._park(job, parked, execution)
                 return None
         execution.attempts += parked.attempts
+        blocked = await self._check_output(run, execution)
+        if run.screened is not None:
+            who = dataclasses.replace(who, guardrail_flags=tuple(run.screened.flags))
         result = executed_result(who, execution)
+        if blocked is not None:  # the call was made and is paid for; its output is withheld
+            error = JobError(code=ErrorCode.CONTENT_BLOCKED, message=blocked)
+            update = {"status": JobStatus.REJECTED, "output": None, "error": error}
+            result = result.model_copy(update=update)
         events = usage_events(who, execution.calls, generation)
         outcome = await self.settlement.finish(result, events, topic, ticket, entry)
         if entry is not None and isinstance(outcome, Stored):
@@ -331,6 +342,18 @@ class JobPipeline:
         if result.cached:
             return None  # no provider tokens used
         return sum(e.input_tokens + e.output_tokens for e in events) if events else None
+
+    async def _check_output(self, run: Run, execution: Execution) -> str | None:
+        """The output guardrails: why the output is blocked, or None (it may be rewritten)."""
+        output = execution.output
+        if run.screened is None or not isinstance(output, ChatOutput):
+            return None
+        verdict = await run.screened.check_output(output.text)
+        if verdict.blocked is not None:
+            return verdict.blocked
+        if verdict.text is not None and verdict.text != output.text:
+            execution.output = ChatOutput(text=verdict.text, finish_reason=output.finish_reason)
+        return None
 
     async def _provider(
         self, run: Run, plan: list[DeploymentConfig], deadline: float | None

@@ -6,6 +6,7 @@ The outcome is either a :class:`Prepared` job (route, messages, template used) o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -13,23 +14,29 @@ from broker.config import HeadwayConfig, RouteConfig, TenantConfig
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
 from workers.access import AccessControl, Rejection
+from workers.guardrails.screening import Guardrails, Screened
 from workers.template_catalog import TemplateCatalog
 from workers.templates import TemplateError
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
+    job: JobRequest  # as submitted, or with its embedding inputs redacted
     route: RouteConfig
     messages: list[dict[str, str]] | None  # None: an embedding job
     template: str | None = None
     template_version: int | None = None
+    screened: Screened | None = None  # its guardrails (for the output check)
 
 
 class Preparation:
-    def __init__(self, config: HeadwayConfig, catalog: TemplateCatalog) -> None:
+    def __init__(
+        self, config: HeadwayConfig, catalog: TemplateCatalog, guardrails: Guardrails
+    ) -> None:
         self.config = config
         self.access = AccessControl(config)
         self.catalog = catalog
+        self.guardrails = guardrails
 
     async def prepare(
         self,
@@ -41,16 +48,40 @@ class Preparation:
         checked = self._check(job, tenant, value, headers)
         if isinstance(checked, Rejection):
             return checked
+        prepared = Prepared(job, checked, None)
         if job.template is not None:
             try:
                 rendered = await self.catalog.render(job.template, checked, job.tenant, job.job_id)
             except TemplateError as error:
                 return Rejection(ErrorCode.INVALID_REQUEST, str(error))
-            return Prepared(checked, rendered.messages, rendered.template, rendered.version)
-        if job.messages is not None:
+            prepared = Prepared(
+                job, checked, rendered.messages, rendered.template, rendered.version
+            )
+        elif job.messages is not None:
             messages = [{"role": m.role, "content": m.content} for m in job.messages]
-            return Prepared(checked, messages)
-        return Prepared(checked, None)
+            prepared = Prepared(job, checked, messages)
+        if not self.guardrails.applies(job.tenant, checked):
+            return prepared
+        return await self._screen(prepared)
+
+    async def _screen(self, prepared: Prepared) -> Prepared | Rejection:
+        """The job's inbound guardrails: blocked, or its texts as they may be sent."""
+        job, messages = prepared.job, prepared.messages
+        texts = [m["content"] for m in messages] if messages is not None else job.inputs
+        screened = await self.guardrails.screen(
+            texts, job.tenant, job.route, prepared.route, job.job_id
+        )
+        if screened.blocked is not None:
+            return Rejection(ErrorCode.CONTENT_BLOCKED, screened.blocked)
+        if messages is not None:
+            messages = [
+                {"role": m["role"], "content": text}
+                for m, text in zip(messages, screened.texts, strict=True)
+            ]
+        else:
+            redacted = screened.texts if isinstance(job.input, list) else screened.texts[0]
+            job = job.model_copy(update={"input": redacted})
+        return dataclasses.replace(prepared, job=job, messages=messages, screened=screened)
 
     def _check(
         self,

@@ -30,9 +30,7 @@ class PiiKind(StrEnum):
     PHONE = "phone"
 
 
-_EMAIL = re.compile(
-    r"(?<![\w.%+-])[\w.%+-]+@\w(?:[\w-]*\w)?(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])"
-)
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@\w(?:[\w-]*\w)?(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])")
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _SSN = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")

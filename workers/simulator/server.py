@@ -61,6 +61,8 @@ class SimulatorStats:
     # (wall-clock time, job id) of every call that named its job: when each job was called
     timeline: list[tuple[float, str]] = dataclasses.field(default_factory=list)
     in_flight: int = 0  # requests being answered right now
+    batches: int = 0  # Batch API submissions (OpenAI batches, Anthropic message batches)
+    batch_items: int = 0  # requests answered inside them
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -196,11 +198,17 @@ class SimulatorServer:
         self.stats.bad_requests += 1
         return Failure(400, "bad_request", message)
 
-    def count_chat(self, model: str) -> None:
+    def count_chat(self, model: str, *, batch: bool = False) -> None:
+        if batch:  # a Batch API item: not an online call
+            self.stats.batch_items += 1
+            return
         self.stats.chat_calls += 1
         self.stats.by_model[model] = self.stats.by_model.get(model, 0) + 1
 
-    def count_embeddings(self, model: str, inputs: int) -> None:
+    def count_embeddings(self, model: str, inputs: int, *, batch: bool = False) -> None:
+        if batch:
+            self.stats.batch_items += 1
+            return
         self.stats.embedding_calls += 1
         self.stats.embedding_inputs += inputs
         self.stats.by_model[model] = self.stats.by_model.get(model, 0) + 1

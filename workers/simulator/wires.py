@@ -123,15 +123,25 @@ async def _openai_chat(
     body, failure = await sim.gate(request)
     if failure is not None or body is None:
         return openai_error(failure or _bad("bad request"))
-    model = deployment or body.get("model")
+    reply = openai_chat_reply(sim, body, deployment or body.get("model"))
+    if isinstance(reply, Failure):
+        return openai_error(reply)
+    return web.json_response(reply)
+
+
+def openai_chat_reply(
+    sim: SimulatorServer, body: dict[str, Any], model: Any, *, batch: bool = False
+) -> dict[str, Any] | Failure:
+    """A chat.completion body for ``body`` (or why it is refused); shared by the online
+    endpoint and the Batch API (``batch``: counted as a batch item, not an online call)."""
     messages = body.get("messages")
     if not isinstance(model, str):
-        return openai_error(sim.bad_request("you must provide a model parameter"))
+        return sim.bad_request("you must provide a model parameter")
     if not isinstance(messages, list) or not messages:
-        return openai_error(sim.bad_request("'messages' must be a non-empty array"))
+        return sim.bad_request("'messages' must be a non-empty array")
     if behaviour.is_poison(json.dumps(messages)):
-        return openai_error(sim.bad_request("Invalid 'messages': rejected content"))
-    sim.count_chat(model)
+        return sim.bad_request("Invalid 'messages': rejected content")
+    sim.count_chat(model, batch=batch)
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     text, out_tokens, finish = behaviour.completion(messages, max_tokens)
     in_tokens = behaviour.prompt_tokens(messages)
@@ -156,7 +166,7 @@ async def _openai_chat(
             "completion_tokens": out_tokens,
             "total_tokens": in_tokens + out_tokens,
         }
-    return web.json_response(reply)
+    return reply
 
 
 async def openai_embeddings(sim: SimulatorServer, request: web.Request) -> web.Response:
@@ -175,19 +185,28 @@ async def _openai_embeddings(
     body, failure = await sim.gate(request)
     if failure is not None or body is None:
         return openai_error(failure or _bad("bad request"))
-    model = deployment or body.get("model")
+    reply = openai_embeddings_reply(sim, body, deployment or body.get("model"))
+    if isinstance(reply, Failure):
+        return openai_error(reply)
+    return web.json_response(reply)
+
+
+def openai_embeddings_reply(
+    sim: SimulatorServer, body: dict[str, Any], model: Any, *, batch: bool = False
+) -> dict[str, Any] | Failure:
+    """An embeddings list body for ``body`` (or why it is refused)."""
     if not isinstance(model, str):
-        return openai_error(sim.bad_request("you must provide a model parameter"))
+        return sim.bad_request("you must provide a model parameter")
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-        return openai_error(sim.bad_request("'input' must be a string or an array of strings"))
+        return sim.bad_request("'input' must be a string or an array of strings")
     if len(inputs) > 2048:
-        return openai_error(sim.bad_request("'input' has more than 2048 items"))
+        return sim.bad_request("'input' has more than 2048 items")
     bad = next((i for i, text in enumerate(inputs) if behaviour.is_poison(text)), None)
     if bad is not None:
-        return openai_error(sim.bad_request(f"Invalid 'input[{bad}]': rejected input"))
-    sim.count_embeddings(model, len(inputs))
+        return sim.bad_request(f"Invalid 'input[{bad}]': rejected input")
+    sim.count_embeddings(model, len(inputs), batch=batch)
     dimensions = int(body.get("dimensions") or behaviour.DEFAULT_EMBEDDING_DIMENSIONS)
     tokens = sum(behaviour.count_tokens(text) for text in inputs)
     reply: dict[str, Any] = {
@@ -200,7 +219,7 @@ async def _openai_embeddings(
     }
     if _usage_allowed(sim):
         reply["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return web.json_response(reply)
+    return reply
 
 
 # -- Anthropic Messages -----------------------------------------------------------------------
@@ -212,41 +231,49 @@ async def anthropic_messages(sim: SimulatorServer, request: web.Request) -> web.
     body, failure = await sim.gate(request)
     if failure is not None or body is None:
         return anthropic_error(failure or _bad("bad request"))
+    reply = anthropic_message_reply(sim, body)
+    if isinstance(reply, Failure):
+        return anthropic_error(reply)
+    return web.json_response(reply)
+
+
+def anthropic_message_reply(
+    sim: SimulatorServer, body: dict[str, Any], *, batch: bool = False
+) -> dict[str, Any] | Failure:
+    """A Message body for ``body`` (or why it is refused); online and Message Batches."""
     model, messages = body.get("model"), body.get("messages")
     if not isinstance(model, str):
-        return anthropic_error(sim.bad_request("model: Field required"))
+        return sim.bad_request("model: Field required")
     if not isinstance(body.get("max_tokens"), int):
-        return anthropic_error(sim.bad_request("max_tokens: Field required"))
+        return sim.bad_request("max_tokens: Field required")
     if not isinstance(messages, list) or not messages:
-        return anthropic_error(sim.bad_request("messages: at least one message is required"))
+        return sim.bad_request("messages: at least one message is required")
     if any(m.get("role") not in ("user", "assistant") for m in messages):
-        return anthropic_error(
-            sim.bad_request("messages: roles must be 'user' or 'assistant' (system is top-level)")
+        return sim.bad_request(
+            "messages: roles must be 'user' or 'assistant' (system is top-level)"
         )
     if behaviour.is_poison(json.dumps(messages)):
-        return anthropic_error(sim.bad_request("messages: rejected content"))
-    sim.count_chat(model)
+        return sim.bad_request("messages: rejected content")
+    sim.count_chat(model, batch=batch)
     conversation = list(messages)
     if isinstance(body.get("system"), str):
         conversation.insert(0, {"role": "system", "content": body["system"]})
     text, out_tokens, finish = behaviour.completion(conversation, body["max_tokens"])
-    return web.json_response(
-        {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": ANTHROPIC_STOP[finish],
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": behaviour.prompt_tokens(conversation),
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "output_tokens": out_tokens,
-            },
-        }
-    )
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": ANTHROPIC_STOP[finish],
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": behaviour.prompt_tokens(conversation),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": out_tokens,
+        },
+    }
 
 
 # -- Gemini -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from workers.simulator import behaviour, wires
+from workers.simulator.batches import BatchAPIs
 from workers.simulator.wires import Failure
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,6 +46,7 @@ class SimulatorConfig:
     error_status: int = 500  # 500 → server error; 503 / 529 → "overloaded" in each wire's words
     omit_usage: bool = False  # OpenAI wire: answer without ``usage``, like some compatible servers
     request_log: int = 10_000  # the latest request bodies kept for tests (GET /_sim/requests)
+    batch_delay_s: float = 1.0  # how long a Batch API submission takes to complete
 
 
 @dataclasses.dataclass
@@ -88,6 +90,7 @@ class SimulatorServer:
         )
         self._random = random.Random(self.config.seed)
         self._runner: web.AppRunner | None = None
+        self.batch_apis = BatchAPIs(self)
 
     @property
     def root_url(self) -> str:
@@ -110,6 +113,7 @@ class SimulatorServer:
         ):
             app.router.add_post(path, functools.partial(handler, self))
         app.router.add_get("/v1/models", self._models)
+        self.batch_apis.routes(app)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_get("/_sim/requests", self._get_requests)
         app.router.add_post("/_sim/config", self._set_config)

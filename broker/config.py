@@ -38,6 +38,9 @@ class ProviderType(StrEnum):
 
 
 NO_EMBEDDINGS_API = frozenset({ProviderType.ANTHROPIC})
+BATCH_APIS = frozenset(
+    {ProviderType.OPENAI, ProviderType.AZURE_OPENAI, ProviderType.ANTHROPIC, ProviderType.SIMULATOR}
+)
 
 
 class Strategy(StrEnum):
@@ -81,6 +84,9 @@ class DeploymentConfig(_Frozen):
     tpm: Annotated[int, Field(ge=1)] | None = None
     weight: Annotated[float, Field(gt=0)] = 1.0
     max_batch_inputs: Annotated[int, Field(ge=1)] | None = None
+    batch: bool = False  # the provider's Batch API may serve deadline-tolerant jobs
+    batch_input_usd_per_mtok: Annotated[float, Field(ge=0)] | None = None  # default: half
+    batch_output_usd_per_mtok: Annotated[float, Field(ge=0)] | None = None
 
     @cached_property
     def key(self) -> str:
@@ -91,6 +97,14 @@ class DeploymentConfig(_Frozen):
         return (
             input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
         ) / 1_000_000
+
+    def batch_cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        """The Batch API's price: as declared, or half the online price."""
+        per_in = self.batch_input_usd_per_mtok
+        per_out = self.batch_output_usd_per_mtok
+        per_in = self.input_usd_per_mtok / 2 if per_in is None else per_in
+        per_out = self.output_usd_per_mtok / 2 if per_out is None else per_out
+        return (input_tokens * per_in + output_tokens * per_out) / 1_000_000
 
 
 class CacheScope(StrEnum):
@@ -158,6 +172,7 @@ class RouteConfig(_Frozen):
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
     template_split: list[TemplateSplit] = Field(default_factory=list)
     cache: CacheConfig | None = None  # None: no response cache on this route
+    prefer_batch: bool = False  # send jobs through a batch deployment whatever their deadline
     guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
 
     def split_of(self, template: str) -> list[TemplateSplit]:
@@ -219,6 +234,11 @@ class HeadwayConfig(_Frozen):
                     )
                 if route.kind is JobKind.EMBEDDING and provider.type in NO_EMBEDDINGS_API:
                     raise ValueError(f"{where}: {provider.type.value} has no embeddings API")
+                if deployment.batch and provider.type not in BATCH_APIS:
+                    raise ValueError(
+                        f"routes.{route_name}.deployments.{index}.batch: "
+                        f"{provider.type.value} has no batch API"
+                    )
         owners = [(f"routes.{n}", r.guardrails) for n, r in self.routes.items()]
         owners += [(f"tenants.{n}", t.guardrails) for n, t in self.tenants.items()]
         for where, names in owners:

@@ -101,3 +101,29 @@ def test_secrets_come_from_the_environment_only(monkeypatch: pytest.MonkeyPatch)
     assert config.providers["openai"].api_key() is None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert config.providers["openai"].api_key() == "sk-test"
+
+
+def test_a_batch_deployment_is_priced_at_half_unless_it_says_otherwise() -> None:
+    from broker.config import DeploymentConfig
+
+    half = DeploymentConfig(
+        provider="p", model="m", input_usd_per_mtok=1.0, output_usd_per_mtok=4.0, batch=True
+    )
+    assert half.batch_cost_usd(1_000_000, 1_000_000) == half.cost_usd(1_000_000, 1_000_000) / 2
+    own = half.model_copy(
+        update={"batch_input_usd_per_mtok": 0.1, "batch_output_usd_per_mtok": 0.2}
+    )
+    assert abs(own.batch_cost_usd(1_000_000, 1_000_000) - 0.3) < 1e-12
+
+
+def test_batch_on_a_provider_without_a_batch_api_is_refused() -> None:
+    from broker.config import parse_config
+
+    data = {
+        "providers": {"g": {"type": "gemini", "base_url": "http://x"}},
+        "routes": {
+            "r": {"kind": "chat", "deployments": [{"provider": "g", "model": "m", "batch": True}]}
+        },
+    }
+    with pytest.raises(ConfigError, match="gemini has no batch API"):
+        parse_config(data)

@@ -86,3 +86,44 @@ async def test_an_anthropic_message_batch_ends_with_results_per_custom_id() -> N
     assert by_id["a"]["type"] == "succeeded" and by_id["a"]["message"]["type"] == "message"
     assert by_id["b"]["type"] == "errored" and by_id["c"]["type"] == "expired"
     assert view["request_counts"]["succeeded"] == 1 and view["request_counts"]["errored"] == 1
+
+
+async def run_batch(api: Any, calls: dict[str, Any], embeddings: bool = False) -> list[Any]:
+    batch_id = await api.submit([api.line(cid, call) for cid, call in calls.items()], embeddings)
+    for _ in range(100):
+        if (await api.state(batch_id)).ended:
+            return list(await api.results(batch_id, calls))
+        await asyncio.sleep(0.05)
+    raise AssertionError("the batch never ended")
+
+
+async def test_the_batch_clients_read_each_item_as_the_online_reply_an_error_or_expired() -> None:
+    from broker.config import ProviderConfig
+    from workers.providers.base import ChatCall, EmbeddingCall
+    from workers.providers.batch_apis import AnthropicBatches, OpenAIBatches
+
+    async with (
+        SimulatorServer(SimulatorConfig(batch_delay_s=0.1)) as sim,
+        httpx.AsyncClient() as http,
+    ):
+        config = ProviderConfig(type="openai", base_url=sim.base_url)
+        openai_api = OpenAIBatches("sim", config, http, "key")
+
+        def chat(text: str) -> ChatCall:
+            return ChatCall("m", [{"role": "user", "content": text}])
+
+        chats = {"a": chat("hello"), "b": chat("sim:reject"), "c": chat("sim:batch_expire")}
+        outcomes = {o.custom_id: o for o in await run_batch(openai_api, chats)}
+        embeds = {"e": EmbeddingCall("emb", ["one", "two"])}
+        vectors = await run_batch(openai_api, embeds, embeddings=True)
+        anthropic_config = ProviderConfig(type="anthropic", base_url=sim.root_url)
+        claude = AnthropicBatches("sim-anthropic", anthropic_config, http, "key")
+        messages = {o.custom_id: o for o in await run_batch(claude, chats)}
+    assert outcomes["a"].reply is not None and outcomes["a"].reply.text.startswith("Summary[")
+    assert outcomes["a"].reply.input_tokens > 0
+    assert outcomes["b"].error is not None and not outcomes["b"].error.retryable
+    assert outcomes["c"].expired
+    assert len(vectors[0].reply.embeddings) == 2
+    assert messages["a"].reply is not None and messages["a"].reply.output_tokens > 0
+    assert messages["b"].error is not None and messages["c"].expired
+    assert sim.stats.batches == 3 and sim.stats.chat_calls == 0

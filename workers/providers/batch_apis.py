@@ -1,0 +1,249 @@
+"""Clients of the providers' batch APIs: OpenAI (files + batches; Azure OpenAI speaks the same)
+and Anthropic (message batches). One small protocol, the same error tree as online calls.
+
+A batch is submitted once, polled until the provider says it ended, and its results are read
+back per ``custom_id``. Each item's outcome is the reply (parsed exactly as the online reply),
+a provider error (mapped as an online response with that status would be: 4xx permanent,
+429/5xx retryable), or *expired* (the provider did not run it: batch expired or cancelled).
+Request lines are the online request bodies, so a job's batch and online requests match.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from broker.config import ProviderConfig
+from broker.errors import (
+    ProviderBadRequest,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderServerError,
+)
+from workers.providers import anthropic, openai
+from workers.providers.base import (
+    ChatCall,
+    ChatResponse,
+    EmbeddingCall,
+    EmbeddingResponse,
+    raise_for_status,
+    transport_errors,
+)
+
+Call = ChatCall | EmbeddingCall
+Reply = ChatResponse | EmbeddingResponse
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_requests: int
+    max_bytes: int
+
+
+OPENAI_LIMITS = BatchLimits(50_000, 200 * 1024 * 1024)
+ANTHROPIC_LIMITS = BatchLimits(100_000, 256 * 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    custom_id: str
+    reply: Reply | None = None
+    error: ProviderError | None = None
+    expired: bool = False  # not run: try it online
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    ended: bool
+    failed: str | None = None  # the whole batch was refused: why (its items are not run)
+
+
+class BatchAPI(Protocol):
+    name: str
+    limits: BatchLimits
+
+    def line(self, custom_id: str, call: Call) -> bytes: ...
+
+    async def submit(self, lines: list[bytes], embeddings: bool) -> str: ...
+
+    async def state(self, batch_id: str) -> BatchState: ...
+
+    async def results(self, batch_id: str, calls: dict[str, Call]) -> list[Outcome]: ...
+
+
+def _item_error(provider: str, status: int, message: str) -> ProviderError:
+    if status == 429:
+        return ProviderRateLimited(message, status_code=status, provider=provider)
+    if status >= 500 or status == 408:
+        return ProviderServerError(message, status_code=status, provider=provider)
+    return ProviderBadRequest(message, status_code=status, provider=provider)
+
+
+class _Http:
+    def __init__(self, name: str, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self._client = client
+        self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
+
+    async def send(
+        self, method: str, url: str, headers: dict[str, str], **kwargs: Any
+    ) -> httpx.Response:
+        with transport_errors(self.name):
+            response = await self._client.request(
+                method, url, headers=headers, timeout=self._timeout, **kwargs
+            )
+        raise_for_status(response, self.name)
+        return response
+
+
+class OpenAIBatches(_Http):
+    """``POST /files`` + ``POST /batches``; results from the output and error files."""
+
+    limits = OPENAI_LIMITS
+
+    def __init__(
+        self, name: str, config: ProviderConfig, client: httpx.AsyncClient, api_key: str | None
+    ) -> None:
+        super().__init__(name, config, client)
+        self._base = config.base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def line(self, custom_id: str, call: Call) -> bytes:
+        if isinstance(call, ChatCall):
+            url, body = "/v1/chat/completions", openai.chat_body(call, model=call.model)
+        else:
+            url, body = "/v1/embeddings", openai.embedding_body(call, model=call.model)
+        item = {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+        return json.dumps(item, separators=(",", ":")).encode() + b"\n"
+
+    async def submit(self, lines: list[bytes], embeddings: bool) -> str:
+        upload = await self.send(
+            "POST",
+            f"{self._base}/files",
+            self._headers,
+            data={"purpose": "batch"},
+            files={"file": ("headway-batch.jsonl", b"".join(lines), "application/jsonl")},
+        )
+        endpoint = "/v1/embeddings" if embeddings else "/v1/chat/completions"
+        created = await self.send(
+            "POST",
+            f"{self._base}/batches",
+            self._headers,
+            json={
+                "input_file_id": upload.json()["id"],
+                "endpoint": endpoint,
+                "completion_window": "24h",
+            },
+        )
+        return str(created.json()["id"])
+
+    async def _view(self, batch_id: str) -> dict[str, Any]:
+        response = await self.send("GET", f"{self._base}/batches/{batch_id}", self._headers)
+        view: dict[str, Any] = response.json()
+        return view
+
+    async def state(self, batch_id: str) -> BatchState:
+        view = await self._view(batch_id)
+        status = view.get("status")
+        if status == "failed":
+            errors = (view.get("errors") or {}).get("data") or [{}]
+            return BatchState(True, str(errors[0].get("message") or "batch failed"))
+        return BatchState(status in ("completed", "expired", "cancelled"))
+
+    async def results(self, batch_id: str, calls: dict[str, Call]) -> list[Outcome]:
+        view = await self._view(batch_id)
+        lines: list[dict[str, Any]] = []
+        for file_id in (view.get("output_file_id"), view.get("error_file_id")):
+            if file_id:
+                content = await self.send(
+                    "GET", f"{self._base}/files/{file_id}/content", self._headers
+                )
+                lines += [json.loads(text) for text in content.text.splitlines() if text.strip()]
+        outcomes = {
+            line["custom_id"]: self._outcome(line, calls)
+            for line in lines
+            if line.get("custom_id") in calls
+        }
+        # an item with no line was not run (the batch expired or was cancelled first)
+        return [outcomes.get(cid) or Outcome(cid, expired=True) for cid in calls]
+
+    def _outcome(self, line: dict[str, Any], calls: dict[str, Call]) -> Outcome:
+        custom_id = line["custom_id"]
+        response = line.get("response")
+        if not response:
+            return Outcome(custom_id, expired=True)  # batch_expired, batch_cancelled, …
+        status, body = int(response.get("status_code", 500)), response.get("body") or {}
+        if status != 200:
+            message = str((body.get("error") or {}).get("message") or f"HTTP {status}")
+            return Outcome(custom_id, error=_item_error(self.name, status, message))
+        call = calls[custom_id]
+        with transport_errors(self.name):
+            if isinstance(call, ChatCall):
+                return Outcome(custom_id, reply=openai.read_chat(body, call))
+            return Outcome(custom_id, reply=openai.read_embeddings(body, call))
+
+
+class AnthropicBatches(_Http):
+    """``POST /v1/messages/batches``; results from ``results_url``."""
+
+    limits = ANTHROPIC_LIMITS
+
+    def __init__(
+        self, name: str, config: ProviderConfig, client: httpx.AsyncClient, api_key: str | None
+    ) -> None:
+        super().__init__(name, config, client)
+        base = config.base_url.rstrip("/")
+        self._url = base + ("/messages/batches" if base.endswith("/v1") else "/v1/messages/batches")
+        self._headers = {"anthropic-version": config.api_version or anthropic.DEFAULT_API_VERSION}
+        if api_key:
+            self._headers["x-api-key"] = api_key
+
+    def line(self, custom_id: str, call: Call) -> bytes:
+        if not isinstance(call, ChatCall):
+            raise ProviderBadRequest("anthropic has no embeddings API", provider=self.name)
+        item = {"custom_id": custom_id, "params": anthropic.messages_body(call)}
+        return json.dumps(item, separators=(",", ":")).encode()
+
+    async def submit(self, lines: list[bytes], embeddings: bool) -> str:
+        body = b'{"requests":[' + b",".join(lines) + b"]}"
+        headers = {**self._headers, "content-type": "application/json"}
+        created = await self.send("POST", self._url, headers, content=body)
+        return str(created.json()["id"])
+
+    async def _view(self, batch_id: str) -> dict[str, Any]:
+        view: dict[str, Any] = (
+            await self.send("GET", f"{self._url}/{batch_id}", self._headers)
+        ).json()
+        return view
+
+    async def state(self, batch_id: str) -> BatchState:
+        return BatchState((await self._view(batch_id)).get("processing_status") == "ended")
+
+    async def results(self, batch_id: str, calls: dict[str, Call]) -> list[Outcome]:
+        view = await self._view(batch_id)
+        url = view.get("results_url") or f"{self._url}/{batch_id}/results"
+        content = await self.send("GET", url, self._headers)
+        lines = [json.loads(text) for text in content.text.splitlines() if text.strip()]
+        outcomes = {
+            line["custom_id"]: self._outcome(line)
+            for line in lines
+            if line.get("custom_id") in calls
+        }
+        return [outcomes.get(cid) or Outcome(cid, expired=True) for cid in calls]
+
+    def _outcome(self, line: dict[str, Any]) -> Outcome:
+        custom_id, result = line["custom_id"], line.get("result") or {}
+        kind = result.get("type")
+        if kind == "succeeded":
+            with transport_errors(self.name):
+                return Outcome(custom_id, reply=anthropic.read_message(result["message"]))
+        if kind == "errored":
+            error = (result.get("error") or {}).get("error") or {}
+            status = 400 if error.get("type") == "invalid_request_error" else 500
+            return Outcome(
+                custom_id, error=_item_error(self.name, status, str(error.get("message")))
+            )
+        return Outcome(custom_id, expired=True)  # expired, canceled

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,10 +121,20 @@ async def azure_chat(sim: SimulatorServer, request: web.Request) -> web.Response
 async def _openai_chat(
     sim: SimulatorServer, request: web.Request, deployment: str | None
 ) -> web.Response:
+    return await _openai_answer(sim, request, deployment, openai_chat_reply)
+
+
+async def _openai_answer(
+    sim: SimulatorServer,
+    request: web.Request,
+    deployment: str | None,
+    reply_to: Callable[[SimulatorServer, dict[str, Any], Any], dict[str, Any] | Failure],
+) -> web.Response:
+    """The OpenAI wire's online answer: the gate (limits, latency, errors), then the reply."""
     body, failure = await sim.gate(request)
     if failure is not None or body is None:
         return openai_error(failure or _bad("bad request"))
-    reply = openai_chat_reply(sim, body, deployment or body.get("model"))
+    reply = reply_to(sim, body, deployment or body.get("model"))
     if isinstance(reply, Failure):
         return openai_error(reply)
     return web.json_response(reply)
@@ -182,13 +193,7 @@ async def azure_embeddings(sim: SimulatorServer, request: web.Request) -> web.Re
 async def _openai_embeddings(
     sim: SimulatorServer, request: web.Request, deployment: str | None
 ) -> web.Response:
-    body, failure = await sim.gate(request)
-    if failure is not None or body is None:
-        return openai_error(failure or _bad("bad request"))
-    reply = openai_embeddings_reply(sim, body, deployment or body.get("model"))
-    if isinstance(reply, Failure):
-        return openai_error(reply)
-    return web.json_response(reply)
+    return await _openai_answer(sim, request, deployment, openai_embeddings_reply)
 
 
 def openai_embeddings_reply(

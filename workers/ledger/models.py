@@ -194,3 +194,51 @@ class CacheRow(Base):
         Index("ix_response_cache_expires", "expires_at"),
         Index("ix_response_cache_created", "created_at"),
     )
+
+
+class BatchItemRow(Base):
+    """A job handed to a provider's Batch API: its request line, what its result needs, and
+    where it stands (``pending`` → ``packing`` → ``submitted`` → ``done``)."""
+
+    __tablename__ = "batch_items"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(64), unique=True)
+    deployment_key: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(16))
+    line: Mapped[str] = mapped_column(Text)
+    job_json: Mapped[str] = mapped_column(Text)  # the job as it would be sent online
+    who_json: Mapped[str] = mapped_column(Text)  # what its result echoes
+    topic: Mapped[str] = mapped_column(String(249))
+    record_value: Mapped[str] = mapped_column(Text)  # the original record, for the online fallback
+    record_headers: Mapped[str] = mapped_column(Text)
+    deadline: Mapped[float | None] = mapped_column(Float)
+    generation: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    provider_batch: Mapped[str | None] = mapped_column(String(128))
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_batch_items_status", "status", "deployment_key", "created_at"),
+        Index("ix_batch_items_provider_batch", "provider_batch"),
+    )
+
+
+class ProviderBatchRow(Base):
+    """One submission to a provider's Batch API; polled by whoever holds its lease."""
+
+    __tablename__ = "provider_batches"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    deployment_key: Mapped[str] = mapped_column(String(256))
+    items: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_provider_batches_status", "status"),)

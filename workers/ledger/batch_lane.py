@@ -1,0 +1,242 @@
+"""Batch-lane state in the ledger: items handed to providers' Batch APIs and the submissions.
+
+An item moves ``pending`` → ``packing`` (a worker took it to submit, under a lease) →
+``submitted`` (in a provider batch) → ``done`` (its result stored) or back to ``pending``
+when a packing worker's lease lapsed before it recorded the submission. The job's own row
+stays ``running`` with the lease owner :data:`BATCH_OWNER` until its result is stored, so a
+redelivered copy of the job sees it held and does nothing.
+
+Every statement here is a single conditional ``UPDATE`` (or ``INSERT``), so two workers
+packing or polling at once never take the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workers.ledger.models import BatchItemRow, JobRow, ProviderBatchRow, RowStatus
+
+BATCH_OWNER = "headway:batch-lane"  # the lease owner of a job whose call is in a provider batch
+PENDING, PACKING, SUBMITTED, DONE = "pending", "packing", "submitted", "done"
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    tenant: str
+    job_id: str
+    custom_id: str
+    deployment_key: str
+    kind: str
+    line: str
+    job_json: str
+    who_json: str
+    topic: str
+    record_value: str
+    record_headers: str
+    deadline: float | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    tenant: str
+    job_id: str
+    custom_id: str
+    deployment_key: str
+    kind: str
+    line: str
+    job_json: str
+    who_json: str
+    topic: str
+    record_value: str
+    record_headers: str
+    deadline: float | None
+    generation: int
+
+
+_ITEM_COLUMNS = [getattr(BatchItemRow, name) for name in Item.__slots__]
+
+
+async def enqueue(conn: AsyncConnection, item: NewItem, hold_until: float, now: float) -> None:
+    """Store the item and hand the job's row to the batch lane (same transaction)."""
+    values = {name: getattr(item, name) for name in NewItem.__slots__}
+    await conn.execute(
+        insert(BatchItemRow).values(**values, status=PENDING, lease_expires_at=0.0, created_at=now)
+    )
+    await conn.execute(
+        update(JobRow)
+        .where(JobRow.tenant == item.tenant, JobRow.job_id == item.job_id)
+        .values(lease_owner=BATCH_OWNER, lease_expires_at=hold_until, updated_at=now)
+    )
+
+
+async def take_pending(
+    conn: AsyncConnection, deployment_key: str, limit: int, owner: str, lease_s: float, now: float
+) -> list[Item]:
+    """Take up to ``limit`` pending items of a deployment (oldest first) to submit."""
+    taken_before = or_(
+        BatchItemRow.status == PENDING,
+        and_(BatchItemRow.status == PACKING, BatchItemRow.lease_expires_at < now),
+    )
+    candidates = (
+        select(BatchItemRow.tenant, BatchItemRow.job_id)
+        .where(BatchItemRow.deployment_key == deployment_key, taken_before)
+        .order_by(BatchItemRow.created_at)
+        .limit(limit)
+    )
+    keys = [(row.tenant, row.job_id) for row in await conn.execute(candidates)]
+    if not keys:
+        return []
+    await conn.execute(
+        update(BatchItemRow)
+        .where(tuple_(BatchItemRow.tenant, BatchItemRow.job_id).in_(keys), taken_before)
+        .values(status=PACKING, lease_owner=owner, lease_expires_at=now + lease_s)
+    )
+    rows = await conn.execute(
+        select(*_ITEM_COLUMNS).where(
+            tuple_(BatchItemRow.tenant, BatchItemRow.job_id).in_(keys),
+            BatchItemRow.status == PACKING,
+            BatchItemRow.lease_owner == owner,
+        )
+    )
+    return [Item(*row) for row in rows]
+
+
+async def deployments_with_pending(conn: AsyncConnection, now: float) -> list[str]:
+    rows = await conn.execute(
+        select(BatchItemRow.deployment_key)
+        .where(
+            or_(
+                BatchItemRow.status == PENDING,
+                and_(BatchItemRow.status == PACKING, BatchItemRow.lease_expires_at < now),
+            )
+        )
+        .distinct()
+    )
+    return [row.deployment_key for row in rows]
+
+
+async def submitted(
+    conn: AsyncConnection,
+    provider_batch: str,
+    deployment_key: str,
+    items: Sequence[Item],
+    owner: str,
+    now: float,
+) -> None:
+    """Record a provider batch and mark its items (still held by ``owner``) submitted."""
+    await conn.execute(
+        insert(ProviderBatchRow).values(
+            id=provider_batch,
+            deployment_key=deployment_key,
+            items=len(items),
+            status=SUBMITTED,
+            lease_owner=None,
+            lease_expires_at=0.0,
+            created_at=now,
+            ended_at=None,
+        )
+    )
+    await conn.execute(
+        update(BatchItemRow)
+        .where(
+            tuple_(BatchItemRow.tenant, BatchItemRow.job_id).in_(
+                [(i.tenant, i.job_id) for i in items]
+            ),
+            BatchItemRow.lease_owner == owner,
+        )
+        .values(status=SUBMITTED, provider_batch=provider_batch)
+    )
+
+
+async def release_packing(conn: AsyncConnection, items: Sequence[Item], owner: str) -> None:
+    """A submission failed: its items are pending again."""
+    await conn.execute(
+        update(BatchItemRow)
+        .where(
+            tuple_(BatchItemRow.tenant, BatchItemRow.job_id).in_(
+                [(i.tenant, i.job_id) for i in items]
+            ),
+            BatchItemRow.status == PACKING,
+            BatchItemRow.lease_owner == owner,
+        )
+        .values(status=PENDING, lease_owner=None, lease_expires_at=0.0)
+    )
+
+
+async def take_due_batch(
+    conn: AsyncConnection, owner: str, lease_s: float, now: float
+) -> tuple[str, str] | None:
+    """Lease one submitted provider batch nobody is polling: (id, deployment_key)."""
+    row = (
+        await conn.execute(
+            select(ProviderBatchRow.id, ProviderBatchRow.deployment_key)
+            .where(
+                ProviderBatchRow.status == SUBMITTED,
+                or_(
+                    ProviderBatchRow.lease_expires_at < now,
+                    ProviderBatchRow.lease_owner == owner,
+                ),
+            )
+            .order_by(ProviderBatchRow.lease_expires_at)
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return None
+    taken = await conn.execute(
+        update(ProviderBatchRow)
+        .where(
+            ProviderBatchRow.id == row.id,
+            or_(ProviderBatchRow.lease_expires_at < now, ProviderBatchRow.lease_owner == owner),
+        )
+        .values(lease_owner=owner, lease_expires_at=now + lease_s)
+    )
+    return (row.id, row.deployment_key) if taken.rowcount else None
+
+
+async def items_of(conn: AsyncConnection, provider_batch: str) -> list[Item]:
+    rows = await conn.execute(
+        select(*_ITEM_COLUMNS).where(
+            BatchItemRow.provider_batch == provider_batch, BatchItemRow.status == SUBMITTED
+        )
+    )
+    return [Item(*row) for row in rows]
+
+
+async def batch_ended(conn: AsyncConnection, provider_batch: str, now: float) -> None:
+    await conn.execute(
+        update(ProviderBatchRow)
+        .where(ProviderBatchRow.id == provider_batch)
+        .values(status="ended", ended_at=now, lease_owner=None)
+    )
+
+
+async def items_done(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+    """The items' results are stored (or they went back online): nothing more to do."""
+    if not keys:
+        return
+    await conn.execute(
+        update(BatchItemRow)
+        .where(tuple_(BatchItemRow.tenant, BatchItemRow.job_id).in_(list(keys)))
+        .values(status=DONE)
+    )
+
+
+async def release_jobs(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+    """Give jobs back to the online path: their rows are claimable again at once."""
+    if not keys:
+        return
+    await conn.execute(
+        update(JobRow)
+        .where(
+            tuple_(JobRow.tenant, JobRow.job_id).in_(list(keys)),
+            JobRow.status == RowStatus.RUNNING.value,
+            JobRow.lease_owner == BATCH_OWNER,
+        )
+        .values(lease_owner=None, lease_expires_at=0.0)
+    )

@@ -25,6 +25,7 @@ HEADER_NOT_BEFORE = "headway-not-before"  # epoch milliseconds a parked job may 
 HEADER_ATTEMPTS = "headway-attempts"  # provider calls a parked job has made so far
 #: set by `headway dlq replay`: "<dlq partition>:<dlq offset>"; a failed or rejected job runs again
 HEADER_REPLAY = "headway-replay"
+HEADER_ONLINE = "headway-online"  # a job the batch lane handed back: run it online
 #: W3C trace context (https://www.w3.org/TR/trace-context/): on jobs from the SDK, and on results
 HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+WAL_SWITCH_TRIES = 10  # ~1 s in all
 CONNECT_TIMEOUT_S = 10.0  # PostgreSQL: opening a connection
 COMMAND_TIMEOUT_S = 60.0  # PostgreSQL: one statement
 
@@ -27,11 +29,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
     # busy_timeout first: switching to WAL needs a lock another connection may hold
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
     # SQLAlchemy then emits BEGIN itself (_sqlite_begin_immediate)
     dbapi_connection.isolation_level = None
+
+
+def _wal(cursor: Any) -> None:
+    """WAL mode is kept in the file: a new connection to a database already in WAL mode does
+    not ask for it again. Asking takes a lock for which SQLite may answer "database is locked"
+    at once, without waiting on busy_timeout, while another connection writes (seen when a
+    second worker opened its connection mid-write), so the switch itself is retried briefly."""
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as error:  # the driver's OperationalError, as the adapter raises it
+            if "locked" not in str(error) or attempt == WAL_SWITCH_TRIES - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 def _sqlite_begin_immediate(connection: Any) -> None:

@@ -8,25 +8,23 @@ of the settings given (the committed ``docs/asyncapi.yaml`` is the default prefi
 from __future__ import annotations
 
 import json
-from types import TracebackType
 
 import yaml
 from aiohttp import web
 from faststream.specification.asyncapi.site import get_asyncapi_html
 
 from broker.asyncapi import specification
+from broker.http_site import HttpSite
 from broker.settings import Settings
 
 
-class DocsSite:
+class DocsSite(HttpSite):
     """``async with DocsSite(settings, port=8000) as site: site.url``."""
 
     def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+        super().__init__(host, port)
         self.spec = specification(settings)
         self.document = self.spec.to_jsonable()
-        self.host = host
-        self.port = port
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -38,24 +36,6 @@ class DocsSite:
         app.router.add_get("/asyncapi.yaml", self._yaml)
         app.router.add_get("/asyncapi.json", self._json)
         return app
-
-    async def __aenter__(self) -> DocsSite:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        if self.port == 0:
-            self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _page(self, request: web.Request) -> web.Response:
         html = get_asyncapi_html(self.spec, try_it_out_path=None)

@@ -7,15 +7,14 @@ checks as JSON either way (readiness: take it out of rotation, do not restart it
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from aiohttp import web
 
+from broker.http_site import HttpSite
 from workers.metrics import CONTENT_TYPE, Metrics
 from workers.readiness import Readiness
 
 
-class ProbeServer:
+class ProbeServer(HttpSite):
     """``async with ProbeServer(readiness, port) as probes: probes.port``."""
 
     def __init__(
@@ -25,11 +24,9 @@ class ProbeServer:
         host: str = "0.0.0.0",
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__(host, port)
         self.readiness = readiness
         self.metrics = metrics
-        self.host = host
-        self.port = port
-        self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -38,24 +35,6 @@ class ProbeServer:
         if self.metrics is not None:
             app.router.add_get("/metrics", self._metrics)
         return app
-
-    async def __aenter__(self) -> ProbeServer:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        if self.port == 0:
-            self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})

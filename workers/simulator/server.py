@@ -24,11 +24,11 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
+from broker.http_site import HttpSite
 from workers.simulator import behaviour, wires
 from workers.simulator.batches import BatchAPIs
 from workers.simulator.wires import Failure
@@ -73,23 +73,23 @@ class SimulatorStats:
         return data
 
 
-class SimulatorServer:
+class SimulatorServer(HttpSite):
     """``async with SimulatorServer(SimulatorConfig(latency_ms=5)) as sim: sim.base_url``."""
+
+    backlog = 4096  # load tests open thousands of connections at once
 
     def __init__(
         self, config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__(host, port)
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
-        self.host = host
-        self.port = port
         self._window: collections.deque[float] = collections.deque()
         # (path, job header, JSON body) of the latest requests that had a readable body
         self.requests: collections.deque[tuple[str, str | None, dict[str, Any]]] = (
             collections.deque(maxlen=self.config.request_log)
         )
         self._random = random.Random(self.config.seed)
-        self._runner: web.AppRunner | None = None
         self.batch_apis = BatchAPIs(self)
 
     @property
@@ -127,31 +127,6 @@ class SimulatorServer:
             return await handler(request)
         finally:
             self.stats.in_flight -= 1
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
-        await site.start()
-        if self.port == 0:
-            self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> SimulatorServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- the shared gate every call passes: rate limit, latency, injected errors --------------
 

@@ -112,7 +112,7 @@ class BatchLane:
         line = api.line(cid, _call(job, deployment, messages))
         now = time.time()
         deadline = job.deadline.timestamp() if job.deadline is not None else None
-        item = rows.NewItem(
+        item = rows.Item(
             tenant=job.tenant,
             job_id=job.job_id,
             custom_id=cid,

@@ -13,8 +13,8 @@ from workers.ledger.db import create_engine
 from workers.ledger.models import JobRow
 
 
-def item(n: int, deployment: str = "sim:m") -> lane.NewItem:
-    return lane.NewItem(
+def item(n: int, deployment: str = "sim:m") -> lane.Item:
+    return lane.Item(
         tenant="acme",
         job_id=f"j{n}",
         custom_id=f"c{n}",

@@ -25,24 +25,10 @@ PENDING, PACKING, SUBMITTED, DONE = "pending", "packing", "submitted", "done"
 
 
 @dataclass(frozen=True, slots=True)
-class NewItem:
-    tenant: str
-    job_id: str
-    custom_id: str
-    deployment_key: str
-    kind: str
-    line: str
-    job_json: str
-    who_json: str
-    topic: str
-    record_value: str
-    record_headers: str
-    deadline: float | None
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
 class Item:
+    """A job in the lane: what is stored when it is handed over, and read back to submit it
+    and to settle it."""
+
     tenant: str
     job_id: str
     custom_id: str
@@ -61,9 +47,9 @@ class Item:
 _ITEM_COLUMNS = [getattr(BatchItemRow, name) for name in Item.__slots__]
 
 
-async def enqueue(conn: AsyncConnection, item: NewItem, hold_until: float, now: float) -> None:
+async def enqueue(conn: AsyncConnection, item: Item, hold_until: float, now: float) -> None:
     """Store the item and hand the job's row to the batch lane (same transaction)."""
-    values = {name: getattr(item, name) for name in NewItem.__slots__}
+    values = {name: getattr(item, name) for name in Item.__slots__}
     await conn.execute(
         insert(BatchItemRow).values(**values, status=PENDING, lease_expires_at=0.0, created_at=now)
     )

@@ -19,24 +19,23 @@ def differences(sync_conn: Any) -> list[Any]:
     return list(compare_metadata(context, Base.metadata))
 
 
-async def test_the_migrated_schema_is_the_models_schema(database_url: str) -> None:
-    engine = create_engine(database_url)
+async def schema_differences(url: str) -> list[Any]:
+    """What the database's schema lacks or has beyond the models'."""
+    engine = create_engine(url)
     try:
         async with engine.connect() as conn:
-            found = await conn.run_sync(differences)
+            found: list[Any] = await conn.run_sync(differences)
+            return found
     finally:
         await engine.dispose()
-    assert found == []
+
+
+async def test_the_migrated_schema_is_the_models_schema(database_url: str) -> None:
+    assert await schema_differences(database_url) == []
 
 
 async def test_every_migration_downgrades_and_upgrades_again(database_url: str) -> None:
     config = alembic_config(database_url)
     await asyncio.to_thread(command.downgrade, config, "base")
     await upgrade(database_url)
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            found = await conn.run_sync(differences)
-    finally:
-        await engine.dispose()
-    assert found == []
+    assert await schema_differences(database_url) == []

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from broker.config import HeadwayConfig, InjectionAction, RouteConfig
+from broker.config import GuardrailPolicy, HeadwayConfig, InjectionAction, RouteConfig
 from broker.errors import ConfigError
 from workers.guardrails.base import Context, Guardrail, Verdict
 from workers.guardrails.injection import InjectionHeuristic
@@ -64,6 +64,21 @@ class Screened:
             text = self.redaction.restore(text)
         return Verdict(text=text, flags=tuple(self.flags))
 
+    async def through(self, guards: list[Guardrail]) -> str | None:
+        """Pass the texts through ``guards`` in order (each may rewrite them); the first
+        block's reason, or None."""
+        for guard in guards:
+            verdict = await guard.inbound(self.texts, self.context)
+            if verdict.blocked is not None:
+                self._observe(guard.name, "blocked")
+                return verdict.blocked
+            if verdict.texts is not None:
+                if len(verdict.texts) != len(self.texts):
+                    raise ValueError(f"guardrail {guard.name!r} changed the number of texts")
+                self.texts = verdict.texts
+            self._flag(guard.name, verdict)
+        return None
+
     def _flag(self, name: str, verdict: Verdict) -> None:
         if verdict.flags:
             self.flags.extend(verdict.flags)
@@ -102,13 +117,10 @@ class Guardrails:
         return screened
 
     async def _inbound(self, screened: Screened) -> str | None:
-        for policy in screened.policies:
-            for guard in policy.guards:
-                verdict = await guard.inbound(screened.texts, screened.context)
-                if verdict.blocked is not None:
-                    screened._observe(guard.name, "blocked")
-                    return verdict.blocked
-                screened._flag(guard.name, verdict)
+        """Checks on the texts as submitted, then PII placeholders, then plug-ins."""
+        blocked = await screened.through([g for p in screened.policies for g in p.guards])
+        if blocked is not None:
+            return blocked
         kinds = frozenset().union(*(p.pii for p in screened.policies))
         if kinds:
             redaction = Redaction(kinds)
@@ -117,21 +129,10 @@ class Guardrails:
             screened.restore = any(p.restore for p in screened.policies)
             if redaction.found:
                 screened._observe("pii", "redacted", redaction.found)
-        for policy in screened.policies:
-            for plugin in policy.plugins:
-                verdict = await plugin.inbound(screened.texts, screened.context)
-                if verdict.blocked is not None:
-                    screened._observe(plugin.name, "blocked")
-                    return verdict.blocked
-                if verdict.texts is not None:
-                    if len(verdict.texts) != len(screened.texts):
-                        raise ValueError(f"guardrail {plugin.name!r} changed the number of texts")
-                    screened.texts = verdict.texts
-                screened._flag(plugin.name, verdict)
-        return None
+        return await screened.through([g for p in screened.policies for g in p.plugins])
 
 
-def _build(name: str, policy: Any) -> _Policy:
+def _build(name: str, policy: GuardrailPolicy) -> _Policy:
     guards: list[Guardrail] = []
     if policy.block_terms or policy.block_patterns:
         guards.append(BlockedContent(policy.block_terms, policy.block_patterns, policy.scan_output))

@@ -13,6 +13,7 @@ from broker.topics import Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobError, JobResult, JobStatus, TokenUsage, UsageEvent
 from workers.execution import Execution, ProviderCall
+from workers.ledger.cache import CacheEntry
 from workers.ledger.models import RowStatus, to_nano
 from workers.ledger.repository import Finish, UsageRecord
 
@@ -160,7 +161,12 @@ def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> l
 
 
 def finish_record(
-    result: JobResult, result_json: str, events: list[tuple[UsageEvent, str]]
+    result: JobResult,
+    result_json: str,
+    events: list[tuple[UsageEvent, str]],
+    *,
+    budget_period: str | None = None,
+    cache: CacheEntry | None = None,
 ) -> Finish:
     return Finish(
         tenant=result.tenant,
@@ -192,4 +198,6 @@ def finish_record(
             )
             for event, payload in events
         ),
+        budget_period=budget_period,
+        cache=cache,
     )

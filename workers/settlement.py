@@ -9,7 +9,6 @@ that stored result re-published unchanged. While the database is unreachable, th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -70,10 +69,11 @@ class Settlement:
         """Store the result of a claimed job, then publish what is stored."""
         result_json = result.model_dump_json()
         payloads = [(event, event.model_dump_json()) for event in events]
-        record = dataclasses.replace(finish_record(result, result_json, payloads), cache=cache)
         hold = ticket.hold if ticket is not None else None
-        if hold is not None:  # settled in the transaction that stores the usage events
-            record = dataclasses.replace(record, budget_period=hold.period)
+        # the budget hold is settled, and the cache entry stored, in the transaction that
+        # stores the usage events
+        period = hold.period if hold is not None else None
+        record = finish_record(result, result_json, payloads, budget_period=period, cache=cache)
         with self.tracing.span("ledger finish"):
             outcome: FinishOutcome = await with_ledger(lambda: self.ledger.finish(record))
         if ticket is not None:

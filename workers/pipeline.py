@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import TypeVar
 
 from aiokafka import ConsumerRecord
 
@@ -54,7 +53,6 @@ from workers.template_catalog import TemplateCatalog
 from workers.tracing import Tracing
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 HELD_POLL_S = (0.05, 2.0)  # first and longest wait while another worker holds the job
 PARK_MAX_S = 300.0  # longest park of a job whose calls keep failing (without a Retry-After)

@@ -38,9 +38,9 @@ class ProviderType(StrEnum):
 
 
 NO_EMBEDDINGS_API = frozenset({ProviderType.ANTHROPIC})
-BATCH_APIS = frozenset(
-    {ProviderType.OPENAI, ProviderType.AZURE_OPENAI, ProviderType.ANTHROPIC, ProviderType.SIMULATOR}
-)
+# Azure OpenAI's batch API (deployment-scoped files under /openai/, api-version) is not
+# adapted yet: its deployments run online
+BATCH_APIS = frozenset({ProviderType.OPENAI, ProviderType.ANTHROPIC, ProviderType.SIMULATOR})
 
 
 class Strategy(StrEnum):

@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     embed_max_batch_tokens: Annotated[int, Field(ge=1)] = Field(
         250_000, description="estimated tokens per combined embeddings request, at most"
     )
+    batch_pack_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="how often jobs waiting for a provider batch are packed and submitted"
+    )
+    batch_poll_s: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="how often submitted provider batches are asked whether they ended"
+    )
+    batch_wait_s: Annotated[float, Field(ge=0)] = Field(
+        600.0, description="a part-filled provider batch is sent once its oldest job waited this"
+    )
+    batch_max_items: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="jobs per provider batch, at most (default: the provider's limit)"
+    )
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,3 +106,12 @@ async def read_topic(
         return collected
     finally:
         await consumer.stop()
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
+    for _ in range(max(1, round(timeout_s / 0.05))):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()

@@ -1,20 +1,20 @@
 """The provider Batch-API lane in a worker: hand jobs over, pack them, poll, finish or fall back.
 
-(Not wired into the pipeline yet: next, the pipeline hands eligible jobs over after the claim —
-unless the record carries ``headway-online`` — the worker runs :meth:`BatchLane.run_forever`
-with clients from the provider registry, and an end-to-end test covers it.)
+See docs/batch-lane.md. Every worker with a ``batch = true`` deployment runs the pack and poll
+loops; the ledger's leases make sure a pending item is packed by one worker and a submission
+polled by one at a time.
 
-See docs/batch-lane.md. Every worker runs the pack and poll loops; the ledger's leases make
-sure a pending item is packed by one worker and a submission polled by one at a time.
-
-- :meth:`BatchLane.hand_over` (from the pipeline, after the claim): the job's request line is
-  stored and its row handed to the lane; the record's offset may then be committed.
+- :meth:`BatchLane.hand_over` (from the pipeline, after the claim and admission): the job's
+  request line is stored, its row and budget hold pass to the lane; the record's offset may
+  then be committed — the database owns the job.
 - :meth:`BatchLane.pack_once`: per deployment, pending items up to the provider's limits
-  (requests and bytes) or ``max_items``, submitted as one provider batch.
-- :meth:`BatchLane.poll_once`: one submission whose lease this worker takes; when ended, each
-  item is finished like an online call at the batch price, or — expired, cancelled, a
-  retryable error, or its batch failed — handed back to the online path through the retry
-  topic, in time for its deadline.
+  (requests and bytes) or ``max_items``, submitted as one provider batch once it is full or
+  its oldest item has waited ``wait_s``; and items whose deadline came near while they
+  waited go back online.
+- :meth:`BatchLane.poll_once`: one submission that is due a look; when ended, each item is
+  finished like an online call at the batch price (output guardrails included), or —
+  expired, cancelled, a retryable error, or its batch failed — handed back to the online path
+  through the retry topic (header ``headway-online``), in time for its deadline.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +35,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.config import DeploymentConfig, HeadwayConfig
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ChatOutput, EmbeddingOutput
+from schemas.results import ChatOutput, EmbeddingOutput, JobResult, JobStatus
+from workers.access import Rejection
+from workers.admission import Ticket
+from workers.batch_eligibility import FALLBACK_MARGIN_S
 from workers.execution import Execution, ProviderCall
+from workers.guardrails.screening import Screened
+from workers.intake import ValidJob, parse_job
 from workers.ledger import batch_lane as rows
-from workers.outcomes import Identity, executed_result, usage_events
+from workers.ledger.quotas import Hold
+from workers.outcomes import Identity, guarded_result, terminal_result, usage_events
+from workers.preparation import Preparation
 from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall
 from workers.providers.batch_apis import BatchAPI, Outcome
 from workers.publisher import Publisher
@@ -47,16 +54,19 @@ from workers.settlement import Settlement
 log = logging.getLogger(__name__)
 
 Run = Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
-PACK_LEASE_S = 300.0
-POLL_LEASE_S = 120.0
+PACK_LEASE_S = 300.0  # a packing worker's hold on the items it is submitting
+POLL_LEASE_S = 300.0  # a polling worker's hold on a submission while it settles the items
 HOLD_S = 26 * 3600.0  # how long the lane holds a job without a deadline before it lapses
+SETTLE_CHUNK = 1000  # items of an ended batch settled at once (the ledger batches them)
 
 
 @dataclass(frozen=True, slots=True)
 class LaneSettings:
-    pack_every_s: float = 5.0
-    poll_every_s: float = 10.0
+    pack_every_s: float = 30.0
+    poll_every_s: float = 60.0
     max_items: int | None = None  # per submission, below the provider's own limit
+    wait_s: float = 600.0  # a part-filled batch is sent once its oldest item waited this long
+    margin_s: float = FALLBACK_MARGIN_S  # an item this near its deadline goes back online
 
 
 def custom_id(tenant: str, job_id: str) -> str:
@@ -73,6 +83,20 @@ def _call(
     return EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A job the pipeline gives to the lane (claimed, admitted, prepared)."""
+
+    job: JobRequest
+    who: Identity
+    deployment: DeploymentConfig
+    messages: list[dict[str, str]] | None
+    topic: str
+    record: ConsumerRecord[bytes, bytes]
+    generation: int
+    budget_period: str | None = None
+
+
 class BatchLane:
     def __init__(
         self,
@@ -80,7 +104,7 @@ class BatchLane:
         apis: dict[str, BatchAPI],
         run: Run,
         settlement: Settlement,
-        publisher: Publisher,
+        preparation: Preparation,
         owner: str,
         settings: LaneSettings = LaneSettings(),
     ) -> None:
@@ -88,75 +112,79 @@ class BatchLane:
         self._apis = apis
         self._run = run
         self._settlement = settlement
-        self._publisher = publisher
+        self._preparation = preparation
+        self._publisher: Publisher = settlement.publisher
         self._owner = owner
-        self._settings = settings
+        self.settings = settings
         self._deployments = {
             d.key: d for route in config.routes.values() for d in route.deployments if d.batch
         }
+        self.handed_over = 0
+        self.submissions = 0
 
     # -- hand-over ----------------------------------------------------------------------------
 
-    async def hand_over(
-        self,
-        job: JobRequest,
-        who: Identity,
-        deployment: DeploymentConfig,
-        messages: list[dict[str, str]] | None,
-        topic: str,
-        record: ConsumerRecord[bytes, bytes],
-        generation: int,
-    ) -> None:
-        api = self._apis[deployment.provider]
+    async def hand_over(self, handed: Handed) -> None:
+        job, record = handed.job, handed.record
+        api = self._apis[handed.deployment.provider]
         cid = custom_id(job.tenant, job.job_id)
-        line = api.line(cid, _call(job, deployment, messages))
+        line = api.line(cid, _call(job, handed.deployment, handed.messages))
         now = time.time()
         deadline = job.deadline.timestamp() if job.deadline is not None else None
+        saved = {
+            "job": job.model_dump(mode="json"),
+            "messages": handed.messages,
+            "budget_period": handed.budget_period,
+        }
+        headers = [[n, base64.b64encode(v).decode()] for n, v in record.headers or ()]
         item = rows.Item(
             tenant=job.tenant,
             job_id=job.job_id,
             custom_id=cid,
-            deployment_key=deployment.key,
+            deployment_key=handed.deployment.key,
             kind=job.kind.value,
             line=line.decode(),
-            job_json=json.dumps({"job": job.model_dump(mode="json"), "messages": messages}),
-            who_json=json.dumps(_who_json(who)),
-            topic=topic,
+            job_json=json.dumps(saved),
+            who_json=json.dumps(_who_json(handed.who)),
+            topic=handed.topic,
             record_value=base64.b64encode(record.value or b"").decode(),
-            record_headers=json.dumps(
-                {
-                    "topic": record.topic,
-                    "headers": [
-                        [name, base64.b64encode(value).decode()]
-                        for name, value in record.headers or ()
-                    ],
-                }
-            ),
+            record_headers=json.dumps({"topic": record.topic, "headers": headers}),
             deadline=deadline,
-            generation=generation,
+            generation=handed.generation,
         )
         hold_until = deadline if deadline is not None else now + HOLD_S
         await self._run(lambda conn: rows.enqueue(conn, item, hold_until, now))
+        self.handed_over += 1
 
     # -- packing ------------------------------------------------------------------------------
 
     async def pack_once(self) -> int:
-        """Submit what is pending; returns the number of submissions made."""
+        """Send overdue items back online, submit what is pending; returns submissions made."""
+        await self._sweep_overdue()
         made = 0
-        keys: list[str] = await self._run(
-            lambda conn: rows.deployments_with_pending(conn, time.time())
-        )
-        for key in keys:
-            deployment = self._deployments.get(key)
+        now = time.time()
+        found: list[rows.Waiting] = await self._run(lambda conn: rows.waiting(conn, now))
+        for waiting in found:
+            deployment = self._deployments.get(waiting.deployment_key)
             if deployment is None:
                 continue  # a deployment no longer batched here: another config's worker packs it
-            while await self._pack(deployment):
+            # full batches go now; a part-filled one once its oldest item waited long enough
+            batches = -(-waiting.items // self._limit(deployment))
+            if now - waiting.oldest < self.settings.wait_s:
+                batches = waiting.items // self._limit(deployment)
+            for _ in range(batches):
+                if not await self._pack(deployment):
+                    break
                 made += 1
         return made
 
+    def _limit(self, deployment: DeploymentConfig) -> int:
+        most = self._apis[deployment.provider].limits.max_requests
+        return min(most, self.settings.max_items or most)
+
     async def _pack(self, deployment: DeploymentConfig) -> bool:
         api = self._apis[deployment.provider]
-        limit = min(api.limits.max_requests, self._settings.max_items or api.limits.max_requests)
+        limit = self._limit(deployment)
         now = time.time()
         items: list[rows.Item] = await self._run(
             lambda conn: rows.take_pending(
@@ -165,13 +193,7 @@ class BatchLane:
         )
         if not items:
             return False
-        chosen: list[rows.Item] = []
-        size = 0
-        for item in items:
-            size += len(item.line.encode()) + 1
-            if size > api.limits.max_bytes and chosen:
-                break
-            chosen.append(item)
+        chosen = _within_bytes(items, api.limits.max_bytes)
         rest = items[len(chosen) :]
         if rest:
             await self._run(lambda conn: rows.release_packing(conn, rest, self._owner))
@@ -183,18 +205,32 @@ class BatchLane:
             log.warning("batch submission to %s failed: %s", deployment.key, error)
             await self._run(lambda conn: rows.release_packing(conn, chosen, self._owner))
             return False
+        # a crash right here leaves the provider batch unrecorded: its items are packed again
+        # when the packing lease lapses (the first batch's results are never read)
         await self._run(
             lambda conn: rows.submitted(
                 conn, batch_id, deployment.key, chosen, self._owner, time.time()
             )
         )
+        self.submissions += 1
         log.info("submitted %d jobs to %s as batch %s", len(chosen), deployment.key, batch_id)
         return True
+
+    async def _sweep_overdue(self) -> None:
+        before = time.time() + self.settings.margin_s
+        while True:
+            items: list[rows.Item] = await self._run(
+                lambda conn: rows.take_overdue(conn, before, SETTLE_CHUNK)
+            )
+            if not items:
+                return
+            log.info("%d batch-lane jobs near their deadline go back online", len(items))
+            await self._back_online(items)
 
     # -- polling ------------------------------------------------------------------------------
 
     async def poll_once(self) -> bool:
-        """Look at one submission; True when one was looked at."""
+        """Look at one submission that is due a look; True when one was looked at."""
         due: tuple[str, str] | None = await self._run(
             lambda conn: rows.take_due_batch(conn, self._owner, POLL_LEASE_S, time.time())
         )
@@ -203,57 +239,92 @@ class BatchLane:
         batch_id, key = due
         deployment = self._deployments.get(key)
         if deployment is None:
-            return True
+            return True  # not batched in this worker's config: its lease lapses to another
         api = self._apis[deployment.provider]
         state = await api.state(batch_id)
         if not state.ended:
+            next_look = time.time() + self.settings.poll_every_s
+            await self._run(lambda conn: rows.look_again(conn, batch_id, self._owner, next_look))
             return True
         items: list[rows.Item] = await self._run(lambda conn: rows.items_of(conn, batch_id))
-        calls = {item.custom_id: _call_of(item, deployment) for item in items}
-        outcomes = (
-            {o.custom_id: o for o in await api.results(batch_id, calls)} if not state.failed else {}
-        )
-        for item in items:
-            await self._settle(item, deployment, outcomes.get(item.custom_id))
+        outcomes: dict[str, Outcome] = {}
+        if not state.failed:
+            calls = {item.custom_id: _call_of(item, deployment) for item in items}
+            outcomes = {o.custom_id: o for o in await api.results(batch_id, calls)}
+        for start in range(0, len(items), SETTLE_CHUNK):
+            await self._settle(
+                [
+                    (item, outcomes.get(item.custom_id))
+                    for item in items[start : start + SETTLE_CHUNK]
+                ],
+                deployment,
+            )
         await self._run(lambda conn: rows.batch_ended(conn, batch_id, time.time()))
+        log.info("batch %s of %s ended: %d jobs", batch_id, key, len(items))
         return True
 
     async def _settle(
-        self, item: rows.Item, deployment: DeploymentConfig, outcome: Outcome | None
+        self, settled: list[tuple[rows.Item, Outcome | None]], deployment: DeploymentConfig
     ) -> None:
-        key = (item.tenant, item.job_id)
-        if (
-            outcome is None
-            or outcome.expired
-            or (outcome.error is not None and outcome.error.retryable)
-        ):
-            await self._back_online(item)
-            return
-        who = Identity(**json.loads(item.who_json))
-        execution = _execution(deployment, outcome)
-        result = executed_result(who, execution)
-        events = usage_events(who, execution.calls, item.generation)
-        await self._settlement.finish(result, events, item.topic)
-        await self._run(lambda conn: rows.items_done(conn, [key]))
+        online = [item for item, outcome in settled if _undone(outcome)]
+        done = [(item, outcome) for item, outcome in settled if not _undone(outcome)]
+        if online:
+            await self._back_online(online)
+        await asyncio.gather(*(self._finish(item, o, deployment) for item, o in done))
+        keys = [(item.tenant, item.job_id) for item, _ in done]
+        await self._run(lambda conn: rows.items_done(conn, keys))
 
-    async def _back_online(self, item: rows.Item) -> None:
-        """Republish the original record to the retry topic, due now, and let the job's row go."""
-        key = (item.tenant, item.job_id)
-        await self._run(lambda conn: rows.release_jobs(conn, [key]))
-        saved = json.loads(item.record_headers)
-        headers = [(name, base64.b64decode(raw)) for name, raw in saved["headers"]]
-        headers.append((HEADER_ONLINE, b"1"))
-        value = base64.b64decode(item.record_value)
-        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-            saved["topic"], 0, 0, 0, 0, item.job_id.encode(), value, None, 0, len(value), headers
+    async def _finish(
+        self, item: rows.Item, outcome: Outcome | None, deployment: DeploymentConfig
+    ) -> None:
+        assert outcome is not None
+        saved = json.loads(item.job_json)
+        who = _who(json.loads(item.who_json))
+        execution = _execution(deployment, outcome)
+        screened = await self._screened(item)
+        result = (
+            await guarded_result(who, execution, screened)
+            if not isinstance(screened, Rejection)
+            else _withheld(who, screened)
         )
-        await (await self._publisher.park(record, time.time(), 0, 0))
-        await self._run(lambda conn: rows.items_done(conn, [key]))
+        events = usage_events(who, execution.calls, item.generation)
+        period = saved.get("budget_period")
+        ticket = None
+        if period is not None:  # settles the cost in the period it was admitted in
+            ticket = Ticket(item.tenant, hold=Hold(item.tenant, item.job_id, period, 0))
+        await self._settlement.finish(result, events, item.topic, ticket)
+
+    async def _screened(self, item: rows.Item) -> Screened | Rejection | None:
+        """The job's guardrails for the output check, prepared again from its record (PII
+        placeholders are stable, so the same ones are restored)."""
+        if item.kind != JobKind.CHAT.value:
+            return None
+        value = base64.b64decode(item.record_value)
+        intake = parse_job(value, len(value) + 1)
+        if not isinstance(intake, ValidJob):
+            return None
+        route = self._config.routes.get(intake.job.route)
+        if route is None or not self._preparation.guardrails.applies(item.tenant, route):
+            return None
+        tenant = self._config.tenant(item.tenant)
+        prepared = await self._preparation.prepare(
+            intake.job, tenant, value, _headers(item.record_headers)
+        )
+        return prepared if isinstance(prepared, Rejection) else prepared.screened
+
+    async def _back_online(self, items: Sequence[rows.Item]) -> None:
+        """Republish the items' original records to the retry topic, due now, marked to run
+        online, and let their rows go."""
+        keys = [(item.tenant, item.job_id) for item in items]
+        await self._run(lambda conn: rows.release_jobs(conn, keys))
+        delivered = [await self._publisher.park(_record(item), time.time(), 0, 0) for item in items]
+        await asyncio.gather(*delivered)
+        await self._run(lambda conn: rows.items_done(conn, keys))
 
     async def run_forever(self) -> None:
         async def packing() -> None:
             while True:
-                await asyncio.sleep(self._settings.pack_every_s)
+                await asyncio.sleep(self.settings.pack_every_s)
                 try:
                     await self.pack_once()
                 except Exception as error:
@@ -261,7 +332,7 @@ class BatchLane:
 
         async def polling() -> None:
             while True:
-                await asyncio.sleep(self._settings.poll_every_s)
+                await asyncio.sleep(self.settings.poll_every_s)
                 try:
                     while await self.poll_once():
                         pass
@@ -271,11 +342,54 @@ class BatchLane:
         await asyncio.gather(packing(), polling())
 
 
+def _undone(outcome: Outcome | None) -> bool:
+    """The provider did not do it (or may do it if asked again): run it online."""
+    if outcome is None or outcome.expired:
+        return True
+    return outcome.error is not None and outcome.error.retryable
+
+
+def _within_bytes(items: list[rows.Item], max_bytes: int) -> list[rows.Item]:
+    chosen: list[rows.Item] = []
+    size = 0
+    for item in items:
+        size += len(item.line.encode()) + 1
+        if size > max_bytes and chosen:
+            break
+        chosen.append(item)
+    return chosen
+
+
+def _headers(saved_json: str) -> list[tuple[str, bytes]]:
+    saved = json.loads(saved_json)
+    return [(name, base64.b64decode(raw)) for name, raw in saved["headers"]]
+
+
+def _record(item: rows.Item) -> ConsumerRecord[bytes, bytes]:
+    """The job's original record, as the publisher parks it (plus ``headway-online``)."""
+    headers = [*_headers(item.record_headers), (HEADER_ONLINE, b"1")]
+    topic = json.loads(item.record_headers)["topic"]
+    value = base64.b64decode(item.record_value)
+    key = item.job_id.encode()
+    return ConsumerRecord(topic, 0, 0, 0, 0, key, value, None, len(key), len(value), headers)
+
+
 def _who_json(who: Identity) -> dict[str, Any]:
     data = {name: getattr(who, name) for name in Identity.__dataclass_fields__}
     data["kind"] = who.kind.value if who.kind is not None else None
     data["guardrail_flags"] = list(who.guardrail_flags)
     return data
+
+
+def _who(data: dict[str, Any]) -> Identity:
+    kind = JobKind(data["kind"]) if data.get("kind") else None
+    flags = tuple(data.get("guardrail_flags") or ())
+    return Identity(**{**data, "kind": kind, "guardrail_flags": flags})
+
+
+def _withheld(who: Identity, rejection: Rejection) -> JobResult:
+    """The job's checks refuse it now (its config changed while it waited): no output."""
+    return terminal_result(who, JobStatus.REJECTED, rejection.code, rejection.message)
 
 
 def _call_of(item: rows.Item, deployment: DeploymentConfig) -> ChatCall | EmbeddingCall:

@@ -12,6 +12,7 @@ workers in one process — tests — do not mix). Names, as Prometheus shows the
 - ``headway_provider_retries_total{provider, model}`` — calls that were not a job's first
 - ``headway_parks_total{reason}`` — jobs parked on the retry topic (provider, quota)
 - ``headway_cache_lookups_total{route, outcome}`` — response cache: hit, miss, coalesced
+- ``headway_batch_lane_jobs_total{route}`` — jobs handed to a provider Batch API
 - ``headway_guardrail_events_total{guardrail, action}`` — redacted (values), blocked, flagged
 - ``headway_in_flight``, ``headway_buffered_jobs{lane}``, ``headway_consumer_lag{lane}``
   (records not yet fetched), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
@@ -56,6 +57,9 @@ class Metrics:
         self._parks = self._counter(meter, "headway_parks", "jobs parked")
         self._retries = self._counter(meter, "headway_provider_retries", "repeated calls")
         self._cache = self._counter(meter, "headway_cache_lookups", "response cache lookups")
+        self._batched = self._counter(
+            meter, "headway_batch_lane_jobs", "jobs handed to a provider Batch API"
+        )
         self._guardrails = self._counter(meter, "headway_guardrail_events", "guardrail actions")
         self._queue_wait = meter.create_histogram(
             "headway_queue_wait", unit="s", description="from the record's timestamp to start"
@@ -112,6 +116,9 @@ class Metrics:
     def cache_lookup(self, route: str, outcome: str) -> None:
         """``outcome``: hit, miss, or coalesced (served by an identical call in flight)."""
         self._cache[(("route", route), ("outcome", outcome))] += 1
+
+    def batch_handed_over(self, route: str) -> None:
+        self._batched[(("route", route),)] += 1
 
     # -- gauges read at scrape time -----------------------------------------------------------
 

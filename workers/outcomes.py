@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.config import TenantConfig
 from broker.topics import Topics
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ErrorCode, JobError, JobResult, JobStatus, TokenUsage, UsageEvent
+from schemas.results import (
+    ChatOutput,
+    ErrorCode,
+    JobError,
+    JobResult,
+    JobStatus,
+    TokenUsage,
+    UsageEvent,
+)
 from workers.execution import Execution, ProviderCall
 from workers.ledger.cache import CacheEntry
 from workers.ledger.models import RowStatus, to_nano
 from workers.ledger.repository import Finish, UsageRecord
+
+if TYPE_CHECKING:
+    from workers.guardrails.screening import Screened
 
 _EVENT_NAMESPACE = uuid.UUID("6f1b8a1e-3c55-4c8e-9a4e-1d0f6a7b9c21")
 
@@ -132,6 +144,27 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
         provider=error.provider if error is not None else None,
         **common,
     )
+
+
+async def guarded_result(
+    who: Identity, execution: Execution, screened: Screened | None
+) -> JobResult:
+    """The result of an executed job after its output guardrails: the output may be rewritten
+    (PII restored) or withheld (``rejected``/``content_blocked`` — the call is still paid for)."""
+    blocked: str | None = None
+    output = execution.output
+    if screened is not None and isinstance(output, ChatOutput):
+        verdict = await screened.check_output(output.text)
+        blocked = verdict.blocked
+        if blocked is None and verdict.text is not None and verdict.text != output.text:
+            execution.output = ChatOutput(text=verdict.text, finish_reason=output.finish_reason)
+    if screened is not None:
+        who = dataclasses.replace(who, guardrail_flags=tuple(screened.flags))
+    result = executed_result(who, execution)
+    if blocked is None:
+        return result
+    error = JobError(code=ErrorCode.CONTENT_BLOCKED, message=blocked)
+    return result.model_copy(update={"status": JobStatus.REJECTED, "output": None, "error": error})
 
 
 def event_id(tenant: str, job_id: str, generation: int, index: int) -> str:

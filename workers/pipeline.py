@@ -14,22 +14,31 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRecord
 
 from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig, TenantConfig
-from broker.topics import HEADER_ATTEMPTS, HEADER_REPLAY, HEADER_RETRY_COUNT, Topics
-from schemas.jobs import JobKind, JobRequest
-from schemas.results import ChatOutput, ErrorCode, JobError, JobStatus
+from broker.topics import (
+    HEADER_ATTEMPTS,
+    HEADER_ONLINE,
+    HEADER_REPLAY,
+    HEADER_RETRY_COUNT,
+    HEADER_SOURCE_TOPIC,
+    Topics,
+)
+from schemas.jobs import JobKind, JobRequest, Priority
+from schemas.results import ErrorCode, JobStatus
 from workers.access import Rejection
 from workers.admission import Admission, Ticket, limited
+from workers.batch_eligibility import batch_deployment
+from workers.batch_lane import BatchLane, Handed, LaneSettings
 from workers.budgets import OverBudget
 from workers.cancellations import Cancellations
 from workers.claimants import Claimants
 from workers.execution import Execution, Executor
 from workers.guardrails.screening import Guardrails, Screened
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
+from workers.ledger.batch_lane import BATCH_OWNER
 from workers.ledger.cache import CacheEntry
 from workers.ledger.repository import (
     AlreadyFinished,
     Claim,
-    Claimed,
     ClaimOutcome,
     HeldElsewhere,
     Stored,
@@ -38,12 +47,14 @@ from workers.ledger.writer import LedgerWriter
 from workers.metrics import Metrics
 from workers.outcomes import (
     Identity,
-    executed_result,
+    guarded_result,
+    now_utc,
     result_topic,
     terminal_result,
     usage_events,
 )
 from workers.preparation import Preparation
+from workers.providers.batch_apis import BatchAPI
 from workers.publisher import Publisher
 from workers.quotas import Wait
 from workers.response_cache import Request, ResponseCache, normalise, served_from
@@ -116,6 +127,8 @@ class JobPipeline:
         router: Router | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        batch_apis: dict[str, BatchAPI] | None = None,
+        batch_settings: LaneSettings | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing.off()
@@ -135,6 +148,17 @@ class JobPipeline:
         self.claimants = Claimants()
         self.cache = ResponseCache(ledger.run)
         self.settlement = Settlement(ledger, publisher, topics, self.metrics, self.tracing)
+        self.batch_lane: BatchLane | None = None
+        if batch_apis:
+            self.batch_lane = BatchLane(
+                config,
+                batch_apis,
+                ledger.run,
+                self.settlement,
+                self.preparation,
+                ledger.repository.owner,
+                batch_settings or LaneSettings(),
+            )
 
     async def handle(
         self, record: ConsumerRecord[bytes, bytes], intake: Intake | None = None
@@ -271,18 +295,21 @@ class JobPipeline:
         if isinstance(outcome, AlreadyFinished):
             await self.settlement.republish(outcome, run.topic, job.tenant, job.job_id)
             return None
+        if isinstance(outcome, HeldElsewhere):  # in the batch lane: it publishes the result
+            return None
         try:
             return await self._execute(run, outcome.generation, Parked.of(run.record))
         except Exception:  # a bug: let the claim go, so a retry (or a redelivery) may run it
             await with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
             raise
 
-    async def _claim(self, claim: Claim) -> AlreadyFinished | Claimed:
-        """Claim the job; while another live worker holds it, wait for it to finish."""
+    async def _claim(self, claim: Claim) -> ClaimOutcome:
+        """Claim the job; while another live worker holds it, wait for it to finish (held
+        by the batch lane: the lane finishes it, nothing to wait for)."""
         wait = HELD_POLL_S[0]
         while True:
             outcome: ClaimOutcome = await with_ledger(lambda: self.ledger.claim(claim))
-            if not isinstance(outcome, HeldElsewhere):
+            if not isinstance(outcome, HeldElsewhere) or outcome.owner == BATCH_OWNER:
                 return outcome
             await asyncio.sleep(wait)
             wait = min(wait * 2, HELD_POLL_S[1])
@@ -295,6 +322,9 @@ class JobPipeline:
                 who, JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed before start"
             )
             await self.settlement.finish(result, [], topic, ticket)
+            return None
+        if run.hit is None and (batched := self._batch_deployment(run)) is not None:
+            await self._hand_over(run, batched, generation)
             return None
         entry: CacheEntry | None = None
         if run.hit is not None:
@@ -325,14 +355,7 @@ class JobPipeline:
                 await self._park(job, parked, execution)
                 return None
         execution.attempts += parked.attempts
-        blocked = await self._check_output(run, execution)
-        if run.screened is not None:
-            who = dataclasses.replace(who, guardrail_flags=tuple(run.screened.flags))
-        result = executed_result(who, execution)
-        if blocked is not None:  # the call was made and is paid for; its output is withheld
-            error = JobError(code=ErrorCode.CONTENT_BLOCKED, message=blocked)
-            update = {"status": JobStatus.REJECTED, "output": None, "error": error}
-            result = result.model_copy(update=update)
+        result = await guarded_result(who, execution, run.screened)
         events = usage_events(who, execution.calls, generation)
         outcome = await self.settlement.finish(result, events, topic, ticket, entry)
         if entry is not None and isinstance(outcome, Stored):
@@ -341,17 +364,30 @@ class JobPipeline:
             return None  # no provider tokens used
         return sum(e.input_tokens + e.output_tokens for e in events) if events else None
 
-    async def _check_output(self, run: Run, execution: Execution) -> str | None:
-        """The output guardrails: why the output is blocked, or None (it may be rewritten)."""
-        output = execution.output
-        if run.screened is None or not isinstance(output, ChatOutput):
+    def _batch_deployment(self, run: Run) -> DeploymentConfig | None:
+        """The batch deployment to hand the job to, or None: it runs online."""
+        if self.batch_lane is None:
             return None
-        verdict = await run.screened.check_output(output.text)
-        if verdict.blocked is not None:
-            return verdict.blocked
-        if verdict.text is not None and verdict.text != output.text:
-            execution.output = ChatOutput(text=verdict.text, finish_reason=output.finish_reason)
-        return None
+        headers = dict(run.record.headers or ())
+        if HEADER_ONLINE in headers:  # the lane gave it back
+            return None
+        topic = run.record.topic
+        if topic == self.topics.retry:
+            topic = headers.get(HEADER_SOURCE_TOPIC, b"").decode("utf-8", "replace")
+        lane = self.topics.job_lanes.get(topic, Priority.NORMAL)
+        return batch_deployment(run.job, run.route, lane, now_utc())
+
+    async def _hand_over(self, run: Run, deployment: DeploymentConfig, generation: int) -> None:
+        assert self.batch_lane is not None
+        ticket = run.ticket
+        period = ticket.hold.period if ticket is not None and ticket.hold is not None else None
+        handed = Handed(
+            run.job, run.who, deployment, run.messages, run.topic, run.record, generation, period
+        )
+        await with_ledger(lambda: self.batch_lane.hand_over(handed))  # type: ignore[union-attr]
+        if ticket is not None:
+            ticket.hold = None  # the lane holds it now, until the job's cost is settled
+        self.metrics.batch_handed_over(run.job.route)
 
     async def _provider(
         self, run: Run, plan: list[DeploymentConfig], deadline: float | None

@@ -34,6 +34,7 @@ from broker.settings import Settings
 from broker.topics import HEADER_SOURCE_TOPIC
 from schemas.jobs import Priority
 from workers.admission import Admission
+from workers.batch_lane import LaneSettings
 from workers.budgets import Budgets
 from workers.cancellations import Cancellations, open_control_reader
 from workers.delays import DelayQueue
@@ -50,7 +51,7 @@ from workers.offsets import OffsetTracker
 from workers.pipeline import JobPipeline
 from workers.probes import ProbeServer
 from workers.providers.base import Provider
-from workers.providers.registry import build_providers
+from workers.providers.registry import build_batch_apis, build_providers
 from workers.publisher import Publisher
 from workers.quotas import Wait
 from workers.readiness import Readiness, watch_kafka, watch_ledger
@@ -224,6 +225,13 @@ class Worker:
             router=router,
             metrics=self.metrics,
             tracing=self.tracing,
+            batch_apis=build_batch_apis(self.config, http),
+            batch_settings=LaneSettings(
+                pack_every_s=settings.batch_pack_s,
+                poll_every_s=settings.batch_poll_s,
+                max_items=settings.batch_max_items,
+                wait_s=settings.batch_wait_s,
+            ),
         )
         self._register_gauges(executor)
         await self.cancellations.refresh()  # known cancels apply before the first fetch
@@ -259,6 +267,8 @@ class Worker:
                 settings.cache_prune_s, settings.cache_max_entries
             )
             self._tasks.append(asyncio.create_task(prune))
+        if self.pipeline.batch_lane is not None:
+            self._tasks.append(asyncio.create_task(self.pipeline.batch_lane.run_forever()))
 
     async def __aexit__(
         self,

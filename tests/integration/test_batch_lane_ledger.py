@@ -57,7 +57,8 @@ async def test_packing_polling_and_handing_back(database_url: str) -> None:
                     conn, item(n, "sim:m" if n < 4 else "sim:other"), now + 90_000, now
                 )
         async with engine.begin() as conn:
-            assert sorted(await lane.deployments_with_pending(conn, now)) == ["sim:m", "sim:other"]
+            waiting = sorted((w.deployment_key, w.items) for w in await lane.waiting(conn, now))
+            assert waiting == [("sim:m", 4), ("sim:other", 1)]
             first = await lane.take_pending(conn, "sim:m", 3, "w1", 60, now)
         async with engine.begin() as conn:
             second = await lane.take_pending(conn, "sim:m", 3, "w2", 60, now)

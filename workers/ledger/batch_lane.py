@@ -4,7 +4,9 @@ An item moves ``pending`` → ``packing`` (a worker took it to submit, under a l
 ``submitted`` (in a provider batch) → ``done`` (its result stored) or back to ``pending``
 when a packing worker's lease lapsed before it recorded the submission. The job's own row
 stays ``running`` with the lease owner :data:`BATCH_OWNER` until its result is stored, so a
-redelivered copy of the job sees it held and does nothing.
+redelivered copy of the job sees it held and does nothing. Its budget hold, if any, passes to
+the lane with it (owner :data:`BATCH_OWNER`, held as long as the job is) and is dropped when
+the item is done.
 
 Every statement here is a single conditional ``UPDATE`` (or ``INSERT``), so two workers
 packing or polling at once never take the same rows.
@@ -15,10 +17,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, insert, or_, select, tuple_, update
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from workers.ledger.models import BatchItemRow, JobRow, ProviderBatchRow, RowStatus
+from workers.ledger.models import (
+    BatchItemRow,
+    BudgetHoldRow,
+    JobRow,
+    ProviderBatchRow,
+    RowStatus,
+)
 
 BATCH_OWNER = "headway:batch-lane"  # the lease owner of a job whose call is in a provider batch
 PENDING, PACKING, SUBMITTED, DONE = "pending", "packing", "submitted", "done"
@@ -48,7 +56,8 @@ _ITEM_COLUMNS = [getattr(BatchItemRow, name) for name in Item.__slots__]
 
 
 async def enqueue(conn: AsyncConnection, item: Item, hold_until: float, now: float) -> None:
-    """Store the item and hand the job's row to the batch lane (same transaction)."""
+    """Store the item and hand the job's row and budget hold to the batch lane (one
+    transaction)."""
     values = {name: getattr(item, name) for name in Item.__slots__}
     await conn.execute(
         insert(BatchItemRow).values(**values, status=PENDING, lease_expires_at=0.0, created_at=now)
@@ -57,6 +66,11 @@ async def enqueue(conn: AsyncConnection, item: Item, hold_until: float, now: flo
         update(JobRow)
         .where(JobRow.tenant == item.tenant, JobRow.job_id == item.job_id)
         .values(lease_owner=BATCH_OWNER, lease_expires_at=hold_until, updated_at=now)
+    )
+    await conn.execute(
+        update(BudgetHoldRow)
+        .where(BudgetHoldRow.tenant == item.tenant, BudgetHoldRow.job_id == item.job_id)
+        .values(owner=BATCH_OWNER, expires_at=hold_until)
     )
 
 
@@ -92,18 +106,31 @@ async def take_pending(
     return [Item(*row) for row in rows]
 
 
-async def deployments_with_pending(conn: AsyncConnection, now: float) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A deployment's items waiting to be packed: how many, and since when."""
+
+    deployment_key: str
+    items: int
+    oldest: float
+
+
+async def waiting(conn: AsyncConnection, now: float) -> list[Waiting]:
     rows = await conn.execute(
-        select(BatchItemRow.deployment_key)
+        select(
+            BatchItemRow.deployment_key,
+            func.count(),
+            func.min(BatchItemRow.created_at),
+        )
         .where(
             or_(
                 BatchItemRow.status == PENDING,
                 and_(BatchItemRow.status == PACKING, BatchItemRow.lease_expires_at < now),
             )
         )
-        .distinct()
+        .group_by(BatchItemRow.deployment_key)
     )
-    return [row.deployment_key for row in rows]
+    return [Waiting(key, int(count), float(oldest)) for key, count, oldest in rows]
 
 
 async def submitted(
@@ -157,17 +184,13 @@ async def release_packing(conn: AsyncConnection, items: Sequence[Item], owner: s
 async def take_due_batch(
     conn: AsyncConnection, owner: str, lease_s: float, now: float
 ) -> tuple[str, str] | None:
-    """Lease one submitted provider batch nobody is polling: (id, deployment_key)."""
+    """Lease one submitted provider batch due a look (its lease lapsed, or it was never
+    looked at): (id, deployment_key)."""
+    due = and_(ProviderBatchRow.status == SUBMITTED, ProviderBatchRow.lease_expires_at < now)
     row = (
         await conn.execute(
             select(ProviderBatchRow.id, ProviderBatchRow.deployment_key)
-            .where(
-                ProviderBatchRow.status == SUBMITTED,
-                or_(
-                    ProviderBatchRow.lease_expires_at < now,
-                    ProviderBatchRow.lease_owner == owner,
-                ),
-            )
+            .where(due)
             .order_by(ProviderBatchRow.lease_expires_at)
             .limit(1)
         )
@@ -176,13 +199,19 @@ async def take_due_batch(
         return None
     taken = await conn.execute(
         update(ProviderBatchRow)
-        .where(
-            ProviderBatchRow.id == row.id,
-            or_(ProviderBatchRow.lease_expires_at < now, ProviderBatchRow.lease_owner == owner),
-        )
+        .where(ProviderBatchRow.id == row.id, due)
         .values(lease_owner=owner, lease_expires_at=now + lease_s)
     )
     return (row.id, row.deployment_key) if taken.rowcount else None
+
+
+async def look_again(conn: AsyncConnection, provider_batch: str, owner: str, at: float) -> None:
+    """The batch has not ended: it is due another look (by any worker) at ``at``."""
+    await conn.execute(
+        update(ProviderBatchRow)
+        .where(ProviderBatchRow.id == provider_batch, ProviderBatchRow.lease_owner == owner)
+        .values(lease_expires_at=at)
+    )
 
 
 async def items_of(conn: AsyncConnection, provider_batch: str) -> list[Item]:
@@ -203,7 +232,8 @@ async def batch_ended(conn: AsyncConnection, provider_batch: str, now: float) ->
 
 
 async def items_done(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
-    """The items' results are stored (or they went back online): nothing more to do."""
+    """The items' results are stored (or they went back online): nothing more to do; their
+    budget holds go (a stored result settled its cost; an online run holds anew)."""
     if not keys:
         return
     await conn.execute(
@@ -211,6 +241,35 @@ async def items_done(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> 
         .where(tuple_(BatchItemRow.tenant, BatchItemRow.job_id).in_(list(keys)))
         .values(status=DONE)
     )
+    await conn.execute(
+        delete(BudgetHoldRow).where(
+            tuple_(BudgetHoldRow.tenant, BudgetHoldRow.job_id).in_(list(keys)),
+            BudgetHoldRow.owner == BATCH_OWNER,
+        )
+    )
+
+
+async def take_overdue(conn: AsyncConnection, before: float, limit: int) -> list[Item]:
+    """Items not done whose deadline is before ``before``: they must go back online now.
+    They are marked done here (one worker takes each), so the caller republishes them."""
+    overdue = and_(
+        BatchItemRow.status.in_([PENDING, PACKING, SUBMITTED]),
+        BatchItemRow.deadline.is_not(None),
+        BatchItemRow.deadline < before,
+    )
+    keys = [
+        (row.tenant, row.job_id)
+        for row in await conn.execute(
+            select(BatchItemRow.tenant, BatchItemRow.job_id).where(overdue).limit(limit)
+        )
+    ]
+    if not keys:
+        return []
+    chosen = tuple_(BatchItemRow.tenant, BatchItemRow.job_id).in_(keys)
+    taken = await conn.execute(  # RETURNING: of two workers at once, each row goes to one
+        update(BatchItemRow).where(chosen, overdue).values(status=DONE).returning(*_ITEM_COLUMNS)
+    )
+    return [Item(*row) for row in taken]
 
 
 async def release_jobs(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:

@@ -89,14 +89,34 @@ class _Http:
         self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
 
     async def send(
-        self, method: str, url: str, headers: dict[str, str], **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        headers_extra: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
+        if headers_extra:
+            headers = {**headers, **headers_extra}
         with transport_errors(self.name):
             response = await self._client.request(
                 method, url, headers=headers, timeout=self._timeout, **kwargs
             )
         raise_for_status(response, self.name)
         return response
+
+
+def _multipart(jsonl: bytes) -> dict[str, Any]:
+    """The ``/files`` upload as finished bytes: the aiohttp transport cannot send httpx's
+    streamed multipart body."""
+    request = httpx.Request(
+        "POST",
+        "http://upload.invalid",
+        data={"purpose": "batch"},
+        files={"file": ("headway-batch.jsonl", jsonl, "application/jsonl")},
+    )
+    body = request.read()
+    return {"content": body, "headers_extra": {"content-type": request.headers["content-type"]}}
 
 
 class OpenAIBatches(_Http):
@@ -121,11 +141,7 @@ class OpenAIBatches(_Http):
 
     async def submit(self, lines: list[bytes], embeddings: bool) -> str:
         upload = await self.send(
-            "POST",
-            f"{self._base}/files",
-            self._headers,
-            data={"purpose": "batch"},
-            files={"file": ("headway-batch.jsonl", b"".join(lines), "application/jsonl")},
+            "POST", f"{self._base}/files", self._headers, **_multipart(b"".join(lines))
         )
         endpoint = "/v1/embeddings" if embeddings else "/v1/chat/completions"
         created = await self.send(

@@ -1,0 +1,164 @@
+"""The provider Batch-API lane end to end, over the real broker, real HTTP to the simulator's
+batch endpoints and a real ledger: deadline-tolerant jobs are served by provider batch
+submissions at half the online price, one result each on the usual topics; items the provider
+does not finish go back online and still finish; everything else runs online as before."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from broker.client import HeadwayClient
+from broker.config import HeadwayConfig, parse_config
+from broker.settings import Settings
+from tests.helpers import chat_job, eventually, read_topic, running_worker
+from workers.batch_lane import LaneSettings
+from workers.simulator import SimulatorConfig, SimulatorServer
+
+ONLINE_IN, ONLINE_OUT = 2.0, 8.0  # USD per million tokens, online; the batch price is half
+
+
+def lane_config(sim: SimulatorServer, provider: str = "simulator") -> HeadwayConfig:
+    base = sim.base_url if provider == "simulator" else sim.root_url
+    deployment = {
+        "provider": "p",
+        "model": "chat-model",
+        "input_usd_per_mtok": ONLINE_IN,
+        "output_usd_per_mtok": ONLINE_OUT,
+        "batch": True,
+    }
+    return parse_config(
+        {
+            "providers": {"p": {"type": provider, "base_url": base}},
+            "routes": {"summarize": {"kind": "chat", "deployments": [deployment]}},
+            "tenants": {"demo": {}},
+        }
+    )
+
+
+def lane_settings(make_settings: Callable[..., Settings], url: str, **extra: Any) -> Settings:
+    values = {"batch_pack_s": 0.3, "batch_poll_s": 0.3, "batch_wait_s": 1.0, "concurrency": 64}
+    return make_settings(database_url=url, **{**values, **extra})
+
+
+def tolerant(job_id: str, text: str, hours: float = 30.0, **extra: Any) -> dict[str, Any]:
+    deadline = datetime.now(UTC) + timedelta(hours=hours)
+    return chat_job(
+        job_id,
+        priority="low",
+        deadline=deadline.isoformat(),
+        messages=[{"role": "user", "content": text}],
+        **extra,
+    )
+
+
+async def results_of(settings: Settings, count: int) -> dict[str, list[dict[str, Any]]]:
+    collected = await read_topic(
+        settings.kafka_bootstrap or "", settings.topics.results, until_keys=count, timeout_s=120
+    )
+    return collected.by_key
+
+
+async def test_a_thousand_deadline_tolerant_jobs_go_through_two_batches_at_half_price(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    texts = [f"Summarise ledger entry {i}: " + "word " * (i % 37) for i in range(1000)]
+    async with SimulatorServer(SimulatorConfig(seed=3, batch_delay_s=0.5)) as sim:
+        # full batches go at once; a part-filled one would wait a minute
+        settings = lane_settings(
+            make_settings, database_url, batch_max_items=500, batch_wait_s=60.0
+        )
+        async with running_worker(settings, lane_config(sim)) as worker:
+            async with HeadwayClient(settings) as client:
+                await client.submit_many([tolerant(f"b-{i}", t) for i, t in enumerate(texts)])
+            batched = await results_of(settings, 1000)
+            assert sim.stats.batches == 2 and sim.stats.batch_items == 1000
+            assert sim.stats.chat_calls == 0  # nothing went online
+            lane = worker.pipeline.batch_lane
+            assert lane is not None and lane.submissions == 2 and lane.handed_over == 1000
+            # the same texts, online (normal priority): the price to compare with
+            async with HeadwayClient(settings) as client:
+                await client.submit_many(
+                    [
+                        chat_job(f"o-{i}", messages=[{"role": "user", "content": t}])
+                        for i, t in enumerate(texts)
+                    ]
+                )
+            everything = await results_of(settings, 2000)
+            assert sim.stats.chat_calls == 1000 and sim.stats.batches == 2
+    assert all(len(copies) == 1 for copies in everything.values())
+    batch = [copies[0] for copies in batched.values()]
+    online = [everything[f"o-{i}"][0] for i in range(1000)]
+    assert {r["status"] for r in batch} == {"succeeded"}
+    assert {r["status"] for r in online} == {"succeeded"}
+    for i in range(1000):  # the same tokens, and the output the online call gives
+        b, o = everything[f"b-{i}"][0], everything[f"o-{i}"][0]
+        assert b["usage"] == o["usage"]
+        assert b["output"]["text"] == o["output"]["text"]
+        assert b["deployment"] == "chat-model" and b["attempts"] == 1
+    batch_cost = sum(r["cost_usd"] for r in batch)
+    online_cost = sum(r["cost_usd"] for r in online)
+    assert online_cost > 0
+    assert batch_cost == pytest.approx(online_cost / 2, rel=1e-9)
+
+
+async def test_items_the_provider_does_not_finish_go_back_online_and_still_finish(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    jobs = [tolerant(f"a-{i}", f"Summarise note {i}.") for i in range(30)]
+    expiring = {f"a-{i}" for i in range(0, 30, 5)}
+    for job in jobs:
+        if job["job_id"] in expiring:
+            job["messages"][0]["content"] += " sim:batch_expire"
+    rushed = tolerant("rushed", "Summarise this soon.", hours=2)  # too near its deadline
+    normal = chat_job("normal")  # normal priority, no deadline: online as ever
+    async with SimulatorServer(SimulatorConfig(seed=5, batch_delay_s=0.3)) as sim:
+        settings = lane_settings(make_settings, sqlite_url)
+        async with running_worker(settings, lane_config(sim, "anthropic")):
+            async with HeadwayClient(settings) as client:
+                # every tolerant job twice: the copy finds it in the lane and does nothing
+                await client.submit_many([*jobs, *jobs, rushed, normal])
+            results = await results_of(settings, 32)
+            await asyncio.sleep(1.0)  # time for any duplicate result to show up
+            again = await results_of(settings, 32)
+    assert all(len(copies) == 1 for copies in again.values()), "one result per job"
+    assert {r["status"] for copies in results.values() for r in copies} == {"succeeded"}
+    assert sim.stats.batches == 1  # all 30 in one submission; the provider answered 24 of them
+    assert sim.stats.batch_items == 30 - len(expiring)
+    # the expired ones, the rushed one and the normal one were called online
+    assert sim.stats.chat_calls == len(expiring) + 2
+    full = {k: c[0]["cost_usd"] for k, c in results.items()}
+    per_token = {
+        k: c[0]["cost_usd"]
+        / (c[0]["usage"]["input_tokens"] * ONLINE_IN + c[0]["usage"]["output_tokens"] * ONLINE_OUT)
+        * 1e6
+        for k, c in results.items()
+    }
+    for job_id in full:
+        expected = 1.0 if job_id in expiring | {"rushed", "normal"} else 0.5
+        assert per_token[job_id] == pytest.approx(expected), job_id
+
+
+async def test_a_job_waiting_in_the_lane_goes_online_when_its_deadline_comes_near(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    """With a long pack interval the job is never packed; once its deadline is within the
+    fallback margin (here shortened), the sweep hands it back and it runs online."""
+    async with SimulatorServer(SimulatorConfig(seed=9)) as sim:
+        settings = lane_settings(make_settings, sqlite_url)
+        async with running_worker(settings, lane_config(sim)) as worker:
+            lane = worker.pipeline.batch_lane
+            assert lane is not None
+            lane.settings = LaneSettings(3600.0, 3600.0, margin_s=31 * 3600.0)
+            async with HeadwayClient(settings) as client:
+                await client.submit(tolerant("late", "Summarise me."))
+            assert await eventually(lambda: lane.handed_over == 1)
+            await lane.pack_once()  # its 30 h deadline is inside the 31 h margin
+            results = await results_of(settings, 1)
+    (result,) = results["late"]
+    assert result["status"] == "succeeded"
+    assert sim.stats.batches == 0 and sim.stats.chat_calls == 1

@@ -35,10 +35,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.config import DeploymentConfig, HeadwayConfig
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ChatOutput, EmbeddingOutput, JobResult, JobStatus
+from schemas.results import ChatOutput, EmbeddingOutput, ErrorCode, JobResult, JobStatus
 from workers.access import Rejection
 from workers.admission import Ticket
 from workers.batch_eligibility import FALLBACK_MARGIN_S
+from workers.cancellations import Cancellations
 from workers.execution import Execution, ProviderCall
 from workers.guardrails.screening import Screened
 from workers.intake import ValidJob, parse_job
@@ -106,7 +107,8 @@ class BatchLane:
         settlement: Settlement,
         preparation: Preparation,
         owner: str,
-        settings: LaneSettings = LaneSettings(),
+        settings: LaneSettings | None = None,
+        cancellations: Cancellations | None = None,
     ) -> None:
         self._config = config
         self._apis = apis
@@ -115,7 +117,8 @@ class BatchLane:
         self._preparation = preparation
         self._publisher: Publisher = settlement.publisher
         self._owner = owner
-        self.settings = settings
+        self.settings = settings or LaneSettings()
+        self._cancellations = cancellations
         self._deployments = {
             d.key: d for route in config.routes.values() for d in route.deployments if d.batch
         }
@@ -191,6 +194,7 @@ class BatchLane:
                 conn, deployment.key, limit, self._owner, PACK_LEASE_S, now
             )
         )
+        items = await self._drop_cancelled(items)
         if not items:
             return False
         chosen = _within_bytes(items, api.limits.max_bytes)
@@ -215,6 +219,29 @@ class BatchLane:
         self.submissions += 1
         log.info("submitted %d jobs to %s as batch %s", len(chosen), deployment.key, batch_id)
         return True
+
+    async def _drop_cancelled(self, items: list[rows.Item]) -> list[rows.Item]:
+        """Items cancelled while they waited end ``cancelled`` here (not yet sent: nothing
+        paid); the rest are returned."""
+        if self._cancellations is None:
+            return items
+        cancelled = [item for item in items if self._is_cancelled(item)]
+        if not cancelled:
+            return items
+        for item in cancelled:
+            who = _who(json.loads(item.who_json))
+            result = terminal_result(
+                who, JobStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled by a control command"
+            )
+            await self._settlement.finish(result, [], item.topic)
+        keys = [(item.tenant, item.job_id) for item in cancelled]
+        await self._run(lambda conn: rows.items_done(conn, keys))
+        return [item for item in items if not self._is_cancelled(item)]
+
+    def _is_cancelled(self, item: rows.Item) -> bool:
+        assert self._cancellations is not None
+        batch_id = json.loads(item.who_json).get("batch_id")
+        return self._cancellations.is_cancelled(item.tenant, item.job_id, batch_id)
 
     async def _sweep_overdue(self) -> None:
         before = time.time() + self.settings.margin_s

@@ -157,7 +157,8 @@ class JobPipeline:
                 self.settlement,
                 self.preparation,
                 ledger.repository.owner,
-                batch_settings or LaneSettings(),
+                batch_settings,
+                cancellations,
             )
 
     async def handle(

@@ -11,12 +11,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
+from schemas.control import ControlCommand
 from tests.helpers import chat_job, eventually, read_topic, running_worker
 from workers.batch_lane import LaneSettings
+from workers.ledger.db import create_engine
+from workers.ledger.models import BudgetHoldRow, BudgetRow
+from workers.ledger.queries import tenant_spend_usd
 from workers.simulator import SimulatorConfig, SimulatorServer
 
 ONLINE_IN, ONLINE_OUT = 2.0, 8.0  # USD per million tokens, online; the batch price is half
@@ -162,3 +167,55 @@ async def test_a_job_waiting_in_the_lane_goes_online_when_its_deadline_comes_nea
     (result,) = results["late"]
     assert result["status"] == "succeeded"
     assert sim.stats.batches == 0 and sim.stats.chat_calls == 1
+
+
+async def test_a_budgeted_tenants_batched_jobs_count_at_the_batch_price_and_leave_no_holds(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=11, batch_delay_s=0.2)) as sim:
+        base = lane_config(sim)
+        tenant = base.tenants["demo"].model_copy(update={"budget_usd": 50.0})
+        budgeted = base.model_copy(update={"tenants": {"demo": tenant}})
+        settings = lane_settings(make_settings, database_url)
+        async with running_worker(settings, budgeted):
+            async with HeadwayClient(settings) as client:
+                await client.submit_many([tolerant(f"m-{i}", f"Note {i}.") for i in range(20)])
+            results = await results_of(settings, 20)
+    assert sim.stats.batches == 1 and sim.stats.chat_calls == 0
+    engine = create_engine(database_url)
+    try:
+        spent = await tenant_spend_usd(engine, "demo")
+        async with engine.connect() as conn:
+            holds = await conn.scalar(select(func.count()).select_from(BudgetHoldRow))
+            budget = await conn.scalar(select(func.sum(BudgetRow.spent_nusd)))
+    finally:
+        await engine.dispose()
+    cost = sum(copies[0]["cost_usd"] for copies in results.values())
+    assert cost > 0 and spent == pytest.approx(cost)
+    assert budget is not None and int(budget) / 1e9 == pytest.approx(cost)  # in its period
+    assert holds == 0
+
+
+async def test_jobs_waiting_in_the_lane_for_a_cancelled_batch_end_cancelled_unsent(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=13)) as sim:
+        # a part-filled batch waits a minute: time to cancel the jobs in it
+        settings = lane_settings(make_settings, sqlite_url, batch_wait_s=60.0)
+        async with running_worker(settings, lane_config(sim)) as worker:
+            lane = worker.pipeline.batch_lane
+            cancellations = worker.pipeline.cancellations
+            assert lane is not None and cancellations is not None
+            jobs = [tolerant(f"c-{i}", f"Note {i}.", batch_id="dropme") for i in range(10)]
+            async with HeadwayClient(settings) as client:
+                await client.submit_many(jobs)
+                assert await eventually(lambda: lane.handed_over == 10)
+                await client.cancel(
+                    ControlCommand(action="cancel", tenant="demo", batch_id="dropme")
+                )
+                assert await eventually(lambda: cancellations.is_cancelled("demo", "x", "dropme"))
+            lane.settings = LaneSettings(0.3, 0.3, wait_s=0.0)  # pack now
+            results = await results_of(settings, 10)
+    assert {copies[0]["status"] for copies in results.values()} == {"cancelled"}
+    assert all(len(copies) == 1 for copies in results.values())
+    assert sim.stats.batches == 0 and sim.stats.chat_calls == 0

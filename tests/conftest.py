@@ -117,6 +117,10 @@ def make_settings(kafka: EmbeddedKafka, prefix: str) -> Callable[..., Settings]:
             "config": Path("/nonexistent/headway.toml"),
         }
         values.update(overrides)
+        if "topic_prefix" in overrides and "consumer_group" not in overrides:
+            # a second worker on other topics joins its own group: a group another worker of
+            # the test just left would wait for that member's session to lapse
+            values["consumer_group"] = f"{overrides['topic_prefix']}-workers"
         return Settings(**values)
 
     return build

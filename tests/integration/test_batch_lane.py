@@ -69,14 +69,14 @@ async def results_of(settings: Settings, count: int) -> dict[str, list[dict[str,
 
 
 async def test_a_thousand_deadline_tolerant_jobs_go_through_two_batches_at_half_price(
-    make_settings: Callable[..., Settings], database_url: str
+    make_settings: Callable[..., Settings], sqlite_url: str
 ) -> None:
+    """(The lane's SQL runs on PostgreSQL in the budget test below and in
+    test_batch_lane_ledger.py.)"""
     texts = [f"Summarise ledger entry {i}: " + "word " * (i % 37) for i in range(1000)]
     async with SimulatorServer(SimulatorConfig(seed=3, batch_delay_s=0.5)) as sim:
         # full batches go at once; a part-filled one would wait a minute
-        settings = lane_settings(
-            make_settings, database_url, batch_max_items=500, batch_wait_s=60.0
-        )
+        settings = lane_settings(make_settings, sqlite_url, batch_max_items=500, batch_wait_s=60.0)
         async with running_worker(settings, lane_config(sim)) as worker:
             async with HeadwayClient(settings) as client:
                 await client.submit_many([tolerant(f"b-{i}", t) for i, t in enumerate(texts)])

@@ -33,7 +33,6 @@ from workers.ledger import queries
 from workers.ledger.db import create_engine, upgrade
 from workers.logs import configure_logging, redact_secrets
 from workers.result_export import ResultFormat, batch_lines
-from workers.simulator.server import SimulatorConfig
 from workers.submission import Overrides, parse_file
 
 app = typer.Typer(
@@ -428,6 +427,7 @@ def simulator(
 ) -> None:
     """A provider simulator: OpenAI, Azure OpenAI, Anthropic and Gemini wire formats."""
     from workers.simulator.run import serve
+    from workers.simulator.server import SimulatorConfig  # aiohttp's server: only when asked
 
     config = SimulatorConfig(
         latency_ms=latency_ms,

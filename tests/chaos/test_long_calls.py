@@ -13,8 +13,8 @@ from tests.chaos.conftest import size
 from tests.helpers import chat_job, read_topic, running_worker
 from workers.simulator import SimulatorServer
 
-CALL_MS = size(12_000, 30_000)
-POLL_INTERVAL_MS = 7000
+CALL_MS = size(6_000, 30_000)
+POLL_INTERVAL_MS = size(3000, 7000)
 
 
 async def test_a_call_longer_than_the_poll_interval_causes_no_rebalance(

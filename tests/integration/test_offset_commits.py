@@ -39,7 +39,7 @@ async def test_commits_stop_at_a_slow_job_until_it_finishes(
     settings = make_settings(database_url=sqlite_url, job_partitions=1)
     config = development_config(simulator.base_url)
     tp = TopicPartition(settings.topics.jobs(Priority.NORMAL), 0)
-    slow = chat_job("slow", messages=[{"role": "user", "content": "sim:latency_ms=10000 slow"}])
+    slow = chat_job("slow", messages=[{"role": "user", "content": "sim:latency_ms=5000 slow"}])
     fast = [chat_job(f"fast-{i}") for i in range(FAST)]
     async with running_worker(settings, config), HeadwayClient(settings) as client:
         await client.submit_many([chat_job("first"), slow, *fast])  # offsets 0, 1, 2..31

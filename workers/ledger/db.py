@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
+
+if TYPE_CHECKING:  # Alembic is imported when a migration runs: every CLI command starts faster
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 WAL_SWITCH_TRIES = 10  # ~1 s in all
@@ -80,6 +81,8 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def alembic_config(url: str) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -87,6 +90,8 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def upgrade_sync(url: str, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 

@@ -17,8 +17,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/headway demo
 
+# the suite in two pytest processes (tests are isolated by topic prefix, database and port),
+# then the bounded chaos scenarios on their own: they time kills and outages.
+# `make test PYTEST_ARGS="tests/unit -x"` runs just what it names, in one process.
+TEST_PROCESSES ?= 2
 test: $(STAMP)
+ifdef PYTEST_ARGS
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+else
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_PROCESSES) -m "not chaos"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
+endif
 
 # the chaos scenarios at full size (docs/reliability.md); figures to build/chaos-report.jsonl
 chaos: $(STAMP)

@@ -30,7 +30,7 @@ from workers.ledger.models import CancellationRow
 
 log = logging.getLogger(__name__)
 
-REFRESH_S = 0.5
+REFRESH_S = 2.0  # commands from the control topic apply at once; this catches the rest
 RETRY_S = 1.0
 CLOCK_SLACK_S = 5.0  # re-read this far back: workers' clocks and commits are not instant
 

@@ -1,5 +1,8 @@
 """The worker's metrics: OpenTelemetry instruments, exposed for Prometheus at ``/metrics``.
 
+The two per-job histograms are ``prometheus_client`` histograms in the same registry (buckets
+for seconds, ~2 µs an observation): an OTel ``Histogram.record`` cost ~14 µs, twice per job.
+
 Each worker owns its ``MeterProvider`` and its Prometheus registry (nothing global, so several
 workers in one process — tests — do not mix). Names, as Prometheus shows them:
 
@@ -28,7 +31,7 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from schemas.results import JobResult, UsageEvent
@@ -37,6 +40,31 @@ from workers.health import CircuitState
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 Gauges = Callable[[], Mapping[str, float]]
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+QUEUE_WAIT_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+
+
+class _Histogram:
+    """A labelled Prometheus histogram with its children kept at hand."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        labels: tuple[str, ...],
+        registry: CollectorRegistry,
+        buckets: tuple[float, ...],
+    ) -> None:
+        self._metric = Histogram(name, description, labels, registry=registry, buckets=buckets)
+        self._children: dict[tuple[str, ...], Histogram] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        child.observe(value)
+
+
 Counts = collections.defaultdict[tuple[tuple[str, str], ...], float]
 
 
@@ -61,11 +89,19 @@ class Metrics:
             meter, "headway_batch_lane_jobs", "jobs handed to a provider Batch API"
         )
         self._guardrails = self._counter(meter, "headway_guardrail_events", "guardrail actions")
-        self._queue_wait = meter.create_histogram(
-            "headway_queue_wait", unit="s", description="from the record's timestamp to start"
+        self._queue_wait = _Histogram(
+            "headway_queue_wait_seconds",
+            "from the record's timestamp to start",
+            ("lane",),
+            self.registry,
+            QUEUE_WAIT_BUCKETS,
         )
-        self._latency = meter.create_histogram(
-            "headway_provider_latency", unit="s", description="provider calls"
+        self._latency = _Histogram(
+            "headway_provider_latency_seconds",
+            "provider calls",
+            ("provider", "model", "outcome"),
+            self.registry,
+            LATENCY_BUCKETS,
         )
         self._gauges: list[tuple[str, str, Gauges]] = []
 
@@ -95,12 +131,12 @@ class Metrics:
             self._cost[(tenant, where)] += event.cost_usd
 
     def job_started(self, lane: str, waited_s: float) -> None:
-        self._queue_wait.record(max(0.0, waited_s), {"lane": lane})
+        self._queue_wait.observe((lane,), max(0.0, waited_s))
 
     def provider_call(
         self, provider: str, model: str, outcome: str, seconds: float, retry: bool
     ) -> None:
-        self._latency.record(seconds, {"provider": provider, "model": model, "outcome": outcome})
+        self._latency.observe((provider, model, outcome), seconds)
         if retry:
             self._retries[(("provider", provider), ("model", model))] += 1
 

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, case, delete, func, literal, select, updat
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workers.ledger.batch_lane import BATCH_OWNER
 from workers.ledger.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
 
 IN_FLIGHT = "in_flight"
@@ -265,14 +266,21 @@ class BudgetLedger:
     async def settle(
         conn: AsyncConnection, tenant: str, job_id: str, period: str, cost_nusd: int, owner: str
     ) -> None:
-        """Add a job's actual cost to its period's spend and drop its hold."""
+        """Add a job's actual cost to its period's spend and drop its hold (this worker's, or
+        the batch lane's when the job went through a provider batch)."""
         if cost_nusd:
             await conn.execute(
                 update(BudgetRow)
                 .where(BudgetRow.tenant == tenant, BudgetRow.period == period)
                 .values(spent_nusd=BudgetRow.spent_nusd + cost_nusd)
             )
-        await BudgetLedger.drop(conn, tenant, job_id, owner)
+        await conn.execute(
+            delete(BudgetHoldRow).where(
+                BudgetHoldRow.tenant == tenant,
+                BudgetHoldRow.job_id == job_id,
+                BudgetHoldRow.owner.in_([owner, BATCH_OWNER]),
+            )
+        )
 
     @staticmethod
     async def drop(conn: AsyncConnection, tenant: str, job_id: str, owner: str) -> None:

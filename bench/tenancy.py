@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from tests.integration.test_worker_processes import spawn_worker
 
 from broker.admin import create_topics
 from broker.client import HeadwayClient
 from broker.config import load_config
 from broker.embedded import EmbeddedKafka
 from broker.settings import Settings
+from tests.chaos.processes import spawn_worker
 from tests.helpers import read_topic
 from workers.ledger.db import create_engine, upgrade
 from workers.ledger.models import BudgetRow, UsageRow, from_nano, to_nano

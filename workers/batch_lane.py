@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import time
@@ -29,25 +28,30 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.config import DeploymentConfig, HeadwayConfig
-from broker.topics import HEADER_ONLINE
-from schemas.jobs import JobKind, JobRequest
-from schemas.results import ChatOutput, EmbeddingOutput, ErrorCode, JobResult, JobStatus
+from schemas.jobs import JobKind
+from schemas.results import ErrorCode, JobResult, JobStatus
 from workers.access import Rejection
 from workers.admission import Ticket
 from workers.batch_eligibility import FALLBACK_MARGIN_S
+from workers.batch_items import (
+    Handed,
+    call_of,
+    execution_of,
+    identity,
+    new_item,
+    original_record,
+    saved_headers,
+)
 from workers.cancellations import Cancellations
-from workers.execution import Execution, ProviderCall
 from workers.guardrails.screening import Screened
 from workers.intake import ValidJob, parse_job
 from workers.ledger import batch_lane as rows
 from workers.ledger.quotas import Hold
 from workers.outcomes import Identity, guarded_result, terminal_result, usage_events
 from workers.preparation import Preparation
-from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall
 from workers.providers.batch_apis import BatchAPI, Outcome
 from workers.publisher import Publisher
 from workers.settlement import Settlement
@@ -68,34 +72,6 @@ class LaneSettings:
     max_items: int | None = None  # per submission, below the provider's own limit
     wait_s: float = 600.0  # a part-filled batch is sent once its oldest item waited this long
     margin_s: float = FALLBACK_MARGIN_S  # an item this near its deadline goes back online
-
-
-def custom_id(tenant: str, job_id: str) -> str:
-    """A provider-safe id (Anthropic: ``[A-Za-z0-9_-]{1,64}``) unique per (tenant, job_id)."""
-    return hashlib.sha256(f"{tenant}\x00{job_id}".encode()).hexdigest()[:40]
-
-
-def _call(
-    job: JobRequest, deployment: DeploymentConfig, messages: list[dict[str, str]] | None
-) -> ChatCall | EmbeddingCall:
-    if job.kind is JobKind.CHAT:
-        return ChatCall(deployment.model, messages or [], job.params, job.job_id)
-    dimensions = job.params.dimensions if job.params else None
-    return EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Handed:
-    """A job the pipeline gives to the lane (claimed, admitted, prepared)."""
-
-    job: JobRequest
-    who: Identity
-    deployment: DeploymentConfig
-    messages: list[dict[str, str]] | None
-    topic: str
-    record: ConsumerRecord[bytes, bytes]
-    generation: int
-    budget_period: str | None = None
 
 
 class BatchLane:
@@ -128,34 +104,10 @@ class BatchLane:
     # -- hand-over ----------------------------------------------------------------------------
 
     async def hand_over(self, handed: Handed) -> None:
-        job, record = handed.job, handed.record
         api = self._apis[handed.deployment.provider]
-        cid = custom_id(job.tenant, job.job_id)
-        line = api.line(cid, _call(job, handed.deployment, handed.messages))
+        item = new_item(handed, api)
         now = time.time()
-        deadline = job.deadline.timestamp() if job.deadline is not None else None
-        saved = {
-            "job": job.model_dump(mode="json"),
-            "messages": handed.messages,
-            "budget_period": handed.budget_period,
-        }
-        headers = [[n, base64.b64encode(v).decode()] for n, v in record.headers or ()]
-        item = rows.Item(
-            tenant=job.tenant,
-            job_id=job.job_id,
-            custom_id=cid,
-            deployment_key=handed.deployment.key,
-            kind=job.kind.value,
-            line=line.decode(),
-            job_json=json.dumps(saved),
-            who_json=json.dumps(_who_json(handed.who)),
-            topic=handed.topic,
-            record_value=base64.b64encode(record.value or b"").decode(),
-            record_headers=json.dumps({"topic": record.topic, "headers": headers}),
-            deadline=deadline,
-            generation=handed.generation,
-        )
-        hold_until = deadline if deadline is not None else now + HOLD_S
+        hold_until = item.deadline if item.deadline is not None else now + HOLD_S
         await self._run(lambda conn: rows.enqueue(conn, item, hold_until, now))
         self.handed_over += 1
 
@@ -229,7 +181,7 @@ class BatchLane:
         if not cancelled:
             return items
         for item in cancelled:
-            who = _who(json.loads(item.who_json))
+            who = identity(json.loads(item.who_json))
             result = terminal_result(
                 who, JobStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled by a control command"
             )
@@ -276,7 +228,7 @@ class BatchLane:
         items: list[rows.Item] = await self._run(lambda conn: rows.items_of(conn, batch_id))
         outcomes: dict[str, Outcome] = {}
         if not state.failed:
-            calls = {item.custom_id: _call_of(item, deployment) for item in items}
+            calls = {item.custom_id: call_of(item, deployment) for item in items}
             outcomes = {o.custom_id: o for o in await api.results(batch_id, calls)}
         for start in range(0, len(items), SETTLE_CHUNK):
             await self._settle(
@@ -306,8 +258,8 @@ class BatchLane:
     ) -> None:
         assert outcome is not None
         saved = json.loads(item.job_json)
-        who = _who(json.loads(item.who_json))
-        execution = _execution(deployment, outcome)
+        who = identity(json.loads(item.who_json))
+        execution = execution_of(deployment, outcome)
         screened = await self._screened(item)
         result = (
             await guarded_result(who, execution, screened)
@@ -335,7 +287,7 @@ class BatchLane:
             return None
         tenant = self._config.tenant(item.tenant)
         prepared = await self._preparation.prepare(
-            intake.job, tenant, value, _headers(item.record_headers)
+            intake.job, tenant, value, saved_headers(item.record_headers)
         )
         return prepared if isinstance(prepared, Rejection) else prepared.screened
 
@@ -344,7 +296,9 @@ class BatchLane:
         online, and let their rows go."""
         keys = [(item.tenant, item.job_id) for item in items]
         await self._run(lambda conn: rows.release_jobs(conn, keys))
-        delivered = [await self._publisher.park(_record(item), time.time(), 0, 0) for item in items]
+        delivered = [
+            await self._publisher.park(original_record(item), time.time(), 0, 0) for item in items
+        ]
         await asyncio.gather(*delivered)
         await self._run(lambda conn: rows.items_done(conn, keys))
 
@@ -387,65 +341,6 @@ def _within_bytes(items: list[rows.Item], max_bytes: int) -> list[rows.Item]:
     return chosen
 
 
-def _headers(saved_json: str) -> list[tuple[str, bytes]]:
-    saved = json.loads(saved_json)
-    return [(name, base64.b64decode(raw)) for name, raw in saved["headers"]]
-
-
-def _record(item: rows.Item) -> ConsumerRecord[bytes, bytes]:
-    """The job's original record, as the publisher parks it (plus ``headway-online``)."""
-    headers = [*_headers(item.record_headers), (HEADER_ONLINE, b"1")]
-    topic = json.loads(item.record_headers)["topic"]
-    value = base64.b64decode(item.record_value)
-    key = item.job_id.encode()
-    return ConsumerRecord(topic, 0, 0, 0, 0, key, value, None, len(key), len(value), headers)
-
-
-def _who_json(who: Identity) -> dict[str, Any]:
-    data = {name: getattr(who, name) for name in Identity.__dataclass_fields__}
-    data["kind"] = who.kind.value if who.kind is not None else None
-    data["guardrail_flags"] = list(who.guardrail_flags)
-    return data
-
-
-def _who(data: dict[str, Any]) -> Identity:
-    kind = JobKind(data["kind"]) if data.get("kind") else None
-    flags = tuple(data.get("guardrail_flags") or ())
-    return Identity(**{**data, "kind": kind, "guardrail_flags": flags})
-
-
 def _withheld(who: Identity, rejection: Rejection) -> JobResult:
     """The job's checks refuse it now (its config changed while it waited): no output."""
     return terminal_result(who, JobStatus.REJECTED, rejection.code, rejection.message)
-
-
-def _call_of(item: rows.Item, deployment: DeploymentConfig) -> ChatCall | EmbeddingCall:
-    saved = json.loads(item.job_json)
-    return _call(JobRequest.model_validate(saved["job"]), deployment, saved["messages"])
-
-
-def _execution(deployment: DeploymentConfig, outcome: Outcome) -> Execution:
-    execution = Execution(attempts=1)
-    if outcome.error is not None:
-        execution.error = outcome.error
-        return execution
-    reply = outcome.reply
-    assert reply is not None
-    if isinstance(reply, ChatResponse):
-        output: ChatOutput | EmbeddingOutput = ChatOutput(
-            text=reply.text, finish_reason=reply.finish_reason
-        )
-        tokens_in, tokens_out = reply.input_tokens, reply.output_tokens
-    else:
-        output = EmbeddingOutput(embeddings=reply.embeddings)
-        tokens_in, tokens_out = reply.input_tokens, 0
-    call = ProviderCall(
-        provider=deployment.provider,
-        deployment=deployment,
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
-        cost_usd=deployment.batch_cost_usd(tokens_in, tokens_out),
-        estimated=reply.estimated,
-    )
-    execution.output, execution.served_by, execution.calls = output, call, [call]
-    return execution

@@ -27,7 +27,8 @@ from schemas.results import ErrorCode, JobStatus
 from workers.access import Rejection
 from workers.admission import Admission, Ticket, limited
 from workers.batch_eligibility import batch_deployment
-from workers.batch_lane import BatchLane, Handed, LaneSettings
+from workers.batch_items import Handed
+from workers.batch_lane import BatchLane, LaneSettings
 from workers.budgets import OverBudget
 from workers.cancellations import Cancellations
 from workers.claimants import Claimants

@@ -33,8 +33,8 @@ async def latency_bound_wall_s(
     await preload(settings, config, chat_jobs(jobs, tag="lat"))
     async with running_worker(settings, config) as worker:
         last = await wait_for(lambda: worker.processed >= jobs, 300, interval_s=0.01)
-        assert worker.first_fetch_at is not None
-        return last - worker.first_fetch_at
+        assert worker.fetcher is not None and worker.fetcher.first_fetch_at is not None
+        return last - worker.fetcher.first_fetch_at
 
 
 async def relay_wall_s(stack: Stack, jobs: int = 5000, concurrency: int = 1000) -> float:

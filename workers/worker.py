@@ -1,5 +1,8 @@
 """A worker process: fetch → lane buffer → N concurrent runners → commit what is done.
 
+Fetching and backpressure are :mod:`workers.fetching`; one job's path is
+:mod:`workers.pipeline`.
+
 Concurrency (``HEADWAY_CONCURRENCY``) is independent of the partition count: one consumer
 feeds a bounded buffer that N runners drain. Offsets are committed every
 ``commit_interval_ms`` up to each partition's first unfinished offset. On revocation, queued
@@ -22,7 +25,6 @@ from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
     ConsumerRebalanceListener,
-    ConsumerRecord,
     TopicPartition,
 )
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -31,17 +33,16 @@ from broker.config import HeadwayConfig
 from broker.errors import LedgerUnavailable
 from broker.kafka import consumer_options, producer_options
 from broker.settings import Settings
-from broker.topics import HEADER_SOURCE_TOPIC
-from schemas.jobs import Priority
 from workers.admission import Admission
 from workers.batch_lane import LaneSettings
 from workers.budgets import Budgets
 from workers.cancellations import Cancellations, open_control_reader
 from workers.delays import DelayQueue
 from workers.execution import Executor
+from workers.fetching import Fetcher
 from workers.health import BreakerSettings, HealthBoard
 from workers.http import create_http_client
-from workers.intake import Intake, InvalidJob, ValidJob, job_id_of, parse_job
+from workers.intake import job_id_of
 from workers.ledger.db import create_engine, is_sqlite
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
@@ -63,28 +64,9 @@ from workers.tracing import Tracing
 log = logging.getLogger(__name__)
 
 POISON_ATTEMPTS = 3
-PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
-FETCH_TIMEOUT_MS = 100
 SHUTDOWN_LEDGER_S = 5.0  # longest wait for each ledger write while draining
 SHUTDOWN_KAFKA_S = 10.0  # longest wait for the final commit, and for each client to stop
 KAFKA_PROBE_S = 5.0  # how often the cluster's metadata is asked for (readiness)
-RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
-
-
-def _tenant_of(intake: Intake) -> str:
-    if isinstance(intake, ValidJob):
-        return intake.job.tenant
-    if isinstance(intake, InvalidJob):
-        return intake.tenant or ""
-    return ""
-
-
-def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
-    for key, value in record.headers or ():
-        if key == name:
-            text: str = value.decode("utf-8", "replace")
-            return text
-    return ""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -137,15 +119,12 @@ class Worker:
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
         self.processed = 0
         self.revocations = 0  # rebalances that took partitions away from this worker
-        self.first_fetch_at: float | None = None  # perf_counter() of the first record fetched
-        self._paused_lanes: set[str] = set()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[asyncio.Task[None]] = []
-        self._stopping = False
         self._job_finished = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
-        self._fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
+        self.fetcher: Fetcher | None = None
         self.readiness = Readiness()
         self.metrics = Metrics()
         self.probes: ProbeServer | None = None
@@ -241,6 +220,15 @@ class Worker:
         consumer.subscribe([*self._lanes, self.topics.retry], listener=_Rebalance(self))
         await consumer.start()
         self._consumer = consumer
+        self.fetcher = Fetcher(
+            consumer,
+            self.topics,
+            self.scheduler,
+            self.delays,
+            self.tracker,
+            chunk=self._fetch_chunk,
+            max_message_bytes=settings.max_message_bytes,
+        )
         self._stack.push_async_callback(_bounded_stop, consumer.stop, "consumer")
         self._stack.push_async_callback(self._drain)
         if settings.http_port is not None:
@@ -251,10 +239,10 @@ class Worker:
         runners = settings.concurrency + settings.pipeline_runners
         self._runners = [asyncio.create_task(self._run_jobs()) for _ in range(runners)]
         self._tasks = [
-            asyncio.create_task(self._fetch_loop()),
+            asyncio.create_task(self.fetcher.run()),
             asyncio.create_task(self._commit_loop()),
             asyncio.create_task(self._lease_loop()),
-            asyncio.create_task(self._release_parked_loop()),
+            asyncio.create_task(self.fetcher.release_parked_forever()),
             asyncio.create_task(self.cancellations.follow(control)),
             asyncio.create_task(self.cancellations.refresh_forever()),
             asyncio.create_task(
@@ -279,29 +267,14 @@ class Worker:
         await self._stack.aclose()
 
     def _register_gauges(self, executor: Executor) -> None:
-        lanes = self._lanes
+        idle = {lane.value: 0.0 for lane in self._lanes.values()}  # before the consumer starts
         self.metrics.worker_gauges(
             in_flight=lambda: sum(self.in_flight.values()),
             buffered=self.scheduler.depths,
-            lag=lambda: self._lag(lanes),
+            lag=lambda: self.fetcher.lag() if self.fetcher is not None else idle,
             circuits=executor.board.snapshot,
             ready=lambda: self.readiness.ready,
         )
-
-    def _lag(self, lanes: dict[str, Priority]) -> dict[str, float]:
-        """Records not fetched yet, per lane, by the last fetch's high watermarks."""
-        lag = {lane.value: 0.0 for lane in lanes.values()}
-        consumer = self._consumer
-        if consumer is None:
-            return lag
-        for tp in consumer.assignment():
-            lane = lanes.get(tp.topic)
-            highwater = consumer.highwater(tp)
-            if lane is None or highwater is None:
-                continue
-            fetched = self._fetched.get(tp, 0)
-            lag[lane.value] += max(0, highwater - fetched)
-        return lag
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set (or a background task dies)."""
@@ -314,7 +287,6 @@ class Worker:
 
     async def _drain(self) -> None:
         """Stop fetching, let in-flight jobs finish, commit, give up leases."""
-        self._stopping = True
         self.readiness.draining = True
         for task in self._tasks:
             task.cancel()
@@ -341,69 +313,9 @@ class Worker:
             "worker drained: %d processed, %d queued left for redelivery", self.processed, dropped
         )
 
-    # -- fetching with backpressure -----------------------------------------------------------
-
-    async def _fetch_loop(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        while not self._stopping:
-            # a fixed chunk: a lane holds at most its bound plus one chunk, and fetches stay
-            # large (one record per call near the bound would cost more than the jobs)
-            batches = await consumer.getmany(
-                timeout_ms=FETCH_TIMEOUT_MS, max_records=self._fetch_chunk
-            )
-            if batches and self.first_fetch_at is None:
-                self.first_fetch_at = time.perf_counter()
-            for tp, records in batches.items():
-                for record in records:
-                    self.tracker.add(tp, record.offset)
-                    self._enqueue(tp, record)
-                if records:
-                    self._fetched[tp] = records[-1].offset + 1
-            self._apply_backpressure(consumer)
-
-    def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
-        intake = parse_job(record.value, self.settings.max_message_bytes)
-        tenant = _tenant_of(intake)
-        if tp.topic == self.topics.retry:  # parked: waits for its time, then its own lane
-            lane = self._lanes.get(_header(record, HEADER_SOURCE_TOPIC), Priority.NORMAL)
-            self.delays.put(QueuedJob(record, lane, tp, size, tenant, intake))
-        else:
-            lane = self._lanes[tp.topic]
-            self.scheduler.put(QueuedJob(record, lane, tp, size, tenant, intake))
-
     def _tenant_weight(self, tenant: str) -> float:
         config = self.config.tenant(tenant)
         return config.weight if config is not None else 1.0
-
-    async def _release_parked_loop(self) -> None:
-        """Hand parked jobs to the scheduler when their time comes."""
-        while True:
-            for job in self.delays.due():
-                self.scheduler.put(job)
-            wait = self.delays.seconds_to_next()
-            await asyncio.sleep(PARKED_POLL_S if wait is None else min(wait, PARKED_POLL_S))
-
-    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause a lane's partitions when its buffer is full; resume below half. The retry
-        topic likewise, by the parked jobs waiting."""
-        bounds = [
-            (topic, self.scheduler.full(lane), self.scheduler.has_room(lane))
-            for topic, lane in self._lanes.items()
-        ]
-        bounds.append((self.topics.retry, self.delays.full(), self.delays.has_room()))
-        for topic, full, has_room in bounds:
-            if topic not in self._paused_lanes and full:
-                self._paused_lanes.add(topic)
-                consumer.pause(*self._partitions_of(consumer, topic))
-            elif topic in self._paused_lanes and has_room:
-                self._paused_lanes.discard(topic)
-                consumer.resume(*self._partitions_of(consumer, topic))
-
-    @staticmethod
-    def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-        return [tp for tp in consumer.assignment() if tp.topic == topic]
 
     # -- running jobs -------------------------------------------------------------------------
 
@@ -506,10 +418,8 @@ class Worker:
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.tracker.assign(assigned)
-        if self._consumer is not None:  # a new assignment starts unpaused
-            paused = [tp for tp in assigned if tp.topic in self._paused_lanes]
-            if paused:
-                self._consumer.pause(*paused)
+        if self.fetcher is not None:
+            self.fetcher.on_assigned(assigned)
         log.info("assigned %d partitions", len(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

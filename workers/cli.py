@@ -9,31 +9,24 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
 from broker.admin import create_topics
-from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, load_config
 from broker.errors import HeadwayError
 from broker.settings import Settings
-from schemas.control import ControlCommand
-from schemas.jobs import Priority
+from workers.cli_batches import register as register_batch_commands
 from workers.cli_dlq import dlq_app
+from workers.cli_support import console, err
+from workers.cli_support import load_settings as _settings
 from workers.cli_templates import templates_app
 from workers.diagnostics import install_stack_dump
-from workers.ledger import queries
-from workers.ledger.db import create_engine, upgrade
+from workers.ledger.db import upgrade
 from workers.logs import configure_logging, redact_secrets
-from workers.result_export import ResultFormat, batch_lines
-from workers.submission import Overrides, parse_file
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="headway — Kafka-based AI job broker"
@@ -44,16 +37,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(templates_app, name="templates")
-console = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        raise HeadwayError(f"invalid HEADWAY_* settings:\n{error}") from None
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -204,147 +188,7 @@ def worker(
     _run(main())
 
 
-@app.command()
-def submit(
-    file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="JobRequest or OpenAI Batch JSONL")
-    ],
-    tenant: Annotated[str | None, typer.Option()] = None,
-    batch: Annotated[str | None, typer.Option()] = None,
-    priority: Annotated[Priority | None, typer.Option()] = None,
-    route: Annotated[str | None, typer.Option()] = None,
-    skip_invalid: Annotated[
-        bool, typer.Option(help="publish the valid lines even if some are bad")
-    ] = False,
-) -> None:
-    """Publish the jobs of a JSONL file."""
-    parsed = parse_file(file, Overrides(tenant, batch, priority, route))
-    for message in parsed.errors[:20]:
-        err.print(f"[red]{file}[/] {message}")
-    if parsed.errors and not skip_invalid:
-        raise HeadwayError(
-            f"{len(parsed.errors)} invalid lines; nothing was published "
-            "(--skip-invalid publishes the valid ones)"
-        )
-
-    async def main() -> int:
-        async with HeadwayClient(_settings()) as client:
-            return await client.submit_many(parsed.jobs)
-
-    count = _run(main())
-    console.print(f"published {count} jobs" + (f" (batch {batch})" if batch else ""))
-
-
-@app.command()
-def results(
-    batch: Annotated[str, typer.Option(help="batch id")],
-    out: Annotated[Path | None, typer.Option(help="write JSONL here instead of stdout")] = None,
-    follow: Annotated[bool, typer.Option(help="keep printing new results")] = False,
-    tenant: Annotated[str | None, typer.Option()] = None,
-    count: Annotated[
-        int | None, typer.Option(help="with --follow: stop after this many results")
-    ] = None,
-    form: Annotated[
-        ResultFormat, typer.Option("--format", help="native JobResult lines or OpenAI Batch lines")
-    ] = ResultFormat.NATIVE,
-) -> None:
-    """Results of a batch as JSONL (from the ledger: one per job), as JobResults or as
-    OpenAI Batch output lines (--format openai-batch)."""
-
-    async def main() -> int:
-        engine = create_engine(_settings().database_url)
-        written = 0
-        sink = out.open("w") if out else sys.stdout
-        lines = batch_lines(engine, batch, tenant, form, follow=follow)
-        try:
-            async for line in lines:
-                sink.write(line + "\n")
-                written += 1
-                if follow:
-                    sink.flush()
-                if count is not None and written >= count:
-                    break
-            return written
-        finally:
-            await lines.aclose()
-            if out:
-                sink.close()
-            await engine.dispose()
-
-    written = _run(main())
-    if out:
-        console.print(f"wrote {written} results to {out}")
-
-
-@app.command()
-def status(
-    batch: Annotated[str, typer.Option()], tenant: Annotated[str | None, typer.Option()] = None
-) -> None:
-    """Counts by status, spend and progress of a batch."""
-
-    async def main() -> queries.BatchStatus:
-        engine = create_engine(_settings().database_url)
-        try:
-            return await queries.batch_status(engine, batch, tenant)
-        finally:
-            await engine.dispose()
-
-    found = _run(main())
-    table = Table(title=f"batch {batch}: {found.finished}/{found.total} finished")
-    table.add_column("status")
-    table.add_column("jobs", justify="right")
-    for name, jobs in sorted(found.by_status.items()):
-        table.add_row(name, str(jobs))
-    table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
-    table.add_row("spend USD", f"{found.cost_usd:.6f}")
-    console.print(table)
-
-
-@app.command()
-def cancel(
-    tenant: Annotated[str, typer.Option()],
-    batch: Annotated[str | None, typer.Option()] = None,
-    job: Annotated[str | None, typer.Option()] = None,
-) -> None:
-    """Publish a cancel command for a job or a batch."""
-    command = ControlCommand(action="cancel", tenant=tenant, job_id=job, batch_id=batch)
-
-    async def main() -> None:
-        async with HeadwayClient(_settings()) as client:
-            await client.cancel(command)
-
-    _run(main())
-    console.print(f"cancel published: {command.model_dump_json(exclude_none=True)}")
-
-
-@app.command()
-def usage(
-    tenant: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[datetime | None, typer.Option(help="ISO date or timestamp (UTC)")] = None,
-) -> None:
-    """Spend and tokens by tenant and route."""
-    start = (since.replace(tzinfo=since.tzinfo or UTC)).timestamp() if since else None
-
-    async def main() -> list[queries.UsageLine]:
-        engine = create_engine(_settings().database_url)
-        try:
-            return await queries.usage_summary(engine, tenant, start)
-        finally:
-            await engine.dispose()
-
-    table = Table(title="usage")
-    for column in ("tenant", "route", "calls", "input tokens", "output tokens", "cost USD"):
-        table.add_column(column)
-    for line in _run(main()):
-        table.add_row(
-            line.tenant,
-            line.route,
-            str(line.events),
-            f"{line.input_tokens:,}",
-            f"{line.output_tokens:,}",
-            f"{line.cost_usd:.6f}",
-        )
-    console.print(table)
+register_batch_commands(app)  # submit, results, status, cancel, usage: after worker in --help
 
 
 @topics_app.command("create")

@@ -15,10 +15,8 @@ from aiokafka import ConsumerRecord
 
 from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig, TenantConfig
 from broker.topics import (
-    HEADER_ATTEMPTS,
     HEADER_ONLINE,
     HEADER_REPLAY,
-    HEADER_RETRY_COUNT,
     HEADER_SOURCE_TOPIC,
     Topics,
 )
@@ -54,6 +52,7 @@ from workers.outcomes import (
     terminal_result,
     usage_events,
 )
+from workers.parking import Parked, Parking
 from workers.preparation import Preparation
 from workers.providers.batch_apis import BatchAPI
 from workers.publisher import Publisher
@@ -67,25 +66,6 @@ from workers.tracing import Tracing
 log = logging.getLogger(__name__)
 
 HELD_POLL_S = (0.05, 2.0)  # first and longest wait while another worker holds the job
-PARK_MAX_S = 300.0  # longest park of a job whose calls keep failing (without a Retry-After)
-
-
-@dataclass(frozen=True, slots=True)
-class Parked:
-    """What a record says of earlier parks of its job (nothing for a first run)."""
-
-    record: ConsumerRecord[bytes, bytes]
-    parks: int = 0
-    attempts: int = 0
-
-    @classmethod
-    def of(cls, record: ConsumerRecord[bytes, bytes]) -> Parked:
-        values = {name: value for name, value in record.headers or ()}
-        return cls(
-            record,
-            _int(values.get(HEADER_RETRY_COUNT)),
-            _int(values.get(HEADER_ATTEMPTS)),
-        )
 
 
 @dataclass(slots=True)
@@ -102,13 +82,6 @@ class Run:
     hit: Execution | None = None  # answered from the cache
     ticket: Ticket | None = None  # its admission (quotas, budget hold)
     screened: Screened | None = None  # its guardrails, for the output check
-
-
-def _int(value: bytes | None) -> int:
-    try:
-        return max(0, int(value or b"0"))
-    except ValueError:
-        return 0
 
 
 class JobPipeline:
@@ -139,6 +112,7 @@ class JobPipeline:
         self.preparation = Preparation(config, TemplateCatalog(ledger.run), guardrails)
         self.park_after_s = park_after_s
         self.max_parks = max_parks
+        self.parking = Parking(publisher, ledger, self.metrics, park_after_s)
         self.router = router or Router(executor.board, executor.calibration)
         self.config = config
         self.topics = topics
@@ -354,7 +328,7 @@ class JobPipeline:
                 await self.settlement.finish(result, [], topic, ticket)
                 return None
             if execution.park_s is not None and parked.parks < self.max_parks:
-                await self._park(job, parked, execution)
+                await self.parking.park(job, parked, execution)
                 return None
         execution.attempts += parked.attempts
         result = await guarded_result(who, execution, run.screened)
@@ -420,37 +394,6 @@ class JobPipeline:
         return await self.executor.execute(
             run.job, plan, run.messages, deadline, park_after_s=self.park_after_s
         )
-
-    async def _park(self, job: JobRequest, parked: Parked, execution: Execution) -> None:
-        """Put the job on the retry topic to run again after its wait, and let its lease go:
-        it holds no slot and blocks no partition meanwhile."""
-        assert execution.park_s is not None
-        # each park of the same job waits twice as long (an outage gets room to pass), up to
-        # PARK_MAX_S unless the provider itself asked for longer
-        backoff = (self.park_after_s or 0.0) * 2**parked.parks
-        wait = max(execution.park_s, min(backoff, PARK_MAX_S))
-        not_before = time.time() + wait
-        attempts = parked.attempts + execution.attempts
-        delivered = await self.publisher.park(parked.record, not_before, parked.parks + 1, attempts)
-        await delivered
-        self.metrics.parked("provider")
-        await with_ledger(lambda: self.ledger.release((job.tenant, job.job_id)))
-        log.info(
-            "parked %s/%s for %.1fs (park %d): %s",
-            job.tenant,
-            job.job_id,
-            wait,
-            parked.parks + 1,
-            execution.error,
-        )
-
-    async def defer(self, record: ConsumerRecord[bytes, bytes], seconds: float) -> None:
-        """Park a job that has not started (its tenant is over a quota or its budget) on the
-        retry topic for ``seconds``; it keeps its park and attempt counts."""
-        parked = Parked.of(record)
-        not_before = time.time() + seconds
-        await (await self.publisher.park(record, not_before, parked.parks, parked.attempts))
-        self.metrics.parked("quota")
 
 
 def _monotonic_deadline(job: JobRequest) -> float | None:

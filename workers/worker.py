@@ -344,7 +344,7 @@ class Worker:
     async def _run_one(self, job: QueuedJob) -> bool:
         """Run (or defer) one job from the buffer; True once its offset may be committed."""
         if job.spill_s is not None:  # a throttled tenant's job: wait on the retry topic
-            await self.pipeline.defer(job.record, job.spill_s)
+            await self.pipeline.parking.defer(job.record, job.spill_s)
             return True
         wait = await self._process(job)
         if wait is not None:  # not admitted yet: back in its queue, tenant set aside

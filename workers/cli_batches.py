@@ -116,6 +116,8 @@ def status(
     table.add_column("jobs", justify="right")
     for name, jobs in sorted(found.by_status.items()):
         table.add_row(name, str(jobs))
+    if found.in_batch_lane:
+        table.add_row("  of which in provider batches", str(found.in_batch_lane))
     table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
     table.add_row("spend USD", f"{found.cost_usd:.6f}")
     console.print(table)

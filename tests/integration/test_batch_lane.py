@@ -21,7 +21,7 @@ from tests.helpers import chat_job, eventually, read_topic, running_worker
 from workers.batch_lane import LaneSettings
 from workers.ledger.db import create_engine
 from workers.ledger.models import BudgetHoldRow, BudgetRow
-from workers.ledger.queries import tenant_spend_usd
+from workers.ledger.queries import batch_status, tenant_spend_usd
 from workers.simulator import SimulatorConfig, SimulatorServer
 
 ONLINE_IN, ONLINE_OUT = 2.0, 8.0  # USD per million tokens, online; the batch price is half
@@ -214,6 +214,12 @@ async def test_jobs_waiting_in_the_lane_for_a_cancelled_batch_end_cancelled_unse
             async with HeadwayClient(settings) as client:
                 await client.submit_many(jobs)
                 assert await eventually(lambda: lane.handed_over == 10)
+                engine = create_engine(sqlite_url)
+                try:  # `headway status` tells the jobs waiting for a provider batch apart
+                    waiting = await batch_status(engine, "dropme")
+                finally:
+                    await engine.dispose()
+                assert waiting.in_batch_lane == 10 and waiting.finished == 0
                 await client.cancel(
                     ControlCommand(action="cancel", tenant="demo", batch_id="dropme")
                 )

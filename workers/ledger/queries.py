@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from workers.ledger.batch_lane import BATCH_OWNER
 from workers.ledger.models import JobRow, RowStatus, UsageRow, from_nano
 
 
@@ -17,6 +18,7 @@ class BatchStatus:
     cost_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    in_batch_lane: int = 0  # running jobs waiting for (or in) a provider batch
 
     @property
     def total(self) -> int:
@@ -53,6 +55,13 @@ async def batch_status(
     )
     if tenant is not None:
         statement = statement.where(JobRow.tenant == tenant)
+    lane = select(func.count()).where(
+        JobRow.batch_id == batch_id,
+        JobRow.status == RowStatus.RUNNING.value,
+        JobRow.lease_owner == BATCH_OWNER,
+    )
+    if tenant is not None:
+        lane = lane.where(JobRow.tenant == tenant)
     status = BatchStatus(batch_id)
     async with engine.connect() as conn:
         for name, count, cost, tokens_in, tokens_out in await conn.execute(statement):
@@ -60,6 +69,7 @@ async def batch_status(
             status.cost_usd += from_nano(int(cost))
             status.input_tokens += int(tokens_in)
             status.output_tokens += int(tokens_out)
+        status.in_batch_lane = int(await conn.scalar(lane) or 0)
     return status
 
 

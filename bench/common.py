@@ -10,7 +10,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,3 +108,36 @@ def machine() -> str:
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
         f"{memory:.0f} GiB, Python {platform.python_version()}"
     )
+
+
+@dataclass
+class Rates:
+    """One run of headway beside the thing it is compared with (jobs/s each)."""
+
+    headway: float
+    other: float
+
+    @property
+    def ratio(self) -> float:
+        return self.headway / self.other
+
+
+async def side_by_side(
+    runs: int,
+    headway: Callable[[], Awaitable[float]],
+    other: Callable[[], Awaitable[float]],
+    other_name: str,
+) -> list[Rates]:
+    """Run both ``runs`` times, alternating which goes first so neither side always runs on
+    a warmer machine."""
+    rates = []
+    for run in range(runs):
+        if run % 2 == 0:
+            h = await headway()
+            o = await other()
+        else:
+            o = await other()
+            h = await headway()
+        rates.append(Rates(h, o))
+        print(f"  run {run + 1}: headway {h:,.0f} jobs/s, {other_name} {o:,.0f}, ratio {h / o:.2f}")
+    return rates

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
-from bench.common import Stack, chat_jobs, preload, wait_for
+from bench.common import Rates, Stack, chat_jobs, preload, side_by_side, wait_for
 from bench.relay import relay
 from schemas.jobs import Priority
 from tests.helpers import running_worker
-
-
-@dataclass
-class Rates:
-    headway: float
-    relay: float
-
-    @property
-    def ratio(self) -> float:
-        return self.headway / self.relay
 
 
 async def headway_rate(stack: Stack, jobs: int, concurrency: int) -> float:
@@ -48,18 +37,12 @@ async def relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
 
 
 async def measure(stack: Stack, jobs: int, concurrency: int, runs: int) -> list[Rates]:
-    rates = []
-    for run in range(runs):
-        # alternate the order so neither side always runs on a warmer machine
-        if run % 2 == 0:
-            h = await headway_rate(stack, jobs, concurrency)
-            r = await relay_rate(stack, jobs, concurrency)
-        else:
-            r = await relay_rate(stack, jobs, concurrency)
-            h = await headway_rate(stack, jobs, concurrency)
-        rates.append(Rates(h, r))
-        print(f"  run {run + 1}: headway {h:,.0f} jobs/s, relay {r:,.0f} jobs/s, ratio {h / r:.2f}")
-    return rates
+    return await side_by_side(
+        runs,
+        lambda: headway_rate(stack, jobs, concurrency),
+        lambda: relay_rate(stack, jobs, concurrency),
+        "relay",
+    )
 
 
 if __name__ == "__main__":

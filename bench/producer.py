@@ -13,26 +13,15 @@ import asyncio
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import Stack, chat_jobs
+from bench.common import Rates, Stack, chat_jobs, side_by_side
 from broker.admin import create_topics
 from broker.client import HeadwayClient, encode_job
 from broker.kafka import producer_options
 from schemas.jobs import Priority
-
-
-@dataclass
-class ProducerRates:
-    headway: float
-    raw: float
-
-    @property
-    def ratio(self) -> float:
-        return self.headway / self.raw
 
 
 async def headway_rate(stack: Stack, jobs: list[dict[str, Any]]) -> float:
@@ -63,19 +52,11 @@ async def raw_rate(stack: Stack, jobs: list[dict[str, Any]]) -> float:
         await producer.stop()
 
 
-async def measure(stack: Stack, count: int, runs: int) -> list[ProducerRates]:
+async def measure(stack: Stack, count: int, runs: int) -> list[Rates]:
     jobs = list(chat_jobs(count, tag="p"))
-    rates = []
-    for run in range(runs):
-        if run % 2 == 0:
-            h = await headway_rate(stack, jobs)
-            r = await raw_rate(stack, jobs)
-        else:
-            r = await raw_rate(stack, jobs)
-            h = await headway_rate(stack, jobs)
-        rates.append(ProducerRates(h, r))
-        print(f"  run {run + 1}: submit_many {h:,.0f} jobs/s, raw aiokafka {r:,.0f}, {h / r:.2f}")
-    return rates
+    return await side_by_side(
+        runs, lambda: headway_rate(stack, jobs), lambda: raw_rate(stack, jobs), "raw aiokafka"
+    )
 
 
 if __name__ == "__main__":

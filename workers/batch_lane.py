@@ -34,7 +34,6 @@ from broker.config import DeploymentConfig, HeadwayConfig
 from schemas.jobs import JobKind
 from schemas.results import ErrorCode, JobResult, JobStatus
 from workers.access import Rejection
-from workers.admission import Ticket
 from workers.batch_eligibility import FALLBACK_MARGIN_S
 from workers.batch_items import (
     Handed,
@@ -49,7 +48,6 @@ from workers.cancellations import Cancellations
 from workers.guardrails.screening import Screened
 from workers.intake import ValidJob, parse_job
 from workers.ledger import batch_lane as rows
-from workers.ledger.quotas import Hold
 from workers.outcomes import Identity, guarded_result, terminal_result, usage_events
 from workers.preparation import Preparation
 from workers.providers.batch_apis import BatchAPI, Outcome
@@ -124,9 +122,10 @@ class BatchLane:
             if deployment is None:
                 continue  # a deployment no longer batched here: another config's worker packs it
             # full batches go now; a part-filled one once its oldest item waited long enough
-            batches = -(-waiting.items // self._limit(deployment))
+            limit = self._limit(deployment)
+            batches = -(-waiting.items // limit)
             if now - waiting.oldest < self.settings.wait_s:
-                batches = waiting.items // self._limit(deployment)
+                batches = waiting.items // limit
             for _ in range(batches):
                 if not await self._pack(deployment):
                     break
@@ -177,18 +176,20 @@ class BatchLane:
         paid); the rest are returned."""
         if self._cancellations is None:
             return items
-        cancelled = [item for item in items if self._is_cancelled(item)]
-        if not cancelled:
-            return items
+        cancelled: list[rows.Item] = []
+        rest: list[rows.Item] = []
+        for item in items:
+            (cancelled if self._is_cancelled(item) else rest).append(item)
         for item in cancelled:
             who = identity(json.loads(item.who_json))
             result = terminal_result(
                 who, JobStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled by a control command"
             )
             await self._settlement.finish(result, [], item.topic)
-        keys = [(item.tenant, item.job_id) for item in cancelled]
-        await self._run(lambda conn: rows.items_done(conn, keys))
-        return [item for item in items if not self._is_cancelled(item)]
+        if cancelled:
+            keys = [(item.tenant, item.job_id) for item in cancelled]
+            await self._run(lambda conn: rows.items_done(conn, keys))
+        return rest
 
     def _is_cancelled(self, item: rows.Item) -> bool:
         assert self._cancellations is not None
@@ -245,8 +246,13 @@ class BatchLane:
     async def _settle(
         self, settled: list[tuple[rows.Item, Outcome | None]], deployment: DeploymentConfig
     ) -> None:
-        online = [item for item, outcome in settled if _undone(outcome)]
-        done = [(item, outcome) for item, outcome in settled if not _undone(outcome)]
+        online: list[rows.Item] = []
+        done: list[tuple[rows.Item, Outcome]] = []
+        for item, outcome in settled:
+            if outcome is None or _undone(outcome):  # None: no line for it (its batch failed)
+                online.append(item)
+            else:
+                done.append((item, outcome))
         if online:
             await self._back_online(online)
         await asyncio.gather(*(self._finish(item, o, deployment) for item, o in done))
@@ -254,10 +260,8 @@ class BatchLane:
         await self._run(lambda conn: rows.items_done(conn, keys))
 
     async def _finish(
-        self, item: rows.Item, outcome: Outcome | None, deployment: DeploymentConfig
+        self, item: rows.Item, outcome: Outcome, deployment: DeploymentConfig
     ) -> None:
-        assert outcome is not None
-        saved = json.loads(item.job_json)
         who = identity(json.loads(item.who_json))
         execution = execution_of(deployment, outcome)
         screened = await self._screened(item)
@@ -267,11 +271,9 @@ class BatchLane:
             else _withheld(who, screened)
         )
         events = usage_events(who, execution.calls, item.generation)
-        period = saved.get("budget_period")
-        ticket = None
-        if period is not None:  # settles the cost in the period it was admitted in
-            ticket = Ticket(item.tenant, hold=Hold(item.tenant, item.job_id, period, 0))
-        await self._settlement.finish(result, events, item.topic, ticket)
+        # its cost counts in the budget period it was admitted in
+        period = json.loads(item.job_json).get("budget_period")
+        await self._settlement.finish(result, events, item.topic, budget_period=period)
 
     async def _screened(self, item: rows.Item) -> Screened | Rejection | None:
         """The job's guardrails for the output check, prepared again from its record (PII
@@ -296,9 +298,8 @@ class BatchLane:
         online, and let their rows go."""
         keys = [(item.tenant, item.job_id) for item in items]
         await self._run(lambda conn: rows.release_jobs(conn, keys))
-        delivered = [
-            await self._publisher.park(original_record(item), time.time(), 0, 0) for item in items
-        ]
+        now = time.time()
+        delivered = [await self._publisher.park(original_record(i), now, 0, 0) for i in items]
         await asyncio.gather(*delivered)
         await self._run(lambda conn: rows.items_done(conn, keys))
 
@@ -323,11 +324,9 @@ class BatchLane:
         await asyncio.gather(packing(), polling())
 
 
-def _undone(outcome: Outcome | None) -> bool:
+def _undone(outcome: Outcome) -> bool:
     """The provider did not do it (or may do it if asked again): run it online."""
-    if outcome is None or outcome.expired:
-        return True
-    return outcome.error is not None and outcome.error.retryable
+    return outcome.expired or (outcome.error is not None and outcome.error.retryable)
 
 
 def _within_bytes(items: list[rows.Item], max_bytes: int) -> list[rows.Item]:

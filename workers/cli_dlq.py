@@ -7,16 +7,14 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from broker import dlq
 from broker.errors import ConfigError
-from broker.settings import Settings
+from workers.cli_support import console, load_settings
 
 dlq_app = typer.Typer(no_args_is_help=True, help="the dead-letter topic")
-console = Console()
 
 Since = Annotated[
     datetime | None, typer.Option(help="dead-lettered at or after (ISO date or time, UTC)")
@@ -46,7 +44,7 @@ def dlq_list(
     selection = _selection(since, limit, pattern)
 
     async def main() -> list[dlq.DeadLetter]:
-        return [letter async for letter in dlq.read(Settings(), selection)]
+        return [letter async for letter in dlq.read(load_settings(), selection)]
 
     letters = asyncio.run(main())
     if json_lines:
@@ -77,7 +75,7 @@ def dlq_replay(
 ) -> None:
     """Republish dead letters to the lanes they came from (failed/rejected jobs run again)."""
     selection = _selection(since, limit, pattern)
-    report = asyncio.run(dlq.replay(Settings(), selection, dry_run=dry_run))
+    report = asyncio.run(dlq.replay(load_settings(), selection, dry_run=dry_run))
     verb = "would replay" if dry_run else "replayed"
     where = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
     console.print(f"{verb} {report.replayed} dead letters" + (f" ({where})" if where else ""))

@@ -10,24 +10,22 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.errors import HeadwayError
-from broker.settings import Settings
+from workers.cli_support import console, load_settings
 from workers.ledger import templates as store
 from workers.ledger.db import create_engine
 from workers.templates import TemplateError, load_file
 
 templates_app = typer.Typer(no_args_is_help=True, help="prompt templates")
-console = Console()
 T = TypeVar("T")
 
 
 def _in_transaction(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     async def main() -> T:
-        engine = create_engine(Settings().database_url)
+        engine = create_engine(load_settings().database_url)
         try:
             async with engine.begin() as conn:
                 return await work(conn)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -40,6 +41,15 @@ def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
             text: str = value.decode("utf-8", "replace")
             return text
     return ""
+
+
+def lane_of(
+    record: ConsumerRecord[bytes, bytes], lanes: Mapping[str, Priority], retry: str
+) -> Priority:
+    """A record's lane: its job topic's, or — parked on the retry topic — that of the topic it
+    was parked from (``headway-source-topic``); normal when that is unknown."""
+    topic = _header(record, HEADER_SOURCE_TOPIC) if record.topic == retry else record.topic
+    return lanes.get(topic, Priority.NORMAL)
 
 
 class Fetcher:
@@ -88,12 +98,13 @@ class Fetcher:
         size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
         intake = parse_job(record.value, self._max_message_bytes)
         tenant = _tenant_of(intake)
+        queued = QueuedJob(
+            record, lane_of(record, self._lanes, self._topics.retry), tp, size, tenant, intake
+        )
         if tp.topic == self._topics.retry:  # parked: waits for its time, then its own lane
-            lane = self._lanes.get(_header(record, HEADER_SOURCE_TOPIC), Priority.NORMAL)
-            self._delays.put(QueuedJob(record, lane, tp, size, tenant, intake))
+            self._delays.put(queued)
         else:
-            lane = self._lanes[tp.topic]
-            self._scheduler.put(QueuedJob(record, lane, tp, size, tenant, intake))
+            self._scheduler.put(queued)
 
     async def release_parked_forever(self) -> None:
         """Hand parked jobs to the scheduler when their time comes."""

@@ -14,13 +14,8 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRecord
 
 from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig, TenantConfig
-from broker.topics import (
-    HEADER_ONLINE,
-    HEADER_REPLAY,
-    HEADER_SOURCE_TOPIC,
-    Topics,
-)
-from schemas.jobs import JobKind, JobRequest, Priority
+from broker.topics import HEADER_ONLINE, HEADER_REPLAY, Topics
+from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobStatus
 from workers.access import Rejection
 from workers.admission import Admission, Ticket, limited
@@ -31,6 +26,7 @@ from workers.budgets import OverBudget
 from workers.cancellations import Cancellations
 from workers.claimants import Claimants
 from workers.execution import Execution, Executor
+from workers.fetching import lane_of
 from workers.guardrails.screening import Guardrails, Screened
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.batch_lane import BATCH_OWNER
@@ -116,6 +112,7 @@ class JobPipeline:
         self.router = router or Router(executor.board, executor.calibration)
         self.config = config
         self.topics = topics
+        self._lanes = topics.job_lanes
         self.ledger = ledger
         self.publisher = publisher
         self.executor = executor
@@ -344,13 +341,9 @@ class JobPipeline:
         """The batch deployment to hand the job to, or None: it runs online."""
         if self.batch_lane is None:
             return None
-        headers = dict(run.record.headers or ())
-        if HEADER_ONLINE in headers:  # the lane gave it back
-            return None
-        topic = run.record.topic
-        if topic == self.topics.retry:
-            topic = headers.get(HEADER_SOURCE_TOPIC, b"").decode("utf-8", "replace")
-        lane = self.topics.job_lanes.get(topic, Priority.NORMAL)
+        if any(name == HEADER_ONLINE for name, _ in run.record.headers or ()):
+            return None  # the lane gave it back
+        lane = lane_of(run.record, self._lanes, self.topics.retry)
         return batch_deployment(run.job, run.route, lane, now_utc())
 
     async def _hand_over(self, run: Run, deployment: DeploymentConfig, generation: int) -> None:

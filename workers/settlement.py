@@ -65,14 +65,17 @@ class Settlement:
         topic: str,
         ticket: Ticket | None = None,
         cache: CacheEntry | None = None,
+        budget_period: str | None = None,
     ) -> FinishOutcome:
-        """Store the result of a claimed job, then publish what is stored."""
+        """Store the result of a claimed job, then publish what is stored. Its cost is settled
+        in the budget period of its ticket's hold, or in ``budget_period`` (a job whose hold
+        the batch lane kept)."""
         result_json = result.model_dump_json()
         payloads = [(event, event.model_dump_json()) for event in events]
         hold = ticket.hold if ticket is not None else None
         # the budget hold is settled, and the cache entry stored, in the transaction that
         # stores the usage events
-        period = hold.period if hold is not None else None
+        period = hold.period if hold is not None else budget_period
         record = finish_record(result, result_json, payloads, budget_period=period, cache=cache)
         with self.tracing.span("ledger finish"):
             outcome: FinishOutcome = await with_ledger(lambda: self.ledger.finish(record))

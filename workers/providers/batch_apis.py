@@ -89,15 +89,8 @@ class _Http:
         self._timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0))
 
     async def send(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        headers_extra: dict[str, str] | None = None,
-        **kwargs: Any,
+        self, method: str, url: str, headers: dict[str, str], **kwargs: Any
     ) -> httpx.Response:
-        if headers_extra:
-            headers = {**headers, **headers_extra}
         with transport_errors(self.name):
             response = await self._client.request(
                 method, url, headers=headers, timeout=self._timeout, **kwargs
@@ -106,17 +99,16 @@ class _Http:
         return response
 
 
-def _multipart(jsonl: bytes) -> dict[str, Any]:
-    """The ``/files`` upload as finished bytes: the aiohttp transport cannot send httpx's
-    streamed multipart body."""
+def _multipart(jsonl: bytes) -> tuple[bytes, str]:
+    """The ``/files`` upload as finished bytes and its content type: the aiohttp transport
+    cannot send httpx's streamed multipart body."""
     request = httpx.Request(
         "POST",
         "http://upload.invalid",
         data={"purpose": "batch"},
         files={"file": ("headway-batch.jsonl", jsonl, "application/jsonl")},
     )
-    body = request.read()
-    return {"content": body, "headers_extra": {"content-type": request.headers["content-type"]}}
+    return request.read(), request.headers["content-type"]
 
 
 class OpenAIBatches(_Http):
@@ -140,9 +132,9 @@ class OpenAIBatches(_Http):
         return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
     async def submit(self, lines: list[bytes], embeddings: bool) -> str:
-        upload = await self.send(
-            "POST", f"{self._base}/files", self._headers, **_multipart(b"".join(lines))
-        )
+        body, content_type = _multipart(b"".join(lines))
+        headers = {**self._headers, "content-type": content_type}
+        upload = await self.send("POST", f"{self._base}/files", headers, content=body)
         endpoint = "/v1/embeddings" if embeddings else "/v1/chat/completions"
         created = await self.send(
             "POST",

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     embed_max_batch_tokens: Annotated[int, Field(ge=1)] = Field(
         250_000, description="estimated tokens per combined embeddings request, at most"
     )
+    gc_threshold: Annotated[int, Field(ge=0)] = Field(
+        50_000,
+        description="while a worker runs, Python's garbage collector skips the start-up heap "
+        "and collects after this many new objects (0: Python's defaults; docs/performance.md)",
+    )
     batch_pack_s: Annotated[float, Field(gt=0)] = Field(
         30.0, description="how often jobs waiting for a provider batch are packed and submitted"
     )

@@ -40,6 +40,7 @@ from workers.cancellations import Cancellations, open_control_reader
 from workers.delays import DelayQueue
 from workers.execution import Executor
 from workers.fetching import Fetcher
+from workers.gc_tuning import tuned_gc
 from workers.health import BreakerSettings, HealthBoard
 from workers.http import create_http_client
 from workers.intake import job_id_of
@@ -230,6 +231,7 @@ class Worker:
             max_message_bytes=settings.max_message_bytes,
         )
         self._stack.push_async_callback(_bounded_stop, consumer.stop, "consumer")
+        self._stack.enter_context(tuned_gc(settings.gc_threshold))  # restored after the drain
         self._stack.push_async_callback(self._drain)
         if settings.http_port is not None:
             probes = ProbeServer(self.readiness, settings.http_port, metrics=self.metrics)

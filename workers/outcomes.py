@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from workers.guardrails.screening import Screened
 
 _EVENT_NAMESPACE = uuid.UUID("6f1b8a1e-3c55-4c8e-9a4e-1d0f6a7b9c21")
+_EVENT_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +170,16 @@ async def guarded_result(
 
 
 def event_id(tenant: str, job_id: str, generation: int, index: int) -> str:
-    """Stable for the same provider call: the claim generation and the call's index."""
-    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{tenant}\x00{job_id}\x00{generation}\x00{index}"))
+    """Stable for the same provider call: the claim generation and the call's index.
+
+    ``uuid.uuid5`` spelled out (SHA-1 of namespace + name, version and variant bits set): the
+    same text at a third of the cost, which counts once per usage event."""
+    name = f"{tenant}\x00{job_id}\x00{generation}\x00{index}".encode()
+    digest = bytearray(hashlib.sha1(_EVENT_NAMESPACE_BYTES + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> list[UsageEvent]:

@@ -6,6 +6,7 @@ hand-over to the worker that holds the job), and only then is the record's offse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -312,7 +313,7 @@ class JobPipeline:
                 await self.settlement.finish(result, [], topic, ticket)
                 return None
             try:
-                async with asyncio.timeout_at(_loop_time(deadline)):
+                async with _timeout_at(deadline):
                     with self.tracing.span("provider"):
                         execution, entry = await self._provider(run, plan, deadline)
             except TimeoutError:
@@ -395,8 +396,13 @@ def _monotonic_deadline(job: JobRequest) -> float | None:
     return time.monotonic() + (job.deadline.timestamp() - time.time())
 
 
-def _loop_time(deadline: float | None) -> float | None:
+def _timeout_at(deadline: float | None) -> contextlib.AbstractAsyncContextManager[object]:
+    """A timeout at ``deadline`` (monotonic), or none at all without one (a job without a
+    deadline skips asyncio's Timeout and its timer handle: ~8 µs a job)."""
     if deadline is None:
-        return None
+        return _NO_TIMEOUT
     # asyncio's loop clock is time.monotonic() on every supported platform
-    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+    return asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - time.monotonic()))
+
+
+_NO_TIMEOUT = contextlib.nullcontext()

@@ -159,8 +159,9 @@ class Executor:
             if not paced and soonest > time.monotonic():  # circuits open or paused
                 raise _round_failure(errors, plan, self.board)
             wait, _, deployment, reserve = min(paced, default=(math.inf, 0, plan[0], 0))
-            if not math.isfinite(wait):  # only a finished call can make room
-                await self.board.wait_for_release(ROOM_WAIT_S)
+            if not math.isfinite(wait):  # a finished call, or a deployment's ramp, makes room
+                ramp = min(self.board[d.key].ramp_grows_at() for d in plan) - time.monotonic()
+                await self.board.wait_for_release(min(ROOM_WAIT_S, max(ramp, 0.0)))
                 continue
             if await self._booked(job, deployment, reserve, messages, execution, errors):
                 return

@@ -123,6 +123,20 @@ class DeploymentHealth:
         steps = (now - self.first_call_at) / RAMP_STEP_S
         return self.settings.failures * 2 ** min(steps, 30)
 
+    def ramp_grows_at(self) -> float:
+        """The clock time at which the cap on calls in doubt next doubles (``inf``: it will not
+        grow by waiting — no ramp, or only an outcome changes it). Calls refused by the ramp
+        wait until then rather than for an outcome, which may be a whole provider latency away."""
+        if (
+            self.state is not CircuitState.CLOSED
+            or self.consecutive_failures
+            or self.proven
+            or self.first_call_at is None
+        ):
+            return math.inf
+        steps = math.floor((self._clock() - self.first_call_at) / RAMP_STEP_S) + 1
+        return self.first_call_at + steps * RAMP_STEP_S
+
     # -- outcomes -----------------------------------------------------------------------------
 
     def _outcome(self) -> None:

@@ -3,6 +3,7 @@ deployment (its jobs parked on the retry topic) while the others go on."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,3 +89,28 @@ async def test_retry_after_pauses_only_the_deployment_that_asked(
     assert set(parked.by_key) == {"s-1", "s-2"}
     # …and s-2 made no call: the deployment is paused until its Retry-After has passed
     assert strict.stats.calls == 2 and strict.stats.rate_limited == 1
+
+
+async def test_a_fresh_deployments_ramp_admits_the_first_wave_without_waiting_for_an_answer(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    """Before its first outcome a deployment takes N calls, doubling every 20 ms; calls it
+    refused try again as the cap grows, not a whole provider latency later."""
+    jobs = 200
+    async with SimulatorServer(SimulatorConfig(latency_ms=1500)) as sim:
+        settings = make_settings(database_url=sqlite_url, concurrency=jobs)
+        cfg = config({"slow": (sim.base_url, {})})
+        async with running_worker(settings, cfg), HeadwayClient(settings) as client:
+            await client.submit_many([chat_job(f"w-{i}", route="slow") for i in range(jobs)])
+            while sim.stats.in_flight == 0:
+                await asyncio.sleep(0.005)
+            first_call = time.monotonic()
+            most = 0
+            while time.monotonic() - first_call < 0.6:  # well before the first answer (1.5 s)
+                most = max(most, sim.stats.in_flight)
+                await asyncio.sleep(0.005)
+            results = await read_topic(
+                settings.kafka_bootstrap or "", settings.topics.results, until_keys=jobs
+            )
+    assert most == jobs, most
+    assert all(c[0]["status"] == "succeeded" for c in results.by_key.values())

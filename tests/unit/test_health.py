@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from workers.health import BreakerSettings, CircuitState, DeploymentHealth, HealthBoard
+from workers.health import (
+    RAMP_STEP_S,
+    BreakerSettings,
+    CircuitState,
+    DeploymentHealth,
+    HealthBoard,
+)
 
 
 class Clock:
@@ -78,6 +84,26 @@ def test_a_fresh_deployment_ramps_up_until_its_first_success() -> None:
     assert sum(h.try_acquire() for _ in range(100)) == 30  # 40 out
     h.succeeded(0.5)
     assert all(h.try_acquire() for _ in range(500))  # proven: no limit
+
+
+def test_a_call_refused_by_the_ramp_learns_when_the_cap_next_grows() -> None:
+    clock = Clock()
+    h = health(clock, failures=5)
+    assert h.ramp_grows_at() == float("inf")  # no call yet: no ramp
+    h.try_acquire()
+    assert h.ramp_grows_at() == clock.now + RAMP_STEP_S
+    clock.now += 1.5 * RAMP_STEP_S
+    assert h.ramp_grows_at() == 1000.0 + 2 * RAMP_STEP_S
+    h.succeeded(0.5)
+    assert h.ramp_grows_at() == float("inf")  # proven: nothing to wait for
+
+
+def test_after_a_failure_only_an_outcome_makes_room_not_time() -> None:
+    clock = Clock()
+    h = health(clock, failures=3)
+    h.try_acquire()
+    h.failed()
+    assert h.ramp_grows_at() == float("inf")
 
 
 def test_after_a_failure_calls_in_doubt_are_bounded_again() -> None:

@@ -102,7 +102,9 @@ async def test_a_fresh_deployments_ramp_admits_the_first_wave_without_waiting_fo
         cfg = config({"slow": (sim.base_url, {})})
         async with running_worker(settings, cfg), HeadwayClient(settings) as client:
             await client.submit_many([chat_job(f"w-{i}", route="slow") for i in range(jobs)])
-            while sim.stats.in_flight == 0:
+            for _ in range(6000):  # the first call, within 30 s
+                if sim.stats.in_flight:
+                    break
                 await asyncio.sleep(0.005)
             first_call = time.monotonic()
             most = 0

@@ -7,8 +7,10 @@ import time
 
 from bench.common import Rates, Stack, chat_jobs, preload, side_by_side, wait_for
 from bench.relay import relay
+from broker.settings import Settings
 from schemas.jobs import Priority
 from tests.helpers import running_worker
+from workers.gc_tuning import tuned_gc
 
 
 async def headway_rate(stack: Stack, jobs: int, concurrency: int) -> float:
@@ -34,6 +36,13 @@ async def relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
         f"{settings.topic_prefix}-relay",
     )
     return (jobs - 1) / (last - first)
+
+
+async def tuned_relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
+    """The relay under the garbage-collector tuning a headway worker applies to itself
+    (``workers/gc_tuning.py``): how much of the ratio that tuning explains."""
+    with tuned_gc(Settings().gc_threshold):
+        return await relay_rate(stack, jobs, concurrency)
 
 
 async def measure(stack: Stack, jobs: int, concurrency: int, runs: int) -> list[Rates]:

@@ -39,9 +39,9 @@ class Settings(BaseSettings):
     concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
     pipeline_runners: Annotated[int, Field(ge=0, le=100_000)] = Field(
         default=0,
-        description="extra jobs that may be in intake, ledger or publishing while "
-        "HEADWAY_CONCURRENCY others are with providers; raises throughput when the ledger is "
-        "slow, and a crash may then repeat up to concurrency + pipeline_runners calls",
+        description="extra jobs prepared ahead (intake, admission, ledger claim) or "
+        "publishing while HEADWAY_CONCURRENCY others are between their provider call and their "
+        "stored result; a crash still repeats at most HEADWAY_CONCURRENCY calls",
     )
 
     # Kafka

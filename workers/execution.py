@@ -28,6 +28,7 @@ from broker.errors import (
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
 from workers import tokens
+from workers.call_slots import CallSlots
 from workers.health import DeploymentHealth, HealthBoard
 from workers.limits import DeploymentLimiter, LimitBoard
 from workers.microbatch import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH_TOKENS, EmbeddingBatcher
@@ -89,7 +90,7 @@ class Executor:
         self._on_call = on_call
         self._providers = providers
         self._retry = retry
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.slots = CallSlots(max_in_flight)  # taken by the pipeline: a call until stored
         self.board = board or HealthBoard()
         self.calibration = calibration or tokens.Calibration()
         self.limits = limits or LimitBoard(max_in_flight)
@@ -110,21 +111,20 @@ class Executor:
         When a retryable failure asks for a wait longer than ``park_after_s``, or the retry
         budget ends on a retryable failure, the job is not failed: ``park_s`` says how long it
         should wait at least (the pipeline parks it, up to its park limit).
-        At most ``max_in_flight`` jobs of this process are with providers at any moment."""
+        The caller holds one of :attr:`slots` (``workers/call_slots.py``)."""
         execution = Execution()
-        async with self._slots:
-            try:
-                await self._retry.call(
-                    lambda: self._round(job, plan, messages, execution),
-                    deadline=deadline,
-                    longest_wait_s=park_after_s,
-                )
-            except ProviderError as error:
-                execution.error = error
-                if error.retryable and park_after_s is not None:
-                    # a wait too long to sleep on, or the retry budget spent on errors that may
-                    # pass (a provider outage): park rather than fail; the pipeline bounds parks
-                    execution.park_s = max(error.retry_after or 0.0, park_after_s)
+        try:
+            await self._retry.call(
+                lambda: self._round(job, plan, messages, execution),
+                deadline=deadline,
+                longest_wait_s=park_after_s,
+            )
+        except ProviderError as error:
+            execution.error = error
+            if error.retryable and park_after_s is not None:
+                # a wait too long to sleep on, or the retry budget spent on errors that may
+                # pass (a provider outage): park rather than fail; the pipeline bounds parks
+                execution.park_s = max(error.retry_after or 0.0, park_after_s)
         return execution
 
     async def _round(

@@ -24,6 +24,7 @@ from workers.batch_eligibility import batch_deployment
 from workers.batch_items import Handed
 from workers.batch_lane import BatchLane, LaneSettings
 from workers.budgets import OverBudget
+from workers.call_slots import CallSlot, CallSlots
 from workers.cancellations import Cancellations
 from workers.claimants import Claimants
 from workers.execution import Execution, Executor
@@ -300,6 +301,16 @@ class JobPipeline:
         if run.hit is None and (batched := self._batch_deployment(run)) is not None:
             await self._hand_over(run, batched, generation)
             return None
+        # from just before the first call until the result is stored the job is in doubt:
+        # it holds one of the worker's `concurrency` slots (workers/call_slots.py)
+        async with self.executor.slots.take() if run.hit is None else CallSlots.none() as slot:
+            return await self._answer(run, generation, parked, deadline, slot)
+
+    async def _answer(
+        self, run: Run, generation: int, parked: Parked, deadline: float | None, slot: CallSlot
+    ) -> int | None:
+        """Call (or serve from the cache), then finish; the slot is given back once stored."""
+        job, who, topic, ticket = run.job, run.who, run.topic, run.ticket
         entry: CacheEntry | None = None
         if run.hit is not None:
             execution = run.hit
@@ -331,7 +342,9 @@ class JobPipeline:
         execution.attempts += parked.attempts
         result = await guarded_result(who, execution, run.screened)
         events = usage_events(who, execution.calls, generation)
-        outcome = await self.settlement.finish(result, events, topic, ticket, entry)
+        outcome = await self.settlement.finish(
+            result, events, topic, ticket, entry, stored=slot.release
+        )
         if entry is not None and isinstance(outcome, Stored):
             self.cache.remember(entry)
         if result.cached:

@@ -66,10 +66,12 @@ class Settlement:
         ticket: Ticket | None = None,
         cache: CacheEntry | None = None,
         budget_period: str | None = None,
+        stored: Callable[[], None] | None = None,
     ) -> FinishOutcome:
         """Store the result of a claimed job, then publish what is stored. Its cost is settled
         in the budget period of its ticket's hold, or in ``budget_period`` (a job whose hold
-        the batch lane kept)."""
+        the batch lane kept). ``stored`` is called once the ledger has answered, before
+        publishing (the job gives back its provider-call slot there)."""
         result_json = result.model_dump_json()
         payloads = [(event, event.model_dump_json()) for event in events]
         hold = ticket.hold if ticket is not None else None
@@ -79,6 +81,8 @@ class Settlement:
         record = finish_record(result, result_json, payloads, budget_period=period, cache=cache)
         with self.tracing.span("ledger finish"):
             outcome: FinishOutcome = await with_ledger(lambda: self.ledger.finish(record))
+        if stored is not None:
+            stored()
         if ticket is not None:
             ticket.hold = None
         if isinstance(outcome, Stored):  # counted once, by the finisher that stored it

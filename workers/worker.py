@@ -236,8 +236,8 @@ class Worker:
         if settings.http_port is not None:
             probes = ProbeServer(self.readiness, settings.http_port, metrics=self.metrics)
             self.probes = await self._stack.enter_async_context(probes)
-        # with pipeline_runners > 0, a job waiting on the ledger or on Kafka's ack does not
-        # hold one of the `concurrency` slots a provider call needs
+        # with pipeline_runners > 0, jobs are claimed ahead and published after while
+        # `concurrency` others hold the provider-call slots (workers/call_slots.py)
         runners = settings.concurrency + settings.pipeline_runners
         self._runners = [asyncio.create_task(self._run_jobs()) for _ in range(runners)]
         self._tasks = [

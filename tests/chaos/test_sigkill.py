@@ -46,6 +46,7 @@ async def test_three_sigkills_during_a_batch_lose_nothing_and_repeat_only_in_fli
         database_url=postgres_url,
         config=write_config(tmp_path, simulator),
         concurrency=CONCURRENCY,
+        pipeline_runners=CONCURRENCY,  # jobs claimed ahead must not widen the repeat bound
         lease_s=3.0,
     )
     await create_topics(settings, load_config(settings.config))
@@ -78,6 +79,8 @@ async def test_three_sigkills_during_a_batch_lose_nothing_and_repeat_only_in_fli
     calls = sum(simulator.stats.jobs.values())
     assert set(simulator.stats.jobs) == job_ids
     assert JOBS <= calls <= JOBS + sum(in_flight_at_kills), (calls, in_flight_at_kills)
+    # in doubt at a kill: called, result not stored — at most CONCURRENCY per dead worker
+    assert calls <= JOBS + len(KILL_AT) * CONCURRENCY, calls
     spend = await spend_matches_usage_events(settings, "demo", JOBS)
     figures(
         jobs=JOBS,

@@ -14,6 +14,7 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
+from workers.ledger.writer import LedgerWriter
 from workers.simulator import SimulatorConfig, SimulatorServer
 
 pytestmark = pytest.mark.integration
@@ -116,3 +117,48 @@ async def test_a_fresh_deployments_ramp_admits_the_first_wave_without_waiting_fo
             )
     assert most == jobs, most
     assert all(c[0]["status"] == "succeeded" for c in results.by_key.values())
+
+
+async def test_jobs_claimed_ahead_wait_for_a_slot_so_at_most_concurrency_calls_are_in_doubt(
+    make_settings: Callable[..., Settings], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job is in doubt from its call until its result is stored (a crash would repeat the
+    call). Extra pipeline runners prepare jobs ahead, but never add to that number — even when
+    storing is slow."""
+    concurrency, jobs = 8, 80
+    finishing = 0
+    original = LedgerWriter.finish
+
+    async def slow_finish(self: LedgerWriter, record: Any) -> Any:
+        nonlocal finishing
+        finishing += 1
+        try:
+            await asyncio.sleep(0.1)  # a slow database
+            return await original(self, record)
+        finally:
+            finishing -= 1
+
+    monkeypatch.setattr(LedgerWriter, "finish", slow_finish)
+    async with SimulatorServer(SimulatorConfig(latency_ms=50)) as sim:
+        settings = make_settings(
+            database_url=sqlite_url, concurrency=concurrency, pipeline_runners=3 * concurrency
+        )
+        cfg = config({"p": (sim.base_url, {})})
+        most = 0
+
+        async def sample() -> None:
+            nonlocal most
+            while True:
+                most = max(most, sim.stats.in_flight + finishing)
+                await asyncio.sleep(0.002)
+
+        async with running_worker(settings, cfg), HeadwayClient(settings) as client:
+            sampler = asyncio.create_task(sample())
+            await client.submit_many([chat_job(f"d-{i}", route="p") for i in range(jobs)])
+            results = await read_topic(
+                settings.kafka_bootstrap or "", settings.topics.results, until_keys=jobs
+            )
+            sampler.cancel()
+    assert all(c[0]["status"] == "succeeded" for c in results.by_key.values())
+    assert sim.stats.chat_calls == jobs
+    assert 0 < most <= concurrency, most

@@ -21,7 +21,10 @@ from workers.http import create_http_client, post_json
 
 
 async def latency_bound_wall_s(
-    stack: Stack, jobs: int = 5000, concurrency: int = 1000, pipeline_runners: int = 0
+    stack: Stack,
+    jobs: int = 5000,
+    concurrency: int = 1000,
+    pipeline_runners: int | None = None,
 ) -> float:
     """Wall time from the worker's first fetched record to its last finished job."""
     settings = stack.settings(

@@ -37,12 +37,18 @@ class Settings(BaseSettings):
     config: Path = DEFAULT_CONFIG_PATH
     topic_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")] = DEFAULT_PREFIX
     concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
-    pipeline_runners: Annotated[int, Field(ge=0, le=100_000)] = Field(
-        default=0,
+    pipeline_runners: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        default=None,
         description="extra jobs prepared ahead (intake, admission, ledger claim) or "
         "publishing while HEADWAY_CONCURRENCY others are between their provider call and their "
-        "stored result; a crash still repeats at most HEADWAY_CONCURRENCY calls",
+        "stored result; a crash still repeats at most HEADWAY_CONCURRENCY calls "
+        "(unset: as many as HEADWAY_CONCURRENCY; 0: none)",
     )
+
+    @property
+    def runners_ahead(self) -> int:
+        """Jobs a worker prepares ahead of its ``concurrency`` provider-call slots."""
+        return self.concurrency if self.pipeline_runners is None else self.pipeline_runners
 
     # Kafka
     consumer_group: str = DEFAULT_CONSUMER_GROUP
@@ -80,7 +86,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ledger_flush_ms: Annotated[int, Field(ge=0)] = 5
-    ledger_batch_max: Annotated[int, Field(ge=1)] = 1000
+    ledger_batch_max: Annotated[int, Field(ge=1)] = Field(
+        200,
+        description="ledger writes per statement batch; smaller batches store a wave of "
+        "results sooner (each waits less behind the others), larger ones cost less CPU",
+    )
 
     # Provider calls
     http_max_connections: Annotated[int, Field(ge=1)] = 2048

@@ -238,7 +238,7 @@ class Worker:
             self.probes = await self._stack.enter_async_context(probes)
         # with pipeline_runners > 0, jobs are claimed ahead and published after while
         # `concurrency` others hold the provider-call slots (workers/call_slots.py)
-        runners = settings.concurrency + settings.pipeline_runners
+        runners = settings.concurrency + settings.runners_ahead
         self._runners = [asyncio.create_task(self._run_jobs()) for _ in range(runners)]
         self._tasks = [
             asyncio.create_task(self.fetcher.run()),

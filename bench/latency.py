@@ -1,16 +1,19 @@
 """(b) Latency-bound: 5,000 chat jobs at 1 s provider latency, concurrency 1,000, one worker.
 
-Beside headway, the same run measures two floors on the same machine: the naive relay
-(aiokafka → httpx → aiokafka, ``bench/relay.py``) and the bare HTTP loop (5,000 POSTs through
-the worker's own httpx client at concurrency 1,000, no Kafka, no ledger). The stated ideal,
+Beside headway, the same run measures three floors on the same machine: the naive relay
+(aiokafka → httpx → aiokafka, ``bench/relay.py``), the bare HTTP loop (5,000 POSTs through
+the worker's own httpx client at concurrency 1,000, no Kafka, no ledger) and the same loop on
+aiohttp alone. The stated ideal,
 5 s, assumes calls cost nothing but the provider's latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
+import aiohttp
 import httpx
 
 from bench.common import Stack, chat_jobs, preload, wait_for
@@ -74,4 +77,29 @@ async def http_floor_wall_s(stack: Stack, calls: int = 5000, concurrency: int = 
     async with create_http_client(2 * concurrency) as client:
         started = time.perf_counter()
         await asyncio.gather(*(call(client, i) for i in range(calls)))
+        return time.perf_counter() - started
+
+
+async def raw_aiohttp_floor_wall_s(
+    stack: Stack, calls: int = 5000, concurrency: int = 1000
+) -> float:
+    """The same calls through aiohttp alone (no httpx objects): the cheapest asyncio HTTP
+    client here, so the floor of any Python worker on this machine and simulator."""
+    url = f"{stack.simulator_url}/chat/completions"
+    slots = asyncio.Semaphore(concurrency)
+    headers = {"content-type": "application/json"}
+
+    async def call(session: aiohttp.ClientSession, i: int) -> None:
+        body = {
+            "model": "sim-chat-mini",
+            "messages": [{"role": "user", "content": f"Summarise document {i}."}],
+            "max_tokens": 16,
+        }
+        async with slots, session.post(url, data=json.dumps(body).encode(), headers=headers) as r:
+            json.loads(await r.read())
+
+    connector = aiohttp.TCPConnector(limit=2 * concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(call(session, i) for i in range(calls)))
         return time.perf_counter() - started

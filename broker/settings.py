@@ -85,7 +85,11 @@ class Settings(BaseSettings):
         default="auto", description="json, text, or auto: JSON unless stderr is a terminal"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    ledger_flush_ms: Annotated[int, Field(ge=0)] = 5
+    ledger_flush_ms: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="how long a ledger batch waits for more writes before it is flushed "
+        "(0: as soon as a flusher is free — writes arriving meanwhile form the next batch)",
+    )
     ledger_batch_max: Annotated[int, Field(ge=1)] = Field(
         200,
         description="ledger writes per statement batch; smaller batches store a wave of "

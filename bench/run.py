@@ -13,7 +13,8 @@ import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import producer, tenancy
+from bench import litellm_side, producer, tenancy
+from bench.added_latency import Added, worker_added_latency
 from bench.common import Rates, machine, stack
 from bench.embeddings import BATCH, CONCURRENCY, LIMITED_RPM, UNBATCHED_WINDOW_S, embedding_run
 from bench.fairness import BACKLOG, small_tenant_wait_s
@@ -52,8 +53,77 @@ def producer_section(rates: list[Rates], jobs: int) -> list[str]:
     ]
 
 
+def added_latency_section(added: list[Added]) -> list[str]:
+    return [
+        "## (j) Worker-added latency",
+        "",
+        "500 chat jobs a second for 10 s (a quarter of what one worker sustains here), simulator",
+        "at 0 ms, defaults. Per job: from a runner taking it from the worker's buffer until its",
+        "result and usage event are acknowledged by Kafka, minus the provider call",
+        "(`bench/added_latency.py`). Targets: p50 < 2 ms, p99 < 20 ms.",
+        "",
+        "| run | jobs | added p50 | added p99 | provider call p50 |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {i + 1} | {a.jobs:,} | {a.p50_ms:.1f} ms | {a.p99_ms:.1f} ms "
+            f"| {a.call_p50_ms:.1f} ms |"
+            for i, a in enumerate(added)
+        ),
+        f"| **median** | | **{statistics.median(a.p50_ms for a in added):.1f} ms** "
+        f"| **{statistics.median(a.p99_ms for a in added):.1f} ms** | |",
+        "",
+    ]
+
+
+def litellm_section(
+    version: str,
+    versus: list[Rates],
+    jobs: int,
+    routed: list[litellm_side.LiteLLMLatency],
+    added: list[Added],
+) -> list[str]:
+    h = statistics.median(r.headway for r in versus)
+    other = statistics.median(r.other for r in versus)
+    return [
+        f"## (k) Side by side with LiteLLM {version}",
+        "",
+        f"Throughput: {jobs:,} preloaded chat jobs, concurrency 256, simulator at 0 ms; headway",
+        "(defaults, ledger and usage events on) against the naive relay loop driving",
+        "`litellm.Router` (`bench/litellm_relay.py`, in its own virtualenv `build/litellm-venv`,",
+        "one deployment, no retries), the two alternating.",
+        "",
+        "| run | headway jobs/s | LiteLLM loop jobs/s | headway / LiteLLM |",
+        "|---|---|---|---|",
+        *(
+            f"| {i + 1} | {r.headway:,.0f} | {r.other:,.0f} | {r.ratio:.1f}× |"
+            for i, r in enumerate(versus)
+        ),
+        f"| **median** | **{h:,.0f}** | **{other:,.0f}** | **{h / other:.1f}×** |",
+        "",
+        "Added latency: LiteLLM's — a router call minus a bare httpx POST of the same body, 200",
+        "calls a second for 10 s alternating between the two, in its process; headway's — (j).",
+        "",
+        "| | p50 | p99 |",
+        "|---|---|---|",
+        *(
+            f"| LiteLLM run {i + 1}: router − bare | {x.router_p50_ms:.1f} − "
+            f"{x.bare_p50_ms:.1f} = {x.added_p50_ms:.1f} ms | {x.router_p99_ms:.1f} − "
+            f"{x.bare_p99_ms:.1f} = {x.added_p99_ms:.1f} ms |"
+            for i, x in enumerate(routed)
+        ),
+        f"| headway (median of (j)) | {statistics.median(a.p50_ms for a in added):.1f} ms "
+        f"| {statistics.median(a.p99_ms for a in added):.1f} ms |",
+        "",
+    ]
+
+
 async def main(
-    runs: int, overhead_jobs: int, backlog: int, embed_jobs: int, producer_jobs: int
+    runs: int,
+    overhead_jobs: int,
+    backlog: int,
+    embed_jobs: int,
+    producer_jobs: int,
+    litellm_jobs: int,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -251,6 +321,20 @@ async def main(
         f"| {peak:.0f} MB | {last:.0f} MB (target < 300 MB) |",
         "",
     ]
+    print("(j) worker-added latency")
+    added = []
+    for run in range(runs):
+        async with stack(latency_ms=0) as st:
+            added.append(await worker_added_latency(st))
+        a = added[-1]
+        print(f"  run {run + 1}: p50 {a.p50_ms:.1f} ms, p99 {a.p99_ms:.1f} ms")
+    lines += added_latency_section(added)
+    print("(k) side by side with LiteLLM")
+    async with stack(latency_ms=0) as st:
+        version = litellm_side.litellm_version()
+        versus = await litellm_side.measure(st, litellm_jobs, 256, runs)
+        routed = [await litellm_side.litellm_latency(st) for _ in range(runs)]
+    lines += litellm_section(version, versus, litellm_jobs, routed, added)
     print("(i) producer: submit_many vs raw aiokafka")
     async with stack() as st:
         produced = await producer.measure(st, producer_jobs, runs)
@@ -263,12 +347,20 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--overhead-jobs", type=int, default=20_000)
-    parser.add_argument("--backlog", type=int, default=200_000)
-    parser.add_argument("--embed-jobs", type=int, default=20_000)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--embed-jobs", type=int, default=100_000)
     parser.add_argument("--producer-jobs", type=int, default=100_000)
+    parser.add_argument("--litellm-jobs", type=int, default=5_000)
     args = parser.parse_args()
     text = asyncio.run(
-        main(args.runs, args.overhead_jobs, args.backlog, args.embed_jobs, args.producer_jobs)
+        main(
+            args.runs,
+            args.overhead_jobs,
+            args.backlog,
+            args.embed_jobs,
+            args.producer_jobs,
+            args.litellm_jobs,
+        )
     )
     DOC.write_text(text + "\n")
     print(f"wrote {DOC}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import aiohttp
 import httpx
@@ -59,6 +60,15 @@ async def relay_wall_s(stack: Stack, jobs: int = 5000, concurrency: int = 1000) 
     return last - fetched
 
 
+def _chat_body(i: int) -> dict[str, Any]:
+    """The request each floor posts: what the worker sends for a benchmark chat job."""
+    return {
+        "model": "sim-chat-mini",
+        "messages": [{"role": "user", "content": f"Summarise document {i}."}],
+        "max_tokens": 16,
+    }
+
+
 async def http_floor_wall_s(stack: Stack, calls: int = 5000, concurrency: int = 1000) -> float:
     """The same calls with nothing around them: a fresh client, a semaphore, POST, parse."""
     url = httpx.URL(f"{stack.simulator_url}/chat/completions")
@@ -66,13 +76,8 @@ async def http_floor_wall_s(stack: Stack, calls: int = 5000, concurrency: int = 
     slots = asyncio.Semaphore(concurrency)
 
     async def call(client: httpx.AsyncClient, i: int) -> None:
-        body = {
-            "model": "sim-chat-mini",
-            "messages": [{"role": "user", "content": f"Summarise document {i}."}],
-            "max_tokens": 16,
-        }
         async with slots:
-            (await post_json(client, url, body, {}, timeout)).json()
+            (await post_json(client, url, _chat_body(i), {}, timeout)).json()
 
     async with create_http_client(2 * concurrency) as client:
         started = time.perf_counter()
@@ -90,12 +95,8 @@ async def raw_aiohttp_floor_wall_s(
     headers = {"content-type": "application/json"}
 
     async def call(session: aiohttp.ClientSession, i: int) -> None:
-        body = {
-            "model": "sim-chat-mini",
-            "messages": [{"role": "user", "content": f"Summarise document {i}."}],
-            "max_tokens": 16,
-        }
-        async with slots, session.post(url, data=json.dumps(body).encode(), headers=headers) as r:
+        body = json.dumps(_chat_body(i)).encode()
+        async with slots, session.post(url, data=body, headers=headers) as r:
             json.loads(await r.read())
 
     connector = aiohttp.TCPConnector(limit=2 * concurrency)

@@ -7,7 +7,6 @@ import time
 
 from bench.common import Rates, Stack, chat_jobs, preload, side_by_side, wait_for
 from bench.relay import relay
-from broker.settings import Settings
 from schemas.jobs import Priority
 from tests.helpers import running_worker
 from workers.gc_tuning import tuned_gc
@@ -41,7 +40,7 @@ async def relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
 async def tuned_relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
     """The relay under the garbage-collector tuning a headway worker applies to itself
     (``workers/gc_tuning.py``): how much of the ratio that tuning explains."""
-    with tuned_gc(Settings().gc_threshold):
+    with tuned_gc(stack.settings().gc_threshold):  # what headway_rate's worker applies
         return await relay_rate(stack, jobs, concurrency)
 
 

@@ -46,7 +46,6 @@ class CallSlot:
 
 class CallSlots:
     def __init__(self, size: int) -> None:
-        self.size = size
         self._semaphore = asyncio.Semaphore(size)
 
     def take(self) -> CallSlot:

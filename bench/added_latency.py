@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Stack, chat_jobs, wait_for
+from bench.relay import relay
 from broker.admin import create_topics
 from broker.client import HeadwayClient
+from broker.kafka import consumer_options
+from schemas.jobs import Priority
 from tests.helpers import running_worker
 from workers.execution import Executor
 from workers.ledger.db import upgrade
@@ -78,6 +81,27 @@ def _timed(added: list[float], calls: list[float]) -> Iterator[None]:
         Executor.execute = execute  # type: ignore[method-assign]
 
 
+async def _submit_steadily(
+    client: HeadwayClient, jobs: list[dict[str, Any]], rate: int, tick: float = 0.02
+) -> None:
+    """``rate`` jobs a second, ``rate * tick`` at a time (10 every 20 ms at 500/s)."""
+    per_tick = max(1, int(rate * tick))
+    started = time.perf_counter()
+    for i in range(0, len(jobs), per_tick):
+        await client.submit_many(jobs[i : i + per_tick])
+        next_at = started + (i // per_tick + 1) * tick
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+def _summary(added: list[float], calls: list[float]) -> Added:
+    return Added(
+        len(added),
+        _percentile(added, 0.5) * 1000,
+        _percentile(added, 0.99) * 1000,
+        statistics.median(calls) * 1000 if calls else 0.0,
+    )
+
+
 async def worker_added_latency(
     stack: Stack, rate: int = 500, seconds: float = 10.0, **overrides: Any
 ) -> Added:
@@ -88,22 +112,45 @@ async def worker_added_latency(
     jobs = list(chat_jobs(int(rate * seconds), tag="lat"))
     added: list[float] = []
     calls: list[float] = []
-    tick = 0.02  # submit every 20 ms: rate / 50 jobs at a time
-    per_tick = max(1, int(rate * tick))
     with _timed(added, calls):
         async with running_worker(settings, config) as worker, HeadwayClient(settings) as client:
-            started = time.perf_counter()
-            for i in range(0, len(jobs), per_tick):
-                await client.submit_many(jobs[i : i + per_tick])
-                next_at = started + (i // per_tick + 1) * tick
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            await _submit_steadily(client, jobs, rate)
             await wait_for(lambda: worker.processed >= len(jobs), 120)
-    return Added(
-        len(added),
-        _percentile(added, 0.5) * 1000,
-        _percentile(added, 0.99) * 1000,
-        statistics.median(calls) * 1000,
+    return _summary(added, calls)
+
+
+async def relay_added_latency(stack: Stack, rate: int = 500, seconds: float = 10.0) -> Added:
+    """The naive relay (bench/relay.py) under the same arrivals: from taking a record until
+    its result is acknowledged, minus the provider call. Its producer does not linger and its
+    consumer long-polls as briefly as a headway worker's: the lowest latency it can have."""
+    settings = stack.settings()
+    await create_topics(settings, stack.config())
+    jobs = list(chat_jobs(int(rate * seconds), tag="lat"))
+    added: list[float] = []
+    ready = asyncio.Event()
+    relaying = asyncio.create_task(
+        relay(
+            stack.bootstrap,
+            settings.topics.jobs(Priority.NORMAL),
+            settings.topics.results,
+            stack.simulator_url,
+            256,
+            len(jobs),
+            f"{settings.topic_prefix}-relay",
+            added=added,
+            linger_ms=0,
+            fetch_max_wait_ms=consumer_options(settings)["fetch_max_wait_ms"],
+            ready=ready,
+        )
     )
+    try:
+        await asyncio.wait_for(ready.wait(), 60)  # as a headway worker has its partitions
+        async with HeadwayClient(settings) as client:
+            await _submit_steadily(client, jobs, rate)
+        await asyncio.wait_for(asyncio.shield(relaying), 120)
+    finally:
+        relaying.cancel()
+    return _summary(added, [])
 
 
 if __name__ == "__main__":
@@ -112,6 +159,7 @@ if __name__ == "__main__":
     async def main() -> None:
         async with stack() as st:
             for _ in range(2):
-                print(await worker_added_latency(st))
+                print("headway", await worker_added_latency(st))
+                print("relay  ", await relay_added_latency(st))
 
     asyncio.run(main())

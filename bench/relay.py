@@ -10,9 +10,21 @@ import asyncio
 import json
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from workers.http import create_http_client
+
+
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, ready: asyncio.Event) -> None:
+        self.ready = ready
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if assigned:
+            self.ready.set()
 
 
 async def relay(
@@ -23,16 +35,25 @@ async def relay(
     concurrency: int,
     expected: int,
     group: str,
+    added: list[float] | None = None,
+    linger_ms: int = 5,
+    fetch_max_wait_ms: int = 500,
+    ready: asyncio.Event | None = None,
 ) -> tuple[float, float, float]:
-    """Relay ``expected`` jobs; returns perf_counter() at first fetch, first done, last done."""
+    """Relay ``expected`` jobs; returns perf_counter() at first fetch, first done, last done.
+
+    ``added``: gets, per job, the time from taking its record until its result is
+    acknowledged, minus the provider call (the relay's own added latency). ``ready`` is set
+    once the consumer has its partitions."""
     consumer = AIOKafkaConsumer(
-        jobs_topic,
         bootstrap_servers=bootstrap,
         group_id=group,
         auto_offset_reset="earliest",
         session_timeout_ms=6000,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    consumer.subscribe([jobs_topic], listener=_Assigned(ready or asyncio.Event()))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
     http = create_http_client(concurrency * 2)
     await consumer.start()
     await producer.start()
@@ -43,8 +64,10 @@ async def relay(
 
     async def handle(value: bytes, key: bytes | None) -> None:
         nonlocal done, first, last
+        taken = time.perf_counter()
         try:
             job = json.loads(value)
+            called = time.perf_counter()
             response = await http.post(
                 f"{simulator_url}/chat/completions",
                 json={
@@ -53,9 +76,12 @@ async def relay(
                     **job.get("params", {}),
                 },
             )
+            call_s = time.perf_counter() - called
             reply = response.json()
             result = {"job_id": job["job_id"], "text": reply["choices"][0]["message"]["content"]}
             await (await producer.send(results_topic, json.dumps(result).encode(), key=key))
+            if added is not None:
+                added.append(time.perf_counter() - taken - call_s)
         finally:
             slots.release()
         done += 1

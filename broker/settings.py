@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     internal_partitions: Annotated[int, Field(ge=1)] = 12
     replication_factor: Annotated[int, Field(ge=1)] = 1
     enable_idempotence: bool = False
-    producer_linger_ms: Annotated[int, Field(ge=0)] = 5
+    producer_linger_ms: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="how long produced records wait for more before their batch is sent "
+        "(0: at once — records produced meanwhile still share the next request)",
+    )
     max_message_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000
     max_poll_interval_ms: Annotated[int, Field(ge=1000)] = 300_000

@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from broker.config import RouteConfig, TenantConfig
 from schemas.jobs import JobRequest
 from workers import tokens
 from workers.budgets import Budgets, OverBudget
 from workers.ledger.quotas import Hold, QuotaLedger
-from workers.quotas import SLOT_RETRY_S, Clock, RunInTransaction, SlotGrant, TokenLease, Wait
+from workers.ledger.transactions import Connection, Run
+from workers.quotas import SLOT_RETRY_S, Clock, SlotGrant, TokenLease, Wait
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class Ticket:
 class Admission:
     def __init__(
         self,
-        run: RunInTransaction,
+        run: Run,
         budgets: Budgets,
         owner: str,
         lease_s: float,
@@ -173,7 +172,7 @@ class Admission:
         now = self._clock()
         leases = [*self._rpm.values(), *self._tpm.values()]
 
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: Connection) -> None:
             for lease in leases:
                 if lease.pending():
                     await self._ledger.adjust(conn, lease.bucket, lease.pending(), now)

@@ -24,11 +24,8 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.config import DeploymentConfig, HeadwayConfig
 from schemas.jobs import JobKind
@@ -48,6 +45,7 @@ from workers.cancellations import Cancellations
 from workers.guardrails.screening import Screened
 from workers.intake import ValidJob, parse_job
 from workers.ledger import batch_lane as rows
+from workers.ledger.transactions import Run
 from workers.outcomes import Identity, guarded_result, terminal_result, usage_events
 from workers.preparation import Preparation
 from workers.providers.batch_apis import BatchAPI, Outcome
@@ -56,7 +54,6 @@ from workers.settlement import Settlement
 
 log = logging.getLogger(__name__)
 
-Run = Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
 PACK_LEASE_S = 300.0  # a packing worker's hold on the items it is submitting
 POLL_LEASE_S = 300.0  # a polling worker's hold on a submission while it settles the items
 HOLD_S = 26 * 3600.0  # how long the lane holds a job without a deadline before it lapses

@@ -27,7 +27,8 @@ from schemas.jobs import JobRequest
 from workers import tokens
 from workers.ledger.models import from_nano, to_nano
 from workers.ledger.quotas import BudgetLedger, Hold
-from workers.quotas import Clock, RunInTransaction, Wait
+from workers.ledger.transactions import Run
+from workers.quotas import Clock, Wait
 from workers.routing import Router
 
 DEFER_HOP_S = 300.0  # a deferred job looks again at least this often (a raised budget applies)
@@ -65,7 +66,7 @@ class Budgets:
     def __init__(
         self,
         router: Router,
-        run: RunInTransaction,
+        run: Run,
         owner: str,
         lease_s: float,
         clock: Clock,

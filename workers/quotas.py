@@ -29,20 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger.quotas import IN_FLIGHT, Bucket, QuotaLedger, Taken
+from workers.ledger.transactions import Run
 
 SLICE_S = 0.2  # a token lease is this many seconds of the tenant's rate
 CAPACITY_S = 1.0  # a shared bucket holds this many seconds of the rate
 SLOT_RETRY_S = 0.1  # how soon a tenant at max_in_flight looks for slots freed elsewhere
 
 Clock = Callable[[], float]
-RunInTransaction = Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +73,7 @@ class TokenLease:
         self._lock = asyncio.Lock()
 
     async def take(
-        self, amount: float, run: RunInTransaction, ledger: QuotaLedger, clock: Clock
+        self, amount: float, run: Run, ledger: QuotaLedger, clock: Clock
     ) -> float | None:
         """Take ``amount``; None when taken, else the seconds until the bucket can give it."""
         if self.held >= amount:
@@ -133,7 +130,7 @@ class SlotGrant:
         self._lock = asyncio.Lock()
 
     async def acquire(
-        self, run: RunInTransaction, ledger: QuotaLedger, owner: str, clock: Clock, lease_s: float
+        self, run: Run, ledger: QuotaLedger, owner: str, clock: Clock, lease_s: float
     ) -> bool:
         if self.used < self.granted:
             self.used += 1

@@ -29,12 +29,11 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.config import CacheScope, DeploymentConfig, RouteConfig
 from schemas.jobs import JobKind, JobRequest
@@ -42,13 +41,13 @@ from schemas.results import ChatOutput, EmbeddingOutput
 from workers.execution import Execution, ProviderCall
 from workers.ledger import cache as rows
 from workers.ledger.cache import CacheEntry
+from workers.ledger.transactions import Run
 
 log = logging.getLogger(__name__)
 
 MEMORY_ENTRIES = 4096
 GLOBAL_SCOPE = "*"
 _OUTPUT = TypeAdapter(ChatOutput | EmbeddingOutput)
-Run = Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)

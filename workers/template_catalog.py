@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.config import RouteConfig, TemplateSplit
 from schemas.jobs import TemplateRef
 from workers.ledger import templates as store
+from workers.ledger.transactions import Run
 from workers.templates import Template, TemplateError
 
 LATEST_TTL_S = 10.0  # how long a worker may keep rendering the previous latest version
 MISSING_TTL_S = 10.0  # how long a missing version is remembered as missing
 CACHE_MAX = 1024
-
-Run = Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)

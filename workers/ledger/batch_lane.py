@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger.models import (
     BatchItemRow,
@@ -27,6 +26,7 @@ from workers.ledger.models import (
     ProviderBatchRow,
     RowStatus,
 )
+from workers.ledger.transactions import Connection
 
 BATCH_OWNER = "headway:batch-lane"  # the lease owner of a job whose call is in a provider batch
 PENDING, PACKING, SUBMITTED, DONE = "pending", "packing", "submitted", "done"
@@ -55,7 +55,7 @@ class Item:
 _ITEM_COLUMNS = [getattr(BatchItemRow, name) for name in Item.__slots__]
 
 
-async def enqueue(conn: AsyncConnection, item: Item, hold_until: float, now: float) -> None:
+async def enqueue(conn: Connection, item: Item, hold_until: float, now: float) -> None:
     """Store the item and hand the job's row and budget hold to the batch lane (one
     transaction)."""
     values = {name: getattr(item, name) for name in Item.__slots__}
@@ -75,7 +75,7 @@ async def enqueue(conn: AsyncConnection, item: Item, hold_until: float, now: flo
 
 
 async def take_pending(
-    conn: AsyncConnection, deployment_key: str, limit: int, owner: str, lease_s: float, now: float
+    conn: Connection, deployment_key: str, limit: int, owner: str, lease_s: float, now: float
 ) -> list[Item]:
     """Take up to ``limit`` pending items of a deployment (oldest first) to submit."""
     taken_before = or_(
@@ -115,7 +115,7 @@ class Waiting:
     oldest: float
 
 
-async def waiting(conn: AsyncConnection, now: float) -> list[Waiting]:
+async def waiting(conn: Connection, now: float) -> list[Waiting]:
     rows = await conn.execute(
         select(
             BatchItemRow.deployment_key,
@@ -134,7 +134,7 @@ async def waiting(conn: AsyncConnection, now: float) -> list[Waiting]:
 
 
 async def submitted(
-    conn: AsyncConnection,
+    conn: Connection,
     provider_batch: str,
     deployment_key: str,
     items: Sequence[Item],
@@ -166,7 +166,7 @@ async def submitted(
     )
 
 
-async def release_packing(conn: AsyncConnection, items: Sequence[Item], owner: str) -> None:
+async def release_packing(conn: Connection, items: Sequence[Item], owner: str) -> None:
     """A submission failed: its items are pending again."""
     await conn.execute(
         update(BatchItemRow)
@@ -182,7 +182,7 @@ async def release_packing(conn: AsyncConnection, items: Sequence[Item], owner: s
 
 
 async def take_due_batch(
-    conn: AsyncConnection, owner: str, lease_s: float, now: float
+    conn: Connection, owner: str, lease_s: float, now: float
 ) -> tuple[str, str] | None:
     """Lease one submitted provider batch due a look (its lease lapsed, or it was never
     looked at): (id, deployment_key)."""
@@ -205,7 +205,7 @@ async def take_due_batch(
     return (row.id, row.deployment_key) if taken.rowcount else None
 
 
-async def look_again(conn: AsyncConnection, provider_batch: str, owner: str, at: float) -> None:
+async def look_again(conn: Connection, provider_batch: str, owner: str, at: float) -> None:
     """The batch has not ended: it is due another look (by any worker) at ``at``."""
     await conn.execute(
         update(ProviderBatchRow)
@@ -214,7 +214,7 @@ async def look_again(conn: AsyncConnection, provider_batch: str, owner: str, at:
     )
 
 
-async def items_of(conn: AsyncConnection, provider_batch: str) -> list[Item]:
+async def items_of(conn: Connection, provider_batch: str) -> list[Item]:
     rows = await conn.execute(
         select(*_ITEM_COLUMNS).where(
             BatchItemRow.provider_batch == provider_batch, BatchItemRow.status == SUBMITTED
@@ -223,7 +223,7 @@ async def items_of(conn: AsyncConnection, provider_batch: str) -> list[Item]:
     return [Item(*row) for row in rows]
 
 
-async def batch_ended(conn: AsyncConnection, provider_batch: str, now: float) -> None:
+async def batch_ended(conn: Connection, provider_batch: str, now: float) -> None:
     await conn.execute(
         update(ProviderBatchRow)
         .where(ProviderBatchRow.id == provider_batch)
@@ -231,7 +231,7 @@ async def batch_ended(conn: AsyncConnection, provider_batch: str, now: float) ->
     )
 
 
-async def items_done(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+async def items_done(conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
     """The items' results are stored (or they went back online): nothing more to do; their
     budget holds go (a stored result settled its cost; an online run holds anew)."""
     if not keys:
@@ -249,7 +249,7 @@ async def items_done(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> 
     )
 
 
-async def take_overdue(conn: AsyncConnection, before: float, limit: int) -> list[Item]:
+async def take_overdue(conn: Connection, before: float, limit: int) -> list[Item]:
     """Items not done whose deadline is before ``before``: they must go back online now.
     They are marked done here (one worker takes each), so the caller republishes them."""
     overdue = and_(
@@ -272,7 +272,7 @@ async def take_overdue(conn: AsyncConnection, before: float, limit: int) -> list
     return [Item(*row) for row in taken]
 
 
-async def release_jobs(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+async def release_jobs(conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
     """Give jobs back to the online path: their rows are claimable again at once."""
     if not keys:
         return

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger.models import CacheRow
+from workers.ledger.transactions import Connection
 
 STORE_CHUNK = 500  # rows per statement: well inside both databases' bind-parameter limits
 
@@ -33,9 +33,7 @@ class CacheEntry:
     expires_at: float
 
 
-async def lookup(
-    conn: AsyncConnection, keys: Sequence[tuple[str, str]], now: float
-) -> list[CacheEntry]:
+async def lookup(conn: Connection, keys: Sequence[tuple[str, str]], now: float) -> list[CacheEntry]:
     """The live entries among (scope, key) pairs."""
     if not keys:
         return []
@@ -60,13 +58,13 @@ async def lookup(
     ]
 
 
-async def store(conn: AsyncConnection, entries: Sequence[CacheEntry]) -> None:
+async def store(conn: Connection, entries: Sequence[CacheEntry]) -> None:
     """Insert or replace entries (the newest answer for a key wins)."""
     for start in range(0, len(entries), STORE_CHUNK):
         await _store(conn, entries[start : start + STORE_CHUNK])
 
 
-async def _store(conn: AsyncConnection, entries: Sequence[CacheEntry]) -> None:
+async def _store(conn: Connection, entries: Sequence[CacheEntry]) -> None:
     insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     values = [
         {
@@ -100,7 +98,7 @@ async def _store(conn: AsyncConnection, entries: Sequence[CacheEntry]) -> None:
     )
 
 
-async def prune(conn: AsyncConnection, now: float, max_entries: int) -> int:
+async def prune(conn: Connection, now: float, max_entries: int) -> int:
     """Drop expired entries, then the oldest beyond ``max_entries``; returns how many."""
     expired = await conn.execute(delete(CacheRow).where(CacheRow.expires_at <= now))
     dropped = expired.rowcount or 0

@@ -22,15 +22,15 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger.batch_lane import BATCH_OWNER
 from workers.ledger.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
+from workers.ledger.transactions import Connection
 
 IN_FLIGHT = "in_flight"
 
 
-def _insert(conn: AsyncConnection) -> Any:
+def _insert(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
@@ -64,7 +64,7 @@ class QuotaLedger:
     """Stateless SQL over ``quota_buckets`` and ``quota_grants``."""
 
     @staticmethod
-    async def _ensure(conn: AsyncConnection, bucket: Bucket, now: float) -> None:
+    async def _ensure(conn: Connection, bucket: Bucket, now: float) -> None:
         insert = _insert(conn)(QuotaBucketRow).values(
             tenant=bucket.tenant, resource=bucket.resource, tokens=bucket.capacity, updated_at=now
         )
@@ -78,7 +78,7 @@ class QuotaLedger:
         )
 
     async def take(
-        self, conn: AsyncConnection, bucket: Bucket, want: float, now: float, adjust: float = 0.0
+        self, conn: Connection, bucket: Bucket, want: float, now: float, adjust: float = 0.0
     ) -> Taken:
         """Apply ``adjust`` (settled usage: + unused, − overrun), then take ``want`` tokens if
         the bucket holds them (or is full, for a request larger than the whole bucket)."""
@@ -100,16 +100,12 @@ class QuotaLedger:
         tokens = (await conn.execute(select(refilled).where(*where))).scalar_one()
         return Taken(False, float(tokens))
 
-    async def adjust(
-        self, conn: AsyncConnection, bucket: Bucket, amount: float, now: float
-    ) -> None:
+    async def adjust(self, conn: Connection, bucket: Bucket, amount: float, now: float) -> None:
         """Give tokens back (``amount`` > 0) or charge an overrun (< 0)."""
         await self._ensure(conn, bucket, now)
         await self._adjust(conn, bucket, amount, now)
 
-    async def _adjust(
-        self, conn: AsyncConnection, bucket: Bucket, amount: float, now: float
-    ) -> None:
+    async def _adjust(self, conn: Connection, bucket: Bucket, amount: float, now: float) -> None:
         adjusted = _least(self._refilled(bucket, now) + amount, literal(bucket.capacity))
         stamp = _greatest(QuotaBucketRow.updated_at, literal(now))
         await conn.execute(
@@ -127,7 +123,7 @@ class QuotaLedger:
 
     async def grow_grant(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         bucket: Bucket,
         owner: str,
         wanted: int,
@@ -170,7 +166,7 @@ class QuotaLedger:
         return granted
 
     @staticmethod
-    async def shrink_grant(conn: AsyncConnection, tenant: str, owner: str, amount: int) -> None:
+    async def shrink_grant(conn: Connection, tenant: str, owner: str, amount: int) -> None:
         await conn.execute(
             update(QuotaGrantRow)
             .where(
@@ -182,7 +178,7 @@ class QuotaLedger:
         )
 
     @staticmethod
-    async def renew(conn: AsyncConnection, owner: str, expires_at: float) -> None:
+    async def renew(conn: Connection, owner: str, expires_at: float) -> None:
         """Extend this worker's grants and budget holds (with its job leases)."""
         await conn.execute(
             update(QuotaGrantRow).where(QuotaGrantRow.owner == owner).values(expires_at=expires_at)
@@ -192,7 +188,7 @@ class QuotaLedger:
         )
 
     @staticmethod
-    async def release_all(conn: AsyncConnection, owner: str) -> None:
+    async def release_all(conn: Connection, owner: str) -> None:
         await conn.execute(delete(QuotaGrantRow).where(QuotaGrantRow.owner == owner))
         await conn.execute(delete(BudgetHoldRow).where(BudgetHoldRow.owner == owner))
 
@@ -219,7 +215,7 @@ class BudgetLedger:
 
     @staticmethod
     async def reserve(
-        conn: AsyncConnection,
+        conn: Connection,
         hold: Hold,
         limit_nusd: int,
         owner: str,
@@ -264,7 +260,7 @@ class BudgetLedger:
 
     @staticmethod
     async def settle(
-        conn: AsyncConnection, tenant: str, job_id: str, period: str, cost_nusd: int, owner: str
+        conn: Connection, tenant: str, job_id: str, period: str, cost_nusd: int, owner: str
     ) -> None:
         """Add a job's actual cost to its period's spend and drop its hold (this worker's, or
         the batch lane's when the job went through a provider batch)."""
@@ -283,7 +279,7 @@ class BudgetLedger:
         )
 
     @staticmethod
-    async def drop(conn: AsyncConnection, tenant: str, job_id: str, owner: str) -> None:
+    async def drop(conn: Connection, tenant: str, job_id: str, owner: str) -> None:
         await conn.execute(
             delete(BudgetHoldRow).where(
                 BudgetHoldRow.tenant == tenant,

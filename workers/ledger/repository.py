@@ -14,13 +14,13 @@ from typing import Any, cast
 
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger import cache as cache_rows
 from workers.ledger.cache import CacheEntry
 from workers.ledger.models import JobRow, RowStatus, UsageRow
 from workers.ledger.quotas import BudgetLedger
 from workers.ledger.statements import FINISH_COLUMNS, statements
+from workers.ledger.transactions import Connection
 
 Key = tuple[str, str]  # (tenant, job_id)
 RUNNING = RowStatus.RUNNING.value
@@ -133,9 +133,7 @@ class LedgerRepository:
 
     # -- claims -------------------------------------------------------------------------------
 
-    async def claim_many(
-        self, conn: AsyncConnection, claims: Sequence[Claim]
-    ) -> list[ClaimOutcome]:
+    async def claim_many(self, conn: Connection, claims: Sequence[Claim]) -> list[ClaimOutcome]:
         now = self.clock()
         unique: dict[Key, Claim] = {}
         for claim in claims:
@@ -157,9 +155,7 @@ class LedgerRepository:
             seen.add(claim.key)
         return results
 
-    async def _insert_claims(
-        self, conn: AsyncConnection, claims: list[Claim], now: float
-    ) -> set[Key]:
+    async def _insert_claims(self, conn: Connection, claims: list[Claim], now: float) -> set[Key]:
         sql = statements(conn.dialect.name)
         owner, expires = self.owner, now + self.lease_s
         inserted: set[Key] = set()
@@ -175,7 +171,7 @@ class LedgerRepository:
         return inserted
 
     async def _resolve_conflicts(
-        self, conn: AsyncConnection, keys: list[Key], now: float, reopen: set[Key]
+        self, conn: Connection, keys: list[Key], now: float, reopen: set[Key]
     ) -> dict[Key, ClaimOutcome]:
         existing = {
             (row.tenant, row.job_id): row
@@ -207,7 +203,7 @@ class LedgerRepository:
         return outcomes
 
     async def _take_over(
-        self, conn: AsyncConnection, key: Key, now: float, reopen: str | None = None
+        self, conn: Connection, key: Key, now: float, reopen: str | None = None
     ) -> ClaimOutcome:
         """Claim a running job whose lease lapsed or is our own orphan, or (``reopen``) one that
         ended so."""
@@ -245,7 +241,7 @@ class LedgerRepository:
             return AlreadyFinished(row.result_json or "", usage.get(key, []))
         return HeldElsewhere(row.lease_owner, row.lease_expires_at)
 
-    async def _usage_payloads(self, conn: AsyncConnection, keys: list[Key]) -> dict[Key, list[str]]:
+    async def _usage_payloads(self, conn: Connection, keys: list[Key]) -> dict[Key, list[str]]:
         if not keys:
             return {}
         found: dict[Key, list[str]] = {}
@@ -261,7 +257,7 @@ class LedgerRepository:
     # -- finishing ----------------------------------------------------------------------------
 
     async def finish_many(
-        self, conn: AsyncConnection, finishes: Sequence[Finish]
+        self, conn: Connection, finishes: Sequence[Finish]
     ) -> list[FinishOutcome]:
         """Store terminal results of claimed jobs; a job finished already keeps its result."""
         if not finishes:
@@ -277,7 +273,7 @@ class LedgerRepository:
         return await self._which_were_stored(conn, finishes)
 
     async def _which_were_stored(
-        self, conn: AsyncConnection, finishes: Sequence[Finish]
+        self, conn: Connection, finishes: Sequence[Finish]
     ) -> list[FinishOutcome]:
         """One read tells whose result is stored: ours, or an earlier finisher's."""
         keys = [f.key for f in finishes]
@@ -303,7 +299,7 @@ class LedgerRepository:
         return outcomes
 
     async def settle_many(
-        self, conn: AsyncConnection, finishes: Sequence[Finish]
+        self, conn: Connection, finishes: Sequence[Finish]
     ) -> list[FinishOutcome]:
         """Store terminal results of jobs that were never claimed (rejections at intake)."""
         outcomes: list[FinishOutcome] = []
@@ -311,7 +307,7 @@ class LedgerRepository:
             outcomes.append(await self._stored_or_insert(conn, finish))
         return outcomes
 
-    async def _stored_or_insert(self, conn: AsyncConnection, finish: Finish) -> FinishOutcome:
+    async def _stored_or_insert(self, conn: Connection, finish: Finish) -> FinishOutcome:
         row = (
             await conn.execute(
                 select(
@@ -335,7 +331,7 @@ class LedgerRepository:
         usage = await self._usage_payloads(conn, [finish.key])
         return AlreadyFinished(row.result_json or "", usage.get(finish.key, []))
 
-    async def _end_running(self, conn: AsyncConnection, finish: Finish) -> FinishOutcome:
+    async def _end_running(self, conn: Connection, finish: Finish) -> FinishOutcome:
         """Store a terminal result over a running row this worker holds or nobody holds."""
         ended = await conn.execute(
             update(JobRow)
@@ -378,7 +374,7 @@ class LedgerRepository:
     def _finish_values(cls, finish: Finish) -> dict[str, Any]:
         return dict(zip(FINISH_COLUMNS, cls._finish_row(finish), strict=True))
 
-    async def _settle_budgets(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> None:
+    async def _settle_budgets(self, conn: Connection, finishes: Sequence[Finish]) -> None:
         """Add the cost of the usage events about to be stored (not those stored before: a
         redelivered finish adds nothing) to the budgets, and drop the jobs' holds."""
         budgeted = [f for f in finishes if f.budget_period is not None]
@@ -394,7 +390,7 @@ class LedgerRepository:
             cost = sum(u.cost_nusd for u in f.usage if u.event_id not in stored)
             await BudgetLedger.settle(conn, f.tenant, f.job_id, f.budget_period, cost, self.owner)
 
-    async def _insert_usage(self, conn: AsyncConnection, finishes: Sequence[Finish]) -> None:
+    async def _insert_usage(self, conn: Connection, finishes: Sequence[Finish]) -> None:
         rows = [
             (
                 u.event_id,
@@ -419,7 +415,7 @@ class LedgerRepository:
 
     # -- leases -------------------------------------------------------------------------------
 
-    async def renew_leases(self, conn: AsyncConnection) -> int:
+    async def renew_leases(self, conn: Connection) -> int:
         """Extend every lease this worker holds; returns how many. A lease it gave up (a
         parked job) or that lapsed stays so: renewing it would make the job's next run, here
         or elsewhere, wait for a holder that is not running it."""
@@ -435,7 +431,7 @@ class LedgerRepository:
         )
         return int(result.rowcount)
 
-    async def release(self, conn: AsyncConnection, key: Key) -> None:
+    async def release(self, conn: Connection, key: Key) -> None:
         """Give up this worker's lease on one job (parked: whoever runs it next may claim)."""
         tenant, job_id = key
         await conn.execute(
@@ -449,7 +445,7 @@ class LedgerRepository:
             .values(lease_expires_at=0.0)
         )
 
-    async def release_all(self, conn: AsyncConnection) -> None:
+    async def release_all(self, conn: Connection) -> None:
         """Give up this worker's leases on jobs it will not finish, so no one need wait."""
         await conn.execute(
             update(JobRow)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.ledger.models import TemplateRow
+from workers.ledger.transactions import Connection
 from workers.templates import BUILTIN, Template, TemplateSpec
 
 PUSH_ATTEMPTS = 5
@@ -36,7 +37,7 @@ class Listed:
     created_at: float | None
 
 
-async def get(conn: AsyncConnection, name: str, version: int | None) -> Template | None:
+async def get(conn: Connection, name: str, version: int | None) -> Template | None:
     """A version of ``name`` (None: the latest), stored or built in; None when absent."""
     if version is None:
         version = await latest_version(conn, name)
@@ -52,7 +53,7 @@ async def get(conn: AsyncConnection, name: str, version: int | None) -> Template
     return next((t for t in BUILTIN.get(name, []) if t.version == version), None)
 
 
-async def latest_version(conn: AsyncConnection, name: str) -> int | None:
+async def latest_version(conn: Connection, name: str) -> int | None:
     stored = (
         await conn.execute(select(func.max(TemplateRow.version)).where(TemplateRow.name == name))
     ).scalar()
@@ -86,7 +87,7 @@ async def push(conn: AsyncConnection, spec: TemplateSpec) -> Pushed:
     raise RuntimeError(f"could not push template {spec.name!r}: too many concurrent pushes")
 
 
-async def listing(conn: AsyncConnection, name: str | None = None) -> list[Listed]:
+async def listing(conn: Connection, name: str | None = None) -> list[Listed]:
     """Every version (of ``name``), built-in ones included, by name then version."""
     query = select(TemplateRow.name, TemplateRow.version, TemplateRow.body, TemplateRow.created_at)
     if name is not None:

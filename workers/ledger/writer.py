@@ -3,19 +3,20 @@
 Callers await one operation each; a flusher collects whatever is pending (waiting at most
 ``flush_ms`` for more) and runs it as one transaction, so the database sees a few large
 transactions a second instead of thousands of small ones. SQLite gets one flusher (one writer);
-PostgreSQL several.
+PostgreSQL several. Each transaction goes through :mod:`workers.ledger.transactions` (SQLite:
+one hand-off to the ledger's thread per transaction).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import LedgerUnavailable
 from workers.ledger.repository import (
@@ -25,7 +26,16 @@ from workers.ledger.repository import (
     FinishOutcome,
     LedgerRepository,
 )
+from workers.ledger.transactions import (
+    Connection,
+    SuspendedLedgerWork,
+    Transactions,
+    Work,
+    transactions_for,
+)
 from workers.readiness import Readiness
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ class LedgerWriter:
     ) -> None:
         self.readiness = readiness or Readiness()
         self.engine = engine
+        self.transactions: Transactions = transactions_for(engine)
         self.repository = repository
         self._flush_s = flush_ms / 1000
         self._batch_max = batch_max
@@ -76,6 +87,7 @@ class LedgerWriter:
         self._closed = True
         self._wakeup.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transactions.close()
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(LedgerUnavailable("ledger writer closed"))
@@ -95,11 +107,12 @@ class LedgerWriter:
         result: FinishOutcome = await self._submit("settle", finish)
         return result
 
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    async def run(self, work: Work[T]) -> T:
         """Run ``work`` in its own transaction now (reads, lease renewal, releases)."""
         try:
-            async with self.engine.begin() as conn:
-                result = await work(conn)
+            result = await self.transactions.run(work)
+        except SuspendedLedgerWork:
+            raise  # headway's bug, not the database's: retrying would not help
         except Exception as error:
             self.readiness.ledger_failed(error)
             raise LedgerUnavailable(f"ledger: {error}") from error
@@ -149,18 +162,22 @@ class LedgerWriter:
         for pending in batch:
             groups[pending.op].append(pending)
         repo = self.repository
+
+        async def work(conn: Connection) -> list[tuple[list[_Pending], Sequence[Any]]]:
+            results: list[tuple[list[_Pending], Sequence[Any]]] = []
+            if groups["finish"]:
+                items = [p.item for p in groups["finish"]]
+                results.append((groups["finish"], await repo.finish_many(conn, items)))
+            if groups["settle"]:
+                items = [p.item for p in groups["settle"]]
+                results.append((groups["settle"], await repo.settle_many(conn, items)))
+            if groups["claim"]:
+                items = [p.item for p in groups["claim"]]
+                results.append((groups["claim"], await repo.claim_many(conn, items)))
+            return results
+
         try:
-            async with self.engine.begin() as conn:
-                results: list[tuple[list[_Pending], Sequence[Any]]] = []
-                if groups["finish"]:
-                    items = [p.item for p in groups["finish"]]
-                    results.append((groups["finish"], await repo.finish_many(conn, items)))
-                if groups["settle"]:
-                    items = [p.item for p in groups["settle"]]
-                    results.append((groups["settle"], await repo.settle_many(conn, items)))
-                if groups["claim"]:
-                    items = [p.item for p in groups["claim"]]
-                    results.append((groups["claim"], await repo.claim_many(conn, items)))
+            results = await self.transactions.run(work)
         except Exception as error:
             log.warning("ledger flush of %d operations failed: %s", len(batch), error)
             self.readiness.ledger_failed(error)

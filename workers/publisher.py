@@ -1,6 +1,6 @@
 """Publishing results, usage events and dead letters with one shared aiokafka producer.
 
-``send`` appends to a per-partition batch (workers/batches.py) and returns a future for its
+``send`` appends to a per-partition batch (broker/batches.py) and returns a future for its
 delivery without waiting; callers await the futures of one job, so thousands of jobs share each
 produce request. Dead letters, rare and possibly large, go through ``AIOKafkaProducer.send``.
 """
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
+from broker.batches import BatchSender
 from broker.topics import (
     HEADER_ATTEMPTS,
     HEADER_ERROR,
@@ -22,7 +23,6 @@ from broker.topics import (
     HEADER_SOURCE_TOPIC,
     Topics,
 )
-from workers.batches import BatchSender
 
 MAX_HEADER_TEXT = 1000
 _PARKING_HEADERS = {HEADER_NOT_BEFORE, HEADER_RETRY_COUNT, HEADER_ATTEMPTS, HEADER_SOURCE_TOPIC}

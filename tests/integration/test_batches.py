@@ -6,9 +6,9 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from broker.batches import BatchSender
 from broker.embedded import EmbeddedKafka
 from tests.helpers import read_topic
-from workers.batches import BatchSender
 
 
 async def test_every_record_arrives_on_its_keys_partition(

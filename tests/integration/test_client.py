@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from broker.admin import create_topics
 from broker.client import HeadwayClient, sign
 from broker.config import development_config
 from broker.settings import Settings
-from tests.helpers import chat_job, running_worker
+from schemas.jobs import Priority
+from tests.helpers import chat_job, read_topic, running_worker
 from workers.simulator import SimulatorServer
 
 
@@ -47,3 +50,46 @@ def test_signatures_are_hmac_sha256_of_the_exact_bytes() -> None:
     value = b'{"job_id":"j"}'
     expected = hmac.new(b"secret", value, hashlib.sha256).hexdigest()
     assert sign(value, "secret") == f"v1={expected}"
+
+
+async def test_submit_many_puts_each_job_on_its_ids_partition_in_submission_order(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    await create_topics(settings, development_config("http://unused"))
+    async with HeadwayClient(settings) as client:
+        assert await client.submit_many(chat_job(f"o-{i}") for i in range(3000)) == 3000
+        reference = await (
+            await client.producer.send(settings.topics.jobs(Priority.NORMAL), b"{}", key=b"o-7")
+        )
+    seen = await read_topic(
+        settings.kafka_bootstrap or "", settings.topics.jobs(Priority.NORMAL), until_keys=3000
+    )
+    assert seen.distinct() == 3000
+    # the partition any Kafka producer gives the key, and each partition in submission order
+    assert {r.partition for r in seen.records if r.key == b"o-7"} == {reference.partition}
+    by_partition: dict[int, list[int]] = {}
+    for record in seen.records:
+        if record.value != b"{}":
+            by_partition.setdefault(record.partition, []).append(int(record.key[2:]))
+    assert len(by_partition) > 1
+    assert all(ids == sorted(ids) for ids in by_partition.values())
+
+
+async def test_a_cancelled_submit_does_not_cancel_deliveries_other_submits_share(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(producer_linger_ms=500)
+    await create_topics(settings, development_config("http://unused"))
+    async with HeadwayClient(settings) as client:
+        lone = asyncio.create_task(client.submit(chat_job("lone")))
+        await asyncio.sleep(0.05)  # appended; its batch lingers
+        lone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await lone
+        # 200 jobs over 12 partitions: some join the lone job's batch and wait on its delivery
+        assert await client.submit_many(chat_job(f"b-{i}") for i in range(200)) == 200
+    seen = await read_topic(
+        settings.kafka_bootstrap or "", settings.topics.jobs(Priority.NORMAL), until_keys=201
+    )
+    assert seen.distinct() == 201  # the cancelled job was appended already: it went too

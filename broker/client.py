@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from broker.batches import BatchSender
+from broker.batches import BatchSender, delivered
 from broker.kafka import producer_options, require_bootstrap
 from broker.settings import Settings
 from broker.topics import HEADER_SIGNATURE, Topics
@@ -34,6 +34,7 @@ from schemas.jobs import JobRequest, Priority
 from schemas.results import JobResult
 
 JobLike = JobRequest | Mapping[str, Any]
+NOT_OPEN = "HeadwayClient is not open: use `async with HeadwayClient(...)`"
 log = logging.getLogger(__name__)
 
 
@@ -93,8 +94,15 @@ class HeadwayClient:
     @property
     def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            raise RuntimeError("HeadwayClient is not open: use `async with HeadwayClient(...)`")
+            raise RuntimeError(NOT_OPEN)
         return self._producer
+
+    @property
+    def batches(self) -> BatchSender:
+        """Where jobs are appended: per-partition batches on :attr:`producer`."""
+        if self._batches is None:
+            raise RuntimeError(NOT_OPEN)
+        return self._batches
 
     def lane_topic(self, request: JobRequest, priority: Priority | None = None) -> str:
         return self.topics.jobs(priority or request.priority or Priority.NORMAL)
@@ -104,20 +112,18 @@ class HeadwayClient:
     ) -> asyncio.Future[None]:
         """Append one job to its lane's batch; the future (shared with the batch) is done once
         the broker has it."""
-        if self._batches is None:
-            raise RuntimeError("HeadwayClient is not open: use `async with HeadwayClient(...)`")
         request, value = encode_job(job)
         headers = traced
         if self._signing_secret is not None:
             signature = (HEADER_SIGNATURE, sign(value, self._signing_secret).encode())
             headers = [*traced, signature]
         topic = self.lane_topic(request, priority)
-        return await self._batches.append(topic, request.job_id.encode(), value, headers)
+        return await self.batches.append(topic, request.job_id.encode(), value, headers)
 
     async def submit(self, job: JobLike, *, priority: Priority | None = None) -> None:
         """Publish one job and wait until the broker has it."""
         with self._tracer.start_as_current_span("headway submit", kind=trace.SpanKind.PRODUCER):
-            await _delivered([await self._enqueue(job, priority, trace_headers())])
+            await delivered([await self._enqueue(job, priority, trace_headers())])
 
     async def submit_many(
         self, jobs: Iterable[JobLike], *, priority: Priority | None = None
@@ -132,9 +138,8 @@ class HeadwayClient:
                 future = await self._enqueue(job, priority, traced)
                 futures[id(future)] = future  # one per batch, shared by its records
                 count += 1
-            assert self._batches is not None
-            self._batches.flush()
-            await _delivered(list(futures.values()))
+            self.batches.flush()
+            await delivered(list(futures.values()))
             span.set_attribute("messaging.batch.message_count", count)
         return count
 
@@ -169,15 +174,6 @@ class HeadwayClient:
                 yield result
         finally:
             await consumer.stop()
-
-
-async def _delivered(futures: list[asyncio.Future[None]]) -> None:
-    """Wait for batch deliveries without cancelling them if the caller is cancelled (other
-    records share them); a failed delivery raises."""
-    if futures:
-        await asyncio.wait(futures)
-    for future in futures:
-        future.result()
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from broker.batches import delivered
 from broker.errors import LedgerUnavailable
 from broker.topics import Topics
 from schemas.results import JobResult, UsageEvent
@@ -132,9 +133,4 @@ class Settlement:
         for payload in usage_payloads:
             usage = payload.encode()
             futures.append(await self.publisher.send(self.topics.usage, tenant, usage, traced))
-        for future in futures:
-            if not future.done():
-                # shared with other jobs' records: a cancelled job must not cancel it
-                # (shield: half the cost of asyncio.wait on this path)
-                await asyncio.shield(future)
-            future.result()  # a failed delivery raises here
+        await delivered(futures)  # shared with other jobs' records: never cancelled by this one

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from broker.batches import BatchSender, delivered
@@ -15,6 +16,7 @@ class _Broker:
     """Stands in for aiokafka's send path: records each batch sent; acks on demand."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
         self.sent: list[tuple[int, int]] = []  # (partition, records)
         self.acks: list[asyncio.Future[None]] = []
         producer.send_batch = self.send_batch  # type: ignore[method-assign]
@@ -35,11 +37,19 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_record_goes_at_once_when_its_partition_has_nothing_in_flight() -> None:
-    producer = AIOKafkaProducer()
-    broker = _Broker(producer)
-    sender = BatchSender(producer, linger_s=0)
+@pytest.fixture
+async def broker() -> _Broker:
+    return _Broker(AIOKafkaProducer())
 
+
+@pytest.fixture
+async def sender(broker: _Broker) -> BatchSender:
+    return BatchSender(broker.producer, linger_s=0)
+
+
+async def test_a_record_goes_at_once_when_its_partition_has_nothing_in_flight(
+    broker: _Broker, sender: BatchSender
+) -> None:
     first = await sender.append("t", b"k", b"v")
     await _settle()
 
@@ -48,10 +58,9 @@ async def test_a_record_goes_at_once_when_its_partition_has_nothing_in_flight() 
     await delivered([first])
 
 
-async def test_records_appended_while_a_batch_is_in_flight_go_together_when_it_lands() -> None:
-    producer = AIOKafkaProducer()
-    broker = _Broker(producer)
-    sender = BatchSender(producer, linger_s=0)
+async def test_records_appended_while_a_batch_is_in_flight_go_together_when_it_lands(
+    broker: _Broker, sender: BatchSender
+) -> None:
     first = await sender.append("t", b"k", b"1")
     await _settle()
     partition = broker.sent[0][0]
@@ -68,10 +77,9 @@ async def test_records_appended_while_a_batch_is_in_flight_go_together_when_it_l
     await delivered([first, *later])
 
 
-async def test_drain_sends_held_batches_and_waits_for_them() -> None:
-    producer = AIOKafkaProducer()
-    broker = _Broker(producer)
-    sender = BatchSender(producer, linger_s=0)
+async def test_drain_sends_held_batches_and_waits_for_them(
+    broker: _Broker, sender: BatchSender
+) -> None:
     await sender.append("t", b"k", b"1")
     await _settle()
     held = await sender.append("t", b"k", b"2")

@@ -98,16 +98,6 @@ class _ThreadConnection:
     def dialect(self) -> Dialect:
         return self._conn.dialect
 
-    @overload
-    async def execute(
-        self, statement: TypedReturnsRows[*Ts], parameters: Any = None
-    ) -> CursorResult[*Ts]: ...
-
-    @overload
-    async def execute(
-        self, statement: Executable, parameters: Any = None
-    ) -> CursorResult[*TupleAny]: ...
-
     async def execute(
         self, statement: Executable, parameters: Any = None
     ) -> CursorResult[*TupleAny]:

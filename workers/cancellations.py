@@ -15,18 +15,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.kafka import require_bootstrap
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from workers.ledger.models import CancellationRow
+from workers.ledger.transactions import Connection, Run
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,19 @@ CLOCK_SLACK_S = 5.0  # re-read this far back: workers' clocks and commits are no
 Key = tuple[str, str]
 
 
+async def _store(conn: Connection, values: dict[str, Any]) -> None:
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    await conn.execute(insert(CancellationRow).values(**values).on_conflict_do_nothing())
+
+
+async def _rows(conn: Connection, statement: Any) -> list[tuple[str, str, str]]:
+    return [(tenant, scope, target) for tenant, scope, target in await conn.execute(statement)]
+
+
 class Cancellations:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
-        self._engine = engine
+    def __init__(self, run: Run, clock: Callable[[], float] = time.time) -> None:
+        """``run``: runs ledger work in a transaction (``LedgerWriter.run``)."""
+        self._run = run
         self._clock = clock
         self._jobs: set[Key] = set()
         self._batches: set[Key] = set()
@@ -53,14 +64,8 @@ class Cancellations:
     async def record(self, command: ControlCommand) -> None:
         """Store a cancel command (idempotent) and apply it here at once."""
         scope, target = _scope(command)
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        statement = (
-            insert(CancellationRow)
-            .values(tenant=command.tenant, scope=scope, target=target, created_at=self._clock())
-            .on_conflict_do_nothing()
-        )
-        async with self._engine.begin() as conn:
-            await conn.execute(statement)
+        values = {"tenant": command.tenant, "scope": scope, "target": target}
+        await self._run(lambda conn: _store(conn, {**values, "created_at": self._clock()}))
         self._add(command.tenant, scope, target)
 
     async def refresh(self) -> None:
@@ -70,8 +75,7 @@ class Cancellations:
         statement = select(
             CancellationRow.tenant, CancellationRow.scope, CancellationRow.target
         ).where(CancellationRow.created_at >= since)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
+        rows: list[tuple[str, str, str]] = await self._run(lambda conn: _rows(conn, statement))
         for tenant, scope, target in rows:
             self._add(tenant, scope, target)
         self._seen_up_to = now

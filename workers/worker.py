@@ -145,7 +145,6 @@ class Worker:
         self._stack.callback(self.metrics.close)
         engine = create_engine(settings.database_url)
         self._stack.push_async_callback(engine.dispose)
-        self.cancellations = Cancellations(engine)
         http = create_http_client(settings.http_max_connections)
         self.tracing.instrument(http)
         self._stack.push_async_callback(http.aclose)
@@ -163,6 +162,7 @@ class Worker:
                 readiness=self.readiness,
             )
         )
+        self.cancellations = Cancellations(self.ledger.run)
         providers = self._override_providers or build_providers(self.config, http)
         self.publisher = Publisher(producer, self.topics, settings.producer_linger_ms / 1000)
         executor = Executor(

@@ -13,6 +13,7 @@ from schemas.control import ControlCommand
 from tests.helpers import chat_job, read_topic, running_worker
 from workers.cancellations import Cancellations
 from workers.ledger.db import create_engine
+from workers.ledger.transactions import AsyncTransactions
 from workers.simulator import SimulatorServer
 
 
@@ -21,7 +22,7 @@ async def test_a_cancel_on_the_control_topic_is_stored_for_every_worker(
 ) -> None:
     settings = make_settings(database_url=database_url)
     engine = create_engine(database_url)
-    elsewhere = Cancellations(engine)  # what another worker process would see
+    elsewhere = Cancellations(AsyncTransactions(engine).run)  # as another worker would see
     try:
         async with (
             running_worker(settings, development_config(simulator.base_url)),
@@ -47,7 +48,7 @@ async def test_queued_jobs_of_a_cancelled_batch_end_cancelled_without_a_call(
     settings = make_settings(database_url=sqlite_url)
     engine = create_engine(sqlite_url)
     try:  # the cancel was stored (by any worker) while the jobs waited in Kafka
-        await Cancellations(engine).record(
+        await Cancellations(AsyncTransactions(engine).run).record(
             ControlCommand(action="cancel", tenant="demo", batch_id="drop")
         )
     finally:
@@ -56,10 +57,15 @@ async def test_queued_jobs_of_a_cancelled_batch_end_cancelled_without_a_call(
     jobs += [chat_job(f"k-{i}", batch_id="keep") for i in range(5)]
     async with HeadwayClient(settings) as client:
         await client.submit_many(jobs)
-    async with running_worker(settings, development_config(simulator.base_url)):
+    async with running_worker(settings, development_config(simulator.base_url)) as worker:
         results = await read_topic(
             settings.kafka_bootstrap or "", settings.topics.results, until_keys=15
         )
+        await worker.cancellations.refresh()
+        # all of a SQLite worker's ledger work, cancellations too, runs on the ledger's
+        # thread: its async engine never opened a second connection to the file
+        pool = worker.ledger.engine.pool
+        assert (pool.checkedin(), pool.checkedout()) == (0, 0)  # type: ignore[attr-defined]
     outcome = {key: copies[0] for key, copies in results.by_key.items()}
     for i in range(10):
         assert outcome[f"d-{i}"]["status"] == "cancelled"

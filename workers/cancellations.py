@@ -21,12 +21,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from broker.kafka import require_bootstrap
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from workers.ledger.models import CancellationRow
+from workers.ledger.statements import dialect_insert
 from workers.ledger.transactions import Connection, Run
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ Key = tuple[str, str]
 
 
 async def _store(conn: Connection, values: dict[str, Any]) -> None:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    await conn.execute(insert(CancellationRow).values(**values).on_conflict_do_nothing())
+    insert = dialect_insert(conn)(CancellationRow).values(**values)
+    await conn.execute(insert.on_conflict_do_nothing())
 
 
 async def _rows(conn: Connection, statement: Any) -> list[tuple[str, str, str]]:
@@ -64,8 +64,13 @@ class Cancellations:
     async def record(self, command: ControlCommand) -> None:
         """Store a cancel command (idempotent) and apply it here at once."""
         scope, target = _scope(command)
-        values = {"tenant": command.tenant, "scope": scope, "target": target}
-        await self._run(lambda conn: _store(conn, {**values, "created_at": self._clock()}))
+        values: dict[str, Any] = {
+            "tenant": command.tenant,
+            "scope": scope,
+            "target": target,
+            "created_at": self._clock(),
+        }
+        await self._run(lambda conn: _store(conn, values))
         self._add(command.tenant, scope, target)
 
     async def refresh(self) -> None:

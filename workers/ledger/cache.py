@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
 from workers.ledger.models import CacheRow
+from workers.ledger.statements import dialect_insert
 from workers.ledger.transactions import Connection
 
 STORE_CHUNK = 500  # rows per statement: well inside both databases' bind-parameter limits
@@ -65,7 +64,7 @@ async def store(conn: Connection, entries: Sequence[CacheEntry]) -> None:
 
 
 async def _store(conn: Connection, entries: Sequence[CacheEntry]) -> None:
-    insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(conn)
     values = [
         {
             "scope": e.scope,

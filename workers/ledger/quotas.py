@@ -21,17 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, delete, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from workers.ledger.batch_lane import BATCH_OWNER
 from workers.ledger.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
+from workers.ledger.statements import dialect_insert
 from workers.ledger.transactions import Connection
 
 IN_FLIGHT = "in_flight"
-
-
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def _least(a: ColumnElement[float] | Any, b: ColumnElement[float] | Any) -> ColumnElement[float]:
@@ -65,7 +61,7 @@ class QuotaLedger:
 
     @staticmethod
     async def _ensure(conn: Connection, bucket: Bucket, now: float) -> None:
-        insert = _insert(conn)(QuotaBucketRow).values(
+        insert = dialect_insert(conn)(QuotaBucketRow).values(
             tenant=bucket.tenant, resource=bucket.resource, tokens=bucket.capacity, updated_at=now
         )
         await conn.execute(insert.on_conflict_do_nothing())
@@ -150,7 +146,7 @@ class QuotaLedger:
             )
         ).scalar_one()
         granted = max(0, min(wanted, limit - int(others)))
-        insert = _insert(conn)(QuotaGrantRow).values(
+        insert = dialect_insert(conn)(QuotaGrantRow).values(
             tenant=bucket.tenant,
             resource=IN_FLIGHT,
             owner=owner,
@@ -223,7 +219,7 @@ class BudgetLedger:
         expires_at: float,
     ) -> Reserved:
         """Hold the job's maximum cost if spend + live holds + it stay within the limit."""
-        insert = _insert(conn)(BudgetRow).values(
+        insert = dialect_insert(conn)(BudgetRow).values(
             tenant=hold.tenant, period=hold.period, spent_nusd=0, updated_at=now
         )
         spent = (
@@ -252,7 +248,7 @@ class BudgetLedger:
             "expires_at": expires_at,
         }
         await conn.execute(
-            _insert(conn)(BudgetHoldRow)
+            dialect_insert(conn)(BudgetHoldRow)
             .values(tenant=hold.tenant, job_id=hold.job_id, **values)
             .on_conflict_do_update(index_elements=["tenant", "job_id"], set_=values)
         )

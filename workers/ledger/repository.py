@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from workers.ledger import cache as cache_rows
 from workers.ledger.cache import CacheEntry
 from workers.ledger.models import JobRow, RowStatus, UsageRow
 from workers.ledger.quotas import BudgetLedger
-from workers.ledger.statements import FINISH_COLUMNS, statements
+from workers.ledger.statements import FINISH_COLUMNS, dialect_insert, statements
 from workers.ledger.transactions import Connection
 
 Key = tuple[str, str]  # (tenant, job_id)
@@ -111,10 +110,6 @@ class Stored:
 
 
 FinishOutcome = Stored | AlreadyFinished | HeldElsewhere
-
-
-def _insert(dialect: str) -> Any:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 class LedgerRepository:
@@ -320,7 +315,7 @@ class LedgerRepository:
             values.update(
                 tenant=finish.tenant, job_id=finish.job_id, created_at=finish.completed_at, claims=0
             )
-            insert = _insert(conn.dialect.name)
+            insert = dialect_insert(conn)
             await conn.execute(insert(JobRow).values(**values).on_conflict_do_nothing())
             await self._insert_usage(conn, [finish])
             return Stored()

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
 
 from workers.ledger.models import JobRow, RowStatus, UsageRow
+from workers.ledger.transactions import Connection
 
 CLAIM_COLUMNS = (
     "tenant",
@@ -140,3 +144,9 @@ class Statements:
 @functools.cache
 def statements(dialect: str) -> Statements:
     return Statements(dialect)
+
+
+def dialect_insert(conn: Connection) -> Any:
+    """The connection's own ``insert`` (PostgreSQL's or SQLite's): the one with
+    ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean schemas chaos
+.PHONY: demo test lint typecheck bench clean schemas chaos postgres kafka services postgres kafka
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +17,35 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/headway demo
 
-# the suite in two pytest processes (tests are isolated by topic prefix, database and port),
-# then the bounded chaos scenarios on their own: they time kills and outages.
+# what the suite needs and no machine starts by itself: PostgreSQL on 127.0.0.1:5432 (Debian's
+# packages) and Apache Kafka's jars (Maven Central → build/kafka/libs). `make test` tries both;
+# where one cannot be had, its tests say so and skip (under CI=true they fail instead).
+postgres:
+	deploy/dev/postgres.sh
+kafka:
+	deploy/dev/kafka.sh fetch
+services:
+	-@deploy/dev/postgres.sh
+	-@deploy/dev/kafka.sh fetch
+
+# The suite in two tiers, each in two pytest processes (tests are isolated by topic prefix,
+# database and port), then its chaos scenarios on their own (they time kills and outages):
+#   fast tier    — the embedded broker (Tansu): everything but the Apache-only scenarios
+#   Apache tier  — Apache Kafka 4.x (KRaft; one broker, and three for broker failures):
+#                  the integration suite again, then the chaos scenarios of APACHE_CHAOS
 # `make test PYTEST_ARGS="tests/unit -x"` runs just what it names, in one process.
 TEST_PROCESSES ?= 2
-test: $(STAMP)
+APACHE_CHAOS := tests/chaos/test_sigkill.py tests/chaos/test_broker_failure.py \
+	tests/chaos/test_rolling_restart.py
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
+test: $(STAMP) services
 ifdef PYTEST_ARGS
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 else
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_PROCESSES) -m "not chaos"
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
+	$(PYTEST) -n $(TEST_PROCESSES) -m "not chaos and not apache"
+	$(PYTEST) -m "chaos and not apache" tests/chaos
+	HEADWAY_TEST_KAFKA=apache $(PYTEST) -n $(TEST_PROCESSES) -m "not chaos" tests/integration
+	HEADWAY_TEST_KAFKA=apache $(PYTEST) -m chaos $(APACHE_CHAOS)
 endif
 
 # the chaos scenarios at full size (docs/reliability.md); figures to build/chaos-report.jsonl

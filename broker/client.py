@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import trace
 from pydantic import ValidationError
 
 from broker.batches import BatchSender, delivered
-from broker.kafka import producer_options, require_bootstrap
+from broker.kafka import producer_options, require_bootstrap, topic_partitions
 from broker.settings import Settings
 from broker.topics import HEADER_SIGNATURE, Topics
 from broker.tracing import Headers, trace_headers
@@ -166,24 +166,13 @@ class HeadwayClient:
         )
         await consumer.start()
         try:
-            name = topic or self.topics.results
-            partitions = [TopicPartition(name, p) for p in await _partitions(consumer, name)]
+            partitions = await topic_partitions(consumer, topic or self.topics.results)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             async for result in _iterate(consumer, batch_id, idle_timeout_s):
                 yield result
         finally:
             await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return set(found)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic!r} does not exist (run `headway topics create`)")
 
 
 async def _iterate(

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from broker.kafka import producer_options, require_bootstrap
+from broker.kafka import producer_options, require_bootstrap, topic_partitions
 from broker.settings import Settings
 from broker.topics import (
     HEADER_ATTEMPTS,
@@ -163,14 +163,7 @@ async def read(settings: Settings, selection: Selection) -> AsyncIterator[DeadLe
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            partitions = [
-                TopicPartition(topic, p)
-                for p in await _partitions(consumer, topic)  # metadata not loaded yet
-            ]
-        if not partitions:
-            return
+        partitions = await topic_partitions(consumer, topic)
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         cutoff_ms = int(time.time() * 1000)
@@ -184,13 +177,6 @@ async def read(settings: Settings, selection: Selection) -> AsyncIterator[DeadLe
                     return
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    topics = await consumer.topics()
-    if topic not in topics:
-        return []
-    return sorted(consumer.partitions_for_topic(topic) or ())
 
 
 async def _seek_start(

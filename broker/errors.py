@@ -2,6 +2,7 @@
 
     HeadwayError
     ├── ConfigError                  bad config file or settings (names the key, the problem)
+    │   └── TopicMissing                 a topic headway needs does not exist on the cluster
     ├── EmbeddedBrokerError          the embedded Kafka-compatible broker cannot start here
     ├── LedgerUnavailable            the database cannot be reached
     └── ProviderError                a provider call failed (mapped in providers/base.py)
@@ -31,6 +32,14 @@ class HeadwayError(Exception):
 
 class ConfigError(HeadwayError):
     """The config file or the settings are invalid."""
+
+
+class TopicMissing(ConfigError):
+    """A topic does not exist (clusters that do not create topics on first use)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} does not exist (run `headway topics create`)")
+        self.topic = topic
 
 
 class EmbeddedBrokerError(HeadwayError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from broker.errors import ConfigError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from broker.errors import ConfigError, TopicMissing
 from broker.settings import Settings
 
 
@@ -44,3 +47,26 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         # a resumed partition must not wait behind a long-polling fetch of idle ones
         "fetch_max_wait_ms": 50,
     }
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, wait_s: float = 5.0
+) -> list[TopicPartition]:
+    """Every partition of ``topic``, for a consumer that assigns them itself (no group).
+
+    Such a consumer tracks no topic, and Apache Kafka answers its start-up metadata request
+    with none (Tansu sends all): the topic is added to what its client asks about, and asked
+    about again until it appears (a topic created a moment ago) or ``wait_s`` passes."""
+    client = consumer._client  # aiokafka has no public call for "metadata of this topic"
+    client.add_topic(topic)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        if loop.time() >= deadline:
+            raise TopicMissing(topic)
+        await client.force_metadata_update()
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.1)

@@ -1,5 +1,10 @@
-"""Fixtures that start real components — the embedded broker, PostgreSQL databases, the
-simulator — and clean them up. Every test gets its own topic prefix, so topics never collide."""
+"""Fixtures that start real components — Kafka, PostgreSQL databases, the simulator — and
+clean them up. Every test gets its own topic prefix, so topics never collide.
+
+``HEADWAY_TEST_KAFKA`` chooses the broker of the session's ``kafka`` fixture: ``tansu`` (the
+embedded default, the fast tier) or ``apache`` (Apache Kafka 4.x in KRaft mode, one broker,
+idempotent producers; tests/apache_kafka.py). Failure scenarios that need three brokers take
+the ``three_brokers`` fixture, which always runs Apache Kafka."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pytest
 
 from broker.embedded import EmbeddedKafka
 from broker.settings import Settings
+from tests.apache_kafka import ApacheKafkaCluster, KafkaUnavailable
 from workers.ledger.db import upgrade
 from workers.simulator import SimulatorConfig, SimulatorServer
 
@@ -22,16 +28,59 @@ POSTGRES_URL = os.environ.get(
     "HEADWAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+KAFKA = os.environ.get("HEADWAY_TEST_KAFKA", "tansu").lower()
+if KAFKA not in ("tansu", "apache"):
+    raise pytest.UsageError(f"HEADWAY_TEST_KAFKA must be tansu or apache, not {KAFKA!r}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on its own three brokers needs Apache Kafka whatever the session's broker."""
+    for item in items:
+        if "three_brokers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.apache)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    uses_own_cluster = "three_brokers" in getattr(item, "fixturenames", ())
+    if item.get_closest_marker("apache") and KAFKA != "apache" and not uses_own_cluster:
+        pytest.skip("runs on Apache Kafka only: HEADWAY_TEST_KAFKA=apache")
+
+
+def apache_kafka(brokers: int) -> ApacheKafkaCluster:
+    """A started Apache Kafka cluster; skips (fails in CI) where this machine cannot run one."""
+    cluster = ApacheKafkaCluster(brokers)
+    try:
+        cluster.start()
+    except KafkaUnavailable as error:
+        cluster.stop()
+        if IN_CI:
+            raise
+        pytest.skip(f"Apache Kafka unavailable: {str(error).splitlines()[0]}")
+    return cluster
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[EmbeddedKafka]:
-    """One embedded Tansu broker for the session (tests isolate by topic prefix)."""
+def kafka() -> Iterator[EmbeddedKafka | ApacheKafkaCluster]:
+    """One broker for the session (tests isolate by topic prefix): Tansu or Apache Kafka."""
+    if KAFKA == "apache":
+        cluster = apache_kafka(1)
+        yield cluster
+        cluster.stop()
+        return
     broker = EmbeddedKafka()
     broker.start()
     asyncio.run(broker.wait_ready())
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def three_brokers() -> Iterator[ApacheKafkaCluster]:
+    """Apache Kafka with three brokers (replication 3, min.insync.replicas 2), for this test
+    alone: failure scenarios kill and restart its nodes."""
+    cluster = apache_kafka(3)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
@@ -97,12 +146,20 @@ async def simulator() -> AsyncIterator[SimulatorServer]:
 
 
 @pytest.fixture
-def make_settings(kafka: EmbeddedKafka, prefix: str) -> Callable[..., Settings]:
-    """Settings for this test: its own topics, fast commits, short grace periods."""
+def make_settings(request: pytest.FixtureRequest, prefix: str) -> Callable[..., Settings]:
+    """Settings for this test: its own topics, fast commits, short grace periods; on Apache
+    Kafka with the idempotent producer, as production runs. The session's broker unless the
+    test names a cluster (``make_settings(cluster=three_brokers)``)."""
 
-    def build(**overrides: Any) -> Settings:
+    def build(
+        cluster: EmbeddedKafka | ApacheKafkaCluster | None = None, **overrides: Any
+    ) -> Settings:
+        kafka = cluster or request.getfixturevalue("kafka")
+        apache = isinstance(kafka, ApacheKafkaCluster)
         values: dict[str, Any] = {
             "kafka_bootstrap": kafka.bootstrap,
+            "enable_idempotence": apache,
+            "replication_factor": kafka.replication_factor if apache else 1,
             "topic_prefix": prefix,
             "consumer_group": f"{prefix}-workers",
             "job_partitions": 4,

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from broker.admin import create_topics
 from broker.config import HeadwayConfig
+from broker.kafka import topic_partitions
 from broker.settings import Settings
 from workers.worker import Worker
 
@@ -82,15 +83,7 @@ async def read_topic(
     await consumer.start()
     collected = Collected()
     try:
-        partitions: set[int] | None = None
-        for _ in range(100):
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions:
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        assert partitions, f"topic {topic} does not exist"
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = await topic_partitions(consumer, topic, wait_s=10)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         loop = asyncio.get_running_loop()

@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from broker.kafka import require_bootstrap
+from broker.kafka import require_bootstrap, topic_partitions
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from workers.ledger.models import CancellationRow
@@ -141,16 +140,7 @@ async def open_control_reader(settings: Settings) -> AIOKafkaConsumer:
     )
     await reader.start()
     try:
-        partitions: set[int] | None = None
-        for _ in range(50):
-            partitions = reader.partitions_for_topic(topic)
-            if partitions:
-                break
-            await reader._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        if not partitions:
-            raise KafkaError(f"topic {topic} does not exist (run `headway topics create`)")
-        reader.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        reader.assign(await topic_partitions(reader, topic))
     except BaseException:
         await reader.stop()
         raise

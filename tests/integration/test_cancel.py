@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from broker.admin import create_topics
 from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
@@ -55,6 +56,7 @@ async def test_queued_jobs_of_a_cancelled_batch_end_cancelled_without_a_call(
         await engine.dispose()
     jobs = [chat_job(f"d-{i}", batch_id="drop") for i in range(10)]
     jobs += [chat_job(f"k-{i}", batch_id="keep") for i in range(5)]
+    await create_topics(settings)  # the jobs wait in Kafka before any worker runs
     async with HeadwayClient(settings) as client:
         await client.submit_many(jobs)
     async with running_worker(settings, development_config(simulator.base_url)) as worker:

@@ -150,11 +150,14 @@ def make_settings(request: pytest.FixtureRequest, prefix: str) -> Callable[..., 
     """Settings for this test: its own topics, fast commits, short grace periods; on Apache
     Kafka with the idempotent producer, as production runs. The session's broker unless the
     test names a cluster (``make_settings(cluster=three_brokers)``)."""
+    # the session's broker is started here, not inside a test's event loop
+    session = None if "three_brokers" in request.fixturenames else request.getfixturevalue("kafka")
 
     def build(
         cluster: EmbeddedKafka | ApacheKafkaCluster | None = None, **overrides: Any
     ) -> Settings:
-        kafka = cluster or request.getfixturevalue("kafka")
+        kafka = cluster or session
+        assert kafka is not None, "a test on three_brokers passes make_settings(cluster=...)"
         apache = isinstance(kafka, ApacheKafkaCluster)
         values: dict[str, Any] = {
             "kafka_bootstrap": kafka.bootstrap,

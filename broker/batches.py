@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+
+from broker.kafka import partitions_of
 
 PARTITIONS_TTL_S = 30.0
 
@@ -36,9 +38,17 @@ class _OpenBatch:
 class BatchSender:
     """Append records; each append returns a future done when its batch is acknowledged."""
 
-    def __init__(self, producer: AIOKafkaProducer, linger_s: float) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        linger_s: float,
+        partitions: Callable[[str], Awaitable[list[int]]] | None = None,
+    ) -> None:
+        """``partitions(topic)``: the topic's partition ids (default: the cluster's metadata,
+        broker.kafka.partitions_of)."""
         self._producer = producer
         self._linger_s = linger_s
+        self._lookup = partitions or (lambda topic: partitions_of(producer.client, topic))
         self._partitioner = DefaultPartitioner()
         self._open: dict[tuple[str, int], _OpenBatch] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
@@ -47,8 +57,14 @@ class BatchSender:
         self._in_flight: dict[tuple[str, int], int] = {}  # batches sent, not yet acknowledged
 
     async def append(
-        self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> asyncio.Future[None]:
+        """Append one record to its partition's open batch; raises TopicMissing for a topic
+        the cluster does not have."""
         partition = self._partitioner(key, *await self._partitions_of(topic))
         record_headers = list(headers)  # aiokafka's builder takes a list only
         slot = (topic, partition)
@@ -63,7 +79,7 @@ class BatchSender:
                 batch.builder.append(key=key, value=value, timestamp=None, headers=record_headers)
                 is None
             ):
-                raise MessageSizeTooLargeError(f"a {len(value)}-byte record does not fit a batch")
+                raise MessageSizeTooLargeError(f"a {len(value or b'')}-byte record fits no batch")
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(self._linger_s, self.flush)
@@ -88,7 +104,7 @@ class BatchSender:
         cached = self._partitions.get(topic)
         now = time.monotonic()
         if cached is None or now - cached[0] > PARTITIONS_TTL_S:
-            partitions = sorted(await self._producer.partitions_for(topic))
+            partitions = await self._lookup(topic)
             cached = self._partitions[topic] = (now, partitions)
         return cached[1], cached[1]
 

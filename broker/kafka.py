@@ -1,4 +1,5 @@
-"""aiokafka client options derived from Settings, in one place."""
+"""aiokafka in one place: client options derived from Settings, a topic's partitions, and which
+produce errors are worth another try."""
 
 from __future__ import annotations
 
@@ -6,9 +7,26 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from broker.errors import ConfigError, TopicMissing
 from broker.settings import Settings
+
+# what a topic refuses whatever the moment: sending the same record again cannot help
+REFUSED_FOR_GOOD = (
+    TopicMissing,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    InvalidTopicError,
+)
 
 
 def require_bootstrap(settings: Settings) -> str:
@@ -49,24 +67,42 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def topic_partitions(
-    consumer: AIOKafkaConsumer, topic: str, wait_s: float = 5.0
-) -> list[TopicPartition]:
-    """Every partition of ``topic``, for a consumer that assigns them itself (no group).
+def refused_for_good(error: BaseException) -> bool:
+    """A produce error that another try cannot mend (the topic is missing, the record too large,
+    the producer not authorised). Every other Kafka error — brokers down, leaders moving, too
+    few in-sync replicas, a delivery timeout — passes, and the record is sent again."""
+    return isinstance(error, REFUSED_FOR_GOOD) or not isinstance(error, KafkaError)
 
-    Such a consumer tracks no topic, and Apache Kafka answers its start-up metadata request
-    with none (Tansu sends all): the topic is added to what its client asks about, and asked
-    about again until it appears (a topic created a moment ago) or ``wait_s`` passes."""
-    client = consumer._client  # aiokafka has no public call for "metadata of this topic"
+
+async def partitions_of(client: Any, topic: str, wait_s: float = 5.0) -> list[int]:
+    """The partitions of ``topic`` as the cluster's metadata has them, asking for that topic
+    until it appears (a topic created a moment ago) or ``wait_s`` passes: then TopicMissing.
+    No broker answering is not a missing topic: that raises KafkaConnectionError (transient).
+
+    ``client`` is an aiokafka client (``producer.client``, ``consumer._client``): a consumer
+    outside any group tracks no topic, and Apache Kafka answers its start-up metadata request
+    with none (Tansu sends them all)."""
+    found = client.cluster.partitions_for_topic(topic)
+    if found:
+        return sorted(found)
     client.add_topic(topic)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while True:
-        found = consumer.partitions_for_topic(topic)
+        answered = await client.force_metadata_update()
+        found = client.cluster.partitions_for_topic(topic)
         if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
+            return sorted(found)
         if loop.time() >= deadline:
+            if not answered:
+                raise KafkaConnectionError(f"no broker answered a metadata request for {topic}")
             raise TopicMissing(topic)
-        await client.force_metadata_update()
-        if not consumer.partitions_for_topic(topic):
-            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, wait_s: float = 5.0
+) -> list[TopicPartition]:
+    """Every partition of ``topic``, for a consumer that assigns them itself (no group)."""
+    client = consumer._client  # aiokafka has no public call for "metadata of this topic"
+    return [TopicPartition(topic, p) for p in await partitions_of(client, topic, wait_s)]

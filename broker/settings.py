@@ -54,7 +54,25 @@ class Settings(BaseSettings):
     consumer_group: str = DEFAULT_CONSUMER_GROUP
     job_partitions: Annotated[int, Field(ge=1)] = 12
     internal_partitions: Annotated[int, Field(ge=1)] = 12
-    replication_factor: Annotated[int, Field(ge=1)] = 1
+    replication_factor: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="replicas of each topic `headway topics create` makes (unset: 3 on a "
+        "cluster of three brokers or more, else one per broker)",
+    )
+    min_insync_replicas: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="min.insync.replicas of each topic created (unset: 2 with 3 replicas or "
+        "more, else 1); with acks=all a write needs this many replicas",
+    )
+    jobs_retention_hours: Annotated[float, Field(gt=0)] = Field(
+        168.0, description="retention of the job lanes and the retry topic"
+    )
+    results_retention_hours: Annotated[float, Field(gt=0)] = Field(
+        168.0, description="retention of the results, usage and control topics"
+    )
+    dlq_retention_hours: Annotated[float, Field(gt=0)] = Field(
+        720.0, description="retention of the dead-letter topic"
+    )
     enable_idempotence: bool = False
     producer_linger_ms: Annotated[int, Field(ge=0)] = Field(
         0,

@@ -16,6 +16,7 @@ DEFAULT_CONSUMER_GROUP = "headway-workers"
 LANES: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
 
 HEADER_ERROR = "headway-error"
+HEADER_REDIRECTED_FROM = "headway-redirected-from"  # the topic that refused this record for good
 HEADER_SOURCE_TOPIC = "headway-source-topic"
 HEADER_SOURCE_PARTITION = "headway-source-partition"
 HEADER_SOURCE_OFFSET = "headway-source-offset"

@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"  # extension: headway's own code kept failing on the job
+    RESULT_TOO_LARGE = "result_too_large"  # extension: the output exceeds the record limit
 
 
 class _Message(BaseModel):

@@ -162,7 +162,6 @@ def make_settings(request: pytest.FixtureRequest, prefix: str) -> Callable[..., 
         values: dict[str, Any] = {
             "kafka_bootstrap": kafka.bootstrap,
             "enable_idempotence": apache,
-            "replication_factor": kafka.replication_factor if apache else 1,
             "topic_prefix": prefix,
             "consumer_group": f"{prefix}-workers",
             "job_partitions": 4,

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from broker.admin import create_topics
 from broker.config import HeadwayConfig
@@ -99,6 +100,31 @@ async def read_topic(
         return collected
     finally:
         await consumer.stop()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1, **configs: str) -> None:
+    """A topic made outside headway (a tenant's reply topic), with topic configs by name."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+    finally:
+        await admin.close()
+
+
+async def committed(settings: Settings, tp: TopicPartition) -> int:
+    """The group's committed offset, read by a consumer that never joins the group."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        offset = await reader.committed(tp)
+    finally:
+        await reader.stop()
+    return offset if offset is not None else -1
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:

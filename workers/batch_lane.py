@@ -296,7 +296,7 @@ class BatchLane:
         keys = [(item.tenant, item.job_id) for item in items]
         await self._run(lambda conn: rows.release_jobs(conn, keys))
         now = time.time()
-        delivered = [await self._publisher.park(original_record(i), now, 0, 0) for i in items]
+        delivered = [self._publisher.park(original_record(i), now, 0, 0) for i in items]
         await asyncio.gather(*delivered)
         await self._run(lambda conn: rows.items_done(conn, keys))
 

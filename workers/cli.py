@@ -193,12 +193,20 @@ register_batch_commands(app)  # submit, results, status, cancel, usage: after wo
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create every headway topic (idempotent)."""
+    """Create every headway topic (idempotent); report existing ones that fall short."""
     settings = _settings()
-    created = _run(create_topics(settings, load_config(settings.config)))
-    console.print(
-        f"created {len(created)} topics: {', '.join(created)}" if created else "all topics exist"
+    report = _run(create_topics(settings, load_config(settings.config)))
+    replicas = (
+        f"replication {report.replication_factor}, min.insync.replicas {report.min_insync_replicas}"
     )
+    created = report.created
+    console.print(
+        f"created {len(created)} topics ({replicas}): {', '.join(created)}"
+        if created
+        else "all topics exist"
+    )
+    for shortfall in report.shortfalls:
+        err.print(f"warning: {shortfall}")
 
 
 @db_app.command("upgrade")

@@ -21,6 +21,9 @@ from schemas.jobs import JobRequest
 _JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 MAX_REPORTED_ERRORS = 3
+# the fewest bytes one embedding value takes in a result's JSON ("-0.1234," and the like): a
+# job whose inputs × dimensions cannot fit the result limit even so is refused before its call
+MIN_EMBEDDING_VALUE_BYTES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +141,29 @@ def parse_job(value: bytes | None, max_bytes: int) -> Intake:
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(raw):
         return InvalidJob("a string holds a lone UTF-16 surrogate", job_id, tenant, raw)
     try:
-        return ValidJob(JobRequest.model_validate(raw))
+        job = JobRequest.model_validate(raw)
     except ValidationError as error:
         return InvalidJob(describe_validation_error(error), job_id, tenant, raw)
     except RecursionError:
         return InvalidJob("nested too deeply", job_id, tenant, raw)
+    too_large = _result_too_large(job, max_bytes)
+    if too_large is not None:
+        return InvalidJob(too_large, job_id, tenant, raw)
+    return ValidJob(job)
+
+
+def _result_too_large(job: JobRequest, max_bytes: int) -> str | None:
+    """Why an embedding job's result certainly exceeds ``max_bytes``, or None (also when its
+    dimensions are unknown: the result's own size is checked when it is stored)."""
+    dimensions = job.params.dimensions if job.params is not None else None
+    if dimensions is None or job.input is None:
+        return None
+    inputs = len(job.inputs)
+    at_least = inputs * dimensions * MIN_EMBEDDING_VALUE_BYTES
+    if at_least <= max_bytes:
+        return None
+    return (
+        f"input: {inputs} inputs × {dimensions} dimensions make a result of at least "
+        f"{at_least:,} bytes; results are limited to {max_bytes:,} bytes "
+        "(HEADWAY_MAX_MESSAGE_BYTES): split the inputs across several jobs"
+    )

@@ -76,10 +76,7 @@ class Parking:
         wait = max(execution.park_s, min(backoff, PARK_MAX_S))
         not_before = time.time() + wait
         attempts = parked.attempts + execution.attempts
-        delivered = await self._publisher.park(
-            parked.record, not_before, parked.parks + 1, attempts
-        )
-        await delivered
+        await self._publisher.park(parked.record, not_before, parked.parks + 1, attempts)
         self._metrics.parked("provider")
         await with_ledger(lambda: self._ledger.release((job.tenant, job.job_id)))
         log.info(
@@ -96,5 +93,5 @@ class Parking:
         retry topic for ``seconds``; it keeps its park and attempt counts."""
         parked = Parked.of(record)
         not_before = time.time() + seconds
-        await (await self._publisher.park(record, not_before, parked.parks, parked.attempts))
+        await self._publisher.park(record, not_before, parked.parks, parked.attempts)
         self._metrics.parked("quota")

@@ -121,7 +121,15 @@ class JobPipeline:
         self.max_message_bytes = max_message_bytes
         self.claimants = Claimants()
         self.cache = ResponseCache(ledger.run)
-        self.settlement = Settlement(ledger, publisher, topics, self.metrics, self.tracing)
+        self.settlement = Settlement(
+            ledger,
+            publisher,
+            topics,
+            self.metrics,
+            self.tracing,
+            max_result_bytes=max_message_bytes,
+            fallback_topic=lambda tenant: result_topic(None, config.tenant(tenant), topics),
+        )
         self.batch_lane: BatchLane | None = None
         if batch_apis:
             self.batch_lane = BatchLane(
@@ -143,7 +151,7 @@ class JobPipeline:
         if intake is None:
             intake = parse_job(record.value, self.max_message_bytes)
         if isinstance(intake, Unreadable):
-            await (await self.publisher.dead_letter(record, intake.reason))
+            await self.publisher.dead_letter(record, intake.reason)
         elif isinstance(intake, InvalidJob):
             await self._invalid(record, intake)
         elif isinstance(intake, ValidJob):
@@ -157,7 +165,9 @@ class JobPipeline:
     ) -> None:
         """headway's own code kept failing on this job: dead-letter it and, when it can be
         named, end it ``failed`` (``headway dlq replay`` re-runs it after a fix)."""
-        dead = await self.publisher.dead_letter(record, reason)
+        # the dead letter lands before the result is stored: a job stored as finished is
+        # never dead-lettered again when it is redelivered
+        await self.publisher.dead_letter(record, reason)
         who: Identity | None = None
         tenant: TenantConfig | None = None
         if isinstance(intake, ValidJob):
@@ -170,10 +180,9 @@ class JobPipeline:
             result = terminal_result(who, JobStatus.FAILED, ErrorCode.INTERNAL_ERROR, message)
             job = intake.job if isinstance(intake, ValidJob) else None
             await self.settlement.settle(result, result_topic(job, tenant, self.topics))
-        await dead
 
     async def _invalid(self, record: ConsumerRecord[bytes, bytes], intake: InvalidJob) -> None:
-        dead = await self.publisher.dead_letter(record, f"invalid_request: {intake.reason}")
+        await self.publisher.dead_letter(record, f"invalid_request: {intake.reason}")
         if intake.job_id is not None and intake.tenant is not None:
             who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
             tenant = self.config.tenant(intake.tenant)
@@ -181,7 +190,6 @@ class JobPipeline:
                 who, JobStatus.REJECTED, ErrorCode.INVALID_REQUEST, intake.reason
             )
             await self.settlement.settle(result, result_topic(None, tenant, self.topics))
-        await dead
 
     # -- a valid job --------------------------------------------------------------------------
 

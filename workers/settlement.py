@@ -3,7 +3,12 @@
 A result is stored first (with its usage events, the budget settlement and any cache entry,
 in one transaction) and published only after; a job that another finisher stored first gets
 that stored result re-published unchanged. While the database is unreachable, the job waits
-(:func:`with_ledger`), unlost.
+(:func:`with_ledger`), unlost; while Kafka is, it waits for the publish (workers/publisher.py).
+
+A result larger than the largest record headway writes (``HEADWAY_MAX_MESSAGE_BYTES``, which
+``headway topics create`` gives the results topics) is stored and published as ``failed`` with
+``result_too_large`` instead: its usage and cost are kept (the call was made and paid for), it
+is never called again, and its partition moves on.
 """
 
 from __future__ import annotations
@@ -13,17 +18,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from broker.batches import delivered
 from broker.errors import LedgerUnavailable
 from broker.topics import Topics
-from schemas.results import JobResult, UsageEvent
+from schemas.results import ErrorCode, JobError, JobResult, JobStatus, UsageEvent
 from workers.admission import Ticket
 from workers.ledger.cache import CacheEntry
 from workers.ledger.repository import AlreadyFinished, FinishOutcome, Stored
 from workers.ledger.writer import LedgerWriter
 from workers.metrics import Metrics
 from workers.outcomes import finish_record
-from workers.publisher import Publisher
+from workers.publisher import Outgoing, Publisher
 from workers.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,17 @@ async def with_ledger(operation: Callable[[], Awaitable[T]]) -> T:
             wait = min(wait * 2, LEDGER_RETRY_S[1])
 
 
+def too_large(result: JobResult, size: int, limit: int) -> JobResult:
+    """``result`` ended ``failed``/``result_too_large``: same job, usage and cost, no output."""
+    message = (
+        f"the result is {size:,} bytes and results are limited to {limit:,} bytes "
+        "(HEADWAY_MAX_MESSAGE_BYTES, the results topic's max.message.bytes): split the job "
+        "into smaller ones (fewer inputs, fewer dimensions, fewer output tokens)"
+    )
+    error = JobError(code=ErrorCode.RESULT_TOO_LARGE, message=message)
+    return result.model_copy(update={"status": JobStatus.FAILED, "output": None, "error": error})
+
+
 class Settlement:
     def __init__(
         self,
@@ -52,12 +67,18 @@ class Settlement:
         topics: Topics,
         metrics: Metrics,
         tracing: Tracing,
+        max_result_bytes: int,
+        fallback_topic: Callable[[str], str],
     ) -> None:
+        """``fallback_topic(tenant)``: where a result goes when its topic refuses it for good
+        (a reply topic that does not exist): the tenant's results topic."""
         self.ledger = ledger
         self.publisher = publisher
         self.topics = topics
         self.metrics = metrics
         self.tracing = tracing
+        self.max_result_bytes = max_result_bytes
+        self.fallback_topic = fallback_topic
 
     async def finish(
         self,
@@ -74,6 +95,9 @@ class Settlement:
         the batch lane kept). ``stored`` is called once the ledger has answered, before
         publishing (the job gives back its provider-call slot there)."""
         result_json = result.model_dump_json()
+        if len(result_json) > self.max_result_bytes:
+            result = too_large(result, len(result_json), self.max_result_bytes)
+            result_json = result.model_dump_json()
         payloads = [(event, event.model_dump_json()) for event in events]
         hold = ticket.hold if ticket is not None else None
         # the budget hold is settled, and the cache entry stored, in the transaction that
@@ -129,8 +153,8 @@ class Settlement:
         self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
     ) -> None:
         traced = self.tracing.headers()  # the result carries the job's trace context
-        futures = [await self.publisher.send(topic, job_id, result_json.encode(), traced)]
-        for payload in usage_payloads:
-            usage = payload.encode()
-            futures.append(await self.publisher.send(self.topics.usage, tenant, usage, traced))
-        await delivered(futures)  # shared with other jobs' records: never cancelled by this one
+        fallback = self.fallback_topic(tenant)
+        records = [Outgoing(topic, job_id.encode(), result_json.encode(), traced, fallback)]
+        key = tenant.encode()
+        records += [Outgoing(self.topics.usage, key, p.encode(), traced) for p in usage_payloads]
+        await self.publisher.publish(records)

@@ -29,6 +29,7 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from broker.batches import BatchSender
 from broker.config import HeadwayConfig
 from broker.errors import LedgerUnavailable
 from broker.kafka import consumer_options, producer_options
@@ -164,7 +165,8 @@ class Worker:
         )
         self.cancellations = Cancellations(self.ledger.run)
         providers = self._override_providers or build_providers(self.config, http)
-        self.publisher = Publisher(producer, self.topics, settings.producer_linger_ms / 1000)
+        batches = BatchSender(producer, settings.producer_linger_ms / 1000)
+        self.publisher = Publisher(batches, self.topics)
         executor = Executor(
             providers,
             self._retry,

@@ -16,7 +16,7 @@ from broker.errors import ConfigError
 from broker.settings import Settings
 from broker.topics import HEADER_SIGNATURE
 from schemas.jobs import Priority
-from tests.helpers import chat_job, read_topic, running_worker
+from tests.helpers import chat_job, create_topic, read_topic, running_worker
 from workers.access import AccessControl
 from workers.simulator import SimulatorServer
 
@@ -97,6 +97,7 @@ async def test_a_reply_topic_outside_the_allowlist_is_forbidden_and_one_inside_g
     config = acme_config(simulator.base_url)
     bootstrap = settings.kafka_bootstrap or ""
     reply = f"acme.{settings.topic_prefix}.replies"
+    await create_topic(bootstrap, reply)  # the tenant's own topic, made by the tenant
     async with (
         running_worker(settings, config),
         HeadwayClient(settings, signing_secret=SECRET) as c,

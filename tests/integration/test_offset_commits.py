@@ -6,31 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
 from schemas.jobs import Priority
-from tests.helpers import chat_job, read_topic, running_worker
+from tests.helpers import chat_job, committed, read_topic, running_worker
 from workers.simulator import SimulatorServer
 
 FAST = 30
-
-
-async def committed(settings: Settings, tp: TopicPartition) -> int:
-    """The group's committed offset, read by a consumer that never joins the group."""
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.consumer_group,
-        enable_auto_commit=False,
-    )
-    await reader.start()
-    try:
-        offset = await reader.committed(tp)
-    finally:
-        await reader.stop()
-    return offset if offset is not None else -1
 
 
 async def test_commits_stop_at_a_slow_job_until_it_finishes(

@@ -20,10 +20,9 @@ class _Broker:
         self.sent: list[tuple[int, int]] = []  # (partition, records)
         self.acks: list[asyncio.Future[None]] = []
         producer.send_batch = self.send_batch  # type: ignore[method-assign]
-        producer.partitions_for = self.partitions_for  # type: ignore[method-assign]
 
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0, 1, 2}
+    async def partitions_for(self, topic: str) -> list[int]:
+        return [0, 1, 2]
 
     async def send_batch(self, builder: Any, topic: str, *, partition: int) -> Any:
         self.sent.append((partition, builder.record_count()))
@@ -44,7 +43,7 @@ async def broker() -> _Broker:
 
 @pytest.fixture
 async def sender(broker: _Broker) -> BatchSender:
-    return BatchSender(broker.producer, linger_s=0)
+    return BatchSender(broker.producer, linger_s=0, partitions=broker.partitions_for)
 
 
 async def test_a_record_goes_at_once_when_its_partition_has_nothing_in_flight(

@@ -48,10 +48,14 @@ def spawn_worker(
         "session_timeout_ms",
         "job_partitions",
         "shutdown_grace_s",
+        "enable_idempotence",
     ]
     env = {**os.environ}
     for name in names:
-        env[f"HEADWAY_{name.upper()}"] = str(getattr(settings, name) or "")
+        value = getattr(settings, name)
+        env[f"HEADWAY_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value or "")
+        )
     if worker_id is not None:
         env["HEADWAY_WORKER_ID"] = worker_id
     # the log goes to a file: a pipe nobody reads fills up and blocks the worker mid-write

@@ -39,6 +39,21 @@ def wait_for_text(log: Path, text: str, timeout_s: float = 20.0) -> str:
     raise AssertionError(f"{text!r} not in the log:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+def wait_until_catching(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Until the process has its own handler for ``sig`` (Linux: SigCgt in /proc): before
+    that, SIGUSR1 would end it. A loaded machine may take seconds to get there."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        caught = int(
+            next(line for line in status.splitlines() if line.startswith("SigCgt:"))[7:], 16
+        )
+        if caught >> (sig - 1) & 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the worker never installed its {sig.name} handler")
+
+
 def test_sigterm_stops_a_worker_still_waiting_for_its_broker(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
@@ -46,7 +61,8 @@ def test_sigterm_stops_a_worker_still_waiting_for_its_broker(tmp_path: Path) -> 
     silent.listen(16)
     process = spawn(tmp_path, log, silent.getsockname()[1])
     try:
-        time.sleep(3)  # starting: its Kafka clients wait for an answer that never comes
+        wait_until_catching(process, signal.SIGUSR1)
+        time.sleep(1)  # starting: its Kafka clients wait for an answer that never comes
         assert process.poll() is None
         process.send_signal(signal.SIGUSR1)
         dumped = wait_for_text(log, "task dump on SIGUSR1")

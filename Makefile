@@ -31,8 +31,8 @@ services:
 # The suite in two tiers, each in two pytest processes (tests are isolated by topic prefix,
 # database and port), then its chaos scenarios on their own (they time kills and outages):
 #   fast tier    — the embedded broker (Tansu): everything but the Apache-only scenarios
-#   Apache tier  — Apache Kafka 4.x (KRaft; one broker, and three for broker failures):
-#                  the integration suite again, then the chaos scenarios of APACHE_CHAOS
+#   Apache tier  — Apache Kafka 4.x (KRaft): the integration suite again on one broker, then
+#                  the chaos scenarios of APACHE_CHAOS on three
 # `make test PYTEST_ARGS="tests/unit -x"` runs just what it names, in one process.
 TEST_PROCESSES ?= 2
 APACHE_CHAOS := tests/chaos/test_sigkill.py tests/chaos/test_broker_failure.py \
@@ -45,7 +45,7 @@ else
 	$(PYTEST) -n $(TEST_PROCESSES) -m "not chaos and not apache"
 	$(PYTEST) -m "chaos and not apache" tests/chaos
 	HEADWAY_TEST_KAFKA=apache $(PYTEST) -n $(TEST_PROCESSES) -m "not chaos" tests/integration
-	HEADWAY_TEST_KAFKA=apache $(PYTEST) -m chaos $(APACHE_CHAOS)
+	HEADWAY_TEST_KAFKA=apache HEADWAY_TEST_KAFKA_BROKERS=3 $(PYTEST) -m chaos $(APACHE_CHAOS)
 endif
 
 # the chaos scenarios at full size (docs/reliability.md), on the embedded broker and then on
@@ -54,7 +54,8 @@ chaos: $(STAMP) services
 	mkdir -p build && rm -f build/chaos-report.jsonl
 	HEADWAY_CHAOS_FULL=1 HEADWAY_CHAOS_REPORT=build/chaos-report.jsonl \
 		$(PYTEST) -s -m "chaos and not apache" tests/chaos $(PYTEST_ARGS)
-	HEADWAY_TEST_KAFKA=apache HEADWAY_CHAOS_FULL=1 HEADWAY_CHAOS_REPORT=build/chaos-report.jsonl \
+	HEADWAY_TEST_KAFKA=apache HEADWAY_TEST_KAFKA_BROKERS=3 HEADWAY_CHAOS_FULL=1 \
+		HEADWAY_CHAOS_REPORT=build/chaos-report.jsonl \
 		$(PYTEST) -s -m chaos $(APACHE_CHAOS) $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -2,9 +2,10 @@
 clean them up. Every test gets its own topic prefix, so topics never collide.
 
 ``HEADWAY_TEST_KAFKA`` chooses the broker of the session's ``kafka`` fixture: ``tansu`` (the
-embedded default, the fast tier) or ``apache`` (Apache Kafka 4.x in KRaft mode, one broker,
-idempotent producers; tests/apache_kafka.py). Failure scenarios that need three brokers take
-the ``three_brokers`` fixture, which always runs Apache Kafka."""
+embedded default, the fast tier) or ``apache`` (Apache Kafka 4.x in KRaft mode, idempotent
+producers; tests/apache_kafka.py), with ``HEADWAY_TEST_KAFKA_BROKERS`` brokers (1 or 3).
+Failure scenarios that kill brokers take the ``three_brokers`` fixture: a cluster of their own,
+always Apache Kafka."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ POSTGRES_URL = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 KAFKA = os.environ.get("HEADWAY_TEST_KAFKA", "tansu").lower()
+# the session's Apache Kafka cluster: 1 broker, or 3 (replication 3, min.insync.replicas 2)
+KAFKA_BROKERS = int(os.environ.get("HEADWAY_TEST_KAFKA_BROKERS", "1"))
 if KAFKA not in ("tansu", "apache"):
     raise pytest.UsageError(f"HEADWAY_TEST_KAFKA must be tansu or apache, not {KAFKA!r}")
 
@@ -63,7 +66,7 @@ def apache_kafka(brokers: int) -> ApacheKafkaCluster:
 def kafka() -> Iterator[EmbeddedKafka | ApacheKafkaCluster]:
     """One broker for the session (tests isolate by topic prefix): Tansu or Apache Kafka."""
     if KAFKA == "apache":
-        cluster = apache_kafka(1)
+        cluster = apache_kafka(KAFKA_BROKERS)
         yield cluster
         cluster.stop()
         return

@@ -31,8 +31,11 @@ ensure_test_database() {
   fi
 }
 
-cluster_version() {  # the newest PostgreSQL major version installed by Debian's packages
-  ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1
+cluster_version() {  # the newest PostgreSQL server (not just a client) from Debian's packages
+  local bin
+  for bin in /usr/lib/postgresql/*/bin/postgres; do
+    [ -x "$bin" ] && basename "$(dirname "$(dirname "$bin")")"
+  done | sort -n | tail -n 1
 }
 
 install_packages() {

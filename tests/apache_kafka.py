@@ -54,12 +54,12 @@ class KafkaUnavailable(RuntimeError):
 @functools.cache
 def ensure_libs() -> Path:
     """The broker's class path folder, fetched from Maven Central when missing or stale."""
-    for tool in ("java", "mvn"):
-        if shutil.which(tool) is None:
-            raise KafkaUnavailable(f"Apache Kafka tier needs `{tool}` on PATH (Java 17+, Maven)")
+    if shutil.which("java") is None:
+        raise KafkaUnavailable("Apache Kafka tier needs `java` on PATH (Java 17+)")
     done = subprocess.run([str(FETCH), "fetch"], capture_output=True, text=True, check=False)
     if done.returncode != 0 or not (LIBS / ".complete").exists():
-        raise KafkaUnavailable(f"deploy/dev/kafka.sh fetch failed: {done.stderr.strip()[-500:]}")
+        reason = done.stderr.strip().splitlines()[-1:] or ["no jars"]
+        raise KafkaUnavailable(f"deploy/dev/kafka.sh fetch failed: {reason[0]}")
     return LIBS
 
 

@@ -59,6 +59,15 @@ def too_large(result: JobResult, size: int, limit: int) -> JobResult:
     return result.model_copy(update={"status": JobStatus.FAILED, "output": None, "error": error})
 
 
+def _utf8_size_above(text: str, limit: int) -> int | None:
+    """``text``'s size in UTF-8 when it exceeds ``limit`` bytes, else None (encoding only
+    what could: a character takes at most 4 bytes)."""
+    if len(text) * 4 <= limit:
+        return None
+    size = len(text.encode())
+    return size if size > limit else None
+
+
 class Settlement:
     def __init__(
         self,
@@ -95,8 +104,9 @@ class Settlement:
         the batch lane kept). ``stored`` is called once the ledger has answered, before
         publishing (the job gives back its provider-call slot there)."""
         result_json = result.model_dump_json()
-        if len(result_json) > self.max_result_bytes:
-            result = too_large(result, len(result_json), self.max_result_bytes)
+        size = _utf8_size_above(result_json, self.max_result_bytes)
+        if size is not None:
+            result = too_large(result, size, self.max_result_bytes)
             result_json = result.model_dump_json()
         payloads = [(event, event.model_dump_json()) for event in events]
         hold = ticket.hold if ticket is not None else None

@@ -139,4 +139,3 @@ async def test_dead_letters_and_parked_jobs_are_retried_like_results() -> None:
     )
     await publisher_on(batches).dead_letter(record, "not JSON")
     assert len(batches.appended["hw.dlq"]) == 2
-

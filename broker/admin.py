@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from broker.config import HeadwayConfig
+from broker.errors import ConfigError
 from broker.kafka import require_bootstrap
 from broker.settings import Settings
 
@@ -77,7 +78,7 @@ def replication(settings: Settings, brokers: int) -> tuple[int, int]:
     """(replication factor, min.insync.replicas) from the settings, else from the cluster."""
     factor = settings.replication_factor or max(1, min(3, brokers))
     if factor > brokers:
-        raise ValueError(
+        raise ConfigError(
             f"HEADWAY_REPLICATION_FACTOR={factor} but the cluster has {brokers} broker(s)"
         )
     min_insync = settings.min_insync_replicas or (2 if factor >= 3 else 1)

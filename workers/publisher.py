@@ -131,15 +131,11 @@ class Publisher:
                 )
         return again, transient
 
-    def send(self, records: Sequence[Outgoing]) -> asyncio.Task[None]:
-        """:meth:`publish` in the background: the task is done once the records are."""
-        return asyncio.create_task(self.publish(records))
-
     async def drain(self) -> None:
         """Send what is waiting in open batches and wait for it."""
         await self._batches.drain()
 
-    def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> asyncio.Task[None]:
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         """The original key and bytes, with why and where it came from in the headers."""
         headers = [
             *(record.headers or ()),
@@ -148,15 +144,15 @@ class Publisher:
             (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
             (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
         ]
-        return self.send([Outgoing(self.topics.dlq, record.key, record.value, headers)])
+        await self.publish([Outgoing(self.topics.dlq, record.key, record.value, headers)])
 
-    def park(
+    async def park(
         self,
         record: ConsumerRecord[bytes, bytes],
         not_before_s: float,
         parks: int,
         attempts: int,
-    ) -> asyncio.Task[None]:
+    ) -> None:
         """The job's original bytes to the retry topic, to run again from ``not_before_s``.
 
         Its own headers travel along (a signature stays valid); the lane it came from is kept
@@ -172,4 +168,4 @@ class Publisher:
             (HEADER_ATTEMPTS, str(attempts).encode()),
             (HEADER_SOURCE_TOPIC, source.encode()),
         ]
-        return self.send([Outgoing(self.topics.retry, record.key, record.value, headers)])
+        await self.publish([Outgoing(self.topics.retry, record.key, record.value, headers)])

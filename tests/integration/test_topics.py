@@ -5,6 +5,7 @@ changed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,12 @@ async def described(settings: Settings, topic: str) -> tuple[int, int, dict[str,
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        [info] = await admin.describe_topics([topic])
-        partitions: list[dict[str, Any]] = info["partitions"]
+        for _ in range(50):  # a topic created a moment ago may not be in every broker's metadata
+            [info] = await admin.describe_topics([topic])
+            partitions: list[dict[str, Any]] = info["partitions"]
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
         [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
         [(_, _, _, _, entries)] = response.resources
         configs = {entry[0]: entry[1] for entry in entries}

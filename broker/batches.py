@@ -61,7 +61,7 @@ class BatchSender:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Sequence[tuple[str, bytes | None]] = (),
     ) -> asyncio.Future[None]:
         """Append one record to its partition's open batch; raises TopicMissing for a topic
         the cluster does not have."""

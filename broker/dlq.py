@@ -26,6 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from broker.headers import header_texts
 from broker.kafka import producer_options, require_bootstrap, topic_partitions
 from broker.settings import Settings
 from broker.topics import (
@@ -41,7 +42,7 @@ from broker.topics import (
 )
 from schemas.jobs import Priority
 
-Headers = tuple[tuple[str, bytes], ...]
+Headers = tuple[tuple[str, bytes | None], ...]
 #: headers a replay does not carry over: the dead letter's own, and a parked job's schedule
 _DROPPED = frozenset(
     {
@@ -81,7 +82,7 @@ class DeadLetter:
         )
 
     def _all(self, name: str) -> list[str]:
-        return [v.decode("utf-8", "replace") for n, v in self.headers if n == name]
+        return header_texts(self.headers, name)
 
     @property
     def error(self) -> str:
@@ -227,7 +228,7 @@ def replay_topic(letter: DeadLetter, topics: Topics) -> str:
     return topics.jobs(Priority.NORMAL)
 
 
-def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes | None]]:
     kept = [(n, v) for n, v in letter.headers if n not in _DROPPED]
     return [*kept, (HEADER_REPLAY, f"{letter.partition}:{letter.offset}".encode())]
 
@@ -236,6 +237,8 @@ def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 class ReplayReport:
     replayed: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
+    #: letters with no value (a record the Kafka client could not decode): nothing to replay
+    skipped: int = 0
 
 
 async def replay(
@@ -250,6 +253,9 @@ async def replay(
     try:
         pending: list[asyncio.Future[Any]] = []
         async for letter in read(settings, selection):
+            if letter.value is None:
+                report.skipped += 1
+                continue
             topic = replay_topic(letter, settings.topics)
             if producer is not None:
                 pending.append(

@@ -27,10 +27,17 @@ def trace_headers(context: Context | None = None) -> Headers:
     return [(name, value.encode("ascii", "replace")) for name, value in carrier.items()]
 
 
-def context_from(headers: Sequence[tuple[str, bytes]] | None) -> Context | None:
+def context_from(headers: Sequence[tuple[str, bytes | None]] | None) -> Context | None:
     """The remote parent a record's headers name, or None (no header, or a malformed one)."""
-    carrier = {name: value.decode("latin-1") for name, value in headers or () if name in _NAMES}
+    carrier = {
+        name: value.decode("latin-1")
+        for name, value in headers or ()
+        if name in _NAMES and isinstance(value, bytes | bytearray)
+    }
     if HEADER_TRACEPARENT not in carrier:
         return None
-    context = _PROPAGATOR.extract(carrier)
+    try:
+        context = _PROPAGATOR.extract(carrier)
+    except Exception:  # a propagator must not stop a job over a malformed header
+        return None
     return context or None

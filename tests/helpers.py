@@ -78,8 +78,10 @@ async def read_topic(
     until_keys: int,
     timeout_s: float = 60.0,
     decode: bool = True,
+    until_records: int = 0,
 ) -> Collected:
-    """Read ``topic`` from the beginning until ``until_keys`` distinct keys were seen."""
+    """Read ``topic`` from the beginning until ``until_keys`` distinct keys (and at least
+    ``until_records`` records) were seen."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     collected = Collected()
@@ -89,7 +91,9 @@ async def read_topic(
         await consumer.seek_to_beginning(*tps)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while collected.distinct() < until_keys and loop.time() < deadline:
+        while (
+            collected.distinct() < until_keys or len(collected.records) < until_records
+        ) and loop.time() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from broker.config import DEFAULT_TENANT, HeadwayConfig, TenantConfig
 from broker.errors import ConfigError
+from broker.headers import RecordHeaders, header_bytes
 from broker.topics import HEADER_SIGNATURE
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
@@ -55,7 +56,7 @@ class AccessControl:
         job: JobRequest,
         tenant: TenantConfig | None,
         value: bytes,
-        headers: Iterable[tuple[str, bytes]] | None,
+        headers: RecordHeaders,
     ) -> Rejection | None:
         """None when the job may run; else why not."""
         if tenant is None:
@@ -73,14 +74,12 @@ class AccessControl:
             )
         return None
 
-    def _signature(
-        self, tenant: str, value: bytes, headers: Iterable[tuple[str, bytes]] | None
-    ) -> Rejection | None:
+    def _signature(self, tenant: str, value: bytes, headers: RecordHeaders) -> Rejection | None:
         entry = tenant if tenant in self._config.tenants else DEFAULT_TENANT
         secret = self._secrets.get(entry)
         if secret is None:
             return None
-        given = next((v for name, v in headers or () if name == HEADER_SIGNATURE), None)
+        given = header_bytes(headers, HEADER_SIGNATURE)
         if given is None:
             return _forbidden(f"signature: tenant '{tenant}' requires a signed job")
         expected = (SIGNATURE_SCHEME + hmac.new(secret, value, hashlib.sha256).hexdigest()).encode()

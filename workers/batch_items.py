@@ -63,7 +63,9 @@ def new_item(handed: Handed, api: BatchAPI) -> rows.Item:
         "messages": handed.messages,
         "budget_period": handed.budget_period,
     }
-    headers = [[n, base64.b64encode(v).decode()] for n, v in record.headers or ()]
+    headers = [
+        [n, None if v is None else base64.b64encode(v).decode()] for n, v in record.headers or ()
+    ]
     return rows.Item(
         tenant=job.tenant,
         job_id=job.job_id,
@@ -81,9 +83,11 @@ def new_item(handed: Handed, api: BatchAPI) -> rows.Item:
     )
 
 
-def saved_headers(saved_json: str) -> list[tuple[str, bytes]]:
+def saved_headers(saved_json: str) -> list[tuple[str, bytes | None]]:
     saved = json.loads(saved_json)
-    return [(name, base64.b64decode(raw)) for name, raw in saved["headers"]]
+    return [
+        (name, None if raw is None else base64.b64decode(raw)) for name, raw in saved["headers"]
+    ]
 
 
 def original_record(item: rows.Item) -> ConsumerRecord[bytes, bytes]:

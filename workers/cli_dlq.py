@@ -79,3 +79,8 @@ def dlq_replay(
     verb = "would replay" if dry_run else "replayed"
     where = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
     console.print(f"{verb} {report.replayed} dead letters" + (f" ({where})" if where else ""))
+    if report.skipped:
+        console.print(
+            f"skipped {report.skipped} without a value (undecodable records: each names the "
+            "topic, partition and offset where the original stays)"
+        )

@@ -19,19 +19,14 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
+from broker.headers import RecordHeaders, header_int
 from broker.topics import HEADER_NOT_BEFORE
 from workers.scheduler import QueuedJob
 
 
-def not_before_s(headers: Iterable[tuple[str, bytes]] | None) -> float:
+def not_before_s(headers: RecordHeaders) -> float:
     """The epoch time a parked record may run from (0 when it does not say)."""
-    for name, value in headers or ():
-        if name == HEADER_NOT_BEFORE:
-            try:
-                return int(value) / 1000
-            except ValueError:
-                return 0.0
-    return 0.0
+    return header_int(headers, HEADER_NOT_BEFORE) / 1000
 
 
 @dataclass(order=True, slots=True)

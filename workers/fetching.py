@@ -5,26 +5,40 @@ Records of the job lanes go to the :class:`~workers.scheduler.LaneScheduler`, pa
 buffer is full has its partitions paused — only that lane's — and resumed below half, so
 memory stays bounded whatever the backlog. Every fetched offset is registered with the
 :class:`~workers.offsets.OffsetTracker` before its job is queued.
+
+A record aiokafka cannot decode (any client can write a header name that is not UTF-8) makes
+a whole fetch raise. The fetcher then rewinds every partition to the first record it has not
+queued (the failed fetch may have consumed other partitions' records and lost them), fetches
+partition by partition until the record is found, dead-letters it by its position and steps
+past it: one record never stops the worker or stalls its partition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CorruptRecordException
 
+from broker.headers import header_text
 from broker.topics import HEADER_SOURCE_TOPIC, Topics
 from schemas.jobs import Priority
 from workers.delays import DelayQueue
-from workers.intake import Intake, InvalidJob, ValidJob, parse_job
+from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.offsets import OffsetTracker
 from workers.scheduler import LaneScheduler, QueuedJob
 
 FETCH_TIMEOUT_MS = 100
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
+#: what aiokafka raises for a record it cannot decode (strict UTF-8 header names, a bad CRC)
+UNDECODABLE = (UnicodeDecodeError, CorruptRecordException)
+UNDECODABLE_PAUSE_S = 0.05  # after a failed fetch whose record was not found (a transient CRC)
+
+log = logging.getLogger(__name__)
 
 
 def _tenant_of(intake: Intake) -> str:
@@ -35,20 +49,14 @@ def _tenant_of(intake: Intake) -> str:
     return ""
 
 
-def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
-    for key, value in record.headers or ():
-        if key == name:
-            text: str = value.decode("utf-8", "replace")
-            return text
-    return ""
-
-
 def lane_of(
     record: ConsumerRecord[bytes, bytes], lanes: Mapping[str, Priority], retry: str
 ) -> Priority:
     """A record's lane: its job topic's, or — parked on the retry topic — that of the topic it
     was parked from (``headway-source-topic``); normal when that is unknown."""
-    topic = _header(record, HEADER_SOURCE_TOPIC) if record.topic == retry else record.topic
+    topic = (
+        header_text(record.headers, HEADER_SOURCE_TOPIC) if record.topic == retry else record.topic
+    )
     return lanes.get(topic, Priority.NORMAL)
 
 
@@ -75,28 +83,110 @@ class Fetcher:
         self._paused: set[str] = set()  # topics whose partitions are paused
         self._fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
         self.first_fetch_at: float | None = None  # perf_counter() of the first record fetched
+        self.undecodable = 0  # records dead-lettered because aiokafka could not decode them
+        self._suspects: list[TopicPartition] = []  # partitions that held one, latest first
 
     async def run(self) -> None:
         """Fetch until cancelled."""
         while True:
             # a fixed chunk: a lane holds at most its bound plus one chunk, and fetches stay
             # large (one record per call near the bound would cost more than the jobs)
-            batches = await self._consumer.getmany(
-                timeout_ms=FETCH_TIMEOUT_MS, max_records=self._chunk
-            )
-            if batches and self.first_fetch_at is None:
-                self.first_fetch_at = time.perf_counter()
-            for tp, records in batches.items():
-                for record in records:
-                    self._tracker.add(tp, record.offset)
-                    self._enqueue(tp, record)
-                if records:
-                    self._fetched[tp] = records[-1].offset + 1
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=FETCH_TIMEOUT_MS, max_records=self._chunk
+                )
+            except UNDECODABLE as error:
+                log.warning("a fetch failed on a record that cannot be decoded: %s", error)
+                if not await self._step_past_undecodable():
+                    await asyncio.sleep(UNDECODABLE_PAUSE_S)
+                continue
+            self._take(batches)
             self._apply_backpressure()
 
-    def _enqueue(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _take(self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        if batches and self.first_fetch_at is None:
+            self.first_fetch_at = time.perf_counter()
+        for tp, records in batches.items():
+            for record in records:
+                self._tracker.add(tp, record.offset)
+                self._enqueue(tp, record)
+            if records:
+                self._fetched[tp] = records[-1].offset + 1
+
+    # -- records that cannot be decoded -------------------------------------------------------
+
+    async def _step_past_undecodable(self) -> bool:
+        """Find the record that broke the last fetch, dead-letter it, and step past it;
+        False when no partition holds one any more (the failure was transient)."""
+        fetchable = [tp for tp in self._consumer.assignment() if tp.topic not in self._paused]
+        for tp in fetchable:
+            await self._rewind(tp)
+        ordered = [tp for tp in self._suspects if tp in fetchable]
+        ordered += sorted(set(fetchable) - set(ordered))
+        for tp in ordered:
+            try:
+                self._take(
+                    await self._consumer.getmany(
+                        tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=self._chunk
+                    )
+                )
+            except UNDECODABLE:
+                await self._locate(tp)
+                return True
+        return False
+
+    async def _rewind(self, tp: TopicPartition) -> None:
+        """Seek ``tp`` back to the first record not queued, if a failed fetch moved past it."""
+        expected = self._fetched.get(tp)
+        if expected is None:
+            expected = await self._consumer.committed(tp)
+        if expected is None:
+            expected = (await self._consumer.beginning_offsets([tp]))[tp]
+        if await self._consumer.position(tp) > expected:
+            self._consumer.seek(tp, expected)
+
+    async def _locate(self, tp: TopicPartition) -> None:
+        """Fetch ``tp`` one record at a time up to the undecodable one; dead-letter it."""
+        while True:
+            try:
+                batch = await self._consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=1)
+            except UNDECODABLE as caught:
+                error: Exception = caught
+                offset = await self._consumer.position(tp)
+                break
+            if not batch:
+                return  # read cleanly this time: the failure was transient
+            self._take(batch)
+        self._suspects = [tp, *(s for s in self._suspects if s != tp)][:8]
+        self.undecodable += 1
+        reason = (
+            f"undecodable record: {type(error).__name__}: {error}; the Kafka client cannot read "
+            f"it, so this dead letter carries no key, value or headers: the record stays at "
+            f"{tp.topic}[{tp.partition}] offset {offset} until the topic's retention"
+        )
+        log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, offset, reason)
+        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            tp.topic, tp.partition, offset, 0, 0, None, None, None, -1, -1, []
+        )
+        self._tracker.add(tp, offset)
+        self._enqueue(tp, record, Unreadable(reason))
+        self._fetched[tp] = offset + 1
+        self._consumer.seek(tp, offset + 1)
+
+    def forget(self, revoked: Iterable[TopicPartition]) -> None:
+        """Revoked partitions: what was fetched from them no longer says where they stand."""
+        for tp in revoked:
+            self._fetched.pop(tp, None)
+
+    def _enqueue(
+        self,
+        tp: TopicPartition,
+        record: ConsumerRecord[bytes, bytes],
+        intake: Intake | None = None,
+    ) -> None:
         size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
-        intake = parse_job(record.value, self._max_message_bytes)
+        if intake is None:
+            intake = parse_job(record.value, self._max_message_bytes)
         tenant = _tenant_of(intake)
         queued = QueuedJob(
             record, lane_of(record, self._lanes, self._topics.retry), tp, size, tenant, intake

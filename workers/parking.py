@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord
 
+from broker.headers import header_int
 from broker.topics import HEADER_ATTEMPTS, HEADER_RETRY_COUNT
 from schemas.jobs import JobRequest
 from workers.execution import Execution
@@ -38,19 +39,12 @@ class Parked:
 
     @classmethod
     def of(cls, record: ConsumerRecord[bytes, bytes]) -> Parked:
-        values = {name: value for name, value in record.headers or ()}
+        headers = record.headers
         return cls(
             record,
-            _int(values.get(HEADER_RETRY_COUNT)),
-            _int(values.get(HEADER_ATTEMPTS)),
+            max(0, header_int(headers, HEADER_RETRY_COUNT)),
+            max(0, header_int(headers, HEADER_ATTEMPTS)),
         )
-
-
-def _int(value: bytes | None) -> int:
-    try:
-        return max(0, int(value or b"0"))
-    except ValueError:
-        return 0
 
 
 class Parking:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRecord
 
 from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig, TenantConfig
+from broker.headers import has_header
 from broker.topics import HEADER_ONLINE, HEADER_REPLAY, Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode, JobStatus
@@ -264,7 +265,7 @@ class JobPipeline:
 
     async def _claim_and_execute_alone(self, run: Run) -> int | None:
         job = run.job
-        replayed = any(name == HEADER_REPLAY for name, _ in run.record.headers or ())
+        replayed = has_header(run.record.headers, HEADER_REPLAY)
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route, replayed)
         batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None
         if batcher is not None:
@@ -363,7 +364,7 @@ class JobPipeline:
         """The batch deployment to hand the job to, or None: it runs online."""
         if self.batch_lane is None:
             return None
-        if any(name == HEADER_ONLINE for name, _ in run.record.headers or ()):
+        if has_header(run.record.headers, HEADER_ONLINE):
             return None  # the lane gave it back
         lane = lane_of(run.record, self._lanes, self.topics.retry)
         return batch_deployment(run.job, run.route, lane, now_utc())

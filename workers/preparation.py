@@ -7,10 +7,10 @@ The outcome is either a :class:`Prepared` job (route, messages, template used) o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
+from broker.headers import RecordHeaders
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
 from workers.access import AccessControl, Rejection
@@ -43,7 +43,7 @@ class Preparation:
         job: JobRequest,
         tenant: TenantConfig | None,
         value: bytes,
-        headers: Iterable[tuple[str, bytes]] | None,
+        headers: RecordHeaders,
     ) -> Prepared | Rejection:
         checked = self._check(job, tenant, value, headers)
         if isinstance(checked, Rejection):
@@ -88,7 +88,7 @@ class Preparation:
         job: JobRequest,
         tenant: TenantConfig | None,
         value: bytes,
-        headers: Iterable[tuple[str, bytes]] | None,
+        headers: RecordHeaders,
     ) -> Rejection | RouteConfig:
         refused = self.access.check(job, tenant, value, headers)
         if refused is not None:

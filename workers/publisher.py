@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRecord
 
 from broker.batches import BatchSender, delivered
+from broker.headers import header_text
 from broker.kafka import refused_for_good
 from broker.topics import (
     HEADER_ATTEMPTS,
@@ -39,7 +40,7 @@ from broker.topics import (
 MAX_HEADER_TEXT = 1000
 RETRY_S = (0.2, 5.0)  # first and longest wait before a record is sent again
 _PARKING_HEADERS = {HEADER_NOT_BEFORE, HEADER_RETRY_COUNT, HEADER_ATTEMPTS, HEADER_SOURCE_TOPIC}
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,8 @@ class Publisher:
         Its own headers travel along (a signature stays valid); the lane it came from is kept
         across parks."""
         source = record.topic
-        for name, value in record.headers or ():
-            if name == HEADER_SOURCE_TOPIC and record.topic == self.topics.retry:
-                source = (value or b"").decode("utf-8", "replace")
+        if record.topic == self.topics.retry:
+            source = header_text(record.headers, HEADER_SOURCE_TOPIC, record.topic)
         headers = [(n, v) for n, v in record.headers or () if n not in _PARKING_HEADERS]
         headers += [
             (HEADER_NOT_BEFORE, str(round(not_before_s * 1000)).encode()),

@@ -137,7 +137,7 @@ class Tracing:
         with tracer.start_as_current_span(
             "headway job", context=parent, kind=kind, attributes=attributes
         ):
-            if record.timestamp:
+            if record.timestamp > 0:
                 span = tracer.start_span("headway queue_wait", start_time=record.timestamp * 10**6)
                 span.end()
             yield

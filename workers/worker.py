@@ -428,6 +428,8 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         dropped = self.scheduler.drop(revoked) + self.delays.drop(revoked)
+        if self.fetcher is not None:
+            self.fetcher.forget(revoked)
         await self._wait_until(
             lambda: not any(self.in_flight[tp] for tp in revoked), self.settings.revoke_grace_s
         )

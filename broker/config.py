@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from broker.errors import ConfigError
-from schemas.jobs import JobKind
+from schemas.jobs import TENANT_PATTERN, JobKind, TopicName
 
 DEFAULT_TENANT = "default"
 SIMULATOR_DEFAULT_URL = "http://127.0.0.1:8089/v1"
@@ -204,7 +204,7 @@ class TenantConfig(_Frozen):
     on_budget_exhausted: OnBudgetExhausted = OnBudgetExhausted.REJECT
     allowed_routes: list[str] | None = None
     signing_secret_env: str | None = None
-    results_topic: str | None = None
+    results_topic: TopicName | None = None
     reply_topics: list[str] = Field(default_factory=list)
     weight: Annotated[float, Field(gt=0)] = 1.0
     guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
@@ -248,6 +248,11 @@ class HeadwayConfig(_Frozen):
                         f"{where}.guardrails: no policy named {name!r} in [guardrails]"
                     )
         for tenant_name, tenant in self.tenants.items():
+            if not re.match(TENANT_PATTERN, tenant_name):
+                raise ValueError(
+                    f"tenants.{tenant_name}: a tenant name is 1-64 lowercase letters, digits, "
+                    "'.', '_' or '-', starting with a letter or digit"
+                )
             for route_name in tenant.allowed_routes or []:
                 if route_name not in self.routes:
                     raise ValueError(

@@ -4,7 +4,8 @@
     ├── ConfigError                  bad config file or settings (names the key, the problem)
     │   └── TopicMissing                 a topic headway needs does not exist on the cluster
     ├── EmbeddedBrokerError          the embedded Kafka-compatible broker cannot start here
-    ├── LedgerUnavailable            the database cannot be reached
+    ├── LedgerUnavailable            the database cannot be reached (the job waits for it)
+    ├── LedgerRefused                the database refused one job's values (the job is poison)
     └── ProviderError                a provider call failed (mapped in providers/base.py)
         ├── RetryableProviderError   worth another attempt; carries ``retry_after`` (s) if known
         │   ├── ProviderTimeout          connect/read/write/pool timeout
@@ -48,6 +49,11 @@ class EmbeddedBrokerError(HeadwayError):
 
 class LedgerUnavailable(HeadwayError):
     """The ledger database cannot be reached."""
+
+
+class LedgerRefused(HeadwayError):
+    """The database refused a value of this one operation (a character or a number its
+    column cannot hold): retrying cannot help, the database itself is fine."""
 
 
 class ProviderError(HeadwayError):

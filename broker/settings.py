@@ -120,6 +120,11 @@ class Settings(BaseSettings):
 
     # Provider calls
     http_max_connections: Annotated[int, Field(ge=1)] = 2048
+    max_response_bytes: Annotated[int, Field(ge=1024)] = Field(
+        64 * 1024 * 1024,
+        description="the largest provider answer a worker reads; a larger one fails the call "
+        "as a provider error (provider_error), never the worker's memory",
+    )
     retry_max_attempts: Annotated[int, Field(ge=1)] = 5
     retry_max_total_s: Annotated[float, Field(gt=0)] = 120.0
     retry_initial_s: Annotated[float, Field(ge=0)] = 0.2

@@ -20,6 +20,8 @@ HEADER_REDIRECTED_FROM = "headway-redirected-from"  # the topic that refused thi
 HEADER_SOURCE_TOPIC = "headway-source-topic"
 HEADER_SOURCE_PARTITION = "headway-source-partition"
 HEADER_SOURCE_OFFSET = "headway-source-offset"
+#: on a dead letter whose value was cut to fit the topic: the original value's size in bytes
+HEADER_TRUNCATED = "headway-truncated"
 HEADER_SIGNATURE = "headway-signature"
 HEADER_RETRY_COUNT = "headway-retry-count"
 HEADER_NOT_BEFORE = "headway-not-before"  # epoch milliseconds a parked job may run from

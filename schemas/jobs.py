@@ -23,8 +23,23 @@ EMBEDDING_MAX_INPUTS = 2048
 JobId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
-TenantName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-BatchId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+#: A tenant is an identity (quotas, budgets, secrets, results): one spelling per tenant, so
+#: lowercase ASCII letters, digits, '.', '_' and '-', starting with a letter or digit ('ACME',
+#: 'acme ' and a Cyrillic 'аcme' are refused rather than becoming other tenants).
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+TenantName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TENANT_PATTERN)]
+#: Names kept in the ledger's columns and in headers: printable text, no control characters.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+PrintableName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE_PATTERN)
+]
+BatchId = PrintableName
+#: A legal Kafka topic name (what a broker accepts; '.' and '..' are refused as well).
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=TOPIC_PATTERN)]
+#: the widest integer a ledger column holds (a template version)
+INT32_MAX = 2**31 - 1
+INT64 = (-(2**63), 2**63 - 1)
 
 
 class JobKind(StrEnum):
@@ -48,8 +63,10 @@ class Message(_Strict):
 
 
 class TemplateRef(_Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    version: int | None = Field(default=None, ge=1, description="default: the latest version")
+    name: PrintableName
+    version: int | None = Field(
+        default=None, ge=1, le=INT32_MAX, description="default: the latest version"
+    )
     variables: dict[str, str] = Field(default_factory=dict)
 
 
@@ -60,7 +77,7 @@ class Params(_Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=INT64[0], le=INT64[1])
     dimensions: int | None = Field(default=None, ge=1, le=65_536)
     response_format: dict[str, Any] | None = None
 
@@ -81,7 +98,7 @@ class JobRequest(_Strict):
     job_id: JobId
     tenant: TenantName
     kind: JobKind
-    route: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    route: PrintableName
     messages: Annotated[list[Message], Field(min_length=1)] | None = None
     template: TemplateRef | None = None
     input: EmbeddingInput | None = None
@@ -90,8 +107,15 @@ class JobRequest(_Strict):
     batch_id: BatchId | None = None
     deadline: AwareDatetime | None = None
     max_cost_usd: Annotated[float, Field(ge=0)] | None = None
-    reply_topic: Annotated[str, StringConstraints(min_length=1, max_length=249)] | None = None
+    reply_topic: TopicName | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("reply_topic")
+    @classmethod
+    def _reply_topic_is_a_name(cls, value: str | None) -> str | None:
+        if value in (".", ".."):
+            raise ValueError("'.' and '..' are not topic names")
+        return value
 
     @field_validator("metadata")
     @classmethod

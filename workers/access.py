@@ -30,10 +30,18 @@ SIGNATURE_SCHEME = "v1="
 class Rejection:
     code: ErrorCode
     message: str
+    #: the record could not be told to come from the tenant it names (an unknown tenant, a
+    #: missing or wrong signature): its result is published, never stored under the tenant's
+    #: identity, and never sent to the reply topic it asks for
+    unauthenticated: bool = False
 
 
 def _forbidden(message: str) -> Rejection:
     return Rejection(ErrorCode.FORBIDDEN, message)
+
+
+def _unauthenticated(message: str) -> Rejection:
+    return Rejection(ErrorCode.FORBIDDEN, message, unauthenticated=True)
 
 
 class AccessControl:
@@ -59,10 +67,8 @@ class AccessControl:
         headers: RecordHeaders,
     ) -> Rejection | None:
         """None when the job may run; else why not."""
-        if tenant is None:
-            return _forbidden(f"tenant: unknown tenant '{job.tenant}'")
-        refused = self._signature(job.tenant, value, headers)
-        if refused is not None:
+        refused = self.authenticate(job.tenant, tenant, value, headers)
+        if refused is not None or tenant is None:  # (an unknown tenant is refused)
             return refused
         if tenant.allowed_routes is not None and job.route not in tenant.allowed_routes:
             return _forbidden(f"route: tenant '{job.tenant}' may not use '{job.route}'")
@@ -74,15 +80,21 @@ class AccessControl:
             )
         return None
 
-    def _signature(self, tenant: str, value: bytes, headers: RecordHeaders) -> Rejection | None:
-        entry = tenant if tenant in self._config.tenants else DEFAULT_TENANT
+    def authenticate(
+        self, name: str, tenant: TenantConfig | None, value: bytes, headers: RecordHeaders
+    ) -> Rejection | None:
+        """None when the record may act as tenant ``name`` (a known tenant, signed by it when
+        it signs); else why not (an unauthenticated rejection)."""
+        if tenant is None:
+            return _unauthenticated(f"tenant: unknown tenant '{name}'")
+        entry = name if name in self._config.tenants else DEFAULT_TENANT
         secret = self._secrets.get(entry)
         if secret is None:
             return None
         given = header_bytes(headers, HEADER_SIGNATURE)
         if given is None:
-            return _forbidden(f"signature: tenant '{tenant}' requires a signed job")
+            return _unauthenticated(f"signature: tenant '{name}' requires a signed job")
         expected = (SIGNATURE_SCHEME + hmac.new(secret, value, hashlib.sha256).hexdigest()).encode()
         if not hmac.compare_digest(given, expected):
-            return _forbidden("signature: does not match the job's bytes")
+            return _unauthenticated("signature: does not match the job's bytes")
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,30 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 )
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 256 * 1024
+
+
+class ResponseTooLarge(httpx.DecodingError):
+    """A provider's answer exceeds the largest body a worker reads (a permanent error)."""
+
+
+#: compressed answers are inflated here, bounded like the body itself (a small gzip body may
+#: inflate to gigabytes); zlib's wbits for each
+_INFLATE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    inflater = zlib.decompressobj(_INFLATE[encoding])
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise httpx.DecodingError(f"the answer is not valid {encoding}: {error}") from error
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise ResponseTooLarge(f"the answer inflates past {limit:,} bytes, the most read")
+    return data
+
+
 def _as_httpx_error(error: BaseException) -> httpx.TransportError | None:
     for source, target in _ERRORS:
         if isinstance(error, source):
@@ -43,8 +68,14 @@ def _as_httpx_error(error: BaseException) -> httpx.TransportError | None:
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one ``aiohttp.ClientSession`` (created in the running loop)."""
 
-    def __init__(self, max_connections: int, keepalive_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        keepalive_s: float = 30.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, yarl.URL] = {}
@@ -82,7 +113,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout = self._timeouts.get(key)
         if timeout is None:
             connect, read, pool = key
-            timeout = aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
+            # the read timeout bounds the whole call too: a provider trickling bytes must not
+            # hold a call open past it (a non-streamed answer arrives in one piece anyway)
+            timeout = aiohttp.ClientTimeout(
+                total=read, sock_connect=connect, sock_read=read, connect=pool
+            )
             self._timeouts[key] = timeout
         return timeout
 
@@ -97,7 +132,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=self._timeout(request.extensions),
             ) as response:
-                body = await response.read()
+                body = await self._read(response)
+                raw_headers = response.raw_headers
+                encoding = response.headers.get("content-encoding", "").strip().lower()
+                if encoding in _INFLATE:
+                    body = _inflate(body, encoding, self._max_response_bytes)
+                    raw_headers = tuple(
+                        (name, value)
+                        for name, value in raw_headers
+                        if name.lower() not in (b"content-encoding", b"content-length")
+                    )
+        except httpx.DecodingError:
+            raise
         except Exception as error:
             mapped = _as_httpx_error(error)
             if mapped is None:
@@ -105,11 +151,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise mapped from error
         return httpx.Response(
             response.status,
-            headers=response.raw_headers,
+            headers=raw_headers,
             content=body,
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, refused past ``max_response_bytes`` (checked as it arrives)."""
+        limit = self._max_response_bytes
+        length = response.content_length
+        if length is not None and length <= limit:
+            return await response.read()
+        if length is not None:
+            raise ResponseTooLarge(f"the answer is {length:,} bytes; at most {limit:,} are read")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge(f"the answer exceeds {limit:,} bytes, the most read")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -118,9 +181,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-def create_http_client(max_connections: int) -> httpx.AsyncClient:
+def create_http_client(
+    max_connections: int, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=AiohttpTransport(max_connections),
+        transport=AiohttpTransport(max_connections, max_response_bytes=max_response_bytes),
+        # only what the transport inflates within the response bound
+        headers={"accept-encoding": "gzip, deflate"},
         timeout=httpx.Timeout(60.0, connect=10.0),
         follow_redirects=False,
     )

@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.jobs import JobRequest
+from schemas.jobs import TENANT_PATTERN, JobRequest
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TENANT = re.compile(TENANT_PATTERN)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 MAX_REPORTED_ERRORS = 3
 # the fewest bytes one embedding value takes in a result's JSON ("-0.1234," and the like): a
@@ -99,7 +100,8 @@ def describe_validation_error(error: ValidationError) -> str:
 def _identity(raw: dict[str, Any]) -> tuple[str | None, str | None]:
     job_id, tenant = raw.get("job_id"), raw.get("tenant")
     job_id = job_id if isinstance(job_id, str) and _JOB_ID.match(job_id) else None
-    tenant = tenant if isinstance(tenant, str) and 1 <= len(tenant) <= 64 else None
+    # only a well-formed name is answered: a result is stored and published under it
+    tenant = tenant if isinstance(tenant, str) and _TENANT.match(tenant) else None
     return job_id, tenant
 
 

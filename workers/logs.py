@@ -31,7 +31,7 @@ _JOB: ContextVar[tuple[str | None, str | None] | None] = ContextVar("headway_job
 _CREDENTIAL = re.compile(
     r"(?i)(bearer\s+|(?:api[-_]?key|x-api-key|x-goog-api-key|authorization|secret|password|"
     r"token)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+|basic\s+)?|[?&]key=)([^\s\"'&,;}]+)"
-    r"|\b(sk-(?:ant-)?[A-Za-z0-9_-]{8,})"
+    r"|\b(sk-(?:ant-)?[A-Za-z0-9_-]{8,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
 )
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -121,6 +121,13 @@ class TextFormatter(logging.Formatter):
         fields = _context_fields()
         named = " ".join(f"{k}={fields[k]}" for k in ("tenant", "job_id") if k in fields)
         return self.redact(f"{text} [{named}]" if named else text)
+
+
+def redact(text: str) -> str:
+    """``text`` with the process's known secrets and credential-shaped parts replaced: for
+    what leaves the worker besides log lines (result error messages, dead-letter reasons,
+    provider error messages and so span events)."""
+    return _ACTIVE(text)
 
 
 def redact_secrets(values: Iterable[str]) -> None:

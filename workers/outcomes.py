@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.config import TenantConfig
 from broker.topics import Topics
-from schemas.jobs import JobKind, JobRequest
+from schemas.jobs import PRINTABLE_PATTERN, JobKind, JobRequest
 from schemas.results import (
     ChatOutput,
     ErrorCode,
@@ -26,10 +27,13 @@ from workers.execution import Execution, ProviderCall
 from workers.ledger.cache import CacheEntry
 from workers.ledger.models import RowStatus, to_nano
 from workers.ledger.repository import Finish, UsageRecord
+from workers.logs import redact
 
 if TYPE_CHECKING:
     from workers.guardrails.screening import Screened
 
+# a name of at most 128 printable characters (batch_id, route)
+_PRINTABLE = re.compile(PRINTABLE_PATTERN.replace("+$", "{1,128}$"))
 _EVENT_NAMESPACE = uuid.UUID("6f1b8a1e-3c55-4c8e-9a4e-1d0f6a7b9c21")
 _EVENT_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
 
@@ -61,11 +65,16 @@ class Identity:
         return cls(
             job_id,
             tenant,
-            batch_id if isinstance(batch_id, str) and 0 < len(batch_id) <= 128 else None,
+            batch_id if _printable(batch_id) else None,
             JobKind(kind) if kind in ("chat", "embedding") else None,
-            route if isinstance(route, str) and 0 < len(route) <= 128 else None,
+            route if _printable(route) else None,
             metadata if isinstance(metadata, dict) and len(str(metadata)) <= 16384 else None,
         )
+
+
+def _printable(value: Any) -> bool:
+    """A name the ledger's columns can hold (what the job schema allows)."""
+    return isinstance(value, str) and _PRINTABLE.match(value) is not None
 
 
 def result_topic(job: JobRequest | None, tenant: TenantConfig | None, topics: Topics) -> str:
@@ -101,7 +110,7 @@ def terminal_result(
         guardrail_flags=list(who.guardrail_flags) or None,
         status=status,
         attempts=attempts,
-        error=JobError(code=code, message=message),
+        error=JobError(code=code, message=redact(message)),
         completed_at=now_utc(),
     )
 
@@ -139,7 +148,7 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
             **common,
         )
     error = execution.error
-    message = str(error) if error is not None else "no deployment could serve the job"
+    message = redact(str(error)) if error is not None else "no deployment could serve the job"
     return JobResult(
         status=JobStatus.FAILED,
         error=JobError(code=ErrorCode.PROVIDER_ERROR, message=message),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord
 
-from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig, TenantConfig
+from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig
 from broker.headers import has_header
 from broker.topics import HEADER_ONLINE, HEADER_REPLAY, Topics
 from schemas.jobs import JobKind, JobRequest
@@ -52,6 +52,7 @@ from workers.outcomes import (
     usage_events,
 )
 from workers.parking import Parked, Parking
+from workers.poison import PoisonPath
 from workers.preparation import Preparation
 from workers.providers.batch_apis import BatchAPI
 from workers.publisher import Publisher
@@ -131,6 +132,9 @@ class JobPipeline:
             max_result_bytes=max_message_bytes,
             fallback_topic=lambda tenant: result_topic(None, config.tenant(tenant), topics),
         )
+        self.poison = PoisonPath(
+            config, topics, publisher, self.settlement, self.preparation.access
+        )
         self.batch_lane: BatchLane | None = None
         if batch_apis:
             self.batch_lane = BatchLane(
@@ -154,57 +158,28 @@ class JobPipeline:
         if isinstance(intake, Unreadable):
             await self.publisher.dead_letter(record, intake.reason)
         elif isinstance(intake, InvalidJob):
-            await self._invalid(record, intake)
+            await self.poison.invalid(record, intake)
         elif isinstance(intake, ValidJob):
             return await self._run(intake.job, record)
         return None
-
-    # -- bad input ----------------------------------------------------------------------------
-
-    async def poisoned(
-        self, record: ConsumerRecord[bytes, bytes], intake: Intake | None, reason: str
-    ) -> None:
-        """headway's own code kept failing on this job: dead-letter it and, when it can be
-        named, end it ``failed`` (``headway dlq replay`` re-runs it after a fix)."""
-        # the dead letter lands before the result is stored: a job stored as finished is
-        # never dead-lettered again when it is redelivered
-        await self.publisher.dead_letter(record, reason)
-        who: Identity | None = None
-        tenant: TenantConfig | None = None
-        if isinstance(intake, ValidJob):
-            who, tenant = Identity.of(intake.job), self.config.tenant(intake.job.tenant)
-        elif isinstance(intake, InvalidJob) and intake.job_id and intake.tenant:
-            who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
-            tenant = self.config.tenant(intake.tenant)
-        if who is not None:
-            message = f"headway could not process this job ({reason[:300]}); it is in the DLQ"
-            result = terminal_result(who, JobStatus.FAILED, ErrorCode.INTERNAL_ERROR, message)
-            job = intake.job if isinstance(intake, ValidJob) else None
-            await self.settlement.settle(result, result_topic(job, tenant, self.topics))
-
-    async def _invalid(self, record: ConsumerRecord[bytes, bytes], intake: InvalidJob) -> None:
-        await self.publisher.dead_letter(record, f"invalid_request: {intake.reason}")
-        if intake.job_id is not None and intake.tenant is not None:
-            who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
-            tenant = self.config.tenant(intake.tenant)
-            result = terminal_result(
-                who, JobStatus.REJECTED, ErrorCode.INVALID_REQUEST, intake.reason
-            )
-            await self.settlement.settle(result, result_topic(None, tenant, self.topics))
 
     # -- a valid job --------------------------------------------------------------------------
 
     async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> Wait | None:
         self.tracing.describe(job)
         tenant = self.config.tenant(job.tenant)
-        topic = result_topic(job, tenant, self.topics)
         who = Identity.of(job)
         value, headers = record.value or b"", record.headers
         prepared = await with_ledger(lambda: self.preparation.prepare(job, tenant, value, headers))
         if isinstance(prepared, Rejection):
             result = terminal_result(who, JobStatus.REJECTED, prepared.code, prepared.message)
-            await self.settlement.settle(result, topic)
+            if prepared.unauthenticated:  # nothing stored under, or sent for, the tenant
+                await self.settlement.publish_unstored(result, self.poison.tenant_topic(tenant))
+            else:
+                await self.settlement.settle(result, result_topic(job, tenant, self.topics))
             return None
+        # the job is the tenant's own from here: its reply_topic may be honoured
+        topic = result_topic(job, tenant, self.topics)
         if prepared.template is not None:
             who = dataclasses.replace(
                 who, template=prepared.template, template_version=prepared.template_version

@@ -34,10 +34,13 @@ from broker.topics import (
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
+    HEADER_TRUNCATED,
     Topics,
 )
+from workers.logs import redact
 
 MAX_HEADER_TEXT = 1000
+RECORD_SLACK_BYTES = 1024  # a record's own framing, beyond its key, value and headers
 RETRY_S = (0.2, 5.0)  # first and longest wait before a record is sent again
 _PARKING_HEADERS = {HEADER_NOT_BEFORE, HEADER_RETRY_COUNT, HEADER_ATTEMPTS, HEADER_SOURCE_TOPIC}
 Headers = Sequence[tuple[str, bytes | None]]
@@ -67,9 +70,14 @@ class Outgoing:
 
 
 class Publisher:
-    def __init__(self, batches: BatchSender, topics: Topics) -> None:
+    def __init__(
+        self, batches: BatchSender, topics: Topics, max_record_bytes: int | None = None
+    ) -> None:
+        """``max_record_bytes``: the most a dead letter's key, value and headers may take
+        (``HEADWAY_MAX_MESSAGE_BYTES``); a larger value is cut to fit, its size noted."""
         self._batches = batches
         self.topics = topics
+        self.max_record_bytes = max_record_bytes
 
     async def publish(self, records: Sequence[Outgoing]) -> None:
         """Return once every record is acknowledged, redirected or (refused for good, with no
@@ -137,15 +145,25 @@ class Publisher:
         await self._batches.drain()
 
     async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        """The original key and bytes, with why and where it came from in the headers."""
-        headers = [
+        """The original key and bytes, with why and where it came from in the headers. A
+        record too large for the dead-letter topic keeps its first bytes only (its size in
+        ``headway-truncated``; the original stays at its source offset until retention)."""
+        headers: list[tuple[str, bytes | None]] = [
             *(record.headers or ()),
-            (HEADER_ERROR, reason[:MAX_HEADER_TEXT].encode("utf-8", "replace")),
+            (HEADER_ERROR, redact(reason)[:MAX_HEADER_TEXT].encode("utf-8", "replace")),
             (HEADER_SOURCE_TOPIC, record.topic.encode()),
             (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
             (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
         ]
-        await self.publish([Outgoing(self.topics.dlq, record.key, record.value, headers)])
+        key, value = record.key, record.value
+        limit = self.max_record_bytes
+        if limit is not None:
+            used = sum(len(n) + len(v or b"") for n, v in headers) + RECORD_SLACK_BYTES
+            if value is not None and used + len(key or b"") + len(value) > limit:
+                headers.append((HEADER_TRUNCATED, str(len(value)).encode()))
+                key = (key or b"")[:MAX_HEADER_TEXT] if key is not None else None
+                value = value[: max(0, limit - used - len(key or b""))]
+        await self.publish([Outgoing(self.topics.dlq, key, value, headers)])
 
     async def park(
         self,

@@ -134,6 +134,11 @@ class Settlement:
             self.metrics.job_ended(result)
         await self._publish_outcome(outcome, result, result_json, [], topic)
 
+    async def publish_unstored(self, result: JobResult, topic: str) -> None:
+        """Publish a result the ledger refused to store (the job is in the DLQ)."""
+        self.metrics.job_ended(result)
+        await self._publish(topic, result.tenant, result.job_id, result.model_dump_json(), [])
+
     async def republish(
         self, stored: AlreadyFinished, topic: str, tenant: str, job_id: str
     ) -> None:

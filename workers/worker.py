@@ -31,9 +31,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker.batches import BatchSender
 from broker.config import HeadwayConfig
-from broker.errors import LedgerUnavailable
+from broker.errors import LedgerRefused, LedgerUnavailable
 from broker.kafka import consumer_options, producer_options
 from broker.settings import Settings
+from schemas.results import ErrorCode
 from workers.admission import Admission
 from workers.batch_lane import LaneSettings
 from workers.budgets import Budgets
@@ -146,7 +147,7 @@ class Worker:
         self._stack.callback(self.metrics.close)
         engine = create_engine(settings.database_url)
         self._stack.push_async_callback(engine.dispose)
-        http = create_http_client(settings.http_max_connections)
+        http = create_http_client(settings.http_max_connections, settings.max_response_bytes)
         self.tracing.instrument(http)
         self._stack.push_async_callback(http.aclose)
         producer = AIOKafkaProducer(**producer_options(settings))
@@ -166,7 +167,7 @@ class Worker:
         self.cancellations = Cancellations(self.ledger.run)
         providers = self._override_providers or build_providers(self.config, http)
         batches = BatchSender(producer, settings.producer_linger_ms / 1000)
-        self.publisher = Publisher(batches, self.topics)
+        self.publisher = Publisher(batches, self.topics, settings.max_message_bytes)
         executor = Executor(
             providers,
             self._retry,
@@ -378,6 +379,12 @@ class Worker:
         while failures < POISON_ATTEMPTS:
             try:
                 return await self.pipeline.handle(job.record, job.intake)
+            except LedgerRefused as refused:  # this job's values: no retry can store them
+                reason = f"invalid_request: {refused}"
+                await self.pipeline.poison.poisoned(
+                    job.record, job.intake, reason, ErrorCode.INVALID_REQUEST
+                )
+                return None
             except LedgerUnavailable:  # the database, not the job: wait for it, do not count
                 log.warning("job at %s:%d waits for the ledger", job.tp, job.record.offset)
                 await self.readiness.ledger_up()
@@ -385,7 +392,7 @@ class Worker:
             except Exception as caught:  # a bug or an unforeseen input: never kill the runner
                 error, failures = caught, failures + 1
                 log.exception("job at %s:%d raised", job.tp, job.record.offset)
-        await self.pipeline.poisoned(job.record, job.intake, f"internal_error: {error!r}")
+        await self.pipeline.poison.poisoned(job.record, job.intake, f"internal_error: {error!r}")
         return None
 
     # -- commits, leases, rebalances ----------------------------------------------------------

@@ -117,3 +117,51 @@ def test_a_signing_tenant_whose_secret_is_not_set_stops_the_worker_naming_the_ke
     config = acme_config("http://127.0.0.1:1/v1")
     with pytest.raises(ConfigError, match=f"tenants.acme.signing_secret_env: .*{SECRET_ENV}"):
         AccessControl(config, environ={})
+
+
+async def test_unsigned_records_cannot_squat_a_signing_tenants_job_ids_or_redirect_its_output(
+    make_settings: Callable[..., Settings],
+    sqlite_url: str,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    settings = make_settings(database_url=sqlite_url)
+    config = acme_config(simulator.base_url)
+    bootstrap = settings.kafka_bootstrap or ""
+    stolen = f"acme.{settings.topic_prefix}.stolen"
+    await create_topic(bootstrap, stolen)  # inside acme's reply_topics globs
+    async with running_worker(settings, config):
+        # first, a producer without the secret: unsigned copies of ids acme will use, one of
+        # them invalid (an invalid job's rejection was stored too)
+        async with HeadwayClient(settings) as mallory:
+            await mallory.submit(chat_job("squat-valid", tenant="acme"))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            invalid = json.dumps(chat_job("squat-invalid", tenant="acme", kind="bogus"))
+            lane = settings.topics.jobs(Priority.NORMAL)
+            await producer.send_and_wait(lane, invalid.encode(), key=b"squat-invalid")
+        finally:
+            await producer.stop()
+        await read_topic(bootstrap, settings.topics.results, until_keys=2)
+        # then acme itself, signed: its jobs run
+        async with HeadwayClient(settings, signing_secret=SECRET) as acme:
+            for job_id in ("squat-valid", "squat-invalid", "finished"):
+                await acme.submit(chat_job(job_id, tenant="acme"))
+        results = await read_topic(bootstrap, settings.topics.results, until_keys=3)
+        # an unsigned copy of a finished job asks for its output on a topic it can read
+        async with HeadwayClient(settings) as mallory:
+            await mallory.submit(chat_job("finished", tenant="acme", reply_topic=stolen))
+        results = await read_topic(
+            bootstrap, settings.topics.results, until_keys=3, until_records=6
+        )
+        leaked = await read_topic(bootstrap, stolen, until_keys=1, timeout_s=2)
+
+    outcomes = {key: [r["status"] for r in copies] for key, copies in results.by_key.items()}
+    assert outcomes["squat-valid"] == ["rejected", "succeeded"]
+    assert outcomes["squat-invalid"] == ["rejected", "succeeded"]
+    assert outcomes["finished"] == ["succeeded", "rejected"]  # the copy: forbidden, no output
+    assert results.by_key["finished"][1]["output"] is None
+    assert leaked.records == []
+    assert simulator.stats.calls == 3

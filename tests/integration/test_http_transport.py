@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from broker.embedded import free_port
-from workers.http import create_http_client, post_json
+from workers.http import ResponseTooLarge, create_http_client, post_json
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,35 @@ async def server() -> AsyncIterator[str]:
     async def limited(request: web.Request) -> web.Response:
         return web.json_response({"error": {"message": "slow down"}}, status=429)
 
+    async def huge(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 300_000)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()  # no content-length: the size shows as it arrives
+        await response.prepare(request)
+        for _ in range(30):
+            await response.write(b"y" * 10_000)
+        await response.write_eof()
+        return response
+
+    async def bomb(request: web.Request) -> web.Response:
+        body = gzip.compress(b"\0" * 10_000_000)  # ~10 KB that inflate to 10 MB
+        return web.Response(body=body, headers={"content-encoding": "gzip"})
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(20):  # a byte every 0.2 s: no read ever waits 1 s
+            await response.write(b" ")
+            await asyncio.sleep(0.2)
+        await response.write_eof()
+        return response
+
     app = web.Application()
+    app.router.add_post("/huge", huge)
+    app.router.add_post("/chunked", chunked)
+    app.router.add_post("/bomb", bomb)
+    app.router.add_post("/trickle", trickle)
     app.router.add_post("/echo", echo)
     app.router.add_post("/gzip", gzipped)
     app.router.add_post("/slow", slow)
@@ -112,3 +140,21 @@ async def test_a_closed_client_refuses_new_requests(server: str) -> None:
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await post_json(client, httpx.URL(f"{server}/echo"), {}, {}, TIMEOUT)
+
+
+@pytest.mark.parametrize("path", ["/huge", "/chunked", "/bomb"])
+async def test_an_answer_larger_than_the_bound_is_refused_not_read_whole(
+    server: str, path: str
+) -> None:
+    async with create_http_client(8, max_response_bytes=100_000) as client:
+        with pytest.raises(ResponseTooLarge):
+            await post_json(client, httpx.URL(server + path), {}, {}, TIMEOUT)
+
+
+async def test_a_provider_trickling_bytes_is_cut_off_at_the_calls_timeout(server: str) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with create_http_client(8) as client:
+        with pytest.raises(httpx.TimeoutException):
+            await post_json(client, httpx.URL(server + "/trickle"), {}, {}, httpx.Timeout(1.0))
+    assert loop.time() - started < 2.0  # not the 4 s the answer takes

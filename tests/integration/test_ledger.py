@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 
+from broker.errors import LedgerRefused
 from workers.ledger.db import create_engine
 from workers.ledger.models import RowStatus
 from workers.ledger.queries import tenant_spend_usd
@@ -208,3 +210,22 @@ async def test_a_claim_of_a_row_held_by_the_workers_own_lease_takes_it_over(
     assert await a.claim(claim("j1")) == Claimed(1)
     assert await a.claim(claim("j1")) == Claimed(2)
     assert isinstance(await b.claim(claim("j1")), HeldElsewhere)
+
+
+async def test_a_value_the_database_refuses_fails_its_own_operation_and_no_other(
+    writers: tuple[LedgerWriter, LedgerWriter], database_url: str
+) -> None:
+    a, _ = writers
+    postgres = database_url.startswith("postgresql")
+    good = [a.claim(claim(f"g{i}")) for i in range(5)]
+    too_big = a.finish(dataclasses.replace(finish("n1", "{}"), input_tokens=10**20))
+    with_nul = a.claim(Claim("acme", "n2", "batch\x00", "chat", "summarize"))
+    outcomes = await asyncio.gather(*good, too_big, with_nul, return_exceptions=True)
+
+    assert outcomes[:5] == [Claimed(1)] * 5  # flushed with the refused ones, stored anyway
+    assert isinstance(outcomes[5], LedgerRefused), outcomes[5]
+    assert "refused a value" in str(outcomes[5])
+    # PostgreSQL text holds no U+0000; SQLite stores it
+    assert isinstance(outcomes[6], LedgerRefused) if postgres else outcomes[6] == Claimed(1)
+    assert a.readiness.ledger_is_up  # a refused value is not an outage
+    assert await a.claim(claim("after")) == Claimed(1)

@@ -163,3 +163,58 @@ def test_retry_after_reads_seconds_milliseconds_and_http_dates() -> None:
     assert parse_retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
     assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
     assert parse_retry_after(httpx.Headers({})) is None
+
+
+MALFORMED = {
+    "negative tokens": {**CHAT_OK, "usage": {"prompt_tokens": -5, "completion_tokens": 3}},
+    "absurd tokens": {**CHAT_OK, "usage": {"prompt_tokens": 10**20, "completion_tokens": 3}},
+    "content not a string": {
+        **CHAT_OK,
+        "choices": [{"message": {"content": {"x": 1}}, "finish_reason": "stop"}],
+    },
+    "finish reason not a string": {
+        **CHAT_OK,
+        "choices": [{"message": {"content": "x"}, "finish_reason": 7}],
+    },
+    "no choices": {**CHAT_OK, "choices": []},
+    "not an object": [1, 2],
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_answer_is_a_provider_response_error(body: object) -> None:
+    openai = provider(lambda request: httpx.Response(200, json=body))
+    with pytest.raises(ProviderResponseError, match="unreadable response"):
+        await openai.chat(ChatCall("gpt-4o-mini", [{"role": "user", "content": "hi"}]))
+
+
+@pytest.mark.parametrize("vector", [[0.1, "0.2"], [0.1, None], [1e308, 1e308], "0.1"], ids=str)
+async def test_an_embedding_that_is_not_finite_numbers_is_a_provider_response_error(
+    vector: object,
+) -> None:
+    body = {"data": [{"index": 0, "embedding": vector}], "usage": {"prompt_tokens": 2}}
+    openai = provider(lambda request: httpx.Response(200, json=body))
+    with pytest.raises(ProviderResponseError):
+        await openai.embed(EmbeddingCall("text-embedding-3-small", ["hi"]))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1e12", 3600.0),
+        ("-4", 0.0),
+        ("nan", None),
+        ("inf", 3600.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 3600.0),
+    ],
+)
+def test_retry_after_is_bounded(value: str, expected: float | None) -> None:
+    assert parse_retry_after(httpx.Headers({"retry-after": value})) == expected
+
+
+async def test_a_provider_error_echoing_a_credential_is_redacted_at_the_boundary() -> None:
+    echo = {"error": {"message": "Incorrect API key provided: Bearer sk-live-0123456789abcdef"}}
+    openai = provider(lambda request: httpx.Response(401, json=echo))
+    with pytest.raises(ProviderAuthError) as raised:
+        await openai.chat(ChatCall("gpt-4o-mini", [{"role": "user", "content": "hi"}]))
+    assert "sk-live" not in str(raised.value) and "[REDACTED]" in str(raised.value)

@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
@@ -19,7 +20,13 @@ from aiokafka.errors import (
 
 from broker.errors import TopicMissing
 from broker.kafka import refused_for_good
-from broker.topics import HEADER_ERROR, HEADER_REDIRECTED_FROM, Topics
+from broker.topics import (
+    HEADER_ERROR,
+    HEADER_REDIRECTED_FROM,
+    HEADER_SOURCE_OFFSET,
+    HEADER_TRUNCATED,
+    Topics,
+)
 from workers import publisher as publishing
 from workers.publisher import Outgoing, Publisher
 
@@ -33,11 +40,13 @@ class ScriptedBatches:
         self.appended: dict[str, list[tuple[bytes | None, list[tuple[str, bytes]]]]] = defaultdict(
             list
         )
+        self.values: dict[str, list[bytes | None]] = defaultdict(list)
 
     async def append(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Any = ()
     ) -> asyncio.Future[None]:
         self.appended[topic].append((key, list(headers)))
+        self.values[topic].append(value)
         outcomes = self.script.get(topic) or [None]
         outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
         if isinstance(outcome, TopicMissing):
@@ -139,3 +148,50 @@ async def test_dead_letters_and_parked_jobs_are_retried_like_results() -> None:
     )
     await publisher_on(batches).dead_letter(record, "not JSON")
     assert len(batches.appended["hw.dlq"]) == 2
+
+
+async def test_a_record_too_large_for_the_dead_letter_topic_is_cut_to_fit_saying_so() -> None:
+    batches = ScriptedBatches({})
+    publisher = Publisher(batches, Topics("hw"), max_record_bytes=1_000_000)  # type: ignore[arg-type]
+    huge = ConsumerRecord(
+        "hw.jobs.normal",
+        0,
+        9,
+        0,
+        0,
+        b"k" * 5000,
+        b"x" * 3_000_000,
+        None,
+        5000,
+        3_000_000,
+        [("h", None)],
+    )
+    await publisher.dead_letter(huge, "unreadable: value is 3000000 bytes")
+    [(key, headers)] = batches.appended["hw.dlq"]
+    [value] = batches.values["hw.dlq"]
+    named = dict(headers)
+    assert named[HEADER_TRUNCATED] == b"3000000"
+    assert named[HEADER_SOURCE_OFFSET] == b"9"
+    size = len(key or b"") + len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers)
+    assert 900_000 < size <= 1_000_000
+    assert value == b"x" * len(value or b"")  # the first bytes, unchanged
+
+
+async def test_a_dead_letter_that_fits_is_not_cut() -> None:
+    batches = ScriptedBatches({})
+    publisher = Publisher(batches, Topics("hw"), max_record_bytes=1_000_000)  # type: ignore[arg-type]
+    record = ConsumerRecord(
+        "hw.jobs.normal", 0, 9, 0, 0, b"k", b"x" * 900_000, None, 1, 900_000, []
+    )
+    await publisher.dead_letter(record, "why")
+    assert batches.values["hw.dlq"] == [b"x" * 900_000]
+    assert HEADER_TRUNCATED not in dict(batches.appended["hw.dlq"][0][1])
+
+
+async def test_a_dead_letters_reason_is_redacted() -> None:
+    batches = ScriptedBatches({})
+    publisher = publisher_on(batches)
+    record = ConsumerRecord("hw.jobs.normal", 0, 1, 0, 0, None, b"{}", None, -1, 2, [])
+    await publisher.dead_letter(record, "internal_error: boom with api_key=sk-abcdefghijklmnop")
+    reason = dict(batches.appended["hw.dlq"][0][1])[HEADER_ERROR].decode()
+    assert "sk-abc" not in reason and "[REDACTED]" in reason

@@ -5,6 +5,10 @@ Callers await one operation each; a flusher collects whatever is pending (waitin
 transactions a second instead of thousands of small ones. SQLite gets one flusher (one writer);
 PostgreSQL several. Each transaction goes through :mod:`workers.ledger.transactions` (SQLite:
 one hand-off to the ledger's thread per transaction).
+
+A flush the database refuses for a value one operation carries (workers/ledger/refusals.py)
+is run again one operation per transaction: that operation alone fails, with
+:class:`~broker.errors.LedgerRefused`, and the others are stored.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.errors import LedgerUnavailable
+from broker.errors import LedgerRefused, LedgerUnavailable
+from workers.ledger.refusals import refused_value
 from workers.ledger.repository import (
     Claim,
     ClaimOutcome,
@@ -114,6 +119,11 @@ class LedgerWriter:
         except SuspendedLedgerWork:
             raise  # headway's bug, not the database's: retrying would not help
         except Exception as error:
+            if refused_value(error):
+                self.readiness.ledger_ok()
+                raise LedgerRefused(
+                    f"the database refused a value: {_first_line(error)}"
+                ) from error
             self.readiness.ledger_failed(error)
             raise LedgerUnavailable(f"ledger: {error}") from error
         self.readiness.ledger_ok()
@@ -158,6 +168,44 @@ class LedgerWriter:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            await self._flush_together(batch)
+        except Exception as error:
+            if not refused_value(error):
+                self._unavailable(batch, error)
+                return
+            if len(batch) == 1:
+                self._refused(batch[0], error)
+                return
+            log.warning("ledger refused a value in a flush of %d; one by one", len(batch))
+            for pending in batch:
+                try:
+                    await self._flush_together([pending])
+                except Exception as alone:
+                    if refused_value(alone):
+                        self._refused(pending, alone)
+                    else:
+                        self._unavailable([pending], alone)
+
+    def _unavailable(self, batch: list[_Pending], error: Exception) -> None:
+        log.warning("ledger flush of %d operations failed: %s", len(batch), error)
+        self.readiness.ledger_failed(error)
+        failure = LedgerUnavailable(f"ledger: {error}")
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(failure)
+
+    def _refused(self, pending: _Pending, error: Exception) -> None:
+        key = (getattr(pending.item, "tenant", "?"), getattr(pending.item, "job_id", "?"))
+        log.warning("ledger refused the %s of %r: %s", pending.op, key, error)
+        self.readiness.ledger_ok()  # the database answered: it is up
+        if not pending.future.done():
+            pending.future.set_exception(
+                LedgerRefused(f"the database refused a value of this job: {_first_line(error)}")
+            )
+
+    async def _flush_together(self, batch: list[_Pending]) -> None:
+        """One transaction for ``batch``; raises what the database raised."""
         groups: dict[Op, list[_Pending]] = {"claim": [], "finish": [], "settle": []}
         for pending in batch:
             groups[pending.op].append(pending)
@@ -176,18 +224,14 @@ class LedgerWriter:
                 results.append((groups["claim"], await repo.claim_many(conn, items)))
             return results
 
-        try:
-            results = await self.transactions.run(work)
-        except Exception as error:
-            log.warning("ledger flush of %d operations failed: %s", len(batch), error)
-            self.readiness.ledger_failed(error)
-            failure = LedgerUnavailable(f"ledger: {error}")
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(failure)
-            return
+        results = await self.transactions.run(work)
         self.readiness.ledger_ok()
         for pendings, outcomes in results:
             for pending, outcome in zip(pendings, outcomes, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(outcome)
+
+
+def _first_line(error: Exception) -> str:
+    """The database's own words, without SQLAlchemy's statement and parameters."""
+    return str(error).split("\n", 1)[0][:300]

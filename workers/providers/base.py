@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import math
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,6 +32,7 @@ from broker.errors import (
 )
 from schemas.jobs import Params
 from workers.http import post_json
+from workers.logs import redact
 
 MAX_ERROR_MESSAGE = 500
 
@@ -53,11 +55,19 @@ class EmbeddingCall:
 
 @dataclass(frozen=True, slots=True)
 class ChatResponse:
+    """A chat answer; made inside :class:`transport_errors`, so an answer that breaks these
+    rules is a ``ProviderResponseError``, never a headway bug."""
+
     text: str
     finish_reason: str
     input_tokens: int
     output_tokens: int
     estimated: bool = False  # the provider reported no usage: the tokens are our estimate
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not isinstance(self.finish_reason, str):
+            raise ValueError("content and finish reason must be strings")
+        _check_tokens(self.input_tokens, self.output_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,29 @@ class EmbeddingResponse:
     embeddings: list[list[float]]
     input_tokens: int
     estimated: bool = False
+
+    def __post_init__(self) -> None:
+        _check_tokens(self.input_tokens)
+        for vector in self.embeddings:
+            # fsum raises on anything not a number and overflows on absurd ones
+            try:
+                finite = isinstance(vector, list) and math.isfinite(math.fsum(vector))
+            except (TypeError, OverflowError):
+                finite = False
+            if not finite:
+                raise ValueError("an embedding must be a list of finite numbers")
+
+
+#: the most tokens one call may report (beyond any model's context): more is a broken answer
+MAX_TOKENS_PER_CALL = 100_000_000
+#: the longest a provider may ask to be left alone (Retry-After) before it is asked again
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def _check_tokens(*counts: int) -> None:
+    for count in counts:
+        if type(count) is not int or not 0 <= count <= MAX_TOKENS_PER_CALL:
+            raise ValueError(f"token count {count!r} is not an integer in 0..{MAX_TOKENS_PER_CALL}")
 
 
 class Provider(Protocol):
@@ -82,23 +115,35 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     milliseconds = headers.get("retry-after-ms")
     if milliseconds:
         with contextlib.suppress(ValueError):
-            return max(0.0, float(milliseconds) / 1000)
+            return _bounded(float(milliseconds) / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return _bounded(float(value))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return _bounded(when.timestamp() - time.time())
+
+
+def _bounded(seconds: float) -> float | None:
+    """A wait within 0..MAX_RETRY_AFTER_S; None for NaN."""
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def error_message(response: httpx.Response) -> str:
-    """The provider's own error message where the body has one (OpenAI/Anthropic/Gemini shape)."""
+    """The provider's own error message where the body has one (OpenAI/Anthropic/Gemini shape),
+    credentials in it redacted (a 401 may echo the key it was sent)."""
+    return redact(_error_text(response))
+
+
+def _error_text(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -184,7 +229,11 @@ class transport_errors:  # used like a function: ``with transport_errors(name):`
         if isinstance(error, httpx.TransportError):
             message = f"connection failed: {error!r}"
             raise ProviderConnectionError(message, provider=provider) from error
-        if isinstance(error, ValueError | KeyError | IndexError | TypeError):
+        if isinstance(error, httpx.DecodingError):  # a body too large, or not decodable
+            raise ProviderResponseError(
+                f"unreadable response: {error}", provider=provider
+            ) from error
+        if isinstance(error, ValueError | KeyError | IndexError | TypeError | AttributeError):
             message = f"unreadable response: {error!r}"
             raise ProviderResponseError(message, provider=provider) from error
 

@@ -20,6 +20,11 @@ workers in one process — tests — do not mix). Names, as Prometheus shows the
 - ``headway_in_flight``, ``headway_buffered_jobs{lane}``, ``headway_consumer_lag{lane}``
   (records not yet fetched), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
   2 open), ``headway_ready`` (1 ready, 0 not).
+
+Label values come from the config, never from a record alone: a tenant the config does not
+list is ``default`` (it is served by ``[tenants.default]``, or refused), a route it does not
+list is ``unknown``. Records can name any tenant or route; a series per name would let them
+fill the exporter's series limit and push real tenants out of ``headway_jobs_total``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from schemas.results import JobResult, UsageEvent
 from workers.health import CircuitState
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+DEFAULT_LABEL = "default"
+UNKNOWN_LABEL = "unknown"
 _CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 Gauges = Callable[[], Mapping[str, float]]
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -71,7 +78,12 @@ Counts = collections.defaultdict[tuple[tuple[str, str], ...], float]
 class Metrics:
     """``metrics.job_ended(result)``…; ``metrics.render()`` is the Prometheus text."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, tenants: Iterable[str] | None = None, routes: Iterable[str] | None = None
+    ) -> None:
+        """``tenants``/``routes``: the names the config lists (None: any name is a label)."""
+        self._tenants = None if tenants is None else frozenset(tenants)
+        self._routes = None if routes is None else frozenset(routes)
         self.registry = CollectorRegistry()
         reader = PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
         resource = Resource.create({"service.name": "headway-worker"})
@@ -122,8 +134,7 @@ class Metrics:
     # -- events -------------------------------------------------------------------------------
 
     def job_ended(self, result: JobResult, events: Iterable[UsageEvent] = ()) -> None:
-        route = result.route or ""
-        tenant, where = ("tenant", result.tenant), ("route", route)
+        tenant, where = ("tenant", self.tenant(result.tenant)), ("route", self.route(result.route))
         self._jobs[(("status", result.status.value), where, tenant)] += 1
         for event in events:
             self._tokens[(tenant, where, ("direction", "input"))] += event.input_tokens
@@ -141,7 +152,17 @@ class Metrics:
             self._retries[(("provider", provider), ("model", model))] += 1
 
     def deferred(self, tenant: str, reason: str) -> None:
-        self._deferrals[(("tenant", tenant), ("reason", reason))] += 1
+        self._deferrals[(("tenant", self.tenant(tenant)), ("reason", reason))] += 1
+
+    def tenant(self, name: str) -> str:
+        """A tenant's label: its name when the config lists it, else ``default``."""
+        return name if self._tenants is None or name in self._tenants else DEFAULT_LABEL
+
+    def route(self, name: str | None) -> str:
+        """A route's label: its name when the config lists it, else ``unknown``."""
+        if name is None:
+            return ""
+        return name if self._routes is None or name in self._routes else UNKNOWN_LABEL
 
     def parked(self, reason: str) -> None:
         self._parks[(("reason", reason),)] += 1

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class _Check:
     ok: bool = True
     since: float = 0.0  # time.time() of the last change
-    error: str | None = None
+    error: str | None = None  # the error's kind only: its text (SQL, hosts) stays in the logs
 
 
 class Readiness:
@@ -50,7 +50,7 @@ class Readiness:
             log.error("ledger unreachable, not taking new jobs: %s", error)
             self._ledger = _Check(ok=False, since=time.time())
             self._ledger_up.clear()
-        self._ledger.error = str(error)[:500]
+        self._ledger.error = type(error).__name__
 
     @property
     def ledger_is_up(self) -> bool:
@@ -67,7 +67,7 @@ class Readiness:
         if ok != self._kafka.ok:
             (log.warning if ok else log.error)("kafka %s", "reachable" if ok else f"down: {error}")
             self._kafka = _Check(ok=ok, since=time.time())
-        self._kafka.error = None if error is None else str(error)[:500] or type(error).__name__
+        self._kafka.error = None if error is None else type(error).__name__
 
     # -- the report ---------------------------------------------------------------------------
 

@@ -23,11 +23,34 @@ from typing import Any
 import jinja2
 from jinja2 import StrictUndefined, meta
 from jinja2 import TemplateError as JinjaError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 ROLES = ("system", "user", "assistant")
 NAME_MAX = 128
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+MAX_REPEAT = 100_000  # the most `'x' * n` may repeat in a template
+MAX_EXPONENT = 1_000  # the largest `a ** n`
+#: what a template's own arithmetic may raise on a job's values: the job's error, not headway's
+RENDER_ERRORS = (JinjaError, ArithmeticError, LookupError, TypeError, ValueError, RecursionError)
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, plus bounds on the two operators that can allocate without limit."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} exceeds {MAX_EXPONENT}")
+        if operator == "*":
+            for count, other in ((left, right), (right, left)):
+                repeats = isinstance(count, int) and isinstance(other, str | list | tuple)
+                if repeats and count * max(len(other), 1) > MAX_REPEAT:
+                    raise SecurityError(f"repeating a value {count} times exceeds the limit")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 class TemplateError(ValueError):
@@ -102,7 +125,7 @@ class Template:
                 {"role": role, "content": compiled.render(values)}
                 for role, compiled in self._compiled
             ]
-        except JinjaError as error:  # e.g. a sandbox violation or a filter on a bad value
+        except RENDER_ERRORS as error:  # a sandbox violation, a filter on a bad value, 1/0 …
             raise TemplateError(
                 f"template '{self.name}' version {self.version} failed to render: {error}"
             ) from None

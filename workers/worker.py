@@ -129,7 +129,7 @@ class Worker:
         self._consumer: AIOKafkaConsumer | None = None
         self.fetcher: Fetcher | None = None
         self.readiness = Readiness()
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.tenants, config.routes)
         self.probes: ProbeServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -84,3 +84,18 @@ def test_a_split_is_stable_per_job_and_follows_the_weights() -> None:
     assert picks == [_pick([1.0, 3.0], "acme", f"job-{i}") for i in range(4000)]
     counts = Counter(picks)
     assert 850 < counts[0] < 1150 and 2850 < counts[1] < 3150
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{{ n | int / 0 }}",  # ZeroDivisionError
+        "{{ 10.0 ** (n | int) }}",  # OverflowError (with n = 999)
+        "{{ text * 1000000 }}",  # would allocate 1 MB per character of text
+        "{{ 2 ** (n | int * 100) }}",
+        "{{ text[99] }}",
+    ],
+)
+def test_a_template_whose_arithmetic_fails_on_a_jobs_values_rejects_the_job(content: str) -> None:
+    with pytest.raises(TemplateError, match="failed to render"):
+        template(("user", "{{ n }}{{ text }}" + content)).render({"n": "999", "text": "abc"})

@@ -17,6 +17,7 @@ from broker.config import DeploymentConfig
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
+from workers import tokens
 from workers.execution import Execution, ProviderCall
 from workers.ledger import batch_lane as rows
 from workers.outcomes import Identity
@@ -47,7 +48,7 @@ def provider_call(
     job: JobRequest, deployment: DeploymentConfig, messages: list[dict[str, str]] | None
 ) -> ChatCall | EmbeddingCall:
     if job.kind is JobKind.CHAT:
-        return ChatCall(deployment.model, messages or [], job.params, job.job_id)
+        return ChatCall(deployment.model, messages or [], tokens.call_params(job), job.job_id)
     dimensions = job.params.dimensions if job.params else None
     return EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
 

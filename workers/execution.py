@@ -279,7 +279,7 @@ class Executor:
         if job.kind is JobKind.CHAT:
             chat_messages = messages or []
             chat = await provider.chat(
-                ChatCall(deployment.model, chat_messages, params, job.job_id)
+                ChatCall(deployment.model, chat_messages, tokens.call_params(job), job.job_id)
             )
             output: ChatOutput | EmbeddingOutput = ChatOutput(
                 text=chat.text, finish_reason=chat.finish_reason

@@ -14,11 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from schemas.jobs import JobKind, JobRequest
+from schemas.jobs import JobKind, JobRequest, Params
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
-DEFAULT_OUTPUT_TOKENS = 256  # when a chat job sets no max_tokens
+#: a chat job that sets no max_tokens reserves this many output tokens (quotas, budgets, cost
+#: limits) and is sent with it as its max_tokens: what was reserved bounds what can be spent
+DEFAULT_OUTPUT_TOKENS = 1024
+_DEFAULT_PARAMS = Params(max_tokens=DEFAULT_OUTPUT_TOKENS)
 CALIBRATION_WEIGHT = 0.1  # weight of the newest observation in the moving ratio
 CALIBRATION_BOUNDS = (0.25, 4.0)
 
@@ -33,6 +36,17 @@ def output_allowance(job: JobRequest) -> int:
         return 0
     max_tokens = job.params.max_tokens if job.params else None
     return max_tokens or DEFAULT_OUTPUT_TOKENS
+
+
+def call_params(job: JobRequest) -> Params:
+    """A chat job's parameters as sent: its own, with the output allowance as ``max_tokens``
+    when it set none (a call without a limit could spend past what its budget hold reserved)."""
+    params = job.params
+    if params is None:
+        return _DEFAULT_PARAMS
+    if params.max_tokens is None:
+        return params.model_copy(update={"max_tokens": DEFAULT_OUTPUT_TOKENS})
+    return params
 
 
 def message_tokens(messages: Iterable[Mapping[str, str]]) -> int:

@@ -144,9 +144,15 @@ class HeadwayClient:
         return count
 
     async def cancel(self, command: ControlCommand) -> None:
+        """Publish a cancel command (signed like jobs when this client has a secret)."""
         value = command.model_dump_json(exclude_none=True).encode()
+        headers: list[tuple[str, bytes]] = []
+        if self._signing_secret is not None:
+            headers = [(HEADER_SIGNATURE, sign(value, self._signing_secret).encode())]
         await (
-            await self.producer.send(self.topics.control, value=value, key=command.tenant.encode())
+            await self.producer.send(
+                self.topics.control, value=value, key=command.tenant.encode(), headers=headers
+            )
         )
 
     async def results(

@@ -204,6 +204,8 @@ class TenantConfig(_Frozen):
     on_budget_exhausted: OnBudgetExhausted = OnBudgetExhausted.REJECT
     allowed_routes: list[str] | None = None
     signing_secret_env: str | None = None
+    #: apply a cancel for this tenant only when signed with its signing secret
+    require_signed_cancels: bool = False
     results_topic: TopicName | None = None
     reply_topics: list[str] = Field(default_factory=list)
     weight: Annotated[float, Field(gt=0)] = 1.0
@@ -252,6 +254,10 @@ class HeadwayConfig(_Frozen):
                 raise ValueError(
                     f"tenants.{tenant_name}: a tenant name is 1-64 lowercase letters, digits, "
                     "'.', '_' or '-', starting with a letter or digit"
+                )
+            if tenant.require_signed_cancels and tenant.signing_secret_env is None:
+                raise ValueError(
+                    f"tenants.{tenant_name}.require_signed_cancels: needs signing_secret_env"
                 )
             for route_name in tenant.allowed_routes or []:
                 if route_name not in self.routes:

@@ -7,6 +7,11 @@ every ``REFRESH_S`` — so a cancel reaches all workers within about that, also 
 were not running when it was sent, and covers jobs still queued in Kafka whenever they are
 fetched. A job found cancelled before it starts ends
 ``cancelled``; a call already in flight may finish (CONTRACT §5).
+
+Anyone who may write to the control topic may cancel any tenant's jobs, unless the tenant sets
+``require_signed_cancels`` (with its ``signing_secret_env``): then only a command signed like
+its jobs (``headway-signature``) is applied. A command that cannot be read, is not signed as
+required, or holds a value the ledger refuses is logged and skipped: the follower never stops.
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from broker.errors import LedgerRefused
+from broker.headers import RecordHeaders
 from broker.kafka import require_bootstrap, topic_partitions
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from workers.ledger.models import CancellationRow
 from workers.ledger.statements import dialect_insert
 from workers.ledger.transactions import Connection, Run
+from workers.undecodable import UNDECODABLE, Batches, StepPast
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +54,27 @@ async def _rows(conn: Connection, statement: Any) -> list[tuple[str, str, str]]:
     return [(tenant, scope, target) for tenant, scope, target in await conn.execute(statement)]
 
 
+#: why a command may not act for its tenant (None: it may)
+Authenticate = Callable[[ControlCommand, bytes, RecordHeaders], str | None]
+
+
+def _anyone(command: ControlCommand, value: bytes, headers: RecordHeaders) -> str | None:
+    return None
+
+
 class Cancellations:
-    def __init__(self, run: Run, clock: Callable[[], float] = time.time) -> None:
-        """``run``: runs ledger work in a transaction (``LedgerWriter.run``)."""
+    def __init__(
+        self,
+        run: Run,
+        clock: Callable[[], float] = time.time,
+        authenticate: Authenticate = _anyone,
+    ) -> None:
+        """``run``: runs ledger work in a transaction (``LedgerWriter.run``);
+        ``authenticate``: whether a command's record may act for its tenant."""
         self._run = run
         self._clock = clock
+        self._authenticate = authenticate
+        self._next: dict[TopicPartition, int] = {}
         self._jobs: set[Key] = set()
         self._batches: set[Key] = set()
         self._seen_up_to = 0.0
@@ -86,24 +110,43 @@ class Cancellations:
 
     async def follow(self, control: AIOKafkaConsumer) -> None:
         """Store each command of the control topic in the ledger. A command the ledger cannot
-        take yet is retried, never skipped."""
+        take yet is retried, never skipped; a record that cannot be decoded is stepped past."""
+        step_past = StepPast(control, self._next, self._apply_all, _skip_undecodable)
         while True:
-            batches = await control.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    await self._apply(record)
+            try:
+                batches = await control.getmany(timeout_ms=500)
+            except UNDECODABLE as error:
+                log.warning("control: a fetch failed on an undecodable record: %s", error)
+                if not await step_past.recover(sorted(control.assignment())):
+                    await asyncio.sleep(RETRY_S)
+                continue
+            await self._apply_all(batches)
+
+    async def _apply_all(self, batches: Batches) -> None:
+        for tp, records in batches.items():
+            for record in records:
+                await self._apply(record)
+                self._next[tp] = record.offset + 1
 
     async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        value = record.value or b""
         try:
-            command = ControlCommand.model_validate_json(record.value or b"")
+            command = ControlCommand.model_validate_json(value)
         except ValidationError as error:
             log.warning(
                 "control: ignoring unreadable command at offset %d: %s", record.offset, error
             )
             return
+        refused = self._authenticate(command, value, record.headers)
+        if refused is not None:
+            log.warning("control: ignoring a command at offset %d: %s", record.offset, refused)
+            return
         while True:
             try:
                 await self.record(command)
+            except LedgerRefused as error:  # its values, not the ledger: no retry can help
+                log.warning("control: ignoring a command at offset %d: %s", record.offset, error)
+                return
             except Exception as error:  # the ledger is away: keep the command, try again
                 log.warning("control: cannot store a command yet: %s", error)
                 await asyncio.sleep(RETRY_S)
@@ -121,6 +164,10 @@ class Cancellations:
 
     def _add(self, tenant: str, scope: str, target: str) -> None:
         (self._jobs if scope == "job" else self._batches).add((tenant, target))
+
+
+async def _skip_undecodable(tp: TopicPartition, offset: int, error: Exception) -> None:
+    log.warning("control: skipping the undecodable record at offset %d of %s", offset, tp)
 
 
 def _scope(command: ControlCommand) -> tuple[str, str]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,12 +128,24 @@ def cancel(
     tenant: Annotated[str, typer.Option()],
     batch: Annotated[str | None, typer.Option()] = None,
     job: Annotated[str | None, typer.Option()] = None,
+    signing_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            help="sign the command with the secret in this environment variable (tenants "
+            "with require_signed_cancels apply only signed cancels)"
+        ),
+    ] = None,
 ) -> None:
     """Publish a cancel command for a job or a batch."""
     command = ControlCommand(action="cancel", tenant=tenant, job_id=job, batch_id=batch)
+    secret = None
+    if signing_secret_env is not None:
+        secret = os.environ.get(signing_secret_env)
+        if not secret:
+            raise typer.BadParameter(f"environment variable {signing_secret_env} is not set")
 
     async def main() -> None:
-        async with HeadwayClient(load_settings()) as client:
+        async with HeadwayClient(load_settings(), signing_secret=secret) as client:
             await client.cancel(command)
 
     asyncio.run(main())

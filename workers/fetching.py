@@ -7,10 +7,9 @@ memory stays bounded whatever the backlog. Every fetched offset is registered wi
 :class:`~workers.offsets.OffsetTracker` before its job is queued.
 
 A record aiokafka cannot decode (any client can write a header name that is not UTF-8) makes
-a whole fetch raise. The fetcher then rewinds every partition to the first record it has not
-queued (the failed fetch may have consumed other partitions' records and lost them), fetches
-partition by partition until the record is found, dead-letters it by its position and steps
-past it: one record never stops the worker or stalls its partition.
+a whole fetch raise; :mod:`workers.undecodable` finds it, the fetcher dead-letters it by its
+position, and fetching goes on past it: one record never stops the worker or stalls its
+partition.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import time
 from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CorruptRecordException
 
 from broker.headers import header_text
 from broker.topics import HEADER_SOURCE_TOPIC, Topics
@@ -30,12 +28,11 @@ from workers.delays import DelayQueue
 from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.offsets import OffsetTracker
 from workers.scheduler import LaneScheduler, QueuedJob
+from workers.undecodable import UNDECODABLE, Batches, StepPast
 
 FETCH_TIMEOUT_MS = 100
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
-#: what aiokafka raises for a record it cannot decode (strict UTF-8 header names, a bad CRC)
-UNDECODABLE = (UnicodeDecodeError, CorruptRecordException)
 UNDECODABLE_PAUSE_S = 0.05  # after a failed fetch whose record was not found (a transient CRC)
 
 log = logging.getLogger(__name__)
@@ -83,8 +80,9 @@ class Fetcher:
         self._paused: set[str] = set()  # topics whose partitions are paused
         self._fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
         self.first_fetch_at: float | None = None  # perf_counter() of the first record fetched
-        self.undecodable = 0  # records dead-lettered because aiokafka could not decode them
-        self._suspects: list[TopicPartition] = []  # partitions that held one, latest first
+        self._step_past = StepPast(
+            consumer, self._fetched, self._took, self._dead_letter_undecodable, chunk
+        )
 
     async def run(self) -> None:
         """Fetch until cancelled."""
@@ -97,7 +95,10 @@ class Fetcher:
                 )
             except UNDECODABLE as error:
                 log.warning("a fetch failed on a record that cannot be decoded: %s", error)
-                if not await self._step_past_undecodable():
+                fetchable = [
+                    tp for tp in self._consumer.assignment() if tp.topic not in self._paused
+                ]
+                if not await self._step_past.recover(fetchable):
                     await asyncio.sleep(UNDECODABLE_PAUSE_S)
                 continue
             self._take(batches)
@@ -115,63 +116,31 @@ class Fetcher:
 
     # -- records that cannot be decoded -------------------------------------------------------
 
-    async def _step_past_undecodable(self) -> bool:
-        """Find the record that broke the last fetch, dead-letter it, and step past it;
-        False when no partition holds one any more (the failure was transient)."""
-        fetchable = [tp for tp in self._consumer.assignment() if tp.topic not in self._paused]
-        for tp in fetchable:
-            await self._rewind(tp)
-        ordered = [tp for tp in self._suspects if tp in fetchable]
-        ordered += sorted(set(fetchable) - set(ordered))
-        for tp in ordered:
-            try:
-                self._take(
-                    await self._consumer.getmany(
-                        tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=self._chunk
-                    )
-                )
-            except UNDECODABLE:
-                await self._locate(tp)
-                return True
-        return False
+    async def _took(self, batches: Batches) -> None:
+        self._take(batches)
 
-    async def _rewind(self, tp: TopicPartition) -> None:
-        """Seek ``tp`` back to the first record not queued, if a failed fetch moved past it."""
-        expected = self._fetched.get(tp)
-        if expected is None:
-            expected = await self._consumer.committed(tp)
-        if expected is None:
-            expected = (await self._consumer.beginning_offsets([tp]))[tp]
-        if await self._consumer.position(tp) > expected:
-            self._consumer.seek(tp, expected)
-
-    async def _locate(self, tp: TopicPartition) -> None:
-        """Fetch ``tp`` one record at a time up to the undecodable one; dead-letter it."""
-        while True:
-            try:
-                batch = await self._consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=1)
-            except UNDECODABLE as caught:
-                error: Exception = caught
-                offset = await self._consumer.position(tp)
-                break
-            if not batch:
-                return  # read cleanly this time: the failure was transient
-            self._take(batch)
-        self._suspects = [tp, *(s for s in self._suspects if s != tp)][:8]
-        self.undecodable += 1
+    async def _dead_letter_undecodable(
+        self, tp: TopicPartition, offset: int, error: Exception
+    ) -> None:
         reason = (
             f"undecodable record: {type(error).__name__}: {error}; the Kafka client cannot read "
             f"it, so this dead letter carries no key, value or headers: the record stays at "
             f"{tp.topic}[{tp.partition}] offset {offset} until the topic's retention"
         )
-        log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, offset, reason)
         record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
             tp.topic, tp.partition, offset, 0, 0, None, None, None, -1, -1, []
         )
         self._tracker.add(tp, offset)
         self._enqueue(tp, record, Unreadable(reason))
         self._fetched[tp] = offset + 1
-        self._consumer.seek(tp, offset + 1)
+
+    def _fetchable(self) -> list[TopicPartition]:
+        return [tp for tp in self._consumer.assignment() if tp.topic not in self._paused]
+
+    @property
+    def undecodable(self) -> int:
+        """Records dead-lettered because aiokafka could not decode them."""
+        return self._step_past.stepped
 
     def forget(self, revoked: Iterable[TopicPartition]) -> None:
         """Revoked partitions: what was fetched from them no longer says where they stand."""

@@ -32,8 +32,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from broker.batches import BatchSender
 from broker.config import HeadwayConfig
 from broker.errors import LedgerRefused, LedgerUnavailable
+from broker.headers import RecordHeaders
 from broker.kafka import consumer_options, producer_options
 from broker.settings import Settings
+from schemas.control import ControlCommand
 from schemas.results import ErrorCode
 from workers.admission import Admission
 from workers.batch_lane import LaneSettings
@@ -164,7 +166,7 @@ class Worker:
                 readiness=self.readiness,
             )
         )
-        self.cancellations = Cancellations(self.ledger.run)
+        self.cancellations = Cancellations(self.ledger.run, authenticate=self._may_cancel)
         providers = self._override_providers or build_providers(self.config, http)
         batches = BatchSender(producer, settings.producer_linger_ms / 1000)
         self.publisher = Publisher(batches, self.topics, settings.max_message_bytes)
@@ -317,6 +319,17 @@ class Worker:
         log.info(
             "worker drained: %d processed, %d queued left for redelivery", self.processed, dropped
         )
+
+    def _may_cancel(
+        self, command: ControlCommand, value: bytes, headers: RecordHeaders
+    ) -> str | None:
+        """Why a cancel may not act for its tenant (None: it may)."""
+        tenant = self.config.tenant(command.tenant)
+        if tenant is None or not tenant.require_signed_cancels:
+            return None
+        access = self.pipeline.preparation.access
+        refused = access.authenticate(command.tenant, tenant, value, headers)
+        return None if refused is None else refused.message
 
     def _tenant_weight(self, tenant: str) -> float:
         config = self.config.tenant(tenant)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from broker.admin import create_topics
 from broker.client import HeadwayClient
-from broker.config import development_config
+from broker.config import TenantConfig, development_config
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from tests.helpers import chat_job, read_topic, running_worker
+from tests.hostile import RawName, hostile_producer, send_all
 from workers.cancellations import Cancellations
 from workers.ledger.db import create_engine
 from workers.ledger.transactions import AsyncTransactions
@@ -74,3 +77,46 @@ async def test_queued_jobs_of_a_cancelled_batch_end_cancelled_without_a_call(
         assert outcome[f"d-{i}"]["error"]["code"] == "cancelled"
     assert {outcome[f"k-{i}"]["status"] for i in range(5)} == {"succeeded"}
     assert simulator.stats.calls == 5
+
+
+SECRET_ENV = "HEADWAY_TEST_CANCEL_SECRET"
+
+
+async def test_hostile_control_records_never_stop_the_follower_and_signed_cancels_are_required(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, "acme-secret")
+    settings = make_settings(database_url=database_url)
+    base = development_config(simulator.base_url)
+    acme = TenantConfig(signing_secret_env=SECRET_ENV, require_signed_cancels=True)
+    config = base.model_copy(update={"tenants": {**base.tenants, "acme": acme}})
+    control = settings.topics.control
+    nul = b'{"action": "cancel", "tenant": "x\\u0000", "batch_id": "b"}'
+    async with running_worker(settings, config) as worker:
+        async with hostile_producer(settings.kafka_bootstrap or "") as producer:
+            await send_all(
+                producer,
+                control,
+                [
+                    (b"x", nul, []),  # a NUL tenant once pinned the follower on PostgreSQL
+                    (b"x", b"\xffnot json", [(RawName(b"\xff\xfe"), b"v")]),  # undecodable
+                    (b"x", b'{"action": "cancel"}', [("k", None)]),
+                ],
+            )
+        async with HeadwayClient(settings) as anyone:  # unsigned
+            await anyone.cancel(ControlCommand(action="cancel", tenant="acme", batch_id="u"))
+            await anyone.cancel(ControlCommand(action="cancel", tenant="demo", batch_id="d"))
+        async with HeadwayClient(settings, signing_secret="acme-secret") as signed:
+            await signed.cancel(ControlCommand(action="cancel", tenant="acme", batch_id="s"))
+        cancels = worker.cancellations
+        for _ in range(200):
+            if cancels.is_cancelled("acme", "j", "s") and cancels.is_cancelled("demo", "j", "d"):
+                break
+            await asyncio.sleep(0.05)
+        await cancels.refresh()
+        assert cancels.is_cancelled("acme", "j", "s")  # signed: applied
+        assert cancels.is_cancelled("demo", "j", "d")  # a tenant that does not ask: applied
+        assert not cancels.is_cancelled("acme", "j", "u")  # unsigned for acme: ignored

@@ -57,6 +57,7 @@ from workers.preparation import Preparation
 from workers.providers.batch_apis import BatchAPI
 from workers.publisher import Publisher
 from workers.quotas import Wait
+from workers.replays import ReplayCheck
 from workers.response_cache import Request, ResponseCache, normalise, served_from
 from workers.routing import CostLimited, Router
 from workers.settlement import Settlement, with_ledger
@@ -103,7 +104,10 @@ class JobPipeline:
         tracing: Tracing | None = None,
         batch_apis: dict[str, BatchAPI] | None = None,
         batch_settings: LaneSettings | None = None,
+        replays: ReplayCheck | None = None,
     ) -> None:
+        """``replays``: tells genuine replays (None: a replay header is never honoured)."""
+        self.replays = replays
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing.off()
         self.cancellations = cancellations
@@ -240,7 +244,9 @@ class JobPipeline:
 
     async def _claim_and_execute_alone(self, run: Run) -> int | None:
         job = run.job
-        replayed = has_header(run.record.headers, HEADER_REPLAY)
+        replayed = has_header(run.record.headers, HEADER_REPLAY) and (
+            self.replays is not None and await self.replays.genuine(run.record)
+        )
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route, replayed)
         batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None
         if batcher is not None:

@@ -33,7 +33,7 @@ from broker.batches import BatchSender
 from broker.config import HeadwayConfig
 from broker.errors import LedgerRefused, LedgerUnavailable
 from broker.headers import RecordHeaders
-from broker.kafka import consumer_options, producer_options
+from broker.kafka import consumer_options, producer_options, require_bootstrap
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from schemas.results import ErrorCode
@@ -61,6 +61,7 @@ from workers.providers.registry import build_batch_apis, build_providers
 from workers.publisher import Publisher
 from workers.quotas import Wait
 from workers.readiness import Readiness, watch_kafka, watch_ledger
+from workers.replays import ReplayCheck
 from workers.retry import RetryPolicy
 from workers.routing import Router
 from workers.scheduler import LaneScheduler, QueuedJob
@@ -196,6 +197,12 @@ class Worker:
             clock=self._clock,
             on_free=self.scheduler.resume,
         )
+        dlq_reader = AIOKafkaConsumer(
+            bootstrap_servers=require_bootstrap(settings),
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
+        )
+        replays = await self._stack.enter_async_context(ReplayCheck(dlq_reader, self.topics.dlq))
         self.pipeline = JobPipeline(
             self.config,
             self.topics,
@@ -217,6 +224,7 @@ class Worker:
                 max_items=settings.batch_max_items,
                 wait_s=settings.batch_wait_s,
             ),
+            replays=replays,
         )
         self._register_gauges(executor)
         await self.cancellations.refresh()  # known cancels apply before the first fetch

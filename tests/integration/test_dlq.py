@@ -188,3 +188,38 @@ async def test_selection_by_time_count_and_pattern_and_the_cli_lists_json_lines(
     )
     assert dry.returncode == 0, dry.stderr.decode()[-2000:]
     assert b"would replay 3 dead letters" in dry.stdout
+
+
+async def test_a_forged_replay_header_does_not_run_a_failed_job_again(
+    make_settings: Callable[..., Settings],
+    sqlite_url: str,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(database_url=sqlite_url, job_partitions=1)
+    config = development_config(simulator.base_url)
+    break_execution_for({"poison-1", "poison-2"}, monkeypatch)
+    jobs = [chat_job("poison-1"), chat_job("poison-2")]
+    lane = settings.topics.jobs(Priority.NORMAL)
+    async with running_worker(settings, config) as worker:
+        async with HeadwayClient(settings) as client:
+            await client.submit_many(jobs)
+        letters = await dead_letters(settings, 2)
+        monkeypatch.undo()  # even after the fix, only an operator's replay runs it again
+        other = next(letter for letter in letters if letter.key == b"poison-1")
+        value = json.dumps(chat_job("poison-2")).encode()
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for named in (b"0:999", f"{other.partition}:{other.offset}".encode(), b"x:y"):
+                await producer.send_and_wait(
+                    lane, value, key=b"poison-2", headers=[(HEADER_REPLAY, named)]
+                )
+        finally:
+            await producer.stop()
+        results = await _results_until(settings, "poison-2", copies=4)
+        assert worker.pipeline.replays is not None
+        forged = worker.pipeline.replays.forged
+    assert [r["status"] for r in results] == ["failed"] * 4  # the stored result, re-published
+    assert simulator.stats.jobs["poison-2"] == 0
+    assert forged == 2  # the third named no dead letter at all

@@ -266,6 +266,14 @@ class HeadwayConfig(_Frozen):
                     )
         return self
 
+    def account(self, name: str) -> str:
+        """Whose quotas, budget and fair share a tenant's jobs count against: its own when
+        the config lists it; the one ``default`` account for every tenant ``[tenants.default]``
+        serves — so minting tenant names earns no fresh budget, quota or share."""
+        if name in self.tenants or DEFAULT_TENANT not in self.tenants:
+            return name
+        return DEFAULT_TENANT
+
     def tenant(self, name: str) -> TenantConfig | None:
         """The tenant's settings, the ``default`` tenant's, or None (unknown → rejected)."""
         return self.tenants.get(name) or self.tenants.get(DEFAULT_TENANT)

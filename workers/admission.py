@@ -59,7 +59,11 @@ class Admission:
         *,
         clock: Clock = time.time,
         on_free: Callable[[str], None] | None = None,
+        account: Callable[[str], str] = str,
     ) -> None:
+        """``account``: whose quotas and budget a tenant's jobs count against
+        (``HeadwayConfig.account``; by default each tenant its own)."""
+        self._account = account
         self._run = run
         self.budgets = budgets
         self._owner = owner
@@ -78,12 +82,13 @@ class Admission:
         route: RouteConfig,
         messages: list[dict[str, str]] | None,
     ) -> Ticket | Wait | OverBudget:
-        ticket = Ticket(job.tenant)
+        account = self._account(job.tenant)
+        ticket = Ticket(account)
         refused: Wait | OverBudget | None
         try:
             refused = await self._quotas(ticket, job, tenant, messages)
             if refused is None and tenant.budget_usd is not None:
-                held = await self.budgets.reserve(job, tenant, route, messages)
+                held = await self.budgets.reserve(job, tenant, route, messages, account)
                 if isinstance(held, OverBudget | Wait):
                     refused = held
                 else:
@@ -105,23 +110,23 @@ class Admission:
         messages: list[dict[str, str]] | None,
     ) -> Wait | None:
         if tenant.max_in_flight is not None:
-            grant = self._slots.get(job.tenant)
+            grant = self._slots.get(ticket.tenant)
             if grant is None:
-                grant = self._slots[job.tenant] = SlotGrant(job.tenant, tenant.max_in_flight)
+                grant = self._slots[ticket.tenant] = SlotGrant(ticket.tenant, tenant.max_in_flight)
             if not await grant.acquire(
                 self._run, self._ledger, self._owner, self._clock, self._lease_s
             ):
                 return Wait(SLOT_RETRY_S, "max_in_flight", SLOT_RETRY_S)
             ticket.slot = grant
         if tenant.rpm is not None:
-            lease = self._lease(self._rpm, job.tenant, "rpm", tenant.rpm)
+            lease = self._lease(self._rpm, ticket.tenant, "rpm", tenant.rpm)
             wait = await lease.take(1, self._run, self._ledger, self._clock)
             if wait is not None:
                 return Wait(wait, "rpm", 60 / tenant.rpm)
             ticket.rpm = lease
         if tenant.tpm is not None:
             amount = job_tokens(job, messages)
-            lease = self._lease(self._tpm, job.tenant, "tpm", tenant.tpm)
+            lease = self._lease(self._tpm, ticket.tenant, "tpm", tenant.tpm)
             wait = await lease.take(amount, self._run, self._ledger, self._clock)
             if wait is not None:
                 return Wait(wait, "tpm", amount * 60 / tenant.tpm)

@@ -90,14 +90,16 @@ class Budgets:
         tenant: TenantConfig,
         route: RouteConfig,
         messages: list[dict[str, str]] | None,
+        account: str | None = None,
     ) -> Hold | OverBudget | Wait:
+        """``account``: whose budget the job counts against (its tenant's by default)."""
         assert tenant.budget_usd is not None
         now = self._clock()
         at = datetime.fromtimestamp(now, UTC)
         hold = Hold(
             job.tenant,
             job.job_id,
-            period_key(tenant.budget_period, at),
+            f"{account or job.tenant}/{period_key(tenant.budget_period, at)}",
             max(1, to_nano(self.max_cost_usd(job, route, messages))),
         )
         limit = to_nano(tenant.budget_usd)

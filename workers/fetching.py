@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -25,7 +25,7 @@ from broker.headers import header_text
 from broker.topics import HEADER_SOURCE_TOPIC, Topics
 from schemas.jobs import Priority
 from workers.delays import DelayQueue
-from workers.intake import Intake, InvalidJob, Unreadable, ValidJob, parse_job
+from workers.intake import Intake, Unreadable, parse_job, tenant_of
 from workers.offsets import OffsetTracker
 from workers.scheduler import LaneScheduler, QueuedJob
 from workers.undecodable import UNDECODABLE, Batches, StepPast
@@ -36,14 +36,6 @@ RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roug
 UNDECODABLE_PAUSE_S = 0.05  # after a failed fetch whose record was not found (a transient CRC)
 
 log = logging.getLogger(__name__)
-
-
-def _tenant_of(intake: Intake) -> str:
-    if isinstance(intake, ValidJob):
-        return intake.job.tenant
-    if isinstance(intake, InvalidJob):
-        return intake.tenant or ""
-    return ""
 
 
 def lane_of(
@@ -68,7 +60,10 @@ class Fetcher:
         *,
         chunk: int,
         max_message_bytes: int,
+        account: Callable[[str], str] = str,
     ) -> None:
+        """``account``: whose fair share a tenant's jobs take (``HeadwayConfig.account``)."""
+        self._account = account
         self._consumer = consumer
         self._topics = topics
         self._lanes = topics.job_lanes
@@ -156,7 +151,7 @@ class Fetcher:
         size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
         if intake is None:
             intake = parse_job(record.value, self._max_message_bytes)
-        tenant = _tenant_of(intake)
+        tenant = self._account(tenant_of(intake))
         queued = QueuedJob(
             record, lane_of(record, self._lanes, self._topics.retry), tp, size, tenant, intake
         )

@@ -48,6 +48,15 @@ class Unreadable:
 Intake = ValidJob | InvalidJob | Unreadable
 
 
+def tenant_of(intake: Intake | None) -> str:
+    """The tenant the record names ('' when it names none that can be read)."""
+    if isinstance(intake, ValidJob):
+        return intake.job.tenant
+    if isinstance(intake, InvalidJob):
+        return intake.tenant or ""
+    return ""
+
+
 def job_id_of(intake: Intake | None) -> str | None:
     """The job's id, where the record names one (for log lines)."""
     if isinstance(intake, ValidJob):

@@ -47,7 +47,7 @@ from workers.fetching import Fetcher
 from workers.gc_tuning import tuned_gc
 from workers.health import BreakerSettings, HealthBoard
 from workers.http import create_http_client
-from workers.intake import job_id_of
+from workers.intake import job_id_of, tenant_of
 from workers.ledger.db import create_engine, is_sqlite
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
@@ -196,6 +196,7 @@ class Worker:
             settings.lease_s,
             clock=self._clock,
             on_free=self.scheduler.resume,
+            account=self.config.account,
         )
         dlq_reader = AIOKafkaConsumer(
             bootstrap_servers=require_bootstrap(settings),
@@ -242,6 +243,7 @@ class Worker:
             self.tracker,
             chunk=self._fetch_chunk,
             max_message_bytes=settings.max_message_bytes,
+            account=self.config.account,
         )
         self._stack.push_async_callback(_bounded_stop, consumer.stop, "consumer")
         self._stack.enter_context(tuned_gc(settings.gc_threshold))  # restored after the drain
@@ -353,7 +355,7 @@ class Worker:
             if job.record.timestamp and job.tp.topic != self.topics.retry:
                 waited = time.time() - job.record.timestamp / 1000
                 self.metrics.job_started(job.lane.value, waited)
-            with job_context(job_id_of(job.intake), job.tenant or None):
+            with job_context(job_id_of(job.intake), tenant_of(job.intake) or None):
                 try:
                     with self.tracing.job(job.record):
                         finished = await self._run_one(job)

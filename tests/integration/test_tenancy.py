@@ -148,3 +148,35 @@ async def test_a_deferring_budget_parks_the_job_until_it_may_run(
     not_before = int(headers[HEADER_NOT_BEFORE]) / 1000
     assert 250 < not_before - time.time() <= 300  # it looks again within five minutes
     await asyncio.sleep(0)
+
+
+async def test_tenants_served_by_the_default_entry_share_one_budget_whatever_their_names(
+    make_settings: Callable[..., Settings], postgres_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=2, latency_ms=20)) as simulator:
+        tenants = {"default": {"budget_usd": 0.02, "budget_period": "total"}}
+        config = tenancy_config(simulator.base_url, tenants)
+        settings = make_settings(database_url=postgres_url, concurrency=32)
+        bootstrap = settings.kafka_bootstrap or ""
+        # each name minted for more budget: 6 names × 10 jobs
+        jobs = [
+            chat_job(f"m{n}-{i}", tenant=f"mallory{n}", params={"max_tokens": 50})
+            for n in range(6)
+            for i in range(10)
+        ]
+        async with running_worker(settings, config):
+            async with HeadwayClient(settings) as client:
+                await client.submit_many(jobs)
+            results = await read_topic(bootstrap, settings.topics.results, until_keys=60)
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            budgets = (await conn.execute(select(BudgetRow.tenant, BudgetRow.spent_nusd))).all()
+            spent = (await conn.execute(select(func.sum(UsageRow.cost_nusd)))).scalar_one()
+    finally:
+        await engine.dispose()
+    statuses = [copies[0]["status"] for copies in results.by_key.values()]
+    assert [tenant for tenant, _ in budgets] == ["default"]  # one account, not six
+    assert budgets[0][1] == spent <= to_nano(0.02)
+    assert 1 <= statuses.count("succeeded") < 30  # one budget's worth, not six
+    assert statuses.count("rejected") + statuses.count("succeeded") == 60

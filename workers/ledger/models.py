@@ -149,13 +149,14 @@ class BudgetHoldRow(Base):
 
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
     job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    period: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(96))  # <account>/<budget period>
     amount_nusd: Mapped[int] = mapped_column(BigInteger)
     owner: Mapped[str] = mapped_column(String(256))
     expires_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (
         Index("ix_budget_holds_period", "tenant", "period"),
+        Index("ix_budget_holds_account_period", "period"),
         Index("ix_budget_holds_owner", "owner"),
     )
 

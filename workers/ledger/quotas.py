@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, case, delete, func, literal, or_, select, update
 
 from workers.ledger.batch_lane import BATCH_OWNER
 from workers.ledger.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
@@ -191,12 +191,20 @@ class QuotaLedger:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A job's reserved maximum cost in a budget period."""
+    """A job's reserved maximum cost in a budget period. ``period`` names the account it
+    counts against too (:func:`account_period`); the hold itself is the job's own."""
 
     tenant: str
     job_id: str
     period: str
     amount_nusd: int
+
+
+def account_period(period: str, tenant: str) -> tuple[str, str]:
+    """(account, budget period) of a hold's ``account/period``; an unqualified period is the
+    tenant's own account's."""
+    account, slash, bare = period.partition("/")
+    return (account, bare) if slash else (tenant, period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +226,11 @@ class BudgetLedger:
         now: float,
         expires_at: float,
     ) -> Reserved:
-        """Hold the job's maximum cost if spend + live holds + it stay within the limit."""
+        """Hold the job's maximum cost if its account's spend + live holds (of every tenant
+        of the account) + it stay within the limit."""
+        account, period = account_period(hold.period, hold.tenant)
         insert = dialect_insert(conn)(BudgetRow).values(
-            tenant=hold.tenant, period=hold.period, spent_nusd=0, updated_at=now
+            tenant=account, period=period, spent_nusd=0, updated_at=now
         )
         spent = (
             await conn.execute(  # an upsert that takes the budget row's lock
@@ -232,9 +242,8 @@ class BudgetLedger:
         held = (
             await conn.execute(
                 select(func.coalesce(func.sum(BudgetHoldRow.amount_nusd), 0)).where(
-                    BudgetHoldRow.tenant == hold.tenant,
                     BudgetHoldRow.period == hold.period,
-                    BudgetHoldRow.job_id != hold.job_id,
+                    or_(BudgetHoldRow.tenant != hold.tenant, BudgetHoldRow.job_id != hold.job_id),
                     BudgetHoldRow.expires_at > now,
                 )
             )
@@ -260,10 +269,11 @@ class BudgetLedger:
     ) -> None:
         """Add a job's actual cost to its period's spend and drop its hold (this worker's, or
         the batch lane's when the job went through a provider batch)."""
+        account, bare = account_period(period, tenant)
         if cost_nusd:
             await conn.execute(
                 update(BudgetRow)
-                .where(BudgetRow.tenant == tenant, BudgetRow.period == period)
+                .where(BudgetRow.tenant == account, BudgetRow.period == bare)
                 .values(spent_nusd=BudgetRow.spent_nusd + cost_nusd)
             )
         await conn.execute(

@@ -7,6 +7,7 @@ The outcome is either a :class:`Prepared` job (route, messages, template used) o
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
@@ -14,6 +15,7 @@ from broker.headers import RecordHeaders
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
 from workers.access import AccessControl, Rejection
+from workers.guardrails.normal import plain
 from workers.guardrails.screening import Guardrails, Screened
 from workers.template_catalog import TemplateCatalog
 from workers.templates import TemplateError
@@ -68,11 +70,18 @@ class Preparation:
         """The job's inbound guardrails: blocked, or its texts as they may be sent."""
         job, messages = prepared.job, prepared.messages
         texts = [m["content"] for m in messages] if messages is not None else job.inputs
+        extras = _parameter_texts(job)  # the provider receives these too
         screened = await self.guardrails.screen(
-            texts, job.tenant, job.route, prepared.route, job.job_id
+            texts + extras, job.tenant, job.route, prepared.route, job.job_id
         )
         if screened.blocked is not None:
             return Rejection(ErrorCode.CONTENT_BLOCKED, screened.blocked)
+        for extra, after in zip(extras, screened.texts[len(texts) :], strict=True):
+            if after not in (extra, plain(extra)):  # a parameter is sent as it is: not redacted
+                return Rejection(
+                    ErrorCode.CONTENT_BLOCKED, "params: stop or response_format holds PII"
+                )
+        screened.texts = screened.texts[: len(texts)]
         if messages is not None:
             messages = [
                 {"role": m["role"], "content": text}
@@ -102,3 +111,15 @@ class Preparation:
                 f"kind: route '{job.route}' serves {route.kind.value} jobs, not {job.kind.value}",
             )
         return route
+
+
+def _parameter_texts(job: JobRequest) -> list[str]:
+    """Texts in a job's parameters that reach the provider: stop sequences, the response
+    format (its schema's names and descriptions)."""
+    params = job.params
+    if params is None:
+        return []
+    stop = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
+    if params.response_format is not None:
+        stop.append(json.dumps(params.response_format, ensure_ascii=False))
+    return stop

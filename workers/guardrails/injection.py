@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from workers.guardrails.base import Context, Verdict
+from workers.guardrails.normal import folded
 
 _SIGNS = [
     (
@@ -36,7 +37,10 @@ _COMPILED = [(name, re.compile(pattern, re.IGNORECASE | re.MULTILINE)) for name,
 
 
 def signs(text: str) -> list[str]:
-    return [name for name, pattern in _COMPILED if pattern.search(text)]
+    """The signs found in ``text`` as written or in its folded form (look-alikes, fullwidth
+    letters and zero-width characters do not hide a phrase; line structure is kept)."""
+    lines = "\n".join(folded(line) for line in text.splitlines())
+    return [name for name, pattern in _COMPILED if pattern.search(text) or pattern.search(lines)]
 
 
 class InjectionHeuristic:

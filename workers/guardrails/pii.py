@@ -1,9 +1,14 @@
 """PII found by pattern and checksum, replaced by stable placeholders before the provider call.
 
-Kinds (config names): ``email``, ``phone``, ``card`` (13–19 digits passing the Luhn check),
-``iban`` (ISO 13616 mod-97 check), ``ssn`` (US, valid area/group/serial), ``ip`` (IPv4 and
-IPv6, checked by :mod:`ipaddress`), ``secret`` (API-key-like tokens: ``sk-…``, ``AKIA…``,
-``ghp_…``, Slack ``xox?-…``, ``key=…``/``token: …`` assignments).
+Texts are made :func:`~workers.guardrails.normal.plain` first (NFKC, zero-width characters
+removed), so fullwidth digits and ``＠``, NBSP and zero-width spaces inside a number do not hide
+it; the provider receives that plain text.
+
+Kinds (config names): ``email``, ``phone``, ``card`` (13–19 digits passing the Luhn check,
+grouped by spaces, dashes or dots), ``iban`` (ISO 13616 mod-97 check, either case), ``ssn``
+(US, valid area/group/serial), ``ip`` (IPv4 and IPv6, checked by :mod:`ipaddress`),
+``secret`` (API-key-like tokens: ``sk-…``, ``AKIA…``, ``ghp_…``, Slack ``xox?-…``, JWTs,
+``Bearer …``, ``key=…``/``token: …`` assignments).
 
 A placeholder is ``[KIND_N]``: the same value gets the same placeholder everywhere in one job
 (so the model can still tell "the same address" apart from "another one"), and the mapping
@@ -31,8 +36,15 @@ class PiiKind(StrEnum):
 
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@\w(?:[\w-]*\w)?(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])")
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_CARD = re.compile(
+    r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"
+    r"|(?<![\d.])\d{4}\.\d{4}\.\d{4}\.\d{1,7}(?![\d.])"  # grouped by dots
+)
+_IBAN = re.compile(
+    r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"
+    # lowercase: compact, or in the printed groups of four (a lowercase word is not eaten)
+    r"|\b[a-z]{2}\d{2}(?:[a-z0-9]{11,30}|(?: [a-z0-9]{4}){2,7}(?: [a-z0-9]{1,4})?)\b"
+)
 _SSN = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
@@ -42,7 +54,9 @@ _PHONE = re.compile(
 _SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}")
 _SECRET = re.compile(
     r"\b(?:sk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35})\b"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})\b"  # a JWT
+    r"|(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*"
     r"|(?i:(?<=api_key=)|(?<=api-key=)|(?<=apikey=)|(?<=token=)|(?<=secret=)|(?<=password=))"
     r"[^\s\"'&,;]{8,}"
 )

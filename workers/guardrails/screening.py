@@ -21,6 +21,7 @@ from broker.config import GuardrailPolicy, HeadwayConfig, InjectionAction, Route
 from broker.errors import ConfigError
 from workers.guardrails.base import Context, Guardrail, Verdict
 from workers.guardrails.injection import InjectionHeuristic
+from workers.guardrails.normal import plain
 from workers.guardrails.pii import PiiKind, Redaction
 from workers.guardrails.terms import BlockedContent
 
@@ -124,7 +125,7 @@ class Guardrails:
         kinds = frozenset().union(*(p.pii for p in screened.policies))
         if kinds:
             redaction = Redaction(kinds)
-            screened.texts = [redaction.redact(text) for text in screened.texts]
+            screened.texts = [redaction.redact(plain(text)) for text in screened.texts]
             screened.redaction = redaction
             screened.restore = any(p.restore for p in screened.policies)
             if redaction.found:

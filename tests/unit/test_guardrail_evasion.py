@@ -96,7 +96,9 @@ def preparation() -> Preparation:
                 "summarize": {"kind": "chat", "deployments": [{"provider": "sim", "model": "m"}]}
             },
             "tenants": {"acme": {"guardrails": ["strict"]}},
-            "guardrails": {"strict": {"block_terms": ["launch the codes"], "redact_pii": ["email"]}},
+            "guardrails": {
+                "strict": {"block_terms": ["launch the codes"], "redact_pii": ["email"]}
+            },
         }
     )
 

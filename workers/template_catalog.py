@@ -10,6 +10,10 @@ Versions never change once pushed, so they are cached for the process's life (bo
 latest version of a name is re-read after ``LATEST_TTL_S`` so a push reaches running workers
 without a restart. Database trouble surfaces as ``LedgerUnavailable`` (the job waits for the
 database, unlost); a template that does not exist is a ``TemplateError`` (the job is rejected).
+
+A template named ``TENANT/NAME`` (``headway templates push`` of a file whose ``name`` is
+``acme/support``) belongs to tenant ``TENANT``: another tenant's job naming it is told there is
+no such template. Any other name is shared by every tenant.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ class Rendered:
     version: int
 
 
+def may_render(name: str, tenant: str) -> bool:
+    """Whether ``tenant``'s jobs may use template ``name``: a template named ``TENANT/NAME``
+    belongs to that tenant (its system prompt is its own); any other name is shared."""
+    owner, slash, _ = name.partition("/")
+    return not slash or owner == tenant
+
+
 class TemplateCatalog:
     """``await catalog.render(ref, route, tenant, job_id)``; ``run`` runs a database read
     (the ledger writer's ``run``)."""
@@ -51,6 +62,8 @@ class TemplateCatalog:
     async def render(
         self, ref: TemplateRef, route: RouteConfig, tenant: str, job_id: str
     ) -> Rendered:
+        if not may_render(ref.name, tenant):  # said as if it did not exist: no probing
+            raise TemplateError(f"template.name: no template named '{ref.name}'")
         template, also_known = await self._choose(ref, route, tenant, job_id)
         messages = template.render(ref.variables, also_known)
         return Rendered(messages, template.name, template.version)

@@ -99,3 +99,27 @@ def test_a_split_is_stable_per_job_and_follows_the_weights() -> None:
 def test_a_template_whose_arithmetic_fails_on_a_jobs_values_rejects_the_job(content: str) -> None:
     with pytest.raises(TemplateError, match="failed to render"):
         template(("user", "{{ n }}{{ text }}" + content)).render({"n": "999", "text": "abc"})
+
+
+def test_a_template_named_for_a_tenant_is_that_tenants_alone() -> None:
+    from workers.template_catalog import may_render
+
+    assert may_render("acme/support", "acme")
+    assert not may_render("acme/support", "globex")
+    assert may_render("summary", "globex")  # shared
+
+
+async def test_another_tenants_template_is_refused_as_if_it_did_not_exist() -> None:
+    from broker.config import RouteConfig
+    from schemas.jobs import TemplateRef
+    from workers.template_catalog import TemplateCatalog
+
+    async def no_ledger(work: object) -> None:
+        raise AssertionError("refused before any lookup")
+
+    deployment = {"provider": "sim", "model": "m"}
+    route = RouteConfig.model_validate({"kind": "chat", "deployments": [deployment]})
+    with pytest.raises(TemplateError, match="no template named 'acme/support'"):
+        await TemplateCatalog(no_ledger).render(
+            TemplateRef(name="acme/support"), route, "globex", "j"
+        )

@@ -35,6 +35,9 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: a request extension: a bulk transfer (a provider Batch API's files) has neither the response
+#: bound nor the whole-call deadline of a call, only the per-read timeout
+BULK = "headway.bulk"
 READ_CHUNK = 256 * 1024
 
 
@@ -109,14 +112,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _timeout(self, extensions: dict[str, Any]) -> aiohttp.ClientTimeout:
         spec = extensions.get("timeout") or {}
-        key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
+        bulk = bool(extensions.get(BULK))
+        key = (spec.get("connect"), spec.get("read"), spec.get("pool"), bulk)
         timeout = self._timeouts.get(key)
         if timeout is None:
-            connect, read, pool = key
+            connect, read, pool, _ = key
             # the read timeout bounds the whole call too: a provider trickling bytes must not
             # hold a call open past it (a non-streamed answer arrives in one piece anyway)
             timeout = aiohttp.ClientTimeout(
-                total=read, sock_connect=connect, sock_read=read, connect=pool
+                total=None if bulk else read, sock_connect=connect, sock_read=read, connect=pool
             )
             self._timeouts[key] = timeout
         return timeout
@@ -132,10 +136,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=self._timeout(request.extensions),
             ) as response:
-                body = await self._read(response)
+                bulk = bool(request.extensions.get(BULK))
+                body = await self._read(response, None if bulk else self._max_response_bytes)
                 raw_headers = response.raw_headers
                 encoding = response.headers.get("content-encoding", "").strip().lower()
-                if encoding in _INFLATE:
+                if encoding in _INFLATE and not bulk:
                     body = _inflate(body, encoding, self._max_response_bytes)
                     raw_headers = tuple(
                         (name, value)
@@ -157,11 +162,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1"},
         )
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        """The whole body, refused past ``max_response_bytes`` (checked as it arrives)."""
-        limit = self._max_response_bytes
+    async def _read(self, response: aiohttp.ClientResponse, limit: int | None) -> bytes:
+        """The whole body, refused past ``limit`` bytes (checked as it arrives)."""
         length = response.content_length
-        if length is not None and length <= limit:
+        if limit is None or (length is not None and length <= limit):
             return await response.read()
         if length is not None:
             raise ResponseTooLarge(f"the answer is {length:,} bytes; at most {limit:,} are read")

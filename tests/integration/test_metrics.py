@@ -55,7 +55,9 @@ async def test_metrics_after_a_batch_count_jobs_tokens_cost_and_calls(
     found = samples(response.text)
     ok = {"route": "summarize", "tenant": "demo"}
     assert value(found, "headway_jobs_total", status="succeeded", **ok) == JOBS
-    assert value(found, "headway_jobs_total", status="rejected", route="nope", tenant="demo") == 1
+    assert (
+        value(found, "headway_jobs_total", status="rejected", route="unknown", tenant="demo") == 1
+    )  # an unlisted route: one label
     events = usage.by_key["demo"]
     assert len(events) == JOBS
     tokens_in = value(found, "headway_tokens_total", direction="input", **ok)

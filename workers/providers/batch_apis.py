@@ -23,6 +23,7 @@ from broker.errors import (
     ProviderRateLimited,
     ProviderServerError,
 )
+from workers.http import BULK
 from workers.providers import anthropic, openai
 from workers.providers.base import (
     ChatCall,
@@ -93,7 +94,12 @@ class _Http:
     ) -> httpx.Response:
         with transport_errors(self.name):
             response = await self._client.request(
-                method, url, headers=headers, timeout=self._timeout, **kwargs
+                method,
+                url,
+                headers=headers,
+                timeout=self._timeout,
+                extensions={BULK: True},  # batch files: as large and slow as they are
+                **kwargs,
             )
         raise_for_status(response, self.name)
         return response

@@ -27,7 +27,9 @@ from aiokafka.errors import CorruptRecordException, IllegalOperation
 
 #: what aiokafka raises for a record it cannot decode
 UNDECODABLE = (UnicodeDecodeError, CorruptRecordException)
-FETCH_TIMEOUT_MS = 100
+#: how long one partition's fetch may take while searching: a partition sought back must be
+#: fetched again (a loaded broker or worker takes more than a normal poll's wait for that)
+PROBE_TIMEOUT_MS = 3000
 SUSPECTS_KEPT = 8
 
 Batches = Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -63,9 +65,12 @@ class StepPast:
         ordered = [tp for tp in self._suspects if tp in fetchable]
         ordered += sorted(set(fetchable) - set(ordered))
         for tp in ordered:
+            end = self._consumer.highwater(tp)
+            if end is not None and await self._consumer.position(tp) >= end:
+                continue  # nothing left to read there
             try:
                 batch = await self._consumer.getmany(
-                    tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=self._chunk
+                    tp, timeout_ms=PROBE_TIMEOUT_MS, max_records=self._chunk
                 )
             except UNDECODABLE:
                 return await self._locate(tp)
@@ -87,7 +92,7 @@ class StepPast:
         """Fetch ``tp`` one record at a time up to the undecodable one; step past it."""
         while True:
             try:
-                batch = await self._consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=1)
+                batch = await self._consumer.getmany(tp, timeout_ms=PROBE_TIMEOUT_MS, max_records=1)
             except UNDECODABLE as caught:
                 error: Exception = caught
                 offset = await self._consumer.position(tp)

@@ -209,6 +209,7 @@ async def test_a_hostile_record_campaign_never_stops_the_worker_or_stalls_a_part
         )
         letters = [letter async for letter in dlq.read(settings, dlq.Selection())]
         alive = all(not task.done() for task in worker._tasks)
+        undecodable = worker.fetcher.undecodable if worker.fetcher is not None else 0
 
     seed = f"(HEADWAY_CAMPAIGN_SEED={CAMPAIGN_SEED})"
     assert alive, f"a worker task ended {seed}"
@@ -227,3 +228,9 @@ async def test_a_hostile_record_campaign_never_stops_the_worker_or_stalls_a_part
         r for r in sent if (r.partition, r.offset) not in lettered and r.job_id not in answered
     ]
     assert not unaccounted, f"{len(unaccounted)} records with no result and no dead letter {seed}"
+    stuck = sum(1 for tp in ends if offsets.get(tp) != ends[tp])
+    print(  # the figures docs/reliability.md reports (pytest -s)
+        f"campaign {seed}: {len(sent)} records ({VALID_JOBS} valid), {len(letters)} dead "
+        f"letters ({undecodable} undecodable), {len(answered)} job ids answered, worker "
+        f"deaths {0 if alive else 1}, stuck partitions {stuck}, unaccounted {len(unaccounted)}"
+    )

@@ -4,6 +4,7 @@
     ├── ConfigError                  bad config file or settings (names the key, the problem)
     │   └── TopicMissing                 a topic headway needs does not exist on the cluster
     ├── EmbeddedBrokerError          the embedded Kafka-compatible broker cannot start here
+    ├── ProducerFailed               the Kafka producer stopped for good (the worker must exit)
     ├── LedgerUnavailable            the database cannot be reached (the job waits for it)
     ├── LedgerRefused                the database refused one job's values (the job is poison)
     └── ProviderError                a provider call failed (mapped in providers/base.py)
@@ -45,6 +46,11 @@ class TopicMissing(ConfigError):
 
 class EmbeddedBrokerError(HeadwayError):
     """The embedded broker binary is missing for this platform or failed to start."""
+
+
+class ProducerFailed(HeadwayError):
+    """The Kafka producer's sender stopped (fenced, out-of-order sequence, a client bug):
+    every record given to it from then on fails, so retrying cannot help."""
 
 
 class LedgerUnavailable(HeadwayError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     InvalidTopicError,
     KafkaConnectionError,
@@ -16,7 +16,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from broker.errors import ConfigError, TopicMissing
+from broker.errors import ConfigError, ProducerFailed, TopicMissing
 from broker.settings import Settings
 
 # what a topic refuses whatever the moment: sending the same record again cannot help
@@ -36,6 +36,20 @@ def require_bootstrap(settings: Settings) -> str:
             "(host:port[,host:port]) or use the embedded broker (`headway dev`, --embedded)"
         )
     return settings.kafka_bootstrap
+
+
+async def watch_producer(producer: AIOKafkaProducer, interval_s: float = 1.0) -> None:
+    """Raise :class:`ProducerFailed` once the producer's sender has stopped. aiokafka keeps
+    accepting records after a fatal error and fails each delivery, which a publisher would take
+    for a passing outage and retry for ever while its partitions stall; a worker that stops
+    instead hands its partitions to the others and is restarted by its orchestrator."""
+    while True:
+        await asyncio.sleep(interval_s)
+        sender = getattr(producer, "_sender", None)  # aiokafka has no public health check
+        task = getattr(sender, "sender_task", None)
+        if isinstance(task, asyncio.Task) and task.done():
+            why = "cancelled" if task.cancelled() else repr(task.exception())
+            raise ProducerFailed(f"the Kafka producer's sender stopped ({why})")
 
 
 def producer_options(settings: Settings) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from broker.batches import BatchSender
 from broker.config import HeadwayConfig
 from broker.errors import LedgerRefused, LedgerUnavailable
 from broker.headers import RecordHeaders
-from broker.kafka import consumer_options, producer_options, require_bootstrap
+from broker.kafka import consumer_options, producer_options, require_bootstrap, watch_producer
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from schemas.results import ErrorCode
@@ -131,6 +131,7 @@ class Worker:
         self._job_finished = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self.fetcher: Fetcher | None = None
+        self.producer: AIOKafkaProducer | None = None
         self.readiness = Readiness()
         self.metrics = Metrics(config.tenants, config.routes)
         self.probes: ProbeServer | None = None
@@ -155,6 +156,7 @@ class Worker:
         self._stack.push_async_callback(http.aclose)
         producer = AIOKafkaProducer(**producer_options(settings))
         await producer.start()
+        self.producer = producer
         self._stack.push_async_callback(_bounded_stop, producer.stop, "producer")
         repository = LedgerRepository(settings.worker_id, settings.lease_s, self._clock)
         self.ledger = await self._stack.enter_async_context(
@@ -266,6 +268,7 @@ class Worker:
                 watch_ledger(self.readiness, self.ledger.probe, settings.ledger_probe_s)
             ),
             asyncio.create_task(watch_kafka(self.readiness, consumer.topics, KAFKA_PROBE_S)),
+            asyncio.create_task(watch_producer(producer)),
         ]
         if any(route.cache is not None for route in self.config.routes.values()):
             prune = self.pipeline.cache.prune_forever(

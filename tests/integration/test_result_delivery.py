@@ -12,8 +12,10 @@ from collections.abc import Callable
 import pytest
 from aiokafka import TopicPartition
 
+from broker.admin import create_topics
 from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, development_config, parse_config
+from broker.errors import ProducerFailed
 from broker.settings import Settings
 from broker.topics import HEADER_ERROR, HEADER_REDIRECTED_FROM
 from schemas.jobs import Priority
@@ -26,6 +28,7 @@ from tests.helpers import (
     running_worker,
 )
 from workers.simulator import SimulatorServer
+from workers.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +139,17 @@ async def test_an_embedding_job_whose_result_cannot_fit_is_refused_before_its_ca
     assert "2048 inputs × 1536 dimensions" in refused["error"]["message"]
     assert "HEADWAY_MAX_MESSAGE_BYTES" in refused["error"]["message"]
     assert "backfill-1" not in simulator.stats.jobs
+
+
+async def test_a_producer_that_stopped_for_good_stops_the_worker_instead_of_retrying_for_ever(
+    make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer
+) -> None:
+    settings = make_settings(database_url=sqlite_url)
+    await create_topics(settings, development_config(simulator.base_url))
+    stop = asyncio.Event()
+    async with Worker(settings, development_config(simulator.base_url)) as worker:
+        run = asyncio.create_task(worker.run(stop))
+        assert worker.producer is not None
+        worker.producer._sender.sender_task.cancel()  # as a fatal error in aiokafka's sender
+        with pytest.raises(ProducerFailed, match="sender stopped"):
+            await asyncio.wait_for(run, 10)

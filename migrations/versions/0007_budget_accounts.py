@@ -22,15 +22,11 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("budget_holds") as table:
-        table.alter_column(
-            "period", existing_type=sa.String(length=16), type_=sa.String(length=96)
-        )
+        table.alter_column("period", existing_type=sa.String(length=16), type_=sa.String(length=96))
         table.create_index("ix_budget_holds_account_period", ["period"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("budget_holds") as table:
         table.drop_index("ix_budget_holds_account_period")
-        table.alter_column(
-            "period", existing_type=sa.String(length=96), type_=sa.String(length=16)
-        )
+        table.alter_column("period", existing_type=sa.String(length=96), type_=sa.String(length=16))

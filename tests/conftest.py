@@ -37,9 +37,18 @@ if KAFKA not in ("tansu", "apache"):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test on its own three brokers needs Apache Kafka whatever the session's broker."""
+    """Markers by what a test is, not by what its author remembered: every test in
+    tests/integration is ``integration``; one on PostgreSQL is ``postgres``; one on its own
+    three brokers needs Apache Kafka (``apache``) whatever the session's broker."""
     for item in items:
-        if "three_brokers" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("database_url") == "postgres"
+        if "postgres_url" in fixtures or on_postgres:
+            item.add_marker(pytest.mark.postgres)
+        if "three_brokers" in fixtures:
             item.add_marker(pytest.mark.apache)
 
 

@@ -153,15 +153,20 @@ class Selection:
         return self.pattern is None or self.pattern.search(letter.text()) is not None
 
 
-async def read(settings: Settings, selection: Selection) -> AsyncIterator[DeadLetter]:
-    """The selected dead letters written before the call, in offset order per partition."""
-    topic = settings.topics.dlq
-    consumer = AIOKafkaConsumer(
+def dlq_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of the dead-letter topic in no group, able to fetch its largest letters."""
+    return AIOKafkaConsumer(
         bootstrap_servers=require_bootstrap(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
     )
+
+
+async def read(settings: Settings, selection: Selection) -> AsyncIterator[DeadLetter]:
+    """The selected dead letters written before the call, in offset order per partition."""
+    topic = settings.topics.dlq
+    consumer = dlq_reader(settings)
     await consumer.start()
     try:
         partitions = await topic_partitions(consumer, topic)

@@ -90,10 +90,7 @@ class Fetcher:
                 )
             except UNDECODABLE as error:
                 log.warning("a fetch failed on a record that cannot be decoded: %s", error)
-                fetchable = [
-                    tp for tp in self._consumer.assignment() if tp.topic not in self._paused
-                ]
-                if not await self._step_past.recover(fetchable):
+                if not await self._step_past.recover(self._fetchable()):
                     await asyncio.sleep(UNDECODABLE_PAUSE_S)
                 continue
             self._take(batches)

@@ -18,8 +18,8 @@ from aiokafka import ConsumerRecord
 from broker.config import HeadwayConfig, TenantConfig
 from broker.errors import LedgerRefused
 from broker.topics import Topics
-from schemas.results import ErrorCode, JobStatus
-from workers.access import AccessControl
+from schemas.results import ErrorCode, JobResult, JobStatus
+from workers.access import AccessControl, Rejection
 from workers.intake import Intake, InvalidJob, ValidJob
 from workers.outcomes import Identity, result_topic, terminal_result
 from workers.publisher import Publisher
@@ -65,15 +65,11 @@ class PoisonPath:
         if who is not None:
             message = f"headway could not process this job ({reason[:300]}); it is in the DLQ"
             result = terminal_result(who, JobStatus.FAILED, code, message)
-            if not self._authentic(record, who.tenant, tenant):
+            if self._refusal(record, who.tenant, tenant) is not None:
                 await self.settlement.publish_unstored(result, self.tenant_topic(tenant))
                 return
             job = intake.job if isinstance(intake, ValidJob) else None
-            topic = result_topic(job, tenant, self.topics)
-            try:
-                await self.settlement.settle(result, topic)
-            except LedgerRefused:
-                await self.settlement.publish_unstored(result, topic)
+            await self._settle(result, result_topic(job, tenant, self.topics))
 
     async def invalid(self, record: ConsumerRecord[bytes, bytes], intake: InvalidJob) -> None:
         await self.publisher.dead_letter(record, f"invalid_request: {intake.reason}")
@@ -81,9 +77,7 @@ class PoisonPath:
             who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
             tenant = self.config.tenant(intake.tenant)
             topic = self.tenant_topic(tenant)
-            refused = self.access.authenticate(
-                intake.tenant, tenant, record.value or b"", record.headers
-            )
+            refused = self._refusal(record, intake.tenant, tenant)
             if refused is not None:  # said first, as for a valid job; never stored
                 result = terminal_result(who, JobStatus.REJECTED, refused.code, refused.message)
                 await self.settlement.publish_unstored(result, topic)
@@ -91,16 +85,21 @@ class PoisonPath:
             result = terminal_result(
                 who, JobStatus.REJECTED, ErrorCode.INVALID_REQUEST, intake.reason
             )
-            try:
-                await self.settlement.settle(result, topic)
-            except LedgerRefused:
-                await self.settlement.publish_unstored(result, topic)
+            await self._settle(result, topic)
 
-    def _authentic(
+    async def _settle(self, result: JobResult, topic: str) -> None:
+        """Store and publish ``result``; one the database refuses too is published unstored."""
+        try:
+            await self.settlement.settle(result, topic)
+        except LedgerRefused:
+            await self.settlement.publish_unstored(result, topic)
+
+    def _refusal(
         self, record: ConsumerRecord[bytes, bytes], name: str, tenant: TenantConfig | None
-    ) -> bool:
-        """Whether the record may act as tenant ``name`` (what is stored under it)."""
-        return self.access.authenticate(name, tenant, record.value or b"", record.headers) is None
+    ) -> Rejection | None:
+        """Why the record may not act as tenant ``name`` (None: what it asks may be stored
+        under the tenant)."""
+        return self.access.authenticate(name, tenant, record.value or b"", record.headers)
 
     def tenant_topic(self, tenant: TenantConfig | None) -> str:
         """The tenant's own results topic (never a reply topic the record asks for)."""

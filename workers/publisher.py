@@ -161,7 +161,7 @@ class Publisher:
             used = sum(len(n) + len(v or b"") for n, v in headers) + RECORD_SLACK_BYTES
             if value is not None and used + len(key or b"") + len(value) > limit:
                 headers.append((HEADER_TRUNCATED, str(len(value)).encode()))
-                key = (key or b"")[:MAX_HEADER_TEXT] if key is not None else None
+                key = key[:MAX_HEADER_TEXT] if key is not None else None
                 value = value[: max(0, limit - used - len(key or b""))]
         await self.publish([Outgoing(self.topics.dlq, key, value, headers)])
 

@@ -31,9 +31,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker.batches import BatchSender
 from broker.config import HeadwayConfig
+from broker.dlq import dlq_reader
 from broker.errors import LedgerRefused, LedgerUnavailable
 from broker.headers import RecordHeaders
-from broker.kafka import consumer_options, producer_options, require_bootstrap, watch_producer
+from broker.kafka import consumer_options, producer_options, watch_producer
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from schemas.results import ErrorCode
@@ -200,12 +201,9 @@ class Worker:
             on_free=self.scheduler.resume,
             account=self.config.account,
         )
-        dlq_reader = AIOKafkaConsumer(
-            bootstrap_servers=require_bootstrap(settings),
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
+        replays = await self._stack.enter_async_context(
+            ReplayCheck(dlq_reader(settings), self.topics.dlq)
         )
-        replays = await self._stack.enter_async_context(ReplayCheck(dlq_reader, self.topics.dlq))
         self.pipeline = JobPipeline(
             self.config,
             self.topics,

@@ -26,9 +26,9 @@ from broker.client import HeadwayClient
 from broker.kafka import consumer_options
 from schemas.jobs import Priority
 from tests.helpers import running_worker
-from workers.execution import Executor
-from workers.ledger.db import upgrade
-from workers.pipeline import JobPipeline
+from workers.calls.executor import Executor
+from workers.ledger.database.engine import upgrade
+from workers.pipeline.job_pipeline import JobPipeline
 
 _calls: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("calls", default=None)
 

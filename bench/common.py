@@ -19,8 +19,8 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, development_config
 from broker.embedded import EmbeddedKafka, free_port
 from broker.settings import Settings
-from workers.ledger.db import upgrade
-from workers.simulator.run import simulator_process
+from workers.devstack.simulator.run import simulator_process
+from workers.ledger.database.engine import upgrade
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 from bench.common import Stack, preload, wait_for
 from broker.client import HeadwayClient
 from tests.helpers import running_worker
-from workers.ledger.db import create_engine
+from workers.ledger.database.engine import create_engine
 from workers.ledger.queries import batch_status
 
 BACKLOG = 20_000

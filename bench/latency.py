@@ -19,9 +19,10 @@ import httpx
 
 from bench.common import Stack, chat_jobs, preload, wait_for
 from bench.relay import relay
+from broker.settings import HttpSettings
 from schemas.jobs import Priority
 from tests.helpers import running_worker
-from workers.http import create_http_client, post_json
+from workers.providers.http import create_http_client, post_json
 
 
 async def latency_bound_wall_s(
@@ -79,7 +80,7 @@ async def http_floor_wall_s(stack: Stack, calls: int = 5000, concurrency: int = 
         async with slots:
             (await post_json(client, url, _chat_body(i), {}, timeout)).json()
 
-    async with create_http_client(2 * concurrency) as client:
+    async with create_http_client(HttpSettings(2 * concurrency)) as client:
         started = time.perf_counter()
         await asyncio.gather(*(call(client, i) for i in range(calls)))
         return time.perf_counter() - started

@@ -9,7 +9,7 @@ from bench.common import Rates, Stack, chat_jobs, preload, side_by_side, wait_fo
 from bench.relay import relay
 from schemas.jobs import Priority
 from tests.helpers import running_worker
-from workers.gc_tuning import tuned_gc
+from workers.runtime.gc_tuning import tuned_gc
 
 
 async def headway_rate(stack: Stack, jobs: int, concurrency: int) -> float:
@@ -39,7 +39,7 @@ async def relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
 
 async def tuned_relay_rate(stack: Stack, jobs: int, concurrency: int) -> float:
     """The relay under the garbage-collector tuning a headway worker applies to itself
-    (``workers/gc_tuning.py``): how much of the ratio that tuning explains."""
+    (``workers/runtime/gc_tuning.py``): how much of the ratio that tuning explains."""
     with tuned_gc(stack.settings().gc_threshold):  # what headway_rate's worker applies
         return await relay_rate(stack, jobs, concurrency)
 

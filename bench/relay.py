@@ -12,7 +12,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from workers.http import create_http_client
+from broker.settings import HttpSettings
+from workers.providers.http import create_http_client
 
 
 class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -54,7 +55,7 @@ async def relay(
     )
     consumer.subscribe([jobs_topic], listener=_Assigned(ready or asyncio.Event()))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
-    http = create_http_client(concurrency * 2)
+    http = create_http_client(HttpSettings(concurrency * 2))
     await consumer.start()
     await producer.start()
     slots = asyncio.Semaphore(concurrency)

@@ -32,11 +32,11 @@ from broker.embedded import EmbeddedKafka
 from broker.settings import Settings
 from tests.chaos.processes import spawn_worker
 from tests.helpers import read_topic
-from workers.ledger.db import create_engine, upgrade
-from workers.ledger.models import BudgetRow, UsageRow, from_nano, to_nano
+from workers.admission.quotas import over_admission_bound
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
+from workers.ledger.database.engine import create_engine, upgrade
+from workers.ledger.database.models import BudgetRow, UsageRow, from_nano, to_nano
 from workers.ledger.queries import batch_status
-from workers.quotas import over_admission_bound
-from workers.simulator import SimulatorConfig, SimulatorServer
 
 POSTGRES_URL = os.environ.get(
     "HEADWAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

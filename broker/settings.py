@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,6 +20,95 @@ from broker.topics import DEFAULT_CONSUMER_GROUP, DEFAULT_PREFIX, Topics
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./headway.db"
 DEFAULT_CONFIG_PATH = Path("headway.toml")
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How a job's provider calls are retried, and when a long wait parks it instead."""
+
+    max_attempts: int = 5
+    max_total_s: float = 120.0
+    initial_s: float = 0.2
+    max_wait_s: float = 30.0
+    park_after_s: float = 5.0  # a longer wait parks the job
+    max_parks: int = 10  # parks per job before it fails with its last provider error
+
+
+@dataclass(frozen=True)
+class CircuitSettings:
+    """When a deployment's circuit opens, and for how long."""
+
+    failures: int = 5  # consecutive failures that open the circuit
+    error_rate: float = 0.5  # or this share of failures…
+    window: int = 20  # …over the last this many calls
+    min_calls: int = 10  # (once at least this many are known)
+    open_s: float = 30.0  # how long an open circuit refuses calls before a probe
+
+
+@dataclass(frozen=True)
+class BatchLaneSettings:
+    """The provider Batch-API lane's rhythm (docs/batch-lane.md)."""
+
+    pack_every_s: float = 30.0
+    poll_every_s: float = 60.0
+    max_items: int | None = None  # per submission, below the provider's own limit
+    wait_s: float = 600.0  # a part-filled batch is sent once its oldest item waited this long
+    margin_s: float = 3600.0  # an item this near its deadline goes back online
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """The ledger database and how this worker writes to it."""
+
+    database_url: str
+    owner: str  # this worker's id: the owner of its leases
+    lease_s: float = 30.0
+    flush_ms: int = 0
+    batch_max: int = 200
+    probe_s: float = 1.0  # while the database is unreachable, how often it is asked again
+
+    @property
+    def flushers(self) -> int:
+        """SQLite has one writer; PostgreSQL takes several transactions at once."""
+        return 1 if self.database_url.startswith("sqlite") else 4
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Embedding micro-batches: many single jobs, one provider request."""
+
+    linger_s: float = 0.02
+    max_batch_tokens: int = 250_000
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The response cache's pruning."""
+
+    max_entries: int = 1_000_000
+    prune_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class BufferSettings:
+    """The lane buffers between the fetch loop and the runners."""
+
+    max_jobs: int = 4096
+    max_bytes: int = 64 * 1024 * 1024
+    priority_aging_s: float | None = 30.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The one HTTP client of a worker's provider calls."""
+
+    max_connections: int = 2048
+    max_response_bytes: int = 64 * 1024 * 1024
+
+
+_RETRY, _CIRCUIT, _BATCH_LANE = RetrySettings(), CircuitSettings(), BatchLaneSettings()
+_LEDGER = LedgerSettings("", "")
+_EMBED, _CACHE, _BUFFER, _HTTP = EmbedSettings(), CacheSettings(), BufferSettings(), HttpSettings()
 
 
 def _default_worker_id() -> str:
@@ -90,75 +180,80 @@ class Settings(BaseSettings):
         description="serve /healthz and /readyz on this port (0: any free port; unset: off)",
     )
     ledger_probe_s: Annotated[float, Field(gt=0)] = Field(
-        1.0, description="while the database is unreachable, how often the worker asks again"
+        _LEDGER.probe_s,
+        description="while the database is unreachable, how often the worker asks again",
     )
-    buffer_max_jobs: Annotated[int, Field(ge=1)] = 4096
-    buffer_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    buffer_max_jobs: Annotated[int, Field(ge=1)] = _BUFFER.max_jobs
+    buffer_max_bytes: Annotated[int, Field(ge=1024)] = _BUFFER.max_bytes
     commit_interval_ms: Annotated[int, Field(ge=10)] = 200
     priority_aging_s: Annotated[float, Field(gt=0)] | None = Field(
-        30.0,
+        _BUFFER.priority_aging_s,
         description="a lane whose oldest job waited this long is served one lane higher "
         "(unset: strict priority)",
     )
     revoke_grace_s: Annotated[float, Field(ge=0)] = 10.0
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
-    lease_s: Annotated[float, Field(gt=0)] = 30.0
+    lease_s: Annotated[float, Field(gt=0)] = _LEDGER.lease_s
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="json, text, or auto: JSON unless stderr is a terminal"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ledger_flush_ms: Annotated[int, Field(ge=0)] = Field(
-        0,
+        _LEDGER.flush_ms,
         description="how long a ledger batch waits for more writes before it is flushed "
         "(0: as soon as a flusher is free — writes arriving meanwhile form the next batch)",
     )
     ledger_batch_max: Annotated[int, Field(ge=1)] = Field(
-        200,
+        _LEDGER.batch_max,
         description="ledger writes per statement batch; smaller batches store a wave of "
         "results sooner (each waits less behind the others), larger ones cost less CPU",
     )
 
     # Provider calls
-    http_max_connections: Annotated[int, Field(ge=1)] = 2048
+    http_max_connections: Annotated[int, Field(ge=1)] = _HTTP.max_connections
     max_response_bytes: Annotated[int, Field(ge=1024)] = Field(
-        64 * 1024 * 1024,
+        _HTTP.max_response_bytes,
         description="the largest provider answer a worker reads; a larger one fails the call "
         "as a provider error (provider_error), never the worker's memory",
     )
-    retry_max_attempts: Annotated[int, Field(ge=1)] = 5
-    retry_max_total_s: Annotated[float, Field(gt=0)] = 120.0
-    retry_initial_s: Annotated[float, Field(ge=0)] = 0.2
-    retry_max_wait_s: Annotated[float, Field(ge=0)] = 30.0
+    retry_max_attempts: Annotated[int, Field(ge=1)] = _RETRY.max_attempts
+    retry_max_total_s: Annotated[float, Field(gt=0)] = _RETRY.max_total_s
+    retry_initial_s: Annotated[float, Field(ge=0)] = _RETRY.initial_s
+    retry_max_wait_s: Annotated[float, Field(ge=0)] = _RETRY.max_wait_s
     retry_park_after_s: Annotated[float, Field(ge=0)] = Field(
-        5.0,
+        _RETRY.park_after_s,
         description="a job that must wait longer than this is parked on the retry topic "
         "instead of holding its slot",
     )
     retry_max_parks: Annotated[int, Field(ge=0)] = Field(
-        10, description="parks per job before it fails with its last provider error"
+        _RETRY.max_parks, description="parks per job before it fails with its last provider error"
     )
     circuit_failures: Annotated[int, Field(ge=1)] = Field(
-        5, description="consecutive failures of a deployment that open its circuit"
+        _CIRCUIT.failures, description="consecutive failures of a deployment that open its circuit"
     )
     circuit_error_rate: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.5, description="or this share of failures over the last circuit_window calls"
+        _CIRCUIT.error_rate,
+        description="or this share of failures over the last circuit_window calls",
     )
-    circuit_window: Annotated[int, Field(ge=1)] = 20
-    circuit_min_calls: Annotated[int, Field(ge=1)] = 10
+    circuit_window: Annotated[int, Field(ge=1)] = _CIRCUIT.window
+    circuit_min_calls: Annotated[int, Field(ge=1)] = _CIRCUIT.min_calls
     circuit_open_s: Annotated[float, Field(gt=0)] = Field(
-        30.0, description="how long an open circuit refuses calls before one probe"
+        _CIRCUIT.open_s, description="how long an open circuit refuses calls before one probe"
     )
     cache_max_entries: Annotated[int, Field(ge=1)] = Field(
-        default=1_000_000, description="response-cache entries kept (oldest pruned first)"
+        default=_CACHE.max_entries, description="response-cache entries kept (oldest pruned first)"
     )
     cache_prune_s: Annotated[float, Field(gt=0)] = Field(
-        default=60.0, description="how often a worker prunes expired and excess cache entries"
+        default=_CACHE.prune_s,
+        description="how often a worker prunes expired and excess cache entries",
     )
     embed_linger_ms: Annotated[float, Field(ge=0)] = Field(
-        20.0, description="how long a micro-batch of embedding jobs waits for more"
+        _EMBED.linger_s * 1000,
+        description="how long a micro-batch of embedding jobs waits for more",
     )
     embed_max_batch_tokens: Annotated[int, Field(ge=1)] = Field(
-        250_000, description="estimated tokens per combined embeddings request, at most"
+        _EMBED.max_batch_tokens,
+        description="estimated tokens per combined embeddings request, at most",
     )
     gc_threshold: Annotated[int, Field(ge=0)] = Field(
         50_000,
@@ -166,13 +261,16 @@ class Settings(BaseSettings):
         "and collects after this many new objects (0: Python's defaults; docs/performance.md)",
     )
     batch_pack_s: Annotated[float, Field(gt=0)] = Field(
-        30.0, description="how often jobs waiting for a provider batch are packed and submitted"
+        _BATCH_LANE.pack_every_s,
+        description="how often jobs waiting for a provider batch are packed and submitted",
     )
     batch_poll_s: Annotated[float, Field(gt=0)] = Field(
-        60.0, description="how often submitted provider batches are asked whether they ended"
+        _BATCH_LANE.poll_every_s,
+        description="how often submitted provider batches are asked whether they ended",
     )
     batch_wait_s: Annotated[float, Field(ge=0)] = Field(
-        600.0, description="a part-filled provider batch is sent once its oldest job waited this"
+        _BATCH_LANE.wait_s,
+        description="a part-filled provider batch is sent once its oldest job waited this",
     )
     batch_max_items: Annotated[int, Field(ge=1)] | None = Field(
         None, description="jobs per provider batch, at most (default: the provider's limit)"
@@ -190,3 +288,62 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    # -- the groups the parts take whole ------------------------------------------------------
+
+    @property
+    def retry(self) -> RetrySettings:
+        return RetrySettings(
+            max_attempts=self.retry_max_attempts,
+            max_total_s=self.retry_max_total_s,
+            initial_s=self.retry_initial_s,
+            max_wait_s=self.retry_max_wait_s,
+            park_after_s=self.retry_park_after_s,
+            max_parks=self.retry_max_parks,
+        )
+
+    @property
+    def circuit(self) -> CircuitSettings:
+        return CircuitSettings(
+            failures=self.circuit_failures,
+            error_rate=self.circuit_error_rate,
+            window=self.circuit_window,
+            min_calls=self.circuit_min_calls,
+            open_s=self.circuit_open_s,
+        )
+
+    @property
+    def batch_lane(self) -> BatchLaneSettings:
+        return BatchLaneSettings(
+            pack_every_s=self.batch_pack_s,
+            poll_every_s=self.batch_poll_s,
+            max_items=self.batch_max_items,
+            wait_s=self.batch_wait_s,
+        )
+
+    @property
+    def ledger(self) -> LedgerSettings:
+        return LedgerSettings(
+            database_url=self.database_url,
+            owner=self.worker_id,
+            lease_s=self.lease_s,
+            flush_ms=self.ledger_flush_ms,
+            batch_max=self.ledger_batch_max,
+            probe_s=self.ledger_probe_s,
+        )
+
+    @property
+    def embed(self) -> EmbedSettings:
+        return EmbedSettings(self.embed_linger_ms / 1000, self.embed_max_batch_tokens)
+
+    @property
+    def cache(self) -> CacheSettings:
+        return CacheSettings(self.cache_max_entries, self.cache_prune_s)
+
+    @property
+    def buffer(self) -> BufferSettings:
+        return BufferSettings(self.buffer_max_jobs, self.buffer_max_bytes, self.priority_aging_s)
+
+    @property
+    def http(self) -> HttpSettings:
+        return HttpSettings(self.http_max_connections, self.max_response_bytes)

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from workers.ledger.models import Base
+from workers.ledger.database.models import Base
 
 target_metadata = Base.metadata
 

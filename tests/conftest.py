@@ -22,8 +22,8 @@ import pytest
 from broker.embedded import EmbeddedKafka
 from broker.settings import Settings
 from tests.apache_kafka import ApacheKafkaCluster, KafkaUnavailable
-from workers.ledger.db import upgrade
-from workers.simulator import SimulatorConfig, SimulatorServer
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
+from workers.ledger.database.engine import upgrade
 
 POSTGRES_URL = os.environ.get(
     "HEADWAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

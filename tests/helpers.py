@@ -17,7 +17,7 @@ from broker.admin import create_topics
 from broker.config import HeadwayConfig
 from broker.kafka import topic_partitions
 from broker.settings import Settings
-from workers.worker import Worker
+from workers.runtime.worker import Worker
 
 
 def chat_job(job_id: str, **overrides: Any) -> dict[str, Any]:

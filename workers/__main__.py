@@ -1,6 +1,6 @@
 """``python -m workers`` — the same as the ``headway`` command."""
 
-from workers.cli import main
+from workers.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from broker.settings import Settings
 from tests.helpers import Collected, read_topic
-from workers.ledger.db import create_engine
-from workers.ledger.models import JobRow, RowStatus, UsageRow, to_nano
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import JobRow, RowStatus, UsageRow, to_nano
 
 LOGS: dict[int, Path] = {}  # worker pid → its log file
 

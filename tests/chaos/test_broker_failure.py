@@ -37,7 +37,7 @@ from tests.chaos.processes import (
 )
 from tests.chaos.progress import watching
 from tests.helpers import chat_job, read_topic
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 JOBS = size(3000, 10_000)
 WORKERS = 3

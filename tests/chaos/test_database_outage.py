@@ -22,7 +22,7 @@ from tests.chaos.conftest import size
 from tests.chaos.processes import assert_one_result_each, results, write_config
 from tests.chaos.tcpproxy import TcpProxy
 from tests.helpers import chat_job, running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 JOBS = size(1500, 5000)
 OUTAGE_S = 10.0

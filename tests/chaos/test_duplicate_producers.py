@@ -24,7 +24,7 @@ from tests.chaos.processes import (
     write_config,
 )
 from tests.helpers import chat_job, read_topic
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 JOBS = size(500, 1000)
 

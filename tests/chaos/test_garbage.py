@@ -19,7 +19,7 @@ from broker.topics import HEADER_ERROR
 from schemas.jobs import Priority
 from tests.chaos.conftest import size
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 BAD = size(2000, 10_000)
 VALID = size(200, 1000)

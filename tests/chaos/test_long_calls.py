@@ -11,7 +11,7 @@ from broker.config import development_config
 from broker.settings import Settings
 from tests.chaos.conftest import size
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 CALL_MS = size(6_000, 30_000)
 POLL_INTERVAL_MS = size(3000, 7000)

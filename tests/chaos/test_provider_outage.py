@@ -21,7 +21,7 @@ from broker.settings import Settings
 from tests.chaos.conftest import FULL, size
 from tests.chaos.processes import results
 from tests.helpers import chat_job, running_worker
-from workers.simulator import SimulatorConfig, SimulatorServer
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 
 OUTAGE_S = float(size(4, 30))
 # `make test` takes one kind of outage here (the other is the next test's); `make chaos` both

@@ -32,7 +32,7 @@ from tests.chaos.processes import (
 )
 from tests.chaos.progress import watching
 from tests.helpers import chat_job
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 pytestmark = pytest.mark.apache
 

@@ -27,7 +27,7 @@ from tests.chaos.processes import (
     write_config,
 )
 from tests.helpers import chat_job
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 JOBS = size(3000, 10_000)
 CONCURRENCY = 64

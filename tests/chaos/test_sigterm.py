@@ -22,7 +22,7 @@ from tests.chaos.processes import (
     write_config,
 )
 from tests.helpers import chat_job
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 JOBS = size(1500, 5000)
 CONCURRENCY = 64

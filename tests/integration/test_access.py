@@ -17,8 +17,8 @@ from broker.settings import Settings
 from broker.topics import HEADER_SIGNATURE
 from schemas.jobs import Priority
 from tests.helpers import chat_job, create_topic, read_topic, running_worker
-from workers.access import AccessControl
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
+from workers.pipeline.access import AccessControl
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,12 @@ from broker.errors import (
     ProviderRateLimited,
     ProviderServerError,
 )
+from broker.settings import HttpSettings
 from schemas.jobs import Params
-from workers.http import create_http_client
+from workers.devstack.simulator import SimulatorServer
 from workers.providers.base import ChatCall, EmbeddingCall, Provider
+from workers.providers.http import create_http_client
 from workers.providers.registry import build_provider
-from workers.simulator import SimulatorServer
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def base_url(sim: SimulatorServer, wire: str) -> str:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with create_http_client(64) as client:
+    async with create_http_client(HttpSettings(64)) as client:
         yield client
 
 

@@ -13,7 +13,7 @@ from broker.config import development_config, parse_config
 from broker.settings import Settings
 from broker.topics import HEADER_ERROR, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 BAD_BYTES = [
     b"\xff\xfe\x00garbage",

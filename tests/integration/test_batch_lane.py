@@ -18,11 +18,11 @@ from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from tests.helpers import chat_job, eventually, read_topic, running_worker
-from workers.batch_lane import LaneSettings
-from workers.ledger.db import create_engine
-from workers.ledger.models import BudgetHoldRow, BudgetRow
+from workers.batch_lane.lane import BatchLaneSettings
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import BudgetHoldRow, BudgetRow
 from workers.ledger.queries import batch_status, tenant_spend_usd
-from workers.simulator import SimulatorConfig, SimulatorServer
 
 ONLINE_IN, ONLINE_OUT = 2.0, 8.0  # USD per million tokens, online; the batch price is half
 
@@ -162,7 +162,7 @@ async def test_a_job_waiting_in_the_lane_goes_online_when_its_deadline_comes_nea
         async with running_worker(settings, lane_config(sim)) as worker:
             lane = worker.pipeline.batch_lane
             assert lane is not None
-            lane.settings = LaneSettings(3600.0, 3600.0, margin_s=31 * 3600.0)
+            lane.settings = BatchLaneSettings(3600.0, 3600.0, margin_s=31 * 3600.0)
             async with HeadwayClient(settings) as client:
                 await client.submit(tolerant("late", "Summarise me."))
             assert await eventually(lambda: lane.handed_over == 1)
@@ -224,7 +224,7 @@ async def test_jobs_waiting_in_the_lane_for_a_cancelled_batch_end_cancelled_unse
                     ControlCommand(action="cancel", tenant="demo", batch_id="dropme")
                 )
                 assert await eventually(lambda: cancellations.is_cancelled("demo", "x", "dropme"))
-            lane.settings = LaneSettings(0.3, 0.3, wait_s=0.0)  # pack now
+            lane.settings = BatchLaneSettings(0.3, 0.3, wait_s=0.0)  # pack now
             results = await results_of(settings, 10)
     assert {copies[0]["status"] for copies in results.values()} == {"cancelled"}
     assert all(len(copies) == 1 for copies in results.values())

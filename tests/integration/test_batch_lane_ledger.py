@@ -9,8 +9,8 @@ import time
 from sqlalchemy import insert, select
 
 from workers.ledger import batch_lane as lane
-from workers.ledger.db import create_engine
-from workers.ledger.models import JobRow
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import JobRow
 
 
 def item(n: int, deployment: str = "sim:m") -> lane.Item:

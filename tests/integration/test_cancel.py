@@ -15,10 +15,10 @@ from broker.settings import Settings
 from schemas.control import ControlCommand
 from tests.helpers import chat_job, read_topic, running_worker
 from tests.hostile import RawName, hostile_producer, send_all
-from workers.cancellations import Cancellations
-from workers.ledger.db import create_engine
-from workers.ledger.transactions import AsyncTransactions
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.transactions import AsyncTransactions
+from workers.pipeline.cancellations import Cancellations
 
 
 async def test_a_cancel_on_the_control_topic_is_stored_for_every_worker(

@@ -13,7 +13,7 @@ from pathlib import Path
 from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 JOBS = 60
 

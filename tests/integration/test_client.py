@@ -15,7 +15,7 @@ from broker.config import development_config
 from broker.settings import Settings
 from schemas.jobs import Priority
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 
 async def test_results_yields_only_the_batch_asked_for_and_skips_foreign_records(

@@ -23,8 +23,8 @@ from broker.settings import Settings
 from broker.topics import HEADER_REPLAY, HEADER_SIGNATURE
 from schemas.jobs import Priority
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.execution import Executor
-from workers.simulator import SimulatorServer
+from workers.calls.executor import Executor
+from workers.devstack.simulator import SimulatorServer
 
 
 def break_execution_for(job_ids: set[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ import yaml
 from broker.asyncapi import render
 from broker.docs_site import DocsSite
 from broker.settings import Settings
-from workers.cli import main
+from workers.cli.main import main
 
 
 async def test_the_docs_site_serves_the_document_for_the_configured_prefix() -> None:

@@ -13,8 +13,8 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.health import RAMP_STEP_S, CircuitState
-from workers.simulator import SimulatorConfig, SimulatorServer
+from workers.calls.health import RAMP_STEP_S, CircuitState
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 
 pytestmark = pytest.mark.integration
 

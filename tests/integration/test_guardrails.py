@@ -15,8 +15,8 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from tests.helpers import chat_job, embedding_job, read_topic, running_worker
+from workers.devstack.simulator import SimulatorServer
 from workers.guardrails.base import Context, Verdict
-from workers.simulator import SimulatorServer
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "pii" / "corpus.jsonl"
 PLACEHOLDER = re.compile(r"\[(?:SECRET|EMAIL|IBAN|CARD|SSN|IP|PHONE)_\d+\]")

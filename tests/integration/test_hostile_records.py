@@ -27,9 +27,9 @@ from broker.topics import (
 from schemas.jobs import Priority
 from tests.helpers import chat_job, committed, read_topic, running_worker
 from tests.hostile import Header, RawName, hostile_producer, send_all
+from workers.devstack.simulator import SimulatorServer
 from workers.ledger.repository import Finish
-from workers.simulator import SimulatorServer
-from workers.tracing import Tracing
+from workers.telemetry.tracing import Tracing
 
 
 async def committed_reaches(settings: Settings, tp: TopicPartition, end: int) -> int:

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 
 from broker.embedded import free_port
-from workers.http import ResponseTooLarge, create_http_client, post_json
+from broker.settings import HttpSettings
+from workers.providers.http import ResponseTooLarge, create_http_client, post_json
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 async def test_post_json_sends_headers_and_body_and_returns_a_read_httpx_response(
     server: str,
 ) -> None:
-    async with create_http_client(8) as client:
+    async with create_http_client(HttpSettings(8)) as client:
         response = await post_json(
             client, httpx.URL(f"{server}/echo"), {"a": "ü"}, {"authorization": "Bearer k"}, TIMEOUT
         )
@@ -108,20 +109,20 @@ async def test_post_json_sends_headers_and_body_and_returns_a_read_httpx_respons
 
 
 async def test_a_gzip_encoded_body_is_decoded(server: str) -> None:
-    async with create_http_client(8) as client:
+    async with create_http_client(HttpSettings(8)) as client:
         response = await post_json(client, httpx.URL(f"{server}/gzip"), {}, {}, TIMEOUT)
     assert response.json() == {"zipped": True}
 
 
 async def test_error_statuses_are_responses_not_exceptions(server: str) -> None:
-    async with create_http_client(8) as client:
+    async with create_http_client(HttpSettings(8)) as client:
         response = await post_json(client, httpx.URL(f"{server}/limited"), {}, {}, TIMEOUT)
     assert response.status_code == 429
     assert response.json()["error"]["message"] == "slow down"
 
 
 async def test_a_read_timeout_is_an_httpx_timeout(server: str) -> None:
-    async with create_http_client(8) as client:
+    async with create_http_client(HttpSettings(8)) as client:
         with pytest.raises(httpx.TimeoutException):
             await post_json(
                 client, httpx.URL(f"{server}/slow"), {}, {}, httpx.Timeout(0.2, connect=1.0)
@@ -129,13 +130,13 @@ async def test_a_read_timeout_is_an_httpx_timeout(server: str) -> None:
 
 
 async def test_connection_refused_is_an_httpx_connect_error() -> None:
-    async with create_http_client(8) as client:
+    async with create_http_client(HttpSettings(8)) as client:
         with pytest.raises(httpx.ConnectError):
             await post_json(client, httpx.URL(f"http://127.0.0.1:{free_port()}/x"), {}, {}, TIMEOUT)
 
 
 async def test_a_closed_client_refuses_new_requests(server: str) -> None:
-    client = create_http_client(8)
+    client = create_http_client(HttpSettings(8))
     await post_json(client, httpx.URL(f"{server}/echo"), {}, {}, TIMEOUT)
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
@@ -146,7 +147,7 @@ async def test_a_closed_client_refuses_new_requests(server: str) -> None:
 async def test_an_answer_larger_than_the_bound_is_refused_not_read_whole(
     server: str, path: str
 ) -> None:
-    async with create_http_client(8, max_response_bytes=100_000) as client:
+    async with create_http_client(HttpSettings(8, max_response_bytes=100_000)) as client:
         with pytest.raises(ResponseTooLarge):
             await post_json(client, httpx.URL(server + path), {}, {}, TIMEOUT)
 
@@ -154,7 +155,7 @@ async def test_an_answer_larger_than_the_bound_is_refused_not_read_whole(
 async def test_a_provider_trickling_bytes_is_cut_off_at_the_calls_timeout(server: str) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with create_http_client(8) as client:
+    async with create_http_client(HttpSettings(8)) as client:
         with pytest.raises(httpx.TimeoutException):
             await post_json(client, httpx.URL(server + "/trickle"), {}, {}, httpx.Timeout(1.0))
     assert loop.time() - started < 2.0  # not the 4 s the answer takes

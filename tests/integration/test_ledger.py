@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from broker.errors import LedgerRefused
-from workers.ledger.db import create_engine
-from workers.ledger.models import RowStatus
+from broker.settings import LedgerSettings
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import RowStatus
 from workers.ledger.queries import tenant_spend_usd
 from workers.ledger.repository import (
     AlreadyFinished,
@@ -23,6 +24,7 @@ from workers.ledger.repository import (
     UsageRecord,
 )
 from workers.ledger.writer import LedgerWriter
+from workers.runtime.readiness import Readiness
 
 
 class Clock:
@@ -44,8 +46,9 @@ async def writers(
 ) -> AsyncIterator[tuple[LedgerWriter, LedgerWriter]]:
     """Two workers' ledger writers over the same database."""
     engine = create_engine(database_url)
-    a = LedgerWriter(engine, LedgerRepository("worker-a", 30.0, clock), flush_ms=1)
-    b = LedgerWriter(engine, LedgerRepository("worker-b", 30.0, clock), flush_ms=1)
+    settings = LedgerSettings(str(engine.url), "test", flush_ms=1)
+    a = LedgerWriter(engine, LedgerRepository("worker-a", 30.0, clock), settings, Readiness())
+    b = LedgerWriter(engine, LedgerRepository("worker-b", 30.0, clock), settings, Readiness())
     async with a, b:
         yield a, b
     await engine.dispose()

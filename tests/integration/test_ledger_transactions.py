@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from workers.ledger.db import create_engine, upgrade
-from workers.ledger.models import JobRow
-from workers.ledger.repository import Claim, Claimed, LedgerRepository
-from workers.ledger.transactions import (
+from broker.settings import LedgerSettings
+from workers.ledger.database.engine import create_engine, upgrade
+from workers.ledger.database.models import JobRow
+from workers.ledger.database.transactions import (
     AsyncTransactions,
     Connection,
     SuspendedLedgerWork,
@@ -24,14 +24,18 @@ from workers.ledger.transactions import (
     complete,
     transactions_for,
 )
+from workers.ledger.repository import Claim, Claimed, LedgerRepository
 from workers.ledger.writer import LedgerWriter
+from workers.runtime.readiness import Readiness
 
 
 @pytest.fixture
 async def sqlite_writer(sqlite_url: str) -> AsyncIterator[LedgerWriter]:
     await upgrade(sqlite_url)
     engine = create_engine(sqlite_url)
-    async with LedgerWriter(engine, LedgerRepository("w", 30.0, lambda: 1_000.0)) as writer:
+    repository = LedgerRepository("w", 30.0, lambda: 1_000.0)
+    settings = LedgerSettings(str(engine.url), "w", flush_ms=5, batch_max=500)
+    async with LedgerWriter(engine, repository, settings, Readiness()) as writer:
         yield writer
     await engine.dispose()
 

@@ -19,10 +19,10 @@ from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.logs import JsonFormatter, redact_secrets
-from workers.pipeline import JobPipeline
-from workers.simulator import SimulatorServer
-from workers.tracing import Tracing
+from workers.devstack.simulator import SimulatorServer
+from workers.pipeline.job_pipeline import JobPipeline
+from workers.telemetry.logs import JsonFormatter, redact_secrets
+from workers.telemetry.tracing import Tracing
 
 SECRET = "tenant-signing-secret-7f3a9c"
 

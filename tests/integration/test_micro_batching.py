@@ -13,9 +13,9 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from tests.helpers import embedding_job, read_topic, running_worker
-from workers.microbatch import split_tokens
-from workers.simulator import SimulatorServer
-from workers.simulator.behaviour import embedding
+from workers.calls.microbatch import split_tokens
+from workers.devstack.simulator import SimulatorServer
+from workers.devstack.simulator.behaviour import embedding
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from workers.ledger.db import alembic_config, create_engine, upgrade
-from workers.ledger.models import Base
+from workers.ledger.database.engine import alembic_config, create_engine, upgrade
+from workers.ledger.database.models import Base
 
 
 def differences(sync_conn: Any) -> list[Any]:

@@ -13,7 +13,7 @@ from broker.config import development_config
 from broker.settings import Settings
 from schemas.jobs import Priority
 from tests.helpers import chat_job, committed, read_topic, running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 FAST = 30
 

@@ -17,10 +17,10 @@ from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import running_worker
 from tests.integration.test_cli import headway
-from workers.ledger.db import create_engine
-from workers.ledger.models import JobRow
-from workers.result_export import ResultFormat, batch_lines, openai_batch_line
-from workers.simulator import SimulatorServer
+from workers.cli.exports import ResultFormat, batch_lines, openai_batch_line
+from workers.devstack.simulator import SimulatorServer
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import JobRow
 
 
 def openai_line(custom_id: str, url: str, body: dict[str, object]) -> str:

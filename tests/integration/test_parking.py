@@ -14,7 +14,7 @@ from broker.config import parse_config
 from broker.settings import Settings
 from broker.topics import HEADER_ATTEMPTS, HEADER_NOT_BEFORE, HEADER_RETRY_COUNT
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorConfig, SimulatorServer
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from broker.config import development_config
 from broker.settings import Settings
 from broker.topics import HEADER_ERROR
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.pipeline import JobPipeline
-from workers.publisher import Publisher
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
+from workers.pipeline.job_pipeline import JobPipeline
+from workers.settle.publisher import Publisher
 
 
 def explode_on(job_ids: set[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:

@@ -14,8 +14,8 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from tests.helpers import chat_job, eventually, read_topic, running_worker
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 from workers.ledger.writer import LedgerWriter
-from workers.simulator import SimulatorConfig, SimulatorServer
 
 pytestmark = pytest.mark.integration
 

@@ -16,18 +16,21 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.config import BudgetPeriod, HeadwayConfig, OnBudgetExhausted, TenantConfig
+from broker.settings import CircuitSettings, LedgerSettings
 from schemas.jobs import JobRequest
 from tests.helpers import chat_job
-from workers.admission import Admission, Ticket
-from workers.budgets import Budgets, OverBudget
-from workers.health import HealthBoard
-from workers.ledger.db import create_engine
-from workers.ledger.models import BudgetHoldRow, BudgetRow, QuotaGrantRow, RowStatus
+from workers.admission.budgets import Budgets, OverBudget
+from workers.admission.gate import Admission, Ticket
+from workers.admission.quotas import Wait, over_admission_bound
+from workers.calls.health import HealthBoard
+from workers.calls.limits import LimitBoard
+from workers.calls.routing import DeploymentState, Router
+from workers.calls.tokens import Calibration
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import BudgetHoldRow, BudgetRow, QuotaGrantRow, RowStatus
 from workers.ledger.repository import Finish, LedgerRepository, UsageRecord
 from workers.ledger.writer import LedgerWriter
-from workers.quotas import Wait, over_admission_bound
-from workers.routing import Router
-from workers.tokens import Calibration
+from workers.runtime.readiness import Readiness
 
 LEASE_S = 30.0
 
@@ -75,8 +78,15 @@ class Replica:
     def __init__(self, url: str, owner: str, clock: Clock) -> None:
         self.engine = create_engine(url)
         self.owner = owner
-        self.writer = LedgerWriter(self.engine, LedgerRepository(owner, LEASE_S, clock))
-        router = Router(HealthBoard(), Calibration())
+        self.writer = LedgerWriter(
+            self.engine,
+            LedgerRepository(owner, LEASE_S, clock),
+            LedgerSettings(str(self.engine.url), owner, flush_ms=5, batch_max=500),
+            Readiness(),
+        )
+        router = Router(
+            DeploymentState(HealthBoard(CircuitSettings()), LimitBoard(8), Calibration())
+        )
         budgets = Budgets(router, self.writer.run, owner, LEASE_S, clock)
         self.admission = Admission(self.writer.run, budgets, owner, LEASE_S, clock=clock)
 

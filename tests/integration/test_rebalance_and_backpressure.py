@@ -10,7 +10,7 @@ from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorServer
 
 
 async def test_a_second_worker_joining_mid_batch_takes_partitions_without_duplicate_results(

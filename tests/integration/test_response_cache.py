@@ -14,11 +14,11 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from tests.helpers import chat_job, embedding_job, read_topic, running_worker
+from workers.devstack.simulator import SimulatorServer
 from workers.ledger import cache as rows
 from workers.ledger.cache import CacheEntry
-from workers.ledger.db import create_engine
+from workers.ledger.database.engine import create_engine
 from workers.ledger.queries import tenant_spend_usd
-from workers.simulator import SimulatorServer
 
 
 def cached_config(url: str, **cache: Any) -> HeadwayConfig:

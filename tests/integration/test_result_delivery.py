@@ -27,8 +27,8 @@ from tests.helpers import (
     read_topic,
     running_worker,
 )
-from workers.simulator import SimulatorServer
-from workers.worker import Worker
+from workers.devstack.simulator import SimulatorServer
+from workers.runtime.worker import Worker
 
 pytestmark = pytest.mark.integration
 

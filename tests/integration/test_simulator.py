@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from workers.simulator import SimulatorConfig, SimulatorServer
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 
 
 async def test_chat_completions_are_deterministic_with_realistic_usage(

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from workers.simulator import SimulatorConfig, SimulatorServer
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 
 
 def chat_line(custom_id: str, text: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.ledger.db import create_engine
+from workers.ledger.database.engine import create_engine
 
 
 async def test_a_new_sqlite_ledger_is_in_wal_mode_for_every_connection(tmp_path: Path) -> None:

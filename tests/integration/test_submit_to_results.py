@@ -9,9 +9,9 @@ from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import chat_job, embedding_job, read_topic, running_worker
-from workers.ledger.db import create_engine
+from workers.devstack.simulator import SimulatorServer
+from workers.ledger.database.engine import create_engine
 from workers.ledger.queries import batch_status, tenant_spend_usd
-from workers.simulator import SimulatorServer
 
 JOBS = 40
 

@@ -14,10 +14,10 @@ from broker.config import HeadwayConfig, development_config, parse_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
 from tests.integration.test_cli import headway
+from workers.devstack.simulator import SimulatorServer
 from workers.ledger import templates as store
-from workers.ledger.db import create_engine
-from workers.simulator import SimulatorServer
-from workers.templates import TemplateSpec
+from workers.ledger.database.engine import create_engine
+from workers.templates.rendering import TemplateSpec
 
 REPLY_V1 = TemplateSpec("reply", (("user", "Reply kindly to ticket: {{ ticket }}"),))
 REPLY_V2 = TemplateSpec(

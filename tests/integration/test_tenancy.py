@@ -21,10 +21,10 @@ from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from broker.topics import HEADER_NOT_BEFORE
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.ledger.db import create_engine
-from workers.ledger.models import BudgetRow, UsageRow, to_nano
-from workers.quotas import over_admission_bound
-from workers.simulator import SimulatorConfig, SimulatorServer
+from workers.admission.quotas import over_admission_bound
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import BudgetRow, UsageRow, to_nano
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorServer
-from workers.top import Snapshot, render, run_top
+from workers.cli.top import Snapshot, render, run_top
+from workers.devstack.simulator import SimulatorServer
 
 JOBS = 12
 

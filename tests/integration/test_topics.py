@@ -19,7 +19,7 @@ from broker.settings import Settings
 from schemas.jobs import Priority
 from tests.apache_kafka import ApacheKafkaCluster
 from tests.helpers import create_topic
-from workers.cli import app
+from workers.cli.main import app
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from broker.client import HeadwayClient
 from broker.config import HeadwayConfig, TenantConfig, development_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
-from workers.simulator import SimulatorServer
-from workers.tracing import Tracing
+from workers.devstack.simulator import SimulatorServer
+from workers.telemetry.tracing import Tracing
 
 STAGES = {
     "headway job",

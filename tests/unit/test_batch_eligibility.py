@@ -9,7 +9,7 @@ import pytest
 
 from broker.config import RouteConfig
 from schemas.jobs import JobRequest, Priority
-from workers.batch_eligibility import batch_deployment
+from workers.batch_lane.eligibility import batch_deployment
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.jobs import JobRequest
-from workers import tokens
+from workers.calls import tokens
 
 
 def chat(**params: Any) -> JobRequest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from workers.call_slots import CallSlots
+from workers.calls.slots import CallSlots
 
 
 async def test_a_slot_given_back_when_stored_is_not_given_back_again_on_leaving() -> None:

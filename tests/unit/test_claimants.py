@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from workers.claimants import Claimants
+from workers.pipeline.claimants import Claimants
 
 
 async def test_duplicates_of_a_job_take_turns_and_other_jobs_do_not_wait() -> None:

@@ -20,13 +20,13 @@ import yaml
 from broker.config import HeadwayConfig
 from broker.settings import Settings
 from broker.topics import Topics
-from workers.health import CircuitState
-from workers.metrics import Metrics
-from workers.tracing import __doc__ as TRACING_DOC
+from workers.calls.health import CircuitState
+from workers.telemetry.metrics import Metrics
+from workers.telemetry.tracing import __doc__ as TRACING_DOC
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-#: the OpenTelemetry variables headway documents (workers/tracing.py) besides HEADWAY_*
+#: the OpenTelemetry variables headway documents (workers/telemetry/tracing.py) besides HEADWAY_*
 OTEL_READ = set(re.findall(r"OTEL_[A-Z_]+[A-Z]", TRACING_DOC or ""))
 
 

@@ -7,7 +7,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.outcomes import _EVENT_NAMESPACE, event_id
+from workers.settle.outcomes import _EVENT_NAMESPACE, event_id
 
 
 @given(

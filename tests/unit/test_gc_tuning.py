@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from workers.gc_tuning import OLDER_GENERATIONS, tuned_gc
+from workers.runtime.gc_tuning import OLDER_GENERATIONS, tuned_gc
 
 
 def test_tuning_freezes_the_heap_and_raises_the_threshold_until_left() -> None:

@@ -11,15 +11,15 @@ import pytest
 from broker.config import parse_config
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
-from workers.access import Rejection
 from workers.guardrails.base import Context
 from workers.guardrails.injection import signs
 from workers.guardrails.normal import folded, plain
 from workers.guardrails.pii import PiiKind, Redaction
 from workers.guardrails.screening import Guardrails
 from workers.guardrails.terms import BlockedContent
-from workers.preparation import Preparation
-from workers.template_catalog import TemplateCatalog
+from workers.pipeline.access import AccessControl, Rejection
+from workers.pipeline.preparation import Preparation
+from workers.templates.catalog import TemplateCatalog
 
 CONTEXT = Context("acme", "summarize", "j1")
 ZWSP = "\u200b"
@@ -105,7 +105,9 @@ def preparation() -> Preparation:
     async def no_ledger(work: object) -> None:
         raise AssertionError("no template, no ledger")
 
-    return Preparation(config, TemplateCatalog(no_ledger), Guardrails(config))
+    return Preparation(
+        config, AccessControl(config), TemplateCatalog(no_ledger), Guardrails(config)
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from broker.topics import (
     HEADER_TRACEPARENT,
 )
 from broker.tracing import context_from
-from workers.batch_items import saved_headers
-from workers.delays import not_before_s
-from workers.parking import Parked
+from workers.batch_lane.items import saved_headers
+from workers.intake.parked import not_before_s
+from workers.pipeline.parking import Parked
 
 HOSTILE: list[tuple[str, bytes | None]] = [
     ("a", None),

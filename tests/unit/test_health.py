@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from workers.health import (
+from broker.settings import CircuitSettings
+from workers.calls.health import (
     RAMP_STEP_S,
-    BreakerSettings,
     CircuitState,
     DeploymentHealth,
     HealthBoard,
@@ -20,7 +20,7 @@ class Clock:
 
 
 def health(clock: Clock, **settings: float) -> DeploymentHealth:
-    return DeploymentHealth("p:m", BreakerSettings(**settings), clock)  # type: ignore[arg-type]
+    return DeploymentHealth("p:m", CircuitSettings(**settings), clock)  # type: ignore[arg-type]
 
 
 def test_consecutive_failures_open_the_circuit_which_then_refuses_calls() -> None:
@@ -143,7 +143,7 @@ def test_a_dead_deployment_gets_at_most_threshold_calls_then_one_probe_per_inter
 
 
 def test_the_board_tracks_each_deployment_once_and_reports_states() -> None:
-    board = HealthBoard(BreakerSettings(failures=1))
+    board = HealthBoard(CircuitSettings(failures=1))
     board["a:x"].try_acquire()
     board["a:x"].failed()
     assert board["a:x"] is board["a:x"]

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.intake import InvalidJob, Unreadable, ValidJob, parse_job
+from workers.intake.parsing import InvalidJob, Unreadable, ValidJob, parse_job
 
 LIMIT = 1024 * 1024
 VALID = {

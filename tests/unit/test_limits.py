@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from broker.config import DeploymentConfig
-from workers.limits import LIMIT_MARGIN, DeploymentLimiter, TokenBucket
+from workers.calls.limits import LIMIT_MARGIN, DeploymentLimiter, TokenBucket
 
 
 class Clock:

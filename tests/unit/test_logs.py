@@ -8,7 +8,7 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from workers.logs import REDACTED, JsonFormatter, Redactor, TextFormatter, job_context
+from workers.telemetry.logs import REDACTED, JsonFormatter, Redactor, TextFormatter, job_context
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:

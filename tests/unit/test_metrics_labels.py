@@ -4,8 +4,8 @@ the series count (and push real tenants out of the exporter's limit)."""
 from __future__ import annotations
 
 from schemas.results import ErrorCode, JobStatus
-from workers.metrics import Metrics
-from workers.outcomes import Identity, terminal_result
+from workers.settle.outcomes import Identity, terminal_result
+from workers.telemetry.metrics import Metrics
 
 
 def test_unlisted_tenants_and_routes_share_one_label_each() -> None:

@@ -6,7 +6,7 @@ from aiokafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.offsets import OffsetTracker, PartitionOffsets
+from workers.intake.offsets import OffsetTracker, PartitionOffsets
 
 TP = TopicPartition("jobs", 0)
 

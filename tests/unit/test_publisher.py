@@ -27,8 +27,8 @@ from broker.topics import (
     HEADER_TRUNCATED,
     Topics,
 )
-from workers import publisher as publishing
-from workers.publisher import Outgoing, Publisher
+from workers.settle import publisher as publishing
+from workers.settle.publisher import Outgoing, Publisher
 
 
 class ScriptedBatches:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.readiness import Readiness
+from workers.runtime.readiness import Readiness
 
 
 class OperationalError(Exception):

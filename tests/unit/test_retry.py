@@ -7,7 +7,8 @@ import time
 import pytest
 
 from broker.errors import ProviderBadRequest, ProviderRateLimited, ProviderServerError
-from workers.retry import RetryPolicy
+from broker.settings import RetrySettings
+from workers.calls.retry import RetryPolicy
 
 
 class Recorder:
@@ -52,7 +53,7 @@ async def test_attempts_are_bounded_and_the_last_error_is_raised() -> None:
 
 async def test_retry_after_is_never_undercut() -> None:
     sleeps = Recorder()
-    policy = RetryPolicy(initial_s=0.01, max_wait_s=0.05, sleep=sleeps)
+    policy = RetryPolicy(RetrySettings(initial_s=0.01, max_wait_s=0.05), sleep=sleeps)
     attempt, _ = failing([ProviderRateLimited("429", retry_after=4.0)])
     await policy.call(attempt)
     assert sleeps.waits == [4.0]
@@ -60,7 +61,7 @@ async def test_retry_after_is_never_undercut() -> None:
 
 async def test_backoff_grows_with_jitter_and_is_capped() -> None:
     sleeps = Recorder()
-    policy = RetryPolicy(max_attempts=6, initial_s=1.0, max_wait_s=8.0, sleep=sleeps)
+    policy = RetryPolicy(RetrySettings(max_attempts=6, initial_s=1.0, max_wait_s=8.0), sleep=sleeps)
     attempt, _ = failing([ProviderServerError("x") for _ in range(5)])
     await policy.call(attempt)
     assert len(sleeps.waits) == 5
@@ -69,7 +70,7 @@ async def test_backoff_grows_with_jitter_and_is_capped() -> None:
 
 async def test_no_wait_crosses_the_deadline() -> None:
     sleeps = Recorder()
-    policy = RetryPolicy(max_attempts=10, sleep=sleeps)
+    policy = RetryPolicy(RetrySettings(max_attempts=10), sleep=sleeps)
     attempt, calls = failing([ProviderRateLimited("429", retry_after=30.0) for _ in range(10)])
     with pytest.raises(ProviderRateLimited):
         await policy.call(attempt, deadline=time.monotonic() + 5)

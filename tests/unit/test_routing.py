@@ -6,10 +6,12 @@ from collections import Counter
 from typing import Any
 
 from broker.config import RouteConfig
+from broker.settings import CircuitSettings
 from schemas.jobs import JobRequest
-from workers.health import BreakerSettings, HealthBoard
-from workers.routing import CostLimited, Router
-from workers.tokens import Calibration
+from workers.calls.health import HealthBoard
+from workers.calls.limits import LimitBoard
+from workers.calls.routing import CostLimited, DeploymentState, Router
+from workers.calls.tokens import Calibration
 
 
 def route(strategy: str, *deployments: dict[str, Any]) -> RouteConfig:
@@ -36,22 +38,29 @@ CHEAP = {"provider": "a", "model": "cheap", "input_usd_per_mtok": 0.1, "output_u
 DEAR = {"provider": "b", "model": "dear", "input_usd_per_mtok": 3, "output_usd_per_mtok": 15}
 
 
+def router_over(board: HealthBoard | None = None, calibration: Calibration | None = None) -> Router:
+    """A router over this worker's view of its deployments (fresh unless given)."""
+    health = board if board is not None else HealthBoard(CircuitSettings())
+    known = calibration if calibration is not None else Calibration()
+    return Router(DeploymentState(health, LimitBoard(8), known))
+
+
 def models(plan: Any) -> list[str]:
     return [d.model for d in plan]
 
 
 def test_ordered_keeps_the_config_order() -> None:
-    router = Router(HealthBoard(), Calibration())
+    router = router_over()
     assert models(router.plan(route("ordered", DEAR, CHEAP), job(), None)) == ["dear", "cheap"]
 
 
 def test_cheapest_sorts_by_this_jobs_estimated_cost() -> None:
-    router = Router(HealthBoard(), Calibration())
+    router = router_over()
     assert models(router.plan(route("cheapest", DEAR, CHEAP), job(), None)) == ["cheap", "dear"]
 
 
 def test_max_cost_removes_deployments_over_it_and_none_left_is_a_cost_limit() -> None:
-    router = Router(HealthBoard(), Calibration())
+    router = router_over()
     # ~1,000 input tokens + 100 output: cheap ≈ 0.00014 USD, dear ≈ 0.0045 USD
     fits = router.plan(route("ordered", DEAR, CHEAP), job(max_cost_usd=0.001), None)
     assert models(fits) == ["cheap"]
@@ -61,7 +70,7 @@ def test_max_cost_removes_deployments_over_it_and_none_left_is_a_cost_limit() ->
 
 
 def test_weighted_splits_by_weight_and_is_stable_per_job() -> None:
-    router = Router(HealthBoard(), Calibration())
+    router = router_over()
     r = route("weighted", {**CHEAP, "weight": 3}, {**DEAR, "weight": 1})
     first = Counter(models(router.plan(r, job(f"job-{i}"), None))[0] for i in range(4000))
     assert 0.70 < first["cheap"] / 4000 < 0.80
@@ -71,8 +80,8 @@ def test_weighted_splits_by_weight_and_is_stable_per_job() -> None:
 
 
 def test_fastest_prefers_lower_latency_and_tries_unknown_deployments() -> None:
-    board = HealthBoard()
-    router = Router(board, Calibration())
+    board = HealthBoard(CircuitSettings())
+    router = router_over(board)
     r = route("fastest", CHEAP, DEAR)
     board["a:cheap"].try_acquire()
     board["a:cheap"].succeeded(0.9)
@@ -83,8 +92,8 @@ def test_fastest_prefers_lower_latency_and_tries_unknown_deployments() -> None:
 
 
 def test_deployments_that_cannot_take_a_call_now_go_last() -> None:
-    board = HealthBoard(BreakerSettings(failures=1))
-    router = Router(board, Calibration())
+    board = HealthBoard(CircuitSettings(failures=1))
+    router = router_over(board)
     board["a:cheap"].try_acquire()
     board["a:cheap"].failed()  # circuit open
     assert models(router.plan(route("cheapest", CHEAP, DEAR), job(), None)) == ["dear", "cheap"]

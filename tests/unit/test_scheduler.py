@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from schemas.jobs import Priority
-from workers.scheduler import LaneScheduler, QueuedJob
+from workers.intake.scheduler import LaneScheduler, QueuedJob
 
 
 def job(lane: Priority, offset: int, partition: int = 0, size: int = 10) -> QueuedJob:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from schemas import ControlCommand, JobRequest, JobResult, UsageEvent
 from schemas.generate import expected_files
-from workers.intake import describe_validation_error
+from workers.intake.parsing import describe_validation_error
 
 
 def chat(**extra: object) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.settlement import _utf8_size_above
+from workers.settle.settlement import _utf8_size_above
 
 
 def test_a_result_is_measured_in_utf8_bytes_not_characters() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.template_catalog import _pick
-from workers.templates import Template, TemplateError, TemplateSpec, load_file, parse_spec
+from workers.templates.catalog import _pick
+from workers.templates.rendering import Template, TemplateError, TemplateSpec, load_file, parse_spec
 
 
 def template(*messages: tuple[str, str], defaults: dict[str, str] | None = None) -> Template:
@@ -102,7 +102,7 @@ def test_a_template_whose_arithmetic_fails_on_a_jobs_values_rejects_the_job(cont
 
 
 def test_a_template_named_for_a_tenant_is_that_tenants_alone() -> None:
-    from workers.template_catalog import may_render
+    from workers.templates.catalog import may_render
 
     assert may_render("acme/support", "acme")
     assert not may_render("acme/support", "globex")
@@ -112,7 +112,7 @@ def test_a_template_named_for_a_tenant_is_that_tenants_alone() -> None:
 async def test_another_tenants_template_is_refused_as_if_it_did_not_exist() -> None:
     from broker.config import RouteConfig
     from schemas.jobs import TemplateRef
-    from workers.template_catalog import TemplateCatalog
+    from workers.templates.catalog import TemplateCatalog
 
     async def no_ledger(work: object) -> None:
         raise AssertionError("refused before any lookup")

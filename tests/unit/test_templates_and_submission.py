@@ -7,8 +7,8 @@ import json
 import pytest
 
 from schemas.jobs import Priority
-from workers.submission import Overrides, parse_lines
-from workers.templates import BUILTIN, TemplateError
+from workers.cli.submission import Overrides, parse_lines
+from workers.templates.rendering import BUILTIN, TemplateError
 
 SUMMARIZE = BUILTIN["summarize"][0]
 

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from broker.errors import ConfigError
 from broker.tracing import context_from, trace_headers
-from workers.tracing import Tracing
+from workers.telemetry.tracing import Tracing
 
 
 def test_tracing_is_off_unless_an_exporter_is_named() -> None:

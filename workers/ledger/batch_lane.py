@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 
-from workers.ledger.models import (
+from workers.ledger.database.models import (
     BatchItemRow,
     BudgetHoldRow,
     JobRow,
     ProviderBatchRow,
     RowStatus,
 )
-from workers.ledger.transactions import Connection
+from workers.ledger.database.transactions import Connection
 
 BATCH_OWNER = "headway:batch-lane"  # the lease owner of a job whose call is in a provider batch
 PENDING, PACKING, SUBMITTED, DONE = "pending", "packing", "submitted", "done"

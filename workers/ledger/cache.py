@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, tuple_
 
-from workers.ledger.models import CacheRow
-from workers.ledger.statements import dialect_insert
-from workers.ledger.transactions import Connection
+from workers.ledger.database.models import CacheRow
+from workers.ledger.database.statements import dialect_insert
+from workers.ledger.database.transactions import Connection
 
 STORE_CHUNK = 500  # rows per statement: well inside both databases' bind-parameter limits
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.ledger.batch_lane import BATCH_OWNER
-from workers.ledger.models import JobRow, RowStatus, UsageRow, from_nano
+from workers.ledger.database.models import JobRow, RowStatus, UsageRow, from_nano
 
 
 @dataclass

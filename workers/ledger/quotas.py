@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, delete, func, literal, or_, select, update
 
 from workers.ledger.batch_lane import BATCH_OWNER
-from workers.ledger.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
-from workers.ledger.statements import dialect_insert
-from workers.ledger.transactions import Connection
+from workers.ledger.database.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
+from workers.ledger.database.statements import dialect_insert
+from workers.ledger.database.transactions import Connection
 
 IN_FLIGHT = "in_flight"
 

@@ -15,9 +15,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from workers.ledger.models import TemplateRow
-from workers.ledger.transactions import Connection
-from workers.templates import BUILTIN, Template, TemplateSpec
+from workers.ledger.database.models import TemplateRow
+from workers.ledger.database.transactions import Connection
+from workers.templates.rendering import BUILTIN, Template, TemplateSpec
 
 PUSH_ATTEMPTS = 5
 

@@ -3,10 +3,10 @@
 Callers await one operation each; a flusher collects whatever is pending (waiting at most
 ``flush_ms`` for more) and runs it as one transaction, so the database sees a few large
 transactions a second instead of thousands of small ones. SQLite gets one flusher (one writer);
-PostgreSQL several. Each transaction goes through :mod:`workers.ledger.transactions` (SQLite:
-one hand-off to the ledger's thread per transaction).
+PostgreSQL several. Each transaction goes through :mod:`workers.ledger.database.transactions`
+(SQLite: one hand-off to the ledger's thread per transaction).
 
-A flush the database refuses for a value one operation carries (workers/ledger/refusals.py)
+A flush the database refuses for a value one operation carries (workers/ledger/database/refusals.py)
 is run again one operation per transaction: that operation alone fails, with
 :class:`~broker.errors.LedgerRefused`, and the others are stored.
 """
@@ -23,7 +23,15 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import LedgerRefused, LedgerUnavailable
-from workers.ledger.refusals import refused_value
+from broker.settings import LedgerSettings
+from workers.ledger.database.refusals import refused_value
+from workers.ledger.database.transactions import (
+    Connection,
+    SuspendedLedgerWork,
+    Transactions,
+    Work,
+    transactions_for,
+)
 from workers.ledger.repository import (
     Claim,
     ClaimOutcome,
@@ -31,14 +39,7 @@ from workers.ledger.repository import (
     FinishOutcome,
     LedgerRepository,
 )
-from workers.ledger.transactions import (
-    Connection,
-    SuspendedLedgerWork,
-    Transactions,
-    Work,
-    transactions_for,
-)
-from workers.readiness import Readiness
+from workers.runtime.readiness import Readiness
 
 T = TypeVar("T")
 
@@ -61,19 +62,18 @@ class LedgerWriter:
         self,
         engine: AsyncEngine,
         repository: LedgerRepository,
-        *,
-        flush_ms: int = 5,
-        batch_max: int = 500,
-        flushers: int = 1,
-        readiness: Readiness | None = None,
+        settings: LedgerSettings,
+        readiness: Readiness,
     ) -> None:
-        self.readiness = readiness or Readiness()
+        """``settings``: how long a batch waits for more writes, how many it takes, how many
+        flushers run (one on SQLite); ``readiness`` learns when the database answers."""
+        self.readiness = readiness
         self.engine = engine
         self.transactions: Transactions = transactions_for(engine)
         self.repository = repository
-        self._flush_s = flush_ms / 1000
-        self._batch_max = batch_max
-        self._flushers = flushers
+        self._flush_s = settings.flush_ms / 1000
+        self._batch_max = settings.batch_max
+        self._flushers = settings.flushers
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -31,8 +31,8 @@ from broker.errors import (
     ProviderTimeout,
 )
 from schemas.jobs import Params
-from workers.http import post_json
-from workers.logs import redact
+from workers.providers.http import post_json
+from workers.telemetry.logs import redact
 
 MAX_ERROR_MESSAGE = 500
 

@@ -23,7 +23,6 @@ from broker.errors import (
     ProviderRateLimited,
     ProviderServerError,
 )
-from workers.http import BULK
 from workers.providers import anthropic, openai
 from workers.providers.base import (
     ChatCall,
@@ -33,6 +32,7 @@ from workers.providers.base import (
     raise_for_status,
     transport_errors,
 )
+from workers.providers.http import BULK
 
 Call = ChatCall | EmbeddingCall
 Reply = ChatResponse | EmbeddingResponse

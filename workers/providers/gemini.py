@@ -19,7 +19,7 @@ import httpx
 
 from broker.config import ProviderConfig
 from broker.errors import ProviderBadRequest
-from workers import tokens
+from workers.calls import tokens
 from workers.providers.base import (
     ChatCall,
     ChatResponse,

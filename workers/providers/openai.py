@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from broker.config import ProviderConfig
-from workers import tokens
+from workers.calls import tokens
 from workers.providers.base import (
     ChatCall,
     ChatResponse,

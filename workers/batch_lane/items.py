@@ -1,0 +1,145 @@
+"""A job's life as a batch-lane item: what the ledger keeps when the job is handed over
+(:func:`new_item`) and what is read back from it — its provider call, its identity, its
+original record — and how a provider's answer becomes an :class:`Execution` at the batch price.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from broker.config import DeploymentConfig
+from broker.topics import HEADER_ONLINE
+from schemas.jobs import JobKind, JobRequest
+from schemas.results import ChatOutput, EmbeddingOutput
+from workers.calls import tokens
+from workers.calls.executor import Execution, ProviderCall
+from workers.ledger import batch_lane as rows
+from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall
+from workers.providers.batch_apis import BatchAPI, Outcome
+from workers.settle.outcomes import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A job the pipeline gives to the lane (claimed, admitted, prepared)."""
+
+    job: JobRequest
+    who: Identity
+    deployment: DeploymentConfig
+    messages: list[dict[str, str]] | None
+    topic: str
+    record: ConsumerRecord[bytes, bytes]
+    generation: int
+    budget_period: str | None = None
+
+
+def custom_id(tenant: str, job_id: str) -> str:
+    """A provider-safe id (Anthropic: ``[A-Za-z0-9_-]{1,64}``) unique per (tenant, job_id)."""
+    return hashlib.sha256(f"{tenant}\x00{job_id}".encode()).hexdigest()[:40]
+
+
+def provider_call(
+    job: JobRequest, deployment: DeploymentConfig, messages: list[dict[str, str]] | None
+) -> ChatCall | EmbeddingCall:
+    if job.kind is JobKind.CHAT:
+        return ChatCall(deployment.model, messages or [], tokens.call_params(job), job.job_id)
+    dimensions = job.params.dimensions if job.params else None
+    return EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
+
+
+def new_item(handed: Handed, api: BatchAPI) -> rows.Item:
+    """What the ledger keeps of a job handed to the lane: its provider request line, the job
+    and identity to finish it with, and its original record to send it back online."""
+    job, record = handed.job, handed.record
+    cid = custom_id(job.tenant, job.job_id)
+    line = api.line(cid, provider_call(job, handed.deployment, handed.messages))
+    saved = {
+        "job": job.model_dump(mode="json"),
+        "messages": handed.messages,
+        "budget_period": handed.budget_period,
+    }
+    headers = [
+        [n, None if v is None else base64.b64encode(v).decode()] for n, v in record.headers or ()
+    ]
+    return rows.Item(
+        tenant=job.tenant,
+        job_id=job.job_id,
+        custom_id=cid,
+        deployment_key=handed.deployment.key,
+        kind=job.kind.value,
+        line=line.decode(),
+        job_json=json.dumps(saved),
+        who_json=json.dumps(who_json(handed.who)),
+        topic=handed.topic,
+        record_value=base64.b64encode(record.value or b"").decode(),
+        record_headers=json.dumps({"topic": record.topic, "headers": headers}),
+        deadline=job.deadline.timestamp() if job.deadline is not None else None,
+        generation=handed.generation,
+    )
+
+
+def saved_headers(saved_json: str) -> list[tuple[str, bytes | None]]:
+    saved = json.loads(saved_json)
+    return [
+        (name, None if raw is None else base64.b64decode(raw)) for name, raw in saved["headers"]
+    ]
+
+
+def original_record(item: rows.Item) -> ConsumerRecord[bytes, bytes]:
+    """The job's original record, as the publisher parks it (plus ``headway-online``)."""
+    headers = [*saved_headers(item.record_headers), (HEADER_ONLINE, b"1")]
+    topic = json.loads(item.record_headers)["topic"]
+    value = base64.b64decode(item.record_value)
+    key = item.job_id.encode()
+    return ConsumerRecord(topic, 0, 0, 0, 0, key, value, None, len(key), len(value), headers)
+
+
+def who_json(who: Identity) -> dict[str, Any]:
+    data = {name: getattr(who, name) for name in Identity.__dataclass_fields__}
+    data["kind"] = who.kind.value if who.kind is not None else None
+    data["guardrail_flags"] = list(who.guardrail_flags)
+    return data
+
+
+def identity(data: dict[str, Any]) -> Identity:
+    kind = JobKind(data["kind"]) if data.get("kind") else None
+    flags = tuple(data.get("guardrail_flags") or ())
+    return Identity(**{**data, "kind": kind, "guardrail_flags": flags})
+
+
+def call_of(item: rows.Item, deployment: DeploymentConfig) -> ChatCall | EmbeddingCall:
+    saved = json.loads(item.job_json)
+    return provider_call(JobRequest.model_validate(saved["job"]), deployment, saved["messages"])
+
+
+def execution_of(deployment: DeploymentConfig, outcome: Outcome) -> Execution:
+    execution = Execution(attempts=1)
+    if outcome.error is not None:
+        execution.error = outcome.error
+        return execution
+    reply = outcome.reply
+    assert reply is not None
+    if isinstance(reply, ChatResponse):
+        output: ChatOutput | EmbeddingOutput = ChatOutput(
+            text=reply.text, finish_reason=reply.finish_reason
+        )
+        tokens_in, tokens_out = reply.input_tokens, reply.output_tokens
+    else:
+        output = EmbeddingOutput(embeddings=reply.embeddings)
+        tokens_in, tokens_out = reply.input_tokens, 0
+    call = ProviderCall(
+        provider=deployment.provider,
+        deployment=deployment,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=deployment.batch_cost_usd(tokens_in, tokens_out),
+        estimated=reply.estimated,
+    )
+    execution.output, execution.served_by, execution.calls = output, call, [call]
+    return execution

@@ -1,0 +1,1 @@
+"""Calling providers: routing, limits, health, retries, micro-batches, call slots."""

@@ -1,0 +1,334 @@
+"""Calling providers for one job: failover down the route's plan, retry rounds with backoff.
+
+One *round* tries each deployment of the plan once, in order, skipping those whose limits
+(rpm, tpm, adaptive concurrency: ``workers/calls/limits.py``) or health (open circuit, Retry-After
+pause, too many calls in doubt: ``workers/calls/health.py``) refuse a call now. A retryable
+failure moves on to the next deployment at once; a permanent one ends the job. When a round
+ends without success, the retry policy waits (backoff with jitter, never less than the
+shortest Retry-After seen) and runs another, within its attempt and time budget. ``attempts``
+counts every provider call made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker.config import DeploymentConfig
+from broker.errors import (
+    DeploymentsUnavailable,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderOverloaded,
+    ProviderRateLimited,
+)
+from schemas.jobs import JobKind, JobRequest
+from schemas.results import ChatOutput, EmbeddingOutput
+from workers.calls import tokens
+from workers.calls.health import DeploymentHealth, HealthBoard
+from workers.calls.limits import DeploymentLimiter
+from workers.calls.microbatch import EmbeddingBatcher
+from workers.calls.retry import RetryPolicy
+from workers.calls.routing import DeploymentState
+from workers.calls.slots import CallSlots
+from workers.providers.base import ChatCall, EmbeddingCall, Provider
+
+#: (provider, model, outcome: "ok" or the error's class name, seconds) of each provider call
+CallObserver = Callable[[str, str, str, float, bool], None]  # …, seconds, a retry?
+ROOM_WAIT_S = 1.0  # longest wait for a deployment's calls in doubt to resolve before re-checking
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCall:
+    """One provider call that returned usage."""
+
+    provider: str
+    deployment: DeploymentConfig
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    estimated: bool = False  # the provider reported no usage; tokens are our estimate
+    cached: bool = False  # answered from the response cache: no call made, cost 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A call both the deployment's health and its limiter have let through."""
+
+    deployment: DeploymentConfig
+    health: DeploymentHealth
+    limiter: DeploymentLimiter | None  # None: the micro-batcher paces combined requests
+    reserve: int
+
+
+@dataclass(slots=True)
+class Execution:
+    attempts: int = 0
+    output: ChatOutput | EmbeddingOutput | None = None
+    served_by: ProviderCall | None = None
+    calls: list[ProviderCall] = field(default_factory=list)
+    error: ProviderError | None = None
+    park_s: float | None = None  # a retryable error asks for a wait too long to sleep on
+
+
+class Executor:
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        retry: RetryPolicy,
+        deployments: DeploymentState,
+        slots: CallSlots,
+        batcher: EmbeddingBatcher,
+        on_call: CallObserver | None,
+    ) -> None:
+        """``slots`` are taken by the pipeline (a call until its result is stored);
+        ``batcher`` combines embedding calls of deployments with ``batch_embeddings``."""
+        self._on_call = on_call
+        self._providers = providers
+        self._retry = retry
+        self.slots = slots
+        self.board = deployments.health
+        self.calibration = deployments.calibration
+        self.limits = deployments.limits
+        self.batcher = batcher
+
+    async def execute(
+        self,
+        job: JobRequest,
+        plan: list[DeploymentConfig],
+        messages: list[dict[str, str]] | None,
+        deadline: float | None = None,
+        park_after_s: float | None = None,
+    ) -> Execution:
+        """Run the job down ``plan``; the outcome (output or last error) is on the Execution.
+
+        When a retryable failure asks for a wait longer than ``park_after_s``, or the retry
+        budget ends on a retryable failure, the job is not failed: ``park_s`` says how long it
+        should wait at least (the pipeline parks it, up to its park limit).
+        The caller holds one of :attr:`slots` (``workers/calls/slots.py``)."""
+        execution = Execution()
+        try:
+            await self._retry.call(
+                lambda: self._round(job, plan, messages, execution),
+                deadline=deadline,
+                longest_wait_s=park_after_s,
+            )
+        except ProviderError as error:
+            execution.error = error
+            if error.retryable and park_after_s is not None:
+                # a wait too long to sleep on, or the retry budget spent on errors that may
+                # pass (a provider outage): park rather than fail; the pipeline bounds parks
+                execution.park_s = max(error.retry_after or 0.0, park_after_s)
+        return execution
+
+    async def _round(
+        self,
+        job: JobRequest,
+        plan: list[DeploymentConfig],
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+    ) -> None:
+        """Each deployment once; returns on success, raises the error to retry on (or stop).
+
+        When every deployment refuses only for now — its pace (rpm/tpm), its adaptive
+        concurrency, calls in doubt, a probe out — the round waits instead of spending a retry."""
+        counts_tokens = any(d.tpm is not None for d in plan)
+        raw_tokens = tokens.input_tokens(messages, job.inputs) if counts_tokens else 0
+        while True:
+            errors: list[ProviderError] = []
+            paced: list[tuple[float, int, DeploymentConfig, int]] = []
+            for index, deployment in enumerate(plan):
+                reserve = self._reserve(job, deployment, raw_tokens)
+                # a micro-batched deployment's limits count combined requests: the batcher's
+                limiter = None if _batched(job, deployment) else self.limits[deployment]
+                wait = limiter.wait_s(reserve) if limiter is not None else 0.0
+                if wait > 0:
+                    paced.append((wait, index, deployment, reserve))
+                    continue
+                if await self._try(job, deployment, limiter, reserve, messages, execution, errors):
+                    return
+            if errors or not plan:
+                raise _round_failure(errors, plan, self.board)
+            soonest = min(self.board[d.key].available_at() for d in plan)
+            if not paced and soonest > time.monotonic():  # circuits open or paused
+                raise _round_failure(errors, plan, self.board)
+            wait, _, deployment, reserve = min(paced, default=(math.inf, 0, plan[0], 0))
+            if not math.isfinite(wait):  # a finished call, or a deployment's ramp, makes room
+                ramp = min(self.board[d.key].ramp_grows_at() for d in plan) - time.monotonic()
+                await self.board.wait_for_release(min(ROOM_WAIT_S, max(ramp, 0.0)))
+                continue
+            if await self._booked(job, deployment, reserve, messages, execution, errors):
+                return
+            if errors:
+                raise _round_failure(errors, plan, self.board)
+
+    async def _try(
+        self,
+        job: JobRequest,
+        deployment: DeploymentConfig,
+        limiter: DeploymentLimiter | None,
+        reserve: int,
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+        errors: list[ProviderError],
+    ) -> bool:
+        """Call now if the deployment's health admits it; False when refused or failed."""
+        health = self.board[deployment.key]
+        if not health.try_acquire():
+            return False
+        if limiter is not None:
+            limiter.start(reserve)
+        call = _Admitted(deployment, health, limiter, reserve)
+        return await self._attempt(job, call, messages, execution, errors)
+
+    async def _booked(
+        self,
+        job: JobRequest,
+        deployment: DeploymentConfig,
+        reserve: int,
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+        errors: list[ProviderError],
+    ) -> bool:
+        """Book the deployment's next slot at its pace, sleep until it comes, then call."""
+        limiter = self.limits[deployment]
+        try:
+            await asyncio.sleep(limiter.book(reserve))
+        except BaseException:
+            limiter.cancel(reserve)
+            raise
+        health = self.board[deployment.key]
+        if not health.try_acquire():
+            limiter.cancel(reserve)
+            return False
+        call = _Admitted(deployment, health, limiter, reserve)
+        return await self._attempt(job, call, messages, execution, errors)
+
+    def _reserve(self, job: JobRequest, deployment: DeploymentConfig, raw_tokens: int) -> int:
+        """Tokens to hold against the deployment's tpm: calibrated input + the output cap."""
+        if deployment.tpm is None:
+            return 0  # nothing counts tokens for this deployment
+        return self.calibration.estimate(deployment.key, raw_tokens) + tokens.output_allowance(job)
+
+    async def _attempt(
+        self,
+        job: JobRequest,
+        call: _Admitted,
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+        errors: list[ProviderError],
+    ) -> bool:
+        """One admitted call; True when it succeeded, False after a retryable failure."""
+        execution.attempts += 1
+        retry = execution.attempts > 1
+        started = time.monotonic()
+        health, limiter = call.health, call.limiter
+        try:
+            await self._call(job, call.deployment, messages, execution)
+        except ProviderError as error:
+            self._observe(call.deployment, type(error).__name__, started, retry)
+            pushed_back = isinstance(error, ProviderRateLimited | ProviderOverloaded)
+            if limiter is not None:
+                limiter.finished(call.reserve, None, pushed_back=pushed_back)
+            if isinstance(error, ProviderRateLimited):
+                health.rate_limited(error.retry_after)
+            elif error.retryable:
+                health.failed()
+            else:
+                health.neutral()
+                raise
+            errors.append(error)
+            return False
+        except BaseException:
+            if limiter is not None:
+                limiter.finished(call.reserve, None, pushed_back=False)
+            health.neutral()
+            raise
+        served = execution.served_by
+        used = served.input_tokens + served.output_tokens if served is not None else None
+        if limiter is not None:
+            limiter.finished(call.reserve, used, pushed_back=False)
+        health.succeeded(time.monotonic() - started)
+        self._observe(call.deployment, "ok", started, retry)
+        return True
+
+    def _observe(
+        self, deployment: DeploymentConfig, outcome: str, started: float, retry: bool
+    ) -> None:
+        if self._on_call is not None:
+            seconds = time.monotonic() - started
+            self._on_call(deployment.provider, deployment.model, outcome, seconds, retry)
+
+    async def _call(
+        self,
+        job: JobRequest,
+        deployment: DeploymentConfig,
+        messages: list[dict[str, str]] | None,
+        execution: Execution,
+    ) -> None:
+        provider = self._providers.get(deployment.provider)
+        if provider is None:
+            raise ProviderBadRequest(f"provider {deployment.provider!r} is not available")
+        params = job.params
+        if job.kind is JobKind.CHAT:
+            chat_messages = messages or []
+            chat = await provider.chat(
+                ChatCall(deployment.model, chat_messages, tokens.call_params(job), job.job_id)
+            )
+            output: ChatOutput | EmbeddingOutput = ChatOutput(
+                text=chat.text, finish_reason=chat.finish_reason
+            )
+            tokens_in, tokens_out, estimated = chat.input_tokens, chat.output_tokens, chat.estimated
+            raw_estimate = tokens.message_tokens(chat_messages)
+        else:
+            dimensions = params.dimensions if params else None
+            if _batched(job, deployment):
+                embedded = await self.batcher.embed(
+                    provider, deployment, job.inputs, dimensions, job.route
+                )
+            else:
+                embedded = await provider.embed(
+                    EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
+                )
+            output = EmbeddingOutput(embeddings=embedded.embeddings)
+            tokens_in, tokens_out, estimated = embedded.input_tokens, 0, embedded.estimated
+            raw_estimate = tokens.input_tokens(None, job.inputs)
+        if not estimated:
+            self.calibration.observe(deployment.key, raw_estimate, tokens_in)
+        served = ProviderCall(
+            provider=deployment.provider,
+            deployment=deployment,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost_usd=deployment.cost_usd(tokens_in, tokens_out),
+            estimated=estimated,
+        )
+        execution.calls.append(served)
+        execution.served_by = served
+        execution.output = output
+        execution.error = None
+
+
+def _batched(job: JobRequest, deployment: DeploymentConfig) -> bool:
+    return job.kind is JobKind.EMBEDDING and bool(deployment.max_batch_inputs)
+
+
+def _round_failure(
+    errors: list[ProviderError], plan: list[DeploymentConfig], board: HealthBoard
+) -> ProviderError:
+    """The error a failed round ends with: the one with the soonest Retry-After, or — when no
+    deployment would take a call — how long until the first of them will."""
+    if errors:
+        waits = [e.retry_after for e in errors if e.retry_after is not None]
+        if len(waits) < len(errors):  # some error asks for no particular wait: back off
+            return next(e for e in reversed(errors) if e.retry_after is None)
+        return min(errors, key=lambda e: e.retry_after or 0.0)
+    now = time.monotonic()
+    soonest = min(board[d.key].available_at() for d in plan) if plan else now
+    return DeploymentsUnavailable(
+        "no deployment of the route can take a call now (circuits open or paused)",
+        retry_after=max(0.0, soonest - now) or None,
+    )

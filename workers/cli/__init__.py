@@ -1,0 +1,1 @@
+"""The ``headway`` command line: one module per group of commands."""

@@ -1,0 +1,181 @@
+"""The batch commands of ``headway`` (CONTRACT §8): ``submit``, ``results``, ``status``,
+``cancel``, ``usage`` — publish jobs and read back what became of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from broker.client import HeadwayClient
+from broker.errors import HeadwayError
+from schemas.control import ControlCommand
+from schemas.jobs import Priority
+from workers.cli.exports import ResultFormat, batch_lines
+from workers.cli.submission import Overrides, parse_file
+from workers.cli.support import console, err, load_settings
+from workers.ledger import queries
+from workers.ledger.database.engine import create_engine
+
+
+def register(app: typer.Typer) -> None:
+    for command in (submit, results, status, cancel, usage):
+        app.command()(command)
+
+
+def submit(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="JobRequest or OpenAI Batch JSONL")
+    ],
+    tenant: Annotated[str | None, typer.Option()] = None,
+    batch: Annotated[str | None, typer.Option()] = None,
+    priority: Annotated[Priority | None, typer.Option()] = None,
+    route: Annotated[str | None, typer.Option()] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="publish the valid lines even if some are bad")
+    ] = False,
+) -> None:
+    """Publish the jobs of a JSONL file."""
+    parsed = parse_file(file, Overrides(tenant, batch, priority, route))
+    for message in parsed.errors[:20]:
+        err.print(f"[red]{file}[/] {message}")
+    if parsed.errors and not skip_invalid:
+        raise HeadwayError(
+            f"{len(parsed.errors)} invalid lines; nothing was published "
+            "(--skip-invalid publishes the valid ones)"
+        )
+
+    async def main() -> int:
+        async with HeadwayClient(load_settings()) as client:
+            return await client.submit_many(parsed.jobs)
+
+    count = asyncio.run(main())
+    console.print(f"published {count} jobs" + (f" (batch {batch})" if batch else ""))
+
+
+def results(
+    batch: Annotated[str, typer.Option(help="batch id")],
+    out: Annotated[Path | None, typer.Option(help="write JSONL here instead of stdout")] = None,
+    follow: Annotated[bool, typer.Option(help="keep printing new results")] = False,
+    tenant: Annotated[str | None, typer.Option()] = None,
+    count: Annotated[
+        int | None, typer.Option(help="with --follow: stop after this many results")
+    ] = None,
+    form: Annotated[
+        ResultFormat, typer.Option("--format", help="native JobResult lines or OpenAI Batch lines")
+    ] = ResultFormat.NATIVE,
+) -> None:
+    """Results of a batch as JSONL (from the ledger: one per job), as JobResults or as
+    OpenAI Batch output lines (--format openai-batch)."""
+
+    async def main() -> int:
+        engine = create_engine(load_settings().database_url)
+        written = 0
+        sink = out.open("w") if out else sys.stdout
+        lines = batch_lines(engine, batch, tenant, form, follow=follow)
+        try:
+            async for line in lines:
+                sink.write(line + "\n")
+                written += 1
+                if follow:
+                    sink.flush()
+                if count is not None and written >= count:
+                    break
+            return written
+        finally:
+            await lines.aclose()
+            if out:
+                sink.close()
+            await engine.dispose()
+
+    written = asyncio.run(main())
+    if out:
+        console.print(f"wrote {written} results to {out}")
+
+
+def status(
+    batch: Annotated[str, typer.Option()], tenant: Annotated[str | None, typer.Option()] = None
+) -> None:
+    """Counts by status, spend and progress of a batch."""
+
+    async def main() -> queries.BatchStatus:
+        engine = create_engine(load_settings().database_url)
+        try:
+            return await queries.batch_status(engine, batch, tenant)
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(main())
+    table = Table(title=f"batch {batch}: {found.finished}/{found.total} finished")
+    table.add_column("status")
+    table.add_column("jobs", justify="right")
+    for name, jobs in sorted(found.by_status.items()):
+        table.add_row(name, str(jobs))
+    if found.in_batch_lane:
+        table.add_row("  of which in provider batches", str(found.in_batch_lane))
+    table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
+    table.add_row("spend USD", f"{found.cost_usd:.6f}")
+    console.print(table)
+
+
+def cancel(
+    tenant: Annotated[str, typer.Option()],
+    batch: Annotated[str | None, typer.Option()] = None,
+    job: Annotated[str | None, typer.Option()] = None,
+    signing_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            help="sign the command with the secret in this environment variable (tenants "
+            "with require_signed_cancels apply only signed cancels)"
+        ),
+    ] = None,
+) -> None:
+    """Publish a cancel command for a job or a batch."""
+    command = ControlCommand(action="cancel", tenant=tenant, job_id=job, batch_id=batch)
+    secret = None
+    if signing_secret_env is not None:
+        secret = os.environ.get(signing_secret_env)
+        if not secret:
+            raise typer.BadParameter(f"environment variable {signing_secret_env} is not set")
+
+    async def main() -> None:
+        async with HeadwayClient(load_settings(), signing_secret=secret) as client:
+            await client.cancel(command)
+
+    asyncio.run(main())
+    console.print(f"cancel published: {command.model_dump_json(exclude_none=True)}")
+
+
+def usage(
+    tenant: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[datetime | None, typer.Option(help="ISO date or timestamp (UTC)")] = None,
+) -> None:
+    """Spend and tokens by tenant and route."""
+    start = (since.replace(tzinfo=since.tzinfo or UTC)).timestamp() if since else None
+
+    async def main() -> list[queries.UsageLine]:
+        engine = create_engine(load_settings().database_url)
+        try:
+            return await queries.usage_summary(engine, tenant, start)
+        finally:
+            await engine.dispose()
+
+    table = Table(title="usage")
+    for column in ("tenant", "route", "calls", "input tokens", "output tokens", "cost USD"):
+        table.add_column(column)
+    for line in asyncio.run(main()):
+        table.add_row(
+            line.tenant,
+            line.route,
+            str(line.events),
+            f"{line.input_tokens:,}",
+            f"{line.output_tokens:,}",
+            f"{line.cost_usd:.6f}",
+        )
+    console.print(table)

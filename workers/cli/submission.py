@@ -1,0 +1,101 @@
+"""Reading job files for ``headway submit``: JobRequest JSONL, or OpenAI Batch JSONL.
+
+Every line is checked before anything is published; a bad line is reported with its number
+and the field at fault, and nothing is sent unless the caller chooses to skip bad lines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.jobs import JobRequest, Priority
+from workers.intake.parsing import describe_validation_error
+
+OPENAI_BATCH_KEYS = {"custom_id", "method", "url", "body"}
+OPENAI_URL_KINDS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embedding"}
+OPENAI_CHAT_PARAMS = {"max_tokens", "temperature", "top_p", "stop", "seed", "response_format"}
+OPENAI_IGNORED = {"model", "n", "stream"}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    tenant: str | None = None
+    batch_id: str | None = None
+    priority: Priority | None = None
+    route: str | None = None
+
+
+@dataclass
+class ParsedFile:
+    jobs: list[JobRequest] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _from_openai_batch(line: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    url = str(line.get("url", ""))
+    kind = OPENAI_URL_KINDS.get(url)
+    if kind is None:
+        raise ValueError(f"url: {url!r} is not one of {sorted(OPENAI_URL_KINDS)}")
+    body = line.get("body")
+    if not isinstance(body, dict):
+        raise ValueError("body: must be an object")
+    job: dict[str, Any] = {"job_id": line.get("custom_id"), "kind": kind}
+    route = overrides.route or body.get("model")
+    job["route"] = route
+    params: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in OPENAI_IGNORED:
+            continue
+        if kind == "chat" and key == "messages":
+            job["messages"] = value
+        elif kind == "chat" and key in OPENAI_CHAT_PARAMS:
+            params[key] = value
+        elif kind == "embedding" and key == "input":
+            job["input"] = value
+        elif kind == "embedding" and key == "dimensions":
+            params["dimensions"] = value
+        else:
+            raise ValueError(f"body.{key}: not supported for {url}")
+    if params:
+        job["params"] = params
+    return job
+
+
+def _apply(job: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    if overrides.tenant is not None:
+        job["tenant"] = overrides.tenant
+    if overrides.batch_id is not None:
+        job["batch_id"] = overrides.batch_id
+    if overrides.priority is not None:
+        job["priority"] = overrides.priority.value
+    if overrides.route is not None:
+        job["route"] = overrides.route
+    return job
+
+
+def parse_lines(lines: list[str], overrides: Overrides) -> ParsedFile:
+    parsed = ParsedFile()
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            if raw.keys() >= OPENAI_BATCH_KEYS:
+                raw = _from_openai_batch(raw, overrides)
+            parsed.jobs.append(JobRequest.model_validate(_apply(raw, overrides)))
+        except ValidationError as error:
+            parsed.errors.append(f"line {number}: {describe_validation_error(error)}")
+        except ValueError as error:
+            parsed.errors.append(f"line {number}: {error}")
+    return parsed
+
+
+def parse_file(path: Path, overrides: Overrides) -> ParsedFile:
+    return parse_lines(path.read_text(encoding="utf-8").splitlines(), overrides)

@@ -1,0 +1,202 @@
+"""Fetching with backpressure: one consumer feeds the lane buffers of a worker.
+
+Records of the job lanes go to the :class:`~workers.intake.scheduler.LaneScheduler`, parked ones
+(the retry topic) to the :class:`~workers.intake.parked.ParkedJobs` until they are due. A lane whose
+buffer is full has its partitions paused — only that lane's — and resumed below half, so
+memory stays bounded whatever the backlog. Every fetched offset is registered with the
+:class:`~workers.intake.offsets.OffsetTracker` before its job is queued.
+
+A record aiokafka cannot decode (any client can write a header name that is not UTF-8) makes
+a whole fetch raise; :mod:`workers.intake.undecodable` finds it, the fetcher dead-letters it by its
+position, and fetching goes on past it: one record never stops the worker or stalls its
+partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from broker.headers import header_text
+from broker.topics import HEADER_SOURCE_TOPIC, Topics
+from schemas.jobs import Priority
+from workers.intake.offsets import OffsetTracker
+from workers.intake.parked import ParkedJobs
+from workers.intake.parsing import Intake, Unreadable, parse_job, tenant_of
+from workers.intake.scheduler import LaneScheduler, QueuedJob
+from workers.intake.undecodable import UNDECODABLE, Batches, StepPast
+
+FETCH_TIMEOUT_MS = 100
+PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
+RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
+UNDECODABLE_PAUSE_S = 0.05  # after a failed fetch whose record was not found (a transient CRC)
+
+log = logging.getLogger(__name__)
+
+
+def lane_of(
+    record: ConsumerRecord[bytes, bytes], lanes: Mapping[str, Priority], retry: str
+) -> Priority:
+    """A record's lane: its job topic's, or — parked on the retry topic — that of the topic it
+    was parked from (``headway-source-topic``); normal when that is unknown."""
+    topic = (
+        header_text(record.headers, HEADER_SOURCE_TOPIC) if record.topic == retry else record.topic
+    )
+    return lanes.get(topic, Priority.NORMAL)
+
+
+class Fetcher:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topics: Topics,
+        scheduler: LaneScheduler,
+        delays: ParkedJobs,
+        tracker: OffsetTracker,
+        *,
+        chunk: int,
+        max_message_bytes: int,
+        account: Callable[[str], str] = str,
+    ) -> None:
+        """``account``: whose fair share a tenant's jobs take (``HeadwayConfig.account``)."""
+        self._account = account
+        self._consumer = consumer
+        self._topics = topics
+        self._lanes = topics.job_lanes
+        self._scheduler = scheduler
+        self._delays = delays
+        self._tracker = tracker
+        self._chunk = chunk
+        self._max_message_bytes = max_message_bytes
+        self._paused: set[str] = set()  # topics whose partitions are paused
+        self._fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
+        self.first_fetch_at: float | None = None  # perf_counter() of the first record fetched
+        self._step_past = StepPast(
+            consumer, self._fetched, self._took, self._dead_letter_undecodable, chunk
+        )
+
+    async def run(self) -> None:
+        """Fetch until cancelled."""
+        while True:
+            # a fixed chunk: a lane holds at most its bound plus one chunk, and fetches stay
+            # large (one record per call near the bound would cost more than the jobs)
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=FETCH_TIMEOUT_MS, max_records=self._chunk
+                )
+            except UNDECODABLE as error:
+                log.warning("a fetch failed on a record that cannot be decoded: %s", error)
+                if not await self._step_past.recover(self._fetchable()):
+                    await asyncio.sleep(UNDECODABLE_PAUSE_S)
+                continue
+            self._take(batches)
+            self._apply_backpressure()
+
+    def _take(self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        if batches and self.first_fetch_at is None:
+            self.first_fetch_at = time.perf_counter()
+        for tp, records in batches.items():
+            for record in records:
+                self._tracker.add(tp, record.offset)
+                self._enqueue(tp, record)
+            if records:
+                self._fetched[tp] = records[-1].offset + 1
+
+    # -- records that cannot be decoded -------------------------------------------------------
+
+    async def _took(self, batches: Batches) -> None:
+        self._take(batches)
+
+    async def _dead_letter_undecodable(
+        self, tp: TopicPartition, offset: int, error: Exception
+    ) -> None:
+        reason = (
+            f"undecodable record: {type(error).__name__}: {error}; the Kafka client cannot read "
+            f"it, so this dead letter carries no key, value or headers: the record stays at "
+            f"{tp.topic}[{tp.partition}] offset {offset} until the topic's retention"
+        )
+        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            tp.topic, tp.partition, offset, 0, 0, None, None, None, -1, -1, []
+        )
+        self._tracker.add(tp, offset)
+        self._enqueue(tp, record, Unreadable(reason))
+        self._fetched[tp] = offset + 1
+
+    def _fetchable(self) -> list[TopicPartition]:
+        return [tp for tp in self._consumer.assignment() if tp.topic not in self._paused]
+
+    @property
+    def undecodable(self) -> int:
+        """Records dead-lettered because aiokafka could not decode them."""
+        return self._step_past.stepped
+
+    def forget(self, revoked: Iterable[TopicPartition]) -> None:
+        """Revoked partitions: what was fetched from them no longer says where they stand."""
+        for tp in revoked:
+            self._fetched.pop(tp, None)
+
+    def _enqueue(
+        self,
+        tp: TopicPartition,
+        record: ConsumerRecord[bytes, bytes],
+        intake: Intake | None = None,
+    ) -> None:
+        size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
+        if intake is None:
+            intake = parse_job(record.value, self._max_message_bytes)
+        tenant = self._account(tenant_of(intake))
+        queued = QueuedJob(
+            record, lane_of(record, self._lanes, self._topics.retry), tp, size, tenant, intake
+        )
+        if tp.topic == self._topics.retry:  # parked: waits for its time, then its own lane
+            self._delays.put(queued)
+        else:
+            self._scheduler.put(queued)
+
+    async def release_parked_forever(self) -> None:
+        """Hand parked jobs to the scheduler when their time comes."""
+        while True:
+            for job in self._delays.due():
+                self._scheduler.put(job)
+            wait = self._delays.seconds_to_next()
+            await asyncio.sleep(PARKED_POLL_S if wait is None else min(wait, PARKED_POLL_S))
+
+    def _apply_backpressure(self) -> None:
+        """Pause a lane's partitions when its buffer is full; resume below half. The retry
+        topic likewise, by the parked jobs waiting."""
+        bounds = [
+            (topic, self._scheduler.full(lane), self._scheduler.has_room(lane))
+            for topic, lane in self._lanes.items()
+        ]
+        bounds.append((self._topics.retry, self._delays.full(), self._delays.has_room()))
+        for topic, full, has_room in bounds:
+            if topic not in self._paused and full:
+                self._paused.add(topic)
+                self._consumer.pause(*self._partitions_of(topic))
+            elif topic in self._paused and has_room:
+                self._paused.discard(topic)
+                self._consumer.resume(*self._partitions_of(topic))
+
+    def _partitions_of(self, topic: str) -> list[TopicPartition]:
+        return [tp for tp in self._consumer.assignment() if tp.topic == topic]
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """A new assignment starts unpaused: pause what belongs to a full lane."""
+        paused = [tp for tp in assigned if tp.topic in self._paused]
+        if paused:
+            self._consumer.pause(*paused)
+
+    def lag(self) -> dict[str, float]:
+        """Records not fetched yet, per lane, by the last fetch's high watermarks."""
+        lag = {lane.value: 0.0 for lane in self._lanes.values()}
+        for tp in self._consumer.assignment():
+            lane = self._lanes.get(tp.topic)
+            highwater = self._consumer.highwater(tp)
+            if lane is None or highwater is None:
+                continue
+            lag[lane.value] += max(0, highwater - self._fetched.get(tp, 0))
+        return lag

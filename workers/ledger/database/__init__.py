@@ -1,0 +1,1 @@
+"""How the ledger talks to its database: engine, models, transactions, hot statements."""

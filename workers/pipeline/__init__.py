@@ -1,0 +1,1 @@
+"""One job's path through a worker, from a parsed record to its ending."""

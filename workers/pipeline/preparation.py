@@ -1,0 +1,129 @@
+"""Before a job may run: access checks, its route, and the chat messages it will send.
+
+The outcome is either a :class:`Prepared` job (route, messages, template used) or the
+:class:`Rejection` its result reports. Nothing here calls a provider or claims the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from broker.config import HeadwayConfig, RouteConfig, TenantConfig
+from broker.headers import RecordHeaders
+from schemas.jobs import JobRequest
+from schemas.results import ErrorCode
+from workers.guardrails.normal import plain
+from workers.guardrails.screening import Guardrails, Screened
+from workers.pipeline.access import AccessControl, Rejection
+from workers.templates.catalog import TemplateCatalog
+from workers.templates.rendering import TemplateError
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    job: JobRequest  # as submitted, or with its embedding inputs redacted
+    route: RouteConfig
+    messages: list[dict[str, str]] | None  # None: an embedding job
+    template: str | None = None
+    template_version: int | None = None
+    screened: Screened | None = None  # its guardrails (for the output check)
+
+
+class Preparation:
+    def __init__(
+        self,
+        config: HeadwayConfig,
+        access: AccessControl,
+        catalog: TemplateCatalog,
+        guardrails: Guardrails,
+    ) -> None:
+        self.config = config
+        self.access = access
+        self.catalog = catalog
+        self.guardrails = guardrails
+
+    async def prepare(
+        self,
+        job: JobRequest,
+        tenant: TenantConfig | None,
+        value: bytes,
+        headers: RecordHeaders,
+    ) -> Prepared | Rejection:
+        checked = self._check(job, tenant, value, headers)
+        if isinstance(checked, Rejection):
+            return checked
+        prepared = Prepared(job, checked, None)
+        if job.template is not None:
+            try:
+                rendered = await self.catalog.render(job.template, checked, job.tenant, job.job_id)
+            except TemplateError as error:
+                return Rejection(ErrorCode.INVALID_REQUEST, str(error))
+            prepared = Prepared(
+                job, checked, rendered.messages, rendered.template, rendered.version
+            )
+        elif job.messages is not None:
+            messages = [{"role": m.role, "content": m.content} for m in job.messages]
+            prepared = Prepared(job, checked, messages)
+        if not self.guardrails.applies(job.tenant, checked):
+            return prepared
+        return await self._screen(prepared)
+
+    async def _screen(self, prepared: Prepared) -> Prepared | Rejection:
+        """The job's inbound guardrails: blocked, or its texts as they may be sent."""
+        job, messages = prepared.job, prepared.messages
+        texts = [m["content"] for m in messages] if messages is not None else job.inputs
+        extras = _parameter_texts(job)  # the provider receives these too
+        screened = await self.guardrails.screen(
+            texts + extras, job.tenant, job.route, prepared.route, job.job_id
+        )
+        if screened.blocked is not None:
+            return Rejection(ErrorCode.CONTENT_BLOCKED, screened.blocked)
+        for extra, after in zip(extras, screened.texts[len(texts) :], strict=True):
+            if after not in (extra, plain(extra)):  # a parameter is sent as it is: not redacted
+                return Rejection(
+                    ErrorCode.CONTENT_BLOCKED, "params: stop or response_format holds PII"
+                )
+        screened.texts = screened.texts[: len(texts)]
+        if messages is not None:
+            messages = [
+                {"role": m["role"], "content": text}
+                for m, text in zip(messages, screened.texts, strict=True)
+            ]
+        else:
+            redacted = screened.texts if isinstance(job.input, list) else screened.texts[0]
+            job = job.model_copy(update={"input": redacted})
+        return dataclasses.replace(prepared, job=job, messages=messages, screened=screened)
+
+    def _check(
+        self,
+        job: JobRequest,
+        tenant: TenantConfig | None,
+        value: bytes,
+        headers: RecordHeaders,
+    ) -> Rejection | RouteConfig:
+        refused = self.access.check(job, tenant, value, headers)
+        if refused is not None:
+            return refused
+        route = self.config.routes.get(job.route)
+        if route is None:
+            return Rejection(ErrorCode.UNKNOWN_ROUTE, f"route: no route named '{job.route}'")
+        if route.kind is not job.kind:
+            return Rejection(
+                ErrorCode.INVALID_REQUEST,
+                f"kind: route '{job.route}' serves {route.kind.value} jobs, not {job.kind.value}",
+            )
+        return route
+
+
+def _parameter_texts(job: JobRequest) -> list[str]:
+    """Texts in a job's parameters that reach the provider: stop sequences, the response
+    format (its schema's names and descriptions)."""
+    params = job.params
+    if params is None:
+        return []
+    stop = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
+    if params.response_format is not None:
+        stop.append(json.dumps(params.response_format, ensure_ascii=False))
+    return stop

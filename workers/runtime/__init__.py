@@ -1,0 +1,1 @@
+"""A worker process's life: start, wiring, readiness, probes, diagnostics, shutdown."""

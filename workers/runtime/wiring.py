@@ -1,0 +1,259 @@
+"""The composition root: every part of a worker built once, from its settings and config.
+
+Parts receive their collaborators and settings groups (``settings.retry``, ``.circuit``,
+``.ledger`` …) whole; none builds another part or reads the environment. What owns a resource
+(the database engine, the HTTP client, Kafka clients, the ledger writer) is entered on the
+worker's exit stack here, so the worker closes them in reverse order when it drains.
+
+The order below is the order of a job's path: intake buffers, the ledger, then the checks,
+the calls and the endings that :class:`~workers.pipeline.job_pipeline.JobPipeline` takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from broker.batches import BatchSender
+from broker.config import HeadwayConfig
+from broker.dlq import dlq_reader
+from broker.headers import RecordHeaders
+from broker.kafka import producer_options
+from broker.settings import Settings
+from schemas.control import ControlCommand
+from workers.admission.budgets import Budgets
+from workers.admission.gate import Admission
+from workers.batch_lane.lane import BatchLane
+from workers.calls.executor import Executor
+from workers.calls.health import HealthBoard
+from workers.calls.limits import LimitBoard
+from workers.calls.microbatch import EmbeddingBatcher
+from workers.calls.retry import RetryPolicy
+from workers.calls.routing import DeploymentState, Router
+from workers.calls.slots import CallSlots
+from workers.calls.tokens import Calibration
+from workers.guardrails.screening import Guardrails
+from workers.intake.offsets import OffsetTracker
+from workers.intake.parked import ParkedJobs
+from workers.intake.scheduler import LaneScheduler
+from workers.ledger.database.engine import create_engine
+from workers.ledger.repository import LedgerRepository
+from workers.ledger.writer import LedgerWriter
+from workers.pipeline.access import AccessControl
+from workers.pipeline.cancellations import Authenticate, Cancellations, open_control_reader
+from workers.pipeline.claimants import Claimants
+from workers.pipeline.job_pipeline import JobPipeline
+from workers.pipeline.parking import Parking
+from workers.pipeline.parts import Calls, Checks, Endings, Telemetry
+from workers.pipeline.preparation import Preparation
+from workers.pipeline.replays import ReplayCheck
+from workers.pipeline.response_cache import ResponseCache
+from workers.providers.base import Provider
+from workers.providers.http import create_http_client
+from workers.providers.registry import build_batch_apis, build_providers
+from workers.runtime.readiness import Readiness
+from workers.settle.outcomes import result_topic
+from workers.settle.poison import PoisonPath
+from workers.settle.publisher import Publisher
+from workers.settle.settlement import Settlement
+from workers.telemetry.metrics import Metrics
+from workers.telemetry.tracing import Tracing
+from workers.templates.catalog import TemplateCatalog
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_KAFKA_S = 10.0  # longest wait for the final commit, and for each Kafka client to stop
+
+
+@dataclass(frozen=True)
+class Seams:
+    """What a test (or a benchmark) may put in place of the real thing."""
+
+    providers: dict[str, Provider] | None = None  # None: built from the config's providers
+    retry: RetryPolicy | None = None  # None: RetryPolicy(settings.retry)
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """Between the fetch loop and the runners: the lane buffers, parked jobs, offsets."""
+
+    scheduler: LaneScheduler
+    parked: ParkedJobs
+    tracker: OffsetTracker
+    fetch_chunk: int  # records asked of the consumer at a time, per lane
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a running worker holds on to; the job's path itself is ``pipeline``."""
+
+    producer: AIOKafkaProducer
+    ledger: LedgerWriter
+    publisher: Publisher
+    cancellations: Cancellations
+    admission: Admission
+    deployments: DeploymentState
+    pipeline: JobPipeline
+    control: AIOKafkaConsumer  # the control topic's reader, followed by ``cancellations``
+
+
+def buffers(settings: Settings, config: HeadwayConfig) -> Buffers:
+    """Each lane holds a third of the buffer, and never less than ``concurrency`` jobs."""
+    group = settings.buffer
+    per_lane_jobs = max(group.max_jobs // 3, settings.concurrency, 1)
+    scheduler = LaneScheduler(
+        per_lane_jobs,
+        group.max_bytes // 3,
+        weight=lambda name: tenant.weight if (tenant := config.tenant(name)) else 1.0,
+        aging_s=group.priority_aging_s,
+    )
+    chunk = max(per_lane_jobs // 2, 1)
+    return Buffers(scheduler, ParkedJobs(per_lane_jobs), OffsetTracker(), chunk)
+
+
+async def wire(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    config: HeadwayConfig,
+    *,
+    readiness: Readiness,
+    metrics: Metrics,
+    tracing: Tracing,
+    on_free: Callable[[str], None],
+    seams: Seams,
+) -> Parts:
+    """Build (and enter on ``stack``) every part of a worker's job path."""
+    topics = settings.topics
+    engine = create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
+    http = create_http_client(settings.http)
+    tracing.instrument(http)
+    stack.push_async_callback(http.aclose)
+    producer = AIOKafkaProducer(**producer_options(settings))
+    await producer.start()
+    stack.push_async_callback(bounded_stop, producer.stop, "producer")
+
+    group = settings.ledger
+    repository = LedgerRepository(group.owner, group.lease_s, seams.clock)
+    writer = LedgerWriter(engine, repository, group, readiness)
+    ledger = await stack.enter_async_context(writer)
+    publisher = Publisher(
+        BatchSender(producer, settings.producer_linger_ms / 1000),
+        topics,
+        settings.max_message_bytes,
+    )
+
+    # checks: may the job run, and how
+    access = AccessControl(config)
+    cancellations = Cancellations(ledger.run, seams.clock, cancel_authenticator(config, access))
+    guardrails = Guardrails(config, metrics.guardrail)
+    preparation = Preparation(config, access, TemplateCatalog(ledger.run), guardrails)
+    replays = await stack.enter_async_context(ReplayCheck(dlq_reader(settings), topics.dlq))
+
+    # calls: which deployment, and calling it
+    deployments = DeploymentState(
+        HealthBoard(settings.circuit), LimitBoard(settings.concurrency), Calibration()
+    )
+    executor = Executor(
+        seams.providers if seams.providers is not None else build_providers(config, http),
+        seams.retry if seams.retry is not None else RetryPolicy(settings.retry),
+        deployments,
+        CallSlots(settings.concurrency),
+        EmbeddingBatcher(deployments.limits, settings.embed),
+        metrics.provider_call,
+    )
+    router = Router(deployments)
+    budgets = Budgets(router, ledger.run, group.owner, group.lease_s, seams.clock)
+    admission = Admission(
+        ledger.run,
+        budgets,
+        group.owner,
+        group.lease_s,
+        clock=seams.clock,
+        on_free=on_free,
+        account=config.account,
+    )
+
+    # endings: settled, parked, dead-lettered, or handed to the provider Batch-API lane
+    settlement = Settlement(
+        ledger,
+        publisher,
+        topics,
+        metrics,
+        tracing,
+        max_result_bytes=settings.max_message_bytes,
+        fallback_topic=lambda tenant: result_topic(None, config.tenant(tenant), topics),
+    )
+    batch_apis = build_batch_apis(config, http)
+    batch_lane = None
+    if batch_apis:
+        batch_lane = BatchLane(
+            config,
+            batch_apis,
+            ledger.run,
+            settlement,
+            preparation,
+            group.owner,
+            settings.batch_lane,
+            cancellations,
+        )
+    endings = Endings(
+        settlement,
+        Parking(publisher, ledger, metrics, settings.retry),
+        PoisonPath(config, topics, publisher, settlement, access),
+        batch_lane,
+    )
+
+    pipeline = JobPipeline(
+        config,
+        topics,
+        ledger,
+        Checks(
+            preparation,
+            cancellations,
+            replays,
+            ResponseCache(ledger.run),
+            admission,
+            Claimants(),
+        ),
+        Calls(router, executor, settings.retry),
+        endings,
+        Telemetry(metrics, tracing),
+        settings.max_message_bytes,
+    )
+    control = await open_control_reader(settings)
+    stack.push_async_callback(control.stop)
+    return Parts(
+        producer, ledger, publisher, cancellations, admission, deployments, pipeline, control
+    )
+
+
+def cancel_authenticator(config: HeadwayConfig, access: AccessControl) -> Authenticate:
+    """Why a cancel may not act for its tenant (None: it may): a tenant with
+    ``require_signed_cancels`` accepts only cancels signed with its key."""
+
+    def refusal(command: ControlCommand, value: bytes, headers: RecordHeaders) -> str | None:
+        tenant = config.tenant(command.tenant)
+        if tenant is None or not tenant.require_signed_cancels:
+            return None
+        refused = access.authenticate(command.tenant, tenant, value, headers)
+        return None if refused is None else refused.message
+
+    return refusal
+
+
+async def bounded_stop(stop: Callable[[], Awaitable[None]], what: str) -> None:
+    """Stop a Kafka client, or give up waiting after ``SHUTDOWN_KAFKA_S``."""
+    try:
+        await asyncio.wait_for(stop(), SHUTDOWN_KAFKA_S)
+    except TimeoutError:
+        log.warning(
+            "the Kafka %s did not stop within %.0fs; exiting anyway", what, SHUTDOWN_KAFKA_S
+        )

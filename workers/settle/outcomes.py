@@ -1,0 +1,277 @@
+"""Building the messages a job ends with: its JobResult and its UsageEvents."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+
+from broker.config import TenantConfig
+from broker.topics import Topics
+from schemas.jobs import PRINTABLE_PATTERN, JobKind, JobRequest
+from schemas.results import (
+    ChatOutput,
+    ErrorCode,
+    JobError,
+    JobResult,
+    JobStatus,
+    TokenUsage,
+    UsageEvent,
+)
+from workers.calls.executor import Execution, ProviderCall
+from workers.ledger.cache import CacheEntry
+from workers.ledger.database.models import RowStatus, to_nano
+from workers.ledger.repository import Finish, UsageRecord
+from workers.telemetry.logs import redact
+
+if TYPE_CHECKING:
+    from workers.guardrails.screening import Screened
+
+# a name of at most 128 printable characters (batch_id, route)
+_PRINTABLE = re.compile(PRINTABLE_PATTERN.replace("+$", "{1,128}$"))
+_EVENT_NAMESPACE = uuid.UUID("6f1b8a1e-3c55-4c8e-9a4e-1d0f6a7b9c21")
+_EVENT_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a result echoes from its request (possibly partial for an invalid one)."""
+
+    job_id: str
+    tenant: str
+    batch_id: str | None = None
+    kind: JobKind | None = None
+    route: str | None = None
+    metadata: dict[str, Any] | None = None
+    template: str | None = None  # the prompt template and version rendered, when one was
+    template_version: int | None = None
+    guardrail_flags: tuple[str, ...] = ()  # what guardrails noticed and allowed
+
+    @classmethod
+    def of(cls, job: JobRequest) -> Identity:
+        return cls(job.job_id, job.tenant, job.batch_id, job.kind, job.route, job.metadata)
+
+    @classmethod
+    def from_raw(cls, job_id: str, tenant: str, raw: dict[str, Any]) -> Identity:
+        batch_id = raw.get("batch_id")
+        kind = raw.get("kind")
+        route = raw.get("route")
+        metadata = raw.get("metadata")
+        return cls(
+            job_id,
+            tenant,
+            batch_id if _printable(batch_id) else None,
+            JobKind(kind) if kind in ("chat", "embedding") else None,
+            route if _printable(route) else None,
+            metadata if isinstance(metadata, dict) and len(str(metadata)) <= 16384 else None,
+        )
+
+
+def _printable(value: Any) -> bool:
+    """A name the ledger's columns can hold (what the job schema allows)."""
+    return isinstance(value, str) and _PRINTABLE.match(value) is not None
+
+
+def result_topic(job: JobRequest | None, tenant: TenantConfig | None, topics: Topics) -> str:
+    """reply_topic when the tenant's allowlist admits it, else the tenant's topic, else default."""
+    if (
+        job is not None
+        and job.reply_topic
+        and tenant is not None
+        and any(fnmatchcase(job.reply_topic, pattern) for pattern in tenant.reply_topics)
+    ):
+        return job.reply_topic
+    if tenant is not None and tenant.results_topic:
+        return tenant.results_topic
+    return topics.results
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a job ends without an answer: its status, error code and message."""
+
+    status: JobStatus
+    code: ErrorCode
+    message: str
+
+    @classmethod
+    def rejected(cls, code: ErrorCode, message: str) -> Ending:
+        return cls(JobStatus.REJECTED, code, message)
+
+
+CANCELLED = Ending(JobStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled by a control command")
+EXPIRED_BEFORE_START = Ending(
+    JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed before start"
+)
+EXPIRED_DURING_CALL = Ending(
+    JobStatus.EXPIRED, ErrorCode.DEADLINE_EXCEEDED, "deadline passed during the call"
+)
+
+
+def terminal_result(
+    who: Identity, status: JobStatus, code: ErrorCode, message: str, attempts: int = 0
+) -> JobResult:
+    return JobResult(
+        job_id=who.job_id,
+        tenant=who.tenant,
+        batch_id=who.batch_id,
+        kind=who.kind,
+        route=who.route,
+        metadata=who.metadata,
+        template=who.template,
+        template_version=who.template_version,
+        guardrail_flags=list(who.guardrail_flags) or None,
+        status=status,
+        attempts=attempts,
+        error=JobError(code=code, message=redact(message)),
+        completed_at=now_utc(),
+    )
+
+
+def executed_result(who: Identity, execution: Execution) -> JobResult:
+    served = execution.served_by
+    calls = execution.calls
+    usage = TokenUsage(
+        input_tokens=sum(c.input_tokens for c in calls),
+        output_tokens=sum(c.output_tokens for c in calls),
+        estimated=any(c.estimated for c in calls),
+    )
+    common: dict[str, Any] = {
+        "job_id": who.job_id,
+        "tenant": who.tenant,
+        "batch_id": who.batch_id,
+        "kind": who.kind,
+        "route": who.route,
+        "metadata": who.metadata,
+        "template": who.template,
+        "template_version": who.template_version,
+        "guardrail_flags": list(who.guardrail_flags) or None,
+        "usage": usage,
+        "cost_usd": sum(c.cost_usd for c in calls),
+        "cached": any(c.cached for c in calls),
+        "attempts": execution.attempts,
+        "completed_at": now_utc(),
+    }
+    if execution.output is not None and served is not None:
+        return JobResult(
+            status=JobStatus.SUCCEEDED,
+            output=execution.output,
+            provider=served.provider,
+            deployment=served.deployment.model,
+            **common,
+        )
+    error = execution.error
+    message = redact(str(error)) if error is not None else "no deployment could serve the job"
+    return JobResult(
+        status=JobStatus.FAILED,
+        error=JobError(code=ErrorCode.PROVIDER_ERROR, message=message),
+        provider=error.provider if error is not None else None,
+        **common,
+    )
+
+
+async def guarded_result(
+    who: Identity, execution: Execution, screened: Screened | None
+) -> JobResult:
+    """The result of an executed job after its output guardrails: the output may be rewritten
+    (PII restored) or withheld (``rejected``/``content_blocked`` — the call is still paid for)."""
+    blocked: str | None = None
+    output = execution.output
+    if screened is not None and isinstance(output, ChatOutput):
+        verdict = await screened.check_output(output.text)
+        blocked = verdict.blocked
+        if blocked is None and verdict.text is not None and verdict.text != output.text:
+            execution.output = ChatOutput(text=verdict.text, finish_reason=output.finish_reason)
+    if screened is not None:
+        who = dataclasses.replace(who, guardrail_flags=tuple(screened.flags))
+    result = executed_result(who, execution)
+    if blocked is None:
+        return result
+    error = JobError(code=ErrorCode.CONTENT_BLOCKED, message=blocked)
+    return result.model_copy(update={"status": JobStatus.REJECTED, "output": None, "error": error})
+
+
+def event_id(tenant: str, job_id: str, generation: int, index: int) -> str:
+    """Stable for the same provider call: the claim generation and the call's index.
+
+    ``uuid.uuid5`` spelled out (SHA-1 of namespace + name, version and variant bits set): the
+    same text at a third of the cost, which counts once per usage event."""
+    name = f"{tenant}\x00{job_id}\x00{generation}\x00{index}".encode()
+    digest = bytearray(hashlib.sha1(_EVENT_NAMESPACE_BYTES + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> list[UsageEvent]:
+    return [
+        UsageEvent(
+            event_id=event_id(who.tenant, who.job_id, generation, index),
+            tenant=who.tenant,
+            job_id=who.job_id,
+            batch_id=who.batch_id,
+            route=who.route or "",
+            provider=call.provider,
+            deployment=call.deployment.model,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cost_usd=call.cost_usd,
+            cached=call.cached,
+            timestamp=now_utc(),
+            estimated=call.estimated,
+        )
+        for index, call in enumerate(calls)
+    ]
+
+
+def finish_record(
+    result: JobResult,
+    result_json: str,
+    events: list[tuple[UsageEvent, str]],
+    *,
+    budget_period: str | None = None,
+    cache: CacheEntry | None = None,
+) -> Finish:
+    return Finish(
+        tenant=result.tenant,
+        job_id=result.job_id,
+        status=RowStatus(result.status.value),
+        result_json=result_json,
+        completed_at=result.completed_at.timestamp(),
+        batch_id=result.batch_id,
+        kind=result.kind.value if result.kind else None,
+        route=result.route,
+        provider=result.provider,
+        deployment=result.deployment,
+        attempts=result.attempts,
+        input_tokens=result.usage.input_tokens,
+        output_tokens=result.usage.output_tokens,
+        cost_nusd=sum(to_nano(event.cost_usd) for event, _ in events),
+        usage=tuple(
+            UsageRecord(
+                event_id=event.event_id,
+                route=event.route,
+                provider=event.provider,
+                deployment=event.deployment,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                cost_nusd=to_nano(event.cost_usd),
+                cached=event.cached,
+                timestamp=event.timestamp.timestamp(),
+                payload=payload,
+            )
+            for event, payload in events
+        ),
+        budget_period=budget_period,
+        cache=cache,
+    )

@@ -1,0 +1,1 @@
+"""What a worker tells its operators: logs, metrics, traces."""

@@ -1,0 +1,1 @@
+"""Prompt templates: rendering in a sandbox, and which version a job gets."""

@@ -3,7 +3,7 @@
 headway's side takes job dicts and validates, encodes, keys and routes each to its lane; the
 raw side gets the bytes headway would produce, already encoded, and sends them with the same
 producer options to the same topic — once with ``AIOKafkaProducer.send`` per record (what a
-script does), once appended to per-partition batches as headway does (``broker/batches.py``,
+script does), once appended to per-partition batches as headway does (``broker/record_batches.py``,
 the ceiling: the same producer with no validation or encoding). Both wait until the broker has
 every record.
 
@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaProducer
 
 from bench.common import Rates, Stack, chat_jobs, side_by_side
 from broker.admin import create_topics
-from broker.batches import BatchSender
 from broker.client import HeadwayClient, encode_job
 from broker.kafka import producer_options
+from broker.record_batches import RecordBatchSender
 from schemas.jobs import Priority
 
 
@@ -50,7 +50,7 @@ async def raw_rate(stack: Stack, jobs: list[dict[str, Any]], batched: bool = Fal
     try:
         started = time.perf_counter()
         if batched:
-            batches = BatchSender(producer, settings.producer_linger_ms / 1000)
+            batches = RecordBatchSender(producer, settings.producer_linger_ms / 1000)
             futures = {await batches.append(topic, key, value) for key, value in records}
             batches.flush()
             await asyncio.gather(*futures)

@@ -5,7 +5,7 @@
         async for result in client.results("batch-7"):  # JobResults of one batch
             ...
 
-``submit_many`` appends every record to a per-partition batch first (broker/batches.py: ~3 µs
+``submit_many`` appends every record to a per-partition batch first (broker/record_batches.py: ~3 µs
 a record where ``AIOKafkaProducer.send`` costs ~15 µs) and waits for the deliveries together at
 the end (one awaited send per job would cap throughput at the round trip time).
 """
@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from broker.batches import BatchSender, delivered
 from broker.kafka import producer_options, require_bootstrap, topic_partitions
+from broker.record_batches import RecordBatchSender, delivered
 from broker.settings import Settings
 from broker.topics import HEADER_SIGNATURE, Topics
 from broker.tracing import Headers, trace_headers
@@ -67,13 +67,13 @@ class HeadwayClient:
         self._signing_secret = signing_secret
         self._tracer = trace.get_tracer("headway.client", tracer_provider=tracer_provider)
         self._producer: AIOKafkaProducer | None = None
-        self._batches: BatchSender | None = None
+        self._batches: RecordBatchSender | None = None
 
     async def __aenter__(self) -> HeadwayClient:
         producer = AIOKafkaProducer(**producer_options(self.settings))
         await producer.start()
         self._producer = producer
-        self._batches = BatchSender(producer, self.settings.producer_linger_ms / 1000)
+        self._batches = RecordBatchSender(producer, self.settings.producer_linger_ms / 1000)
         return self
 
     async def __aexit__(
@@ -98,7 +98,7 @@ class HeadwayClient:
         return self._producer
 
     @property
-    def batches(self) -> BatchSender:
+    def batches(self) -> RecordBatchSender:
         """Where jobs are appended: per-partition batches on :attr:`producer`."""
         if self._batches is None:
             raise RuntimeError(NOT_OPEN)

@@ -7,6 +7,9 @@
     ├── ProducerFailed               the Kafka producer stopped for good (the worker must exit)
     ├── LedgerUnavailable            the database cannot be reached (the job waits for it)
     ├── LedgerRefused                the database refused one job's values (the job is poison)
+    ├── SuspendedLedgerWork          a bug: ledger work on SQLite's thread awaited something else
+    ├── TemplateError                a prompt template is unknown, malformed, or its variables
+    │                                    do not fit (a job: rejected; ``templates push``: refused)
     └── ProviderError                a provider call failed (mapped in providers/base.py)
         ├── RetryableProviderError   worth another attempt; carries ``retry_after`` (s) if known
         │   ├── ProviderTimeout          connect/read/write/pool timeout
@@ -60,6 +63,15 @@ class LedgerUnavailable(HeadwayError):
 class LedgerRefused(HeadwayError):
     """The database refused a value of this one operation (a character or a number its
     column cannot hold): retrying cannot help, the database itself is fine."""
+
+
+class SuspendedLedgerWork(HeadwayError):
+    """Ledger work run on the ledger's SQLite thread awaited something other than its
+    connection: headway's own bug, never the database's (retrying cannot help)."""
+
+
+class TemplateError(HeadwayError):
+    """The template is unknown, malformed, or its variables do not fit; the message names it."""
 
 
 class ProviderError(HeadwayError):

@@ -30,7 +30,7 @@ from workers.batch_lane.items import Handed
 from workers.calls.executor import Executor
 from workers.calls.health import HealthBoard
 from workers.calls.limits import LimitBoard
-from workers.calls.microbatch import EmbeddingBatcher
+from workers.calls.microbatch import MicroBatcher
 from workers.calls.retry import RetryPolicy
 from workers.calls.routing import DeploymentState, Router
 from workers.calls.slots import CallSlots
@@ -288,7 +288,7 @@ def pipeline_for(
         RetryPolicy(retry, sleep=no_sleep),
         deployments,
         CallSlots(8),
-        EmbeddingBatcher(deployments.limits, EmbedSettings(linger_s=0.001)),
+        MicroBatcher(deployments.limits, EmbedSettings(linger_s=0.001)),
         None,
     )
     router = Router(deployments)

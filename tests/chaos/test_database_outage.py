@@ -113,7 +113,7 @@ async def test_a_database_outage_pauses_work_and_the_worker_recovers_by_itself(
                 stalled = {  # what to look at if work did not resume (seen once, full size)
                     "in_flight": sum(worker.in_flight.values()),
                     "buffered": len(worker.scheduler),
-                    "parked": len(worker.delays),
+                    "parked": len(worker.parked),
                     "unfinished": worker.tracker.unfinished(),
                     "ready": (await probes.get("/readyz")).json(),
                     "pool": worker.ledger.engine.pool.status(),

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import insert, select
 
-from workers.ledger import batch_lane as lane
+from workers.ledger import batch_lane_rows as lane
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import JobRow
 

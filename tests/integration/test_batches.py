@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from broker.batches import BatchSender
 from broker.embedded import EmbeddedKafka
+from broker.record_batches import RecordBatchSender
 from tests.helpers import read_topic
 
 
@@ -22,7 +22,7 @@ async def test_every_record_arrives_on_its_keys_partition(
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, max_batch_size=16 * 1024)
     await producer.start()
     try:
-        sender = BatchSender(producer, linger_s=0.005)
+        sender = RecordBatchSender(producer, linger_s=0.005)
         futures = [
             await sender.append(topic, f"key-{i}".encode(), b"v" * 300, [("h", b"1")])
             for i in range(2000)  # several full batches per partition

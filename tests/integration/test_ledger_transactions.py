@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from broker.errors import SuspendedLedgerWork
 from broker.settings import LedgerSettings
 from workers.ledger.database.engine import create_engine, upgrade
 from workers.ledger.database.models import JobRow
 from workers.ledger.database.transactions import (
     AsyncTransactions,
     Connection,
-    SuspendedLedgerWork,
     ThreadTransactions,
     complete,
     transactions_for,

@@ -281,7 +281,7 @@ async def test_budget_holds_concurrent_jobs_within_the_limit_and_settles_actual_
             assert ticket.hold is not None
             await settle(request, ticket, ticket.hold.amount_nusd)
         _, last = await attempt(1000)  # the spend itself leaves no room now
-        assert isinstance(last, OverBudget) and not last.defer
+        assert isinstance(last, OverBudget) and not last.park
         assert "budget" in last.message
         async with workers[0].engine.connect() as conn:
             spent = (await conn.execute(select(BudgetRow.spent_nusd))).scalar_one()
@@ -297,5 +297,5 @@ async def test_a_deferring_budget_says_when_to_look_again(replicas: Any) -> None
     async with replicas(1, clock) as (replica,):
         request = job("d1")
         outcome = await replica.admission.admit(request, tenant, route, messages_of(request))
-    assert isinstance(outcome, OverBudget) and outcome.defer
+    assert isinstance(outcome, OverBudget) and outcome.park
     assert outcome.retry_s == 300.0  # looks again every 5 minutes until the period resets

@@ -15,8 +15,8 @@ from broker.config import HeadwayConfig, parse_config
 from broker.settings import Settings
 from tests.helpers import chat_job, embedding_job, read_topic, running_worker
 from workers.devstack.simulator import SimulatorServer
-from workers.ledger import cache as rows
-from workers.ledger.cache import CacheEntry
+from workers.ledger import cache_rows as rows
+from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.engine import create_engine
 from workers.ledger.queries import tenant_spend_usd
 

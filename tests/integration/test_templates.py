@@ -15,7 +15,7 @@ from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
 from tests.integration.test_cli import headway
 from workers.devstack.simulator import SimulatorServer
-from workers.ledger import templates as store
+from workers.ledger import template_rows as store
 from workers.ledger.database.engine import create_engine
 from workers.templates.rendering import TemplateSpec
 

@@ -176,7 +176,7 @@ def exposed_metric_names() -> set[str]:
     metrics.job_ended(result, [usage])
     metrics.job_started("normal", 0.1)
     metrics.provider_call("p", "m", "ok", 0.2, retry=True)
-    metrics.deferred("t", "rpm")
+    metrics.set_aside("t", "rpm")
     metrics.parked("provider")
     metrics.worker_gauges(
         in_flight=lambda: 1.0,

@@ -248,7 +248,7 @@ async def test_a_job_finished_before_is_republished_as_stored() -> None:
 
 
 async def test_a_job_held_by_the_batch_lane_is_left_to_it() -> None:
-    from workers.ledger.batch_lane import BATCH_OWNER
+    from workers.ledger.batch_lane_rows import BATCH_OWNER
 
     built = harness(answer())
     built.ledger.held_by("demo", "j1", BATCH_OWNER)

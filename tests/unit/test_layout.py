@@ -49,9 +49,7 @@ def _modules(folder: Path) -> list[Path]:
 
 
 def _folders(root: Path) -> list[Path]:
-    return sorted(
-        d for d in root.iterdir() if d.is_dir() and (d / "__init__.py").exists()
-    )
+    return sorted(d for d in root.iterdir() if d.is_dir() and (d / "__init__.py").exists())
 
 
 def module_map() -> str:

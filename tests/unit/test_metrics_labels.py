@@ -15,7 +15,7 @@ def test_unlisted_tenants_and_routes_share_one_label_each() -> None:
         metrics.job_ended(terminal_result(who, JobStatus.REJECTED, ErrorCode.FORBIDDEN, "no"))
     who = Identity("a1", "acme", None, None, "summarize")
     metrics.job_ended(terminal_result(who, JobStatus.REJECTED, ErrorCode.FORBIDDEN, "no"))
-    metrics.deferred("mallory7", "rpm")
+    metrics.set_aside("mallory7", "rpm")
     text = metrics.render().decode()
     jobs = [line for line in text.splitlines() if line.startswith("headway_jobs_total{")]
     assert len(jobs) == 2, jobs

@@ -32,7 +32,7 @@ from workers.settle.publisher import Outgoing, Publisher
 
 
 class ScriptedBatches:
-    """Stands in for BatchSender: each topic answers its appends from a script of outcomes
+    """Stands in for RecordBatchSender: each topic answers its appends from a script of outcomes
     (None: acknowledged; an exception: that failure), then acknowledges everything."""
 
     def __init__(self, script: dict[str, list[BaseException | None]]) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.errors import TemplateError
 from workers.templates.catalog import _pick
-from workers.templates.rendering import Template, TemplateError, TemplateSpec, load_file, parse_spec
+from workers.templates.rendering import Template, TemplateSpec, load_file, parse_spec
 
 
 def template(*messages: tuple[str, str], defaults: dict[str, str] | None = None) -> Template:

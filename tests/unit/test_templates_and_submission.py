@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from broker.errors import TemplateError
 from schemas.jobs import Priority
 from workers.cli.submission import Overrides, parse_lines
-from workers.templates.rendering import BUILTIN, TemplateError
+from workers.templates.rendering import BUILTIN
 
 SUMMARIZE = BUILTIN["summarize"][0]
 

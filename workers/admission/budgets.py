@@ -3,7 +3,7 @@ to its actual cost after.
 
 Periods are UTC calendar days (``day:2026-11-22``), months (``month:2026-11``) or ``total``.
 A job's cost counts in the period in which it was admitted. The reservation is held in the
-database (:class:`workers.ledger.quotas.BudgetLedger`) against the period's spend plus every
+database (:class:`workers.ledger.quota_rows.BudgetLedger`) against the period's spend plus every
 other running job's hold, under the budget row's lock, so concurrent jobs on any number of
 workers cannot together pass the budget: spend stays within ``budget_usd`` whenever jobs
 cost no more than their reservation, and within ``budget_usd`` + one job's overrun otherwise.
@@ -28,8 +28,8 @@ from workers.admission.quotas import Clock, Wait
 from workers.calls import tokens
 from workers.calls.routing import Router
 from workers.ledger.database.models import from_nano, to_nano
-from workers.ledger.database.transactions import Run
-from workers.ledger.quotas import BudgetLedger, Hold
+from workers.ledger.database.transactions import Transact
+from workers.ledger.quota_rows import BudgetLedger, Hold
 
 DEFER_HOP_S = 300.0  # a deferred job looks again at least this often (a raised budget applies)
 HOLDS_WAIT_S = 0.1  # how soon a job kept out only by running jobs' holds looks again
@@ -58,7 +58,7 @@ class OverBudget:
     """No room for the job's maximum cost: reject, or wait ``retry_s`` and look again."""
 
     message: str
-    defer: bool
+    park: bool  # on_budget_exhausted = "defer": park the job until the next period
     retry_s: float
 
 
@@ -66,7 +66,7 @@ class Budgets:
     def __init__(
         self,
         router: Router,
-        run: Run,
+        run: Transact,
         owner: str,
         lease_s: float,
         clock: Clock,
@@ -121,8 +121,8 @@ class Budgets:
             f"{from_nano(reserved.held_nusd):.6f}, this job up to "
             f"{from_nano(hold.amount_nusd):.6f})"
         )
-        defer = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
-        return OverBudget(message, defer, max(retry_s, 1.0))
+        park = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
+        return OverBudget(message, park, max(retry_s, 1.0))
 
     async def drop(self, hold: Hold) -> None:
         """The job ends without a finish that settles it (parked, finished elsewhere)."""

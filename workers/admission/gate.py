@@ -19,8 +19,8 @@ from schemas.jobs import JobRequest
 from workers.admission.budgets import Budgets, OverBudget
 from workers.admission.quotas import SLOT_RETRY_S, Clock, SlotGrant, TokenLease, Wait
 from workers.calls import tokens
-from workers.ledger.database.transactions import Connection, Run
-from workers.ledger.quotas import Hold, QuotaLedger
+from workers.ledger.database.transactions import Connection, Transact
+from workers.ledger.quota_rows import Hold, QuotaLedger
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Ticket:
 class Admission:
     def __init__(
         self,
-        run: Run,
+        run: Transact,
         budgets: Budgets,
         owner: str,
         lease_s: float,

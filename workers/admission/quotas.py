@@ -2,7 +2,7 @@
 that shares the ledger database.
 
 A worker never counts on its own: it *leases* a small slice from the shared state in the
-database (atomic conditional updates, :mod:`workers.ledger.quotas`) and spends the slice
+database (atomic conditional updates, :mod:`workers.ledger.quota_rows`) and spends the slice
 locally, so a job usually passes without a database round trip and the limits hold no matter
 how many replicas run.
 
@@ -32,8 +32,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workers.ledger.database.transactions import Run
-from workers.ledger.quotas import IN_FLIGHT, Bucket, QuotaLedger, Taken
+from workers.ledger.database.transactions import Transact
+from workers.ledger.quota_rows import IN_FLIGHT, Bucket, QuotaLedger, Taken
 
 SLICE_S = 0.2  # a token lease is this many seconds of the tenant's rate
 CAPACITY_S = 1.0  # a shared bucket holds this many seconds of the rate
@@ -73,7 +73,7 @@ class TokenLease:
         self._lock = asyncio.Lock()
 
     async def take(
-        self, amount: float, run: Run, ledger: QuotaLedger, clock: Clock
+        self, amount: float, run: Transact, ledger: QuotaLedger, clock: Clock
     ) -> float | None:
         """Take ``amount``; None when taken, else the seconds until the bucket can give it."""
         if self.held >= amount:
@@ -130,7 +130,7 @@ class SlotGrant:
         self._lock = asyncio.Lock()
 
     async def acquire(
-        self, run: Run, ledger: QuotaLedger, owner: str, clock: Clock, lease_s: float
+        self, run: Transact, ledger: QuotaLedger, owner: str, clock: Clock, lease_s: float
     ) -> bool:
         if self.used < self.granted:
             self.used += 1

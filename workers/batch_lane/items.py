@@ -19,7 +19,7 @@ from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
 from workers.calls import tokens
 from workers.calls.executor import Execution, ProviderCall
-from workers.ledger import batch_lane as rows
+from workers.ledger import batch_lane_rows as rows
 from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall
 from workers.providers.batch_apis import BatchAPI, Outcome
 from workers.settle.outcomes import Identity

@@ -41,8 +41,8 @@ from workers.batch_lane.items import (
 )
 from workers.guardrails.screening import Screened
 from workers.intake.parsing import ValidJob, parse_job
-from workers.ledger import batch_lane as rows
-from workers.ledger.database.transactions import Run
+from workers.ledger import batch_lane_rows as rows
+from workers.ledger.database.transactions import Transact
 from workers.pipeline.access import Rejection
 from workers.pipeline.cancellations import Cancellations
 from workers.pipeline.preparation import Preparation
@@ -70,7 +70,7 @@ class BatchLane:
         self,
         config: HeadwayConfig,
         apis: dict[str, BatchAPI],
-        run: Run,
+        run: Transact,
         settlement: Settlement,
         preparation: Preparation,
         owner: str,

@@ -30,7 +30,7 @@ from schemas.results import ChatOutput, EmbeddingOutput
 from workers.calls import tokens
 from workers.calls.health import DeploymentHealth, HealthBoard
 from workers.calls.limits import DeploymentLimiter
-from workers.calls.microbatch import EmbeddingBatcher
+from workers.calls.microbatch import MicroBatcher
 from workers.calls.retry import RetryPolicy
 from workers.calls.routing import DeploymentState
 from workers.calls.slots import CallSlots
@@ -81,7 +81,7 @@ class Executor:
         retry: RetryPolicy,
         deployments: DeploymentState,
         slots: CallSlots,
-        batcher: EmbeddingBatcher,
+        micro_batcher: MicroBatcher,
         on_call: CallObserver | None,
     ) -> None:
         """``slots`` are taken by the pipeline (a call until its result is stored);
@@ -93,7 +93,7 @@ class Executor:
         self.board = deployments.health
         self.calibration = deployments.calibration
         self.limits = deployments.limits
-        self.batcher = batcher
+        self.micro_batcher = micro_batcher
 
     async def execute(
         self,
@@ -286,7 +286,7 @@ class Executor:
         else:
             dimensions = params.dimensions if params else None
             if _batched(job, deployment):
-                embedded = await self.batcher.embed(
+                embedded = await self.micro_batcher.embed(
                     provider, deployment, job.inputs, dimensions, job.route
                 )
             else:

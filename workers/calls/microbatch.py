@@ -56,7 +56,7 @@ class _Batch:
     routes: set[str] = field(default_factory=set)
 
 
-class EmbeddingBatcher:
+class MicroBatcher:
     def __init__(
         self,
         limits: LimitBoard,

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.errors import HeadwayError
 from workers.cli.support import console, load_settings
-from workers.ledger import templates as store
+from workers.ledger import template_rows as store
 from workers.ledger.database.engine import create_engine
-from workers.templates.rendering import TemplateError, load_file
+from workers.templates.rendering import load_file
 
 templates_app = typer.Typer(no_args_is_help=True, help="prompt templates")
 T = TypeVar("T")
@@ -40,10 +40,7 @@ def templates_push(
     files: Annotated[list[Path], typer.Argument(help="template files (.toml or .json)")],
 ) -> None:
     """Store each file as the next version of its template (unchanged content: no new version)."""
-    try:
-        specs = [load_file(path) for path in files]  # all checked before any is stored
-    except TemplateError as error:
-        raise HeadwayError(str(error)) from None
+    specs = [load_file(path) for path in files]  # all checked (TemplateError) before any is stored
 
     async def push_all(conn: AsyncConnection) -> list[store.Pushed]:
         return [await store.push(conn, spec) for spec in specs]

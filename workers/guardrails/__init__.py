@@ -1,1 +1,1 @@
-"""Guardrails: what a tenant's policies let through to a provider and back (terms, injection, PII)."""
+"""Guardrails: what a tenant's policies let through to a provider and back."""

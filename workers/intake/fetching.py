@@ -55,7 +55,7 @@ class Fetcher:
         consumer: AIOKafkaConsumer,
         topics: Topics,
         scheduler: LaneScheduler,
-        delays: ParkedJobs,
+        parked: ParkedJobs,
         tracker: OffsetTracker,
         *,
         chunk: int,
@@ -68,7 +68,7 @@ class Fetcher:
         self._topics = topics
         self._lanes = topics.job_lanes
         self._scheduler = scheduler
-        self._delays = delays
+        self._parked = parked
         self._tracker = tracker
         self._chunk = chunk
         self._max_message_bytes = max_message_bytes
@@ -153,16 +153,16 @@ class Fetcher:
             record, lane_of(record, self._lanes, self._topics.retry), tp, size, tenant, intake
         )
         if tp.topic == self._topics.retry:  # parked: waits for its time, then its own lane
-            self._delays.put(queued)
+            self._parked.put(queued)
         else:
             self._scheduler.put(queued)
 
     async def release_parked_forever(self) -> None:
         """Hand parked jobs to the scheduler when their time comes."""
         while True:
-            for job in self._delays.due():
+            for job in self._parked.due():
                 self._scheduler.put(job)
-            wait = self._delays.seconds_to_next()
+            wait = self._parked.seconds_to_next()
             await asyncio.sleep(PARKED_POLL_S if wait is None else min(wait, PARKED_POLL_S))
 
     def _apply_backpressure(self) -> None:
@@ -172,7 +172,7 @@ class Fetcher:
             (topic, self._scheduler.full(lane), self._scheduler.has_room(lane))
             for topic, lane in self._lanes.items()
         ]
-        bounds.append((self._topics.retry, self._delays.full(), self._delays.has_room()))
+        bounds.append((self._topics.retry, self._parked.full(), self._parked.has_room()))
         for topic, full, has_room in bounds:
             if topic not in self._paused and full:
                 self._paused.add(topic)

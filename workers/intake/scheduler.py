@@ -9,11 +9,12 @@
 - **Aging**: with ``aging_s`` set, a lane whose oldest job has waited ``aging_s`` is served as
   if it were one lane higher (two lanes higher after twice that), so low-priority work still
   progresses under a sustained stream of high-priority work.
-- **Deferral**: a tenant over one of its quotas is set aside until it may run again
-  (:meth:`LaneScheduler.defer`); its queued jobs keep their places, and runners serve the
+- **Set aside**: a tenant over one of its quotas is set aside until it may run again
+  (:meth:`LaneScheduler.set_aside`); its queued jobs keep their places, and runners serve the
   other tenants meanwhile. When a set-aside tenant's jobs crowd a lane past half its bound,
-  the newest of them beyond :data:`SPILL_KEEP` are handed out as *spilled* jobs, which the
-  worker parks on the retry topic spread over the tenant's pace — so a throttled backlog never
+  the newest of them beyond :data:`PARK_KEEP` are handed out to be parked (``park_s`` set):
+  the worker parks them on the retry topic spread over the tenant's pace — so a throttled
+  backlog never
   fills the buffer and pauses partitions that other tenants' jobs arrive on.
 """
 
@@ -42,10 +43,10 @@ class QueuedJob:
     tenant: str = ""
     intake: Intake | None = None  # parsed once, in the fetch loop
     enqueued_at: float = 0.0
-    spill_s: float | None = None  # set: park the job for this long instead of running it
+    park_s: float | None = None  # set: park the job for this long instead of running it
 
 
-SPILL_KEEP = 64  # jobs of a set-aside tenant kept per lane under pressure (≤ a quarter)
+PARK_KEEP = 64  # jobs of a set-aside tenant kept per lane under pressure (≤ a quarter)
 
 
 class FairQueue:
@@ -176,8 +177,8 @@ class LaneScheduler:
         self._getters: deque[asyncio.Future[QueuedJob]] = deque()
         self._aside: dict[str, float] = {}  # tenant -> clock() until which it is set aside
         self._pace: dict[str, float] = {}
-        self._horizon: dict[str, float] = {}  # where the tenant's next spilled job goes
-        self._spill_all: set[str] = set()
+        self._horizon: dict[str, float] = {}  # where the tenant's next parked job goes
+        self._park_all: set[str] = set()
 
     def __len__(self) -> int:
         return sum(lane.count for lane in self._lanes.values())
@@ -209,14 +210,14 @@ class LaneScheduler:
 
     # -- tenants set aside --------------------------------------------------------------------
 
-    def defer(self, job: QueuedJob, wait: Wait) -> None:
+    def set_aside(self, job: QueuedJob, wait: Wait) -> None:
         """``job``'s tenant may not run now: give the job back and set the tenant aside."""
         now = self._clock()
         until = now + wait.seconds
         self._aside[job.tenant] = max(self._aside.get(job.tenant, 0.0), until)
         self._pace[job.tenant] = wait.pace_s
         if wait.park:
-            self._spill_all.add(job.tenant)
+            self._park_all.add(job.tenant)
         self._lanes[job.lane].push_front(job)
 
     def resume(self, tenant: str) -> None:
@@ -236,7 +237,7 @@ class LaneScheduler:
 
     def _end_aside(self, tenant: str) -> None:
         del self._aside[tenant]
-        self._spill_all.discard(tenant)
+        self._park_all.discard(tenant)
 
     def _wake(self) -> None:
         """Hand queued jobs that may run now to waiting runners."""
@@ -250,22 +251,22 @@ class LaneScheduler:
             else:
                 getter.set_result(job)
 
-    def _spill(self) -> QueuedJob | None:
+    def _to_park(self) -> QueuedJob | None:
         """The newest job of a set-aside tenant crowding a lane, to be parked."""
         now = self._clock()
         for tenant, until in self._aside.items():
             if until <= now:
                 continue
-            keep = 0 if tenant in self._spill_all else min(SPILL_KEEP, self._max_jobs // 4)
+            keep = 0 if tenant in self._park_all else min(PARK_KEEP, self._max_jobs // 4)
             for lane in LANES:
                 queue = self._lanes[lane]
-                crowded = tenant in self._spill_all or not self.has_room(lane)
+                crowded = tenant in self._park_all or not self.has_room(lane)
                 if crowded and queue.depth(tenant) > keep:
                     job = queue.pop_newest(tenant)
                     pace = self._pace.get(tenant, 0.0)
                     start = max(self._horizon.get(tenant, 0.0), until + keep * pace)
                     self._horizon[tenant] = start + pace
-                    job.spill_s = max(start - now, 0.0)
+                    job.park_s = max(start - now, 0.0)
                     return job
         return None
 
@@ -297,9 +298,9 @@ class LaneScheduler:
         return best
 
     async def get(self) -> QueuedJob:
-        """The next job to run (or, with ``spill_s`` set, to park)."""
+        """The next job to run (or, with ``park_s`` set, to park)."""
         while True:
-            job = (self._spill() if self._aside else None) or self._pop()
+            job = (self._to_park() if self._aside else None) or self._pop()
             if job is not None:
                 return job
             getter: asyncio.Future[QueuedJob] = asyncio.get_running_loop().create_future()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workers.ledger.batch_lane import BATCH_OWNER
+from workers.ledger.batch_lane_rows import BATCH_OWNER
 from workers.ledger.database.models import JobRow, RowStatus, UsageRow, from_nano
 
 

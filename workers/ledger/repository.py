@@ -14,12 +14,12 @@ from typing import Any, cast
 
 from sqlalchemy import select, tuple_, update
 
-from workers.ledger import cache as cache_rows
-from workers.ledger.cache import CacheEntry
+from workers.ledger import cache_rows
+from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.models import JobRow, RowStatus, UsageRow
 from workers.ledger.database.statements import FINISH_COLUMNS, dialect_insert, statements
 from workers.ledger.database.transactions import Connection
-from workers.ledger.quotas import BudgetLedger
+from workers.ledger.quota_rows import BudgetLedger
 
 Key = tuple[str, str]  # (tenant, job_id)
 RUNNING = RowStatus.RUNNING.value

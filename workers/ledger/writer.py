@@ -22,12 +22,11 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.errors import LedgerRefused, LedgerUnavailable
+from broker.errors import LedgerRefused, LedgerUnavailable, SuspendedLedgerWork
 from broker.settings import LedgerSettings
 from workers.ledger.database.refusals import refused_value
 from workers.ledger.database.transactions import (
     Connection,
-    SuspendedLedgerWork,
     Transactions,
     Work,
     transactions_for,

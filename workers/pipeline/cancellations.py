@@ -34,7 +34,7 @@ from schemas.control import ControlCommand
 from workers.intake.undecodable import UNDECODABLE, Batches, StepPast
 from workers.ledger.database.models import CancellationRow
 from workers.ledger.database.statements import dialect_insert
-from workers.ledger.database.transactions import Connection, Run
+from workers.ledger.database.transactions import Connection, Transact
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _anyone(command: ControlCommand, value: bytes, headers: RecordHeaders) -> st
 class Cancellations:
     def __init__(
         self,
-        run: Run,
+        run: Transact,
         clock: Callable[[], float] = time.time,
         authenticate: Authenticate = _anyone,
     ) -> None:

@@ -30,8 +30,8 @@ from workers.calls.slots import CallSlot, CallSlots
 from workers.guardrails.screening import Screened
 from workers.intake.fetching import lane_of
 from workers.intake.parsing import Intake, InvalidJob, Unreadable, ValidJob, parse_job
-from workers.ledger.batch_lane import BATCH_OWNER
-from workers.ledger.cache import CacheEntry
+from workers.ledger.batch_lane_rows import BATCH_OWNER
+from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.repository import (
     AlreadyFinished,
     Claim,
@@ -170,7 +170,7 @@ class JobPipeline:
             if isinstance(admitted, Wait):
                 return admitted
             if isinstance(admitted, OverBudget):
-                if admitted.defer:
+                if admitted.park:
                     return Wait(admitted.retry_s, "budget", park=True)
                 ending = Ending.rejected(ErrorCode.BUDGET_EXCEEDED, admitted.message)
                 await self.settlement.end(who, ending, topic)
@@ -199,7 +199,7 @@ class JobPipeline:
             self.replays is not None and await self.replays.genuine(run.record)
         )
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route, replayed)
-        batcher = self.executor.batcher if job.kind is JobKind.EMBEDDING else None
+        batcher = self.executor.micro_batcher if job.kind is JobKind.EMBEDDING else None
         if batcher is not None:
             batcher.expect(job.route)  # a partial micro-batch of the route may wait for it
         try:

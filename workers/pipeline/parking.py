@@ -3,7 +3,8 @@ it may run again, holding no slot and blocking no partition meanwhile.
 
 A job parks when its calls must wait out a long Retry-After or every circuit of its route is
 open (:meth:`Parking.park`, after the call was tried), or when its tenant is over a quota or
-its budget before it starts (:meth:`Parking.defer`). Its record carries its park and attempt
+its budget before it starts (:meth:`Parking.park_unstarted`). Its record carries its park and
+attempt
 counts across parks (:class:`Parked`).
 """
 
@@ -83,7 +84,7 @@ class Parking:
             execution.error,
         )
 
-    async def defer(self, record: ConsumerRecord[bytes, bytes], seconds: float) -> None:
+    async def park_unstarted(self, record: ConsumerRecord[bytes, bytes], seconds: float) -> None:
         """Park a job that has not started (its tenant is over a quota or its budget) on the
         retry topic for ``seconds``; it keeps its park and attempt counts."""
         parked = Parked.of(record)

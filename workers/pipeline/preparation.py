@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
+from broker.errors import TemplateError
 from broker.headers import RecordHeaders
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
@@ -18,7 +19,6 @@ from workers.guardrails.normal import plain
 from workers.guardrails.screening import Guardrails, Screened
 from workers.pipeline.access import AccessControl, Rejection
 from workers.templates.catalog import TemplateCatalog
-from workers.templates.rendering import TemplateError
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,9 @@ from broker.config import CacheScope, DeploymentConfig, RouteConfig
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
 from workers.calls.executor import Execution, ProviderCall
-from workers.ledger import cache as rows
-from workers.ledger.cache import CacheEntry
-from workers.ledger.database.transactions import Run
+from workers.ledger import cache_rows as rows
+from workers.ledger.cache_rows import CacheEntry
+from workers.ledger.database.transactions import Transact
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def served_from(entry: CacheEntry, route: RouteConfig) -> Execution | None:
 class ResponseCache:
     def __init__(
         self,
-        run: Run,
+        run: Transact,
         *,
         memory_entries: int = MEMORY_ENTRIES,
         clock: Callable[[], float] = time.time,

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from broker.batches import BatchSender
 from broker.config import HeadwayConfig
 from broker.dlq import dlq_reader
 from broker.headers import RecordHeaders
 from broker.kafka import producer_options
+from broker.record_batches import RecordBatchSender
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from workers.admission.budgets import Budgets
@@ -33,7 +33,7 @@ from workers.batch_lane.lane import BatchLane
 from workers.calls.executor import Executor
 from workers.calls.health import HealthBoard
 from workers.calls.limits import LimitBoard
-from workers.calls.microbatch import EmbeddingBatcher
+from workers.calls.microbatch import MicroBatcher
 from workers.calls.retry import RetryPolicy
 from workers.calls.routing import DeploymentState, Router
 from workers.calls.slots import CallSlots
@@ -145,7 +145,7 @@ async def wire(
     writer = LedgerWriter(engine, repository, group, readiness)
     ledger = await stack.enter_async_context(writer)
     publisher = Publisher(
-        BatchSender(producer, settings.producer_linger_ms / 1000),
+        RecordBatchSender(producer, settings.producer_linger_ms / 1000),
         topics,
         settings.max_message_bytes,
     )
@@ -166,7 +166,7 @@ async def wire(
         seams.retry if seams.retry is not None else RetryPolicy(settings.retry),
         deployments,
         CallSlots(settings.concurrency),
-        EmbeddingBatcher(deployments.limits, settings.embed),
+        MicroBatcher(deployments.limits, settings.embed),
         metrics.provider_call,
     )
     router = Router(deployments)

@@ -87,7 +87,7 @@ class Worker:
         self._lanes = self.topics.job_lanes
         self._seams = seams if seams is not None else Seams()
         built = buffers(settings, config)
-        self.scheduler, self.delays, self.tracker = built.scheduler, built.parked, built.tracker
+        self.scheduler, self.parked, self.tracker = built.scheduler, built.parked, built.tracker
         self._fetch_chunk = built.fetch_chunk
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
         self.processed = 0
@@ -139,7 +139,7 @@ class Worker:
             consumer,
             self.topics,
             self.scheduler,
-            self.delays,
+            self.parked,
             self.tracker,
             chunk=self._fetch_chunk,
             max_message_bytes=settings.max_message_bytes,
@@ -208,7 +208,7 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        dropped = self.scheduler.clear() + self.delays.clear()
+        dropped = self.scheduler.clear() + self.parked.clear()
         await self._wait_until(
             lambda: not any(self.in_flight.values()), self.settings.shutdown_grace_s
         )
@@ -255,14 +255,14 @@ class Worker:
                     self._job_finished.set()
 
     async def _run_one(self, job: QueuedJob) -> bool:
-        """Run (or defer) one job from the buffer; True once its offset may be committed."""
-        if job.spill_s is not None:  # a throttled tenant's job: wait on the retry topic
-            await self.pipeline.parking.defer(job.record, job.spill_s)
+        """Run (or park) one job from the buffer; True once its offset may be committed."""
+        if job.park_s is not None:  # a throttled tenant's job: wait on the retry topic
+            await self.pipeline.parking.park_unstarted(job.record, job.park_s)
             return True
         wait = await self._process(job)
         if wait is not None:  # not admitted yet: back in its queue, tenant set aside
-            self.metrics.deferred(job.tenant, wait.reason)
-            self.scheduler.defer(job, wait)
+            self.metrics.set_aside(job.tenant, wait.reason)
+            self.scheduler.set_aside(job, wait)
             return False
         self.processed += 1
         return True
@@ -342,7 +342,7 @@ class Worker:
         log.info("assigned %d partitions", len(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        dropped = self.scheduler.drop(revoked) + self.delays.drop(revoked)
+        dropped = self.scheduler.drop(revoked) + self.parked.drop(revoked)
         if self.fetcher is not None:
             self.fetcher.forget(revoked)
         await self._wait_until(

@@ -24,7 +24,7 @@ from schemas.results import (
     UsageEvent,
 )
 from workers.calls.executor import Execution, ProviderCall
-from workers.ledger.cache import CacheEntry
+from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.models import RowStatus, to_nano
 from workers.ledger.repository import Finish, UsageRecord
 from workers.telemetry.logs import redact

@@ -1,6 +1,6 @@
 """Publishing results, usage events, parked jobs and dead letters with one shared producer.
 
-Records are appended to per-partition batches (broker/batches.py), so thousands of jobs share
+Records are appended to per-partition batches (broker/record_batches.py), so thousands of jobs share
 each produce request. :meth:`Publisher.publish` sees each record through to an acknowledgement:
 
 - a transient failure (brokers down, leaders moving, too few in-sync replicas, a delivery
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord
 
-from broker.batches import BatchSender, delivered
 from broker.headers import header_text
 from broker.kafka import refused_for_good
+from broker.record_batches import RecordBatchSender, delivered
 from broker.topics import (
     HEADER_ATTEMPTS,
     HEADER_ERROR,
@@ -71,7 +71,7 @@ class Outgoing:
 
 class Publisher:
     def __init__(
-        self, batches: BatchSender, topics: Topics, max_record_bytes: int | None = None
+        self, batches: RecordBatchSender, topics: Topics, max_record_bytes: int | None = None
     ) -> None:
         """``max_record_bytes``: the most a dead letter's key, value and headers may take
         (``HEADWAY_MAX_MESSAGE_BYTES``); a larger value is cut to fit, its size noted."""

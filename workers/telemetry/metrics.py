@@ -151,7 +151,7 @@ class Metrics:
         if retry:
             self._retries[(("provider", provider), ("model", model))] += 1
 
-    def deferred(self, tenant: str, reason: str) -> None:
+    def set_aside(self, tenant: str, reason: str) -> None:
         self._deferrals[(("tenant", self.tenant(tenant)), ("reason", reason))] += 1
 
     def tenant(self, name: str) -> str:

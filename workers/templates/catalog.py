@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.config import RouteConfig, TemplateSplit
+from broker.errors import TemplateError
 from schemas.jobs import TemplateRef
-from workers.ledger import templates as store
-from workers.ledger.database.transactions import Run
-from workers.templates.rendering import Template, TemplateError
+from workers.ledger import template_rows as store
+from workers.ledger.database.transactions import Transact
+from workers.templates.rendering import Template
 
 LATEST_TTL_S = 10.0  # how long a worker may keep rendering the previous latest version
 MISSING_TTL_S = 10.0  # how long a missing version is remembered as missing
@@ -52,7 +53,7 @@ class TemplateCatalog:
     """``await catalog.render(ref, route, tenant, job_id)``; ``run`` runs a database read
     (the ledger writer's ``run``)."""
 
-    def __init__(self, run: Run, *, latest_ttl_s: float = LATEST_TTL_S) -> None:
+    def __init__(self, run: Transact, *, latest_ttl_s: float = LATEST_TTL_S) -> None:
         self._run = run
         self._latest_ttl_s = latest_ttl_s
         self._versions: dict[tuple[str, int], Template] = {}

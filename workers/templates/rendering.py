@@ -26,6 +26,8 @@ from jinja2 import TemplateError as JinjaError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from broker.errors import TemplateError
+
 ROLES = ("system", "user", "assistant")
 NAME_MAX = 128
 MAX_REPEAT = 100_000  # the most `'x' * n` may repeat in a template
@@ -51,10 +53,6 @@ class _Sandbox(SandboxedEnvironment):
 
 
 _ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-
-
-class TemplateError(ValueError):
-    """The template is unknown, malformed, or its variables do not fit; the message names it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.selectable import TypedReturnsRows
 from sqlalchemy.util.typing import TupleAny
 
+from broker.errors import SuspendedLedgerWork
 from workers.ledger.database.engine import configure_sqlite
 
 T = TypeVar("T")
@@ -60,7 +61,7 @@ class Connection(Protocol):
 
 Work = Callable[[Connection], Coroutine[Any, Any, T]]
 #: what a component is given to run its ledger work in a transaction (``LedgerWriter.run``)
-Run = Callable[[Work[Any]], Awaitable[Any]]
+Transact = Callable[[Work[Any]], Awaitable[Any]]
 
 
 class Transactions(Protocol):
@@ -107,10 +108,6 @@ class _ThreadConnection:
         self, statement: str, parameters: Any = None
     ) -> CursorResult[*TupleAny]:
         return self._conn.exec_driver_sql(statement, parameters)
-
-
-class SuspendedLedgerWork(RuntimeError):
-    """Ledger work run on the ledger thread awaited something other than the database."""
 
 
 def complete(coroutine: Coroutine[Any, Any, T]) -> T:

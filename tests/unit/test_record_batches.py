@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from broker.batches import BatchSender, delivered
+from broker.record_batches import RecordBatchSender, delivered
 
 
 class _Broker:
@@ -42,12 +42,12 @@ async def broker() -> _Broker:
 
 
 @pytest.fixture
-async def sender(broker: _Broker) -> BatchSender:
-    return BatchSender(broker.producer, linger_s=0, partitions=broker.partitions_for)
+async def sender(broker: _Broker) -> RecordBatchSender:
+    return RecordBatchSender(broker.producer, linger_s=0, partitions=broker.partitions_for)
 
 
 async def test_a_record_goes_at_once_when_its_partition_has_nothing_in_flight(
-    broker: _Broker, sender: BatchSender
+    broker: _Broker, sender: RecordBatchSender
 ) -> None:
     first = await sender.append("t", b"k", b"v")
     await _settle()
@@ -58,7 +58,7 @@ async def test_a_record_goes_at_once_when_its_partition_has_nothing_in_flight(
 
 
 async def test_records_appended_while_a_batch_is_in_flight_go_together_when_it_lands(
-    broker: _Broker, sender: BatchSender
+    broker: _Broker, sender: RecordBatchSender
 ) -> None:
     first = await sender.append("t", b"k", b"1")
     await _settle()
@@ -77,7 +77,7 @@ async def test_records_appended_while_a_batch_is_in_flight_go_together_when_it_l
 
 
 async def test_drain_sends_held_batches_and_waits_for_them(
-    broker: _Broker, sender: BatchSender
+    broker: _Broker, sender: RecordBatchSender
 ) -> None:
     await sender.append("t", b"k", b"1")
     await _settle()

@@ -35,7 +35,7 @@ class _OpenBatch:
         self.delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
-class BatchSender:
+class RecordBatchSender:
     """Append records; each append returns a future done when its batch is acknowledged."""
 
     def __init__(

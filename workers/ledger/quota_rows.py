@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, delete, func, literal, or_, select, update
 
-from workers.ledger.batch_lane import BATCH_OWNER
+from workers.ledger.batch_lane_rows import BATCH_OWNER
 from workers.ledger.database.models import BudgetHoldRow, BudgetRow, QuotaBucketRow, QuotaGrantRow
 from workers.ledger.database.statements import dialect_insert
 from workers.ledger.database.transactions import Connection

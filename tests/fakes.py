@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -21,21 +22,11 @@ from aiokafka import ConsumerRecord
 
 from broker.config import HeadwayConfig, parse_config
 from broker.errors import ProviderError
-from broker.settings import CircuitSettings, EmbedSettings, RetrySettings
+from broker.settings import Settings
 from broker.topics import Topics
 from schemas.jobs import Priority
-from workers.admission.budgets import Budgets
-from workers.admission.gate import Admission
 from workers.batch_lane.items import Handed
-from workers.calls.executor import Executor
-from workers.calls.health import HealthBoard
-from workers.calls.limits import LimitBoard
-from workers.calls.microbatch import MicroBatcher
 from workers.calls.retry import RetryPolicy
-from workers.calls.routing import DeploymentState, Router
-from workers.calls.slots import CallSlots
-from workers.calls.tokens import Calibration
-from workers.guardrails.screening import Guardrails
 from workers.ledger.database.models import RowStatus
 from workers.ledger.repository import (
     AlreadyFinished,
@@ -47,22 +38,14 @@ from workers.ledger.repository import (
     HeldElsewhere,
     Stored,
 )
-from workers.pipeline.access import AccessControl
 from workers.pipeline.cancellations import Cancellations
-from workers.pipeline.claimants import Claimants
 from workers.pipeline.job_pipeline import JobPipeline
-from workers.pipeline.parking import Parking
-from workers.pipeline.parts import Calls, Checks, Endings, Telemetry
-from workers.pipeline.preparation import Preparation
-from workers.pipeline.response_cache import ResponseCache
+from workers.pipeline.parts import Telemetry
 from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall, EmbeddingResponse
-from workers.settle.outcomes import result_topic
-from workers.settle.poison import PoisonPath
+from workers.runtime.wiring import Seams, job_path
 from workers.settle.publisher import Publisher
-from workers.settle.settlement import Settlement
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import Tracing
-from workers.templates.catalog import TemplateCatalog
 
 Answer = ChatResponse | EmbeddingResponse | ProviderError | float  # a float: seconds of silence
 
@@ -260,71 +243,53 @@ def pipeline_for(
     config: HeadwayConfig,
     providers: dict[str, ScriptedProvider],
     *,
-    retry: RetrySettings | None = None,
+    settings: dict[str, Any] | None = None,
     admission: Any = None,
     batch_lane: bool = False,
 ) -> Harness:
-    """A :class:`JobPipeline` wired as :mod:`workers.runtime.wiring` wires a worker's, over
-    in-memory fakes: no broker, no database, no HTTP. ``admission`` replaces the ledger-backed
-    one (a fake answering ``admit``/``release``)."""
-    topics = Topics("hw")
-    ledger: Any = MemoryLedger()
-    batches = RecordingBatches()
-    publisher = Publisher(batches, topics, 1024 * 1024)  # type: ignore[arg-type]
-    metrics, tracing = Metrics(config.tenants, config.routes), Tracing.off()
-    access = AccessControl(config)
-    cancellations = Cancellations(ledger.run)
-    preparation = Preparation(
-        config, access, TemplateCatalog(ledger.run), Guardrails(config, metrics.guardrail)
+    """A :class:`JobPipeline` built by the worker's own composition root
+    (:func:`workers.runtime.wiring.job_path`) over in-memory fakes: no broker, no database,
+    no HTTP, retries without sleeping. ``settings``: ``Settings`` fields to change;
+    ``admission``: a stand-in answering ``admit``/``release``; ``batch_lane``: hand-overs go
+    to a :class:`HandedOver`."""
+    chosen = Settings(
+        topic_prefix="hw",
+        worker_id="this-worker",
+        concurrency=8,
+        embed_linger_ms=1.0,
+        **(settings or {}),
     )
-    deployments = DeploymentState(HealthBoard(CircuitSettings()), LimitBoard(64), Calibration())
-    retry = retry if retry is not None else RetrySettings(initial_s=0.0, max_wait_s=0.0)
+    topics = chosen.topics
+    ledger: Any = MemoryLedger("this-worker")
+    batches = RecordingBatches()
+    publisher = Publisher(batches, topics, chosen.max_message_bytes)  # type: ignore[arg-type]
 
     async def no_sleep(_: float) -> None:
         return None
 
-    executor = Executor(
-        dict(providers),  # type: ignore[arg-type]
-        RetryPolicy(retry, sleep=no_sleep),
-        deployments,
-        CallSlots(8),
-        MicroBatcher(deployments.limits, EmbedSettings(linger_s=0.001)),
-        None,
-    )
-    router = Router(deployments)
-    if admission is None:
-        budgets = Budgets(router, ledger.run, "this-worker", 30.0, time.time)
-        admission = Admission(ledger.run, budgets, "this-worker", 30.0)
-    settlement = Settlement(
-        ledger,
-        publisher,
-        topics,
-        metrics,
-        tracing,
-        max_result_bytes=1024 * 1024,
-        fallback_topic=lambda tenant: result_topic(None, config.tenant(tenant), topics),
+    pipeline = job_path(
+        chosen,
+        config,
+        ledger=ledger,
+        publisher=publisher,
+        providers=dict(providers),  # type: ignore[arg-type]
+        batch_apis={},
+        replays=None,
+        telemetry=Telemetry(Metrics(config.tenants, config.routes), Tracing.off()),
+        on_free=lambda tenant: None,
+        seams=Seams(retry=RetryPolicy(chosen.retry, sleep=no_sleep)),
     )
     lane = HandedOver()
-    pipeline = JobPipeline(
-        config,
-        topics,
-        ledger,
-        Checks(
-            preparation,
-            cancellations,
-            None,
-            ResponseCache(ledger.run),
-            admission,
-            Claimants(),
-        ),
-        Calls(router, executor, retry),
-        Endings(
-            settlement,
-            Parking(publisher, ledger, metrics, retry),
-            PoisonPath(config, topics, publisher, settlement, access),
-            lane if batch_lane else None,  # type: ignore[arg-type]
-        ),
-        Telemetry(metrics, tracing),
-        1024 * 1024,
-    )
-    return Harness(pipeline, ledger, batches, topics, cancellations, lane)
+    if admission is not None or batch_lane:
+        checks, endings = pipeline.checks, pipeline.endings
+        pipeline = JobPipeline(
+            config,
+            topics,
+            ledger,
+            dataclasses.replace(checks, admission=admission or checks.admission),
+            pipeline.calls,
+            dataclasses.replace(endings, batch_lane=lane if batch_lane else None),
+            Telemetry(pipeline.metrics, pipeline.tracing),
+            chosen.max_message_bytes,
+        )
+    return Harness(pipeline, ledger, batches, topics, pipeline.cancellations, lane)

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from broker.errors import ProviderBadRequest, ProviderOverloaded, ProviderRateLimited
-from broker.settings import RetrySettings
 from schemas.control import ControlCommand
 from schemas.jobs import Priority
 from tests.fakes import Harness, ScriptedProvider, config_of, pipeline_for
@@ -213,7 +212,7 @@ async def test_a_retryable_error_fails_over_to_the_next_deployment_at_once() -> 
 
 async def test_a_long_retry_after_parks_the_job_and_lets_its_claim_go() -> None:
     limited = ProviderRateLimited("slow down", retry_after=120.0)
-    built = harness(limited, backup=(limited,), retry=RetrySettings(park_after_s=5.0))
+    built = harness(limited, backup=(limited,), settings={"retry_park_after_s": 5.0})
     await built.pipeline.handle(built.record(chat_job("j1")))
     [parked] = built.parked()
     assert int(dict(parked.headers)["headway-not-before"]) > 0
@@ -222,7 +221,7 @@ async def test_a_long_retry_after_parks_the_job_and_lets_its_claim_go() -> None:
 
 async def test_a_job_parked_too_often_fails_with_its_last_error() -> None:
     limited = ProviderRateLimited("slow down", retry_after=120.0)
-    built = harness(limited, backup=(limited,), retry=RetrySettings(max_parks=0))
+    built = harness(limited, backup=(limited,), settings={"retry_max_parks": 0})
     await built.pipeline.handle(built.record(chat_job("j1")))
     [result] = built.results()
     assert result["status"] == "failed" and built.parked() == []

@@ -55,6 +55,7 @@ from workers.pipeline.preparation import Preparation
 from workers.pipeline.replays import ReplayCheck
 from workers.pipeline.response_cache import ResponseCache
 from workers.providers.base import Provider
+from workers.providers.batch_apis import BatchAPI
 from workers.providers.http import create_http_client
 from workers.providers.registry import build_batch_apis, build_providers
 from workers.runtime.readiness import Readiness
@@ -62,8 +63,6 @@ from workers.settle.outcomes import result_topic
 from workers.settle.poison import PoisonPath
 from workers.settle.publisher import Publisher
 from workers.settle.settlement import Settlement
-from workers.telemetry.metrics import Metrics
-from workers.telemetry.tracing import Tracing
 from workers.templates.catalog import TemplateCatalog
 
 log = logging.getLogger(__name__)
@@ -97,11 +96,8 @@ class Parts:
     producer: AIOKafkaProducer
     ledger: LedgerWriter
     publisher: Publisher
-    cancellations: Cancellations
-    admission: Admission
-    deployments: DeploymentState
     pipeline: JobPipeline
-    control: AIOKafkaConsumer  # the control topic's reader, followed by ``cancellations``
+    control: AIOKafkaConsumer  # the control topic's reader, followed by its cancellations
 
 
 def buffers(settings: Settings, config: HeadwayConfig) -> Buffers:
@@ -124,22 +120,21 @@ async def wire(
     config: HeadwayConfig,
     *,
     readiness: Readiness,
-    metrics: Metrics,
-    tracing: Tracing,
+    telemetry: Telemetry,
     on_free: Callable[[str], None],
     seams: Seams,
 ) -> Parts:
-    """Build (and enter on ``stack``) every part of a worker's job path."""
+    """Open (and enter on ``stack``) what a worker's job path talks to — the database, the
+    HTTP client, the producer, the DLQ and control readers — then build the path on them."""
     topics = settings.topics
     engine = create_engine(settings.database_url)
     stack.push_async_callback(engine.dispose)
     http = create_http_client(settings.http)
-    tracing.instrument(http)
+    telemetry.tracing.instrument(http)
     stack.push_async_callback(http.aclose)
     producer = AIOKafkaProducer(**producer_options(settings))
     await producer.start()
     stack.push_async_callback(bounded_stop, producer.stop, "producer")
-
     group = settings.ledger
     repository = LedgerRepository(group.owner, group.lease_s, seams.clock)
     writer = LedgerWriter(engine, repository, group, readiness)
@@ -149,20 +144,55 @@ async def wire(
         topics,
         settings.max_message_bytes,
     )
+    replays = await stack.enter_async_context(ReplayCheck(dlq_reader(settings), topics.dlq))
+    providers = seams.providers if seams.providers is not None else build_providers(config, http)
+    pipeline = job_path(
+        settings,
+        config,
+        ledger=ledger,
+        publisher=publisher,
+        providers=providers,
+        batch_apis=build_batch_apis(config, http),
+        replays=replays,
+        telemetry=telemetry,
+        on_free=on_free,
+        seams=seams,
+    )
+    control = await open_control_reader(settings)
+    stack.push_async_callback(control.stop)
+    return Parts(producer, ledger, publisher, pipeline, control)
+
+
+def job_path(
+    settings: Settings,
+    config: HeadwayConfig,
+    *,
+    ledger: LedgerWriter,
+    publisher: Publisher,
+    providers: dict[str, Provider],
+    batch_apis: dict[str, BatchAPI],
+    replays: ReplayCheck | None,
+    telemetry: Telemetry,
+    on_free: Callable[[str], None],
+    seams: Seams,
+) -> JobPipeline:
+    """Every part of a job's path, built over a ledger and a publisher. Nothing here opens
+    anything, so a test builds the same path over in-memory fakes (tests/fakes.py)."""
+    topics, metrics, tracing = settings.topics, telemetry.metrics, telemetry.tracing
+    owner, lease_s = settings.ledger.owner, settings.ledger.lease_s
 
     # checks: may the job run, and how
     access = AccessControl(config)
     cancellations = Cancellations(ledger.run, seams.clock, cancel_authenticator(config, access))
     guardrails = Guardrails(config, metrics.guardrail)
     preparation = Preparation(config, access, TemplateCatalog(ledger.run), guardrails)
-    replays = await stack.enter_async_context(ReplayCheck(dlq_reader(settings), topics.dlq))
 
     # calls: which deployment, and calling it
     deployments = DeploymentState(
         HealthBoard(settings.circuit), LimitBoard(settings.concurrency), Calibration()
     )
     executor = Executor(
-        seams.providers if seams.providers is not None else build_providers(config, http),
+        providers,
         seams.retry if seams.retry is not None else RetryPolicy(settings.retry),
         deployments,
         CallSlots(settings.concurrency),
@@ -170,15 +200,17 @@ async def wire(
         metrics.provider_call,
     )
     router = Router(deployments)
-    budgets = Budgets(router, ledger.run, group.owner, group.lease_s, seams.clock)
     admission = Admission(
         ledger.run,
-        budgets,
-        group.owner,
-        group.lease_s,
+        Budgets(router, ledger.run, owner, lease_s, seams.clock),
+        owner,
+        lease_s,
         clock=seams.clock,
         on_free=on_free,
         account=config.account,
+    )
+    checks = Checks(
+        preparation, cancellations, replays, ResponseCache(ledger.run), admission, Claimants()
     )
 
     # endings: settled, parked, dead-lettered, or handed to the provider Batch-API lane
@@ -191,7 +223,6 @@ async def wire(
         max_result_bytes=settings.max_message_bytes,
         fallback_topic=lambda tenant: result_topic(None, config.tenant(tenant), topics),
     )
-    batch_apis = build_batch_apis(config, http)
     batch_lane = None
     if batch_apis:
         batch_lane = BatchLane(
@@ -200,7 +231,7 @@ async def wire(
             ledger.run,
             settlement,
             preparation,
-            group.owner,
+            owner,
             settings.batch_lane,
             cancellations,
         )
@@ -210,28 +241,9 @@ async def wire(
         PoisonPath(config, topics, publisher, settlement, access),
         batch_lane,
     )
-
-    pipeline = JobPipeline(
-        config,
-        topics,
-        ledger,
-        Checks(
-            preparation,
-            cancellations,
-            replays,
-            ResponseCache(ledger.run),
-            admission,
-            Claimants(),
-        ),
-        Calls(router, executor, settings.retry),
-        endings,
-        Telemetry(metrics, tracing),
-        settings.max_message_bytes,
-    )
-    control = await open_control_reader(settings)
-    stack.push_async_callback(control.stop)
-    return Parts(
-        producer, ledger, publisher, cancellations, admission, deployments, pipeline, control
+    calls = Calls(router, executor, settings.retry)
+    return JobPipeline(
+        config, topics, ledger, checks, calls, endings, telemetry, settings.max_message_bytes
     )
 
 

@@ -38,6 +38,7 @@ from workers.admission.quotas import Wait
 from workers.intake.fetching import Fetcher
 from workers.intake.parsing import job_id_of, tenant_of
 from workers.intake.scheduler import QueuedJob
+from workers.pipeline.parts import Telemetry
 from workers.runtime.gc_tuning import tuned_gc
 from workers.runtime.probes import ProbeServer
 from workers.runtime.readiness import Readiness, watch_kafka, watch_ledger
@@ -121,14 +122,13 @@ class Worker:
             settings,
             self.config,
             readiness=self.readiness,
-            metrics=self.metrics,
-            tracing=self.tracing,
+            telemetry=Telemetry(self.metrics, self.tracing),
             on_free=self.scheduler.resume,
             seams=self._seams,
         )
         self.producer, self.ledger, self.publisher = parts.producer, parts.ledger, parts.publisher
-        self.cancellations, self.admission = parts.cancellations, parts.admission
         self.pipeline = parts.pipeline
+        self.cancellations, self.admission = parts.pipeline.cancellations, parts.pipeline.admission
         self._register_gauges(parts)
         await self.cancellations.refresh()  # known cancels apply before the first fetch
         consumer = AIOKafkaConsumer(**consumer_options(settings))
@@ -189,7 +189,7 @@ class Worker:
             in_flight=lambda: sum(self.in_flight.values()),
             buffered=self.scheduler.depths,
             lag=lambda: self.fetcher.lag() if self.fetcher is not None else idle,
-            circuits=parts.deployments.health.snapshot,
+            circuits=parts.pipeline.executor.board.snapshot,
             ready=lambda: self.readiness.ready,
         )
 

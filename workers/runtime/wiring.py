@@ -18,12 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from broker.config import HeadwayConfig
 from broker.dlq import dlq_reader
 from broker.headers import RecordHeaders
-from broker.kafka import producer_options
+from broker.kafka import consumer_options, producer_options
 from broker.record_batches import RecordBatchSender
 from broker.settings import Settings
 from schemas.control import ControlCommand
@@ -39,6 +39,7 @@ from workers.calls.routing import DeploymentState, Router
 from workers.calls.slots import CallSlots
 from workers.calls.tokens import Calibration
 from workers.guardrails.screening import Guardrails
+from workers.intake.fetching import Fetcher
 from workers.intake.offsets import OffsetTracker
 from workers.intake.parked import ParkedJobs
 from workers.intake.scheduler import LaneScheduler
@@ -112,6 +113,33 @@ def buffers(settings: Settings, config: HeadwayConfig) -> Buffers:
     )
     chunk = max(per_lane_jobs // 2, 1)
     return Buffers(scheduler, ParkedJobs(per_lane_jobs), OffsetTracker(), chunk)
+
+
+async def open_intake(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    config: HeadwayConfig,
+    built: Buffers,
+    listener: ConsumerRebalanceListener,
+) -> tuple[AIOKafkaConsumer, Fetcher]:
+    """The worker's one consumer (the job lanes and the retry topic, in the worker group;
+    ``listener`` hears its rebalances) and the fetcher that feeds the buffers from it."""
+    topics = settings.topics
+    consumer = AIOKafkaConsumer(**consumer_options(settings))
+    consumer.subscribe([*topics.job_lanes, topics.retry], listener=listener)
+    await consumer.start()
+    stack.push_async_callback(bounded_stop, consumer.stop, "consumer")
+    fetcher = Fetcher(
+        consumer,
+        topics,
+        built.scheduler,
+        built.parked,
+        built.tracker,
+        chunk=built.fetch_chunk,
+        max_message_bytes=settings.max_message_bytes,
+        account=config.account,
+    )
+    return consumer, fetcher
 
 
 async def wire(

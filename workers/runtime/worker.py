@@ -31,7 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker.config import HeadwayConfig
 from broker.errors import LedgerRefused, LedgerUnavailable
-from broker.kafka import consumer_options, watch_producer
+from broker.kafka import watch_producer
 from broker.settings import Settings
 from schemas.results import ErrorCode
 from workers.admission.quotas import Wait
@@ -42,7 +42,14 @@ from workers.pipeline.parts import Telemetry
 from workers.runtime.gc_tuning import tuned_gc
 from workers.runtime.probes import ProbeServer
 from workers.runtime.readiness import Readiness, watch_kafka, watch_ledger
-from workers.runtime.wiring import SHUTDOWN_KAFKA_S, Parts, Seams, bounded_stop, buffers, wire
+from workers.runtime.wiring import (
+    SHUTDOWN_KAFKA_S,
+    Parts,
+    Seams,
+    buffers,
+    open_intake,
+    wire,
+)
 from workers.telemetry.logs import job_context
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import Tracing
@@ -87,9 +94,8 @@ class Worker:
         self.topics = settings.topics
         self._lanes = self.topics.job_lanes
         self._seams = seams if seams is not None else Seams()
-        built = buffers(settings, config)
+        self._buffers = built = buffers(settings, config)
         self.scheduler, self.parked, self.tracker = built.scheduler, built.parked, built.tracker
-        self._fetch_chunk = built.fetch_chunk
         self.in_flight: collections.Counter[TopicPartition] = collections.Counter()
         self.processed = 0
         self.revocations = 0  # rebalances that took partitions away from this worker
@@ -131,21 +137,10 @@ class Worker:
         self.cancellations, self.admission = parts.pipeline.cancellations, parts.pipeline.admission
         self._register_gauges(parts)
         await self.cancellations.refresh()  # known cancels apply before the first fetch
-        consumer = AIOKafkaConsumer(**consumer_options(settings))
-        consumer.subscribe([*self._lanes, self.topics.retry], listener=_Rebalance(self))
-        await consumer.start()
-        self._consumer = consumer
-        self.fetcher = Fetcher(
-            consumer,
-            self.topics,
-            self.scheduler,
-            self.parked,
-            self.tracker,
-            chunk=self._fetch_chunk,
-            max_message_bytes=settings.max_message_bytes,
-            account=self.config.account,
+        consumer, self.fetcher = await open_intake(
+            self._stack, settings, self.config, self._buffers, _Rebalance(self)
         )
-        self._stack.push_async_callback(bounded_stop, consumer.stop, "consumer")
+        self._consumer = consumer
         self._stack.enter_context(tuned_gc(settings.gc_threshold))  # restored after the drain
         self._stack.push_async_callback(self._drain)
         if settings.http_port is not None:

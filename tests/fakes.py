@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from broker.config import HeadwayConfig, parse_config
-from broker.errors import ProviderError
+from broker.errors import LedgerRefused, ProviderError
 from broker.settings import Settings
 from broker.topics import Topics
 from schemas.jobs import Priority
@@ -134,6 +134,7 @@ class MemoryLedger:
         self.repository = _Repository(owner)
         self.rows: dict[tuple[str, str], _Row] = {}
         self.ran = 0
+        self.refused: set[str] = set()  # job ids whose values the database refuses
 
     def finished(self, tenant: str, job_id: str) -> Any:
         row = self.rows[(tenant, job_id)]
@@ -163,6 +164,8 @@ class MemoryLedger:
         return self._store(finish)
 
     def _store(self, finish: Finish) -> FinishOutcome:
+        if finish.job_id in self.refused:
+            raise LedgerRefused("the database refused a value")
         key = (finish.tenant, finish.job_id)
         row = self.rows.setdefault(key, _Row(None, 0))
         if row.result_json is not None:

@@ -18,6 +18,7 @@ from tests.fakes import Harness, ScriptedProvider, config_of, pipeline_for
 from tests.helpers import chat_job
 from workers.admission.budgets import OverBudget
 from workers.admission.quotas import Wait
+from workers.intake.parsing import parse_job
 from workers.providers.base import ChatResponse
 
 PRIMARY = {"provider": "primary", "model": "big", "input_usd_per_mtok": 1.0}
@@ -268,3 +269,23 @@ async def test_every_ending_without_an_answer_is_stored_once(ending: str) -> Non
     await built.pipeline.handle(built.record(job))  # redelivered: the stored result again
     first, again = built.results()
     assert first["status"] == ending and first == again
+
+
+async def test_a_job_headways_code_keeps_failing_on_is_dead_lettered_and_ends_failed() -> None:
+    built = harness(answer())
+    record = built.record(chat_job("j1"))
+    intake = parse_job(record.value, 1024 * 1024)
+    await built.pipeline.poison.poisoned(record, intake, "internal_error: RuntimeError('boom')")
+    [letter] = built.dead_letters()
+    assert dict(letter.headers)["headway-error"].startswith(b"internal_error")
+    [result] = built.results()
+    assert result["status"] == "failed" and result["error"]["code"] == "internal_error"
+    assert built.ledger.finished("demo", "j1")["status"] == "failed"
+
+
+async def test_an_ending_the_database_refuses_is_published_unstored() -> None:
+    built = harness(answer())
+    built.ledger.refused.add("j1")
+    await built.pipeline.handle(built.record({"job_id": "j1", "tenant": "demo", "kind": "chat"}))
+    [result] = built.results()
+    assert result["status"] == "rejected" and ("demo", "j1") not in built.ledger.rows

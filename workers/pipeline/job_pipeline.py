@@ -18,7 +18,7 @@ from broker.config import DeploymentConfig, HeadwayConfig, RouteConfig
 from broker.headers import has_header
 from broker.topics import HEADER_ONLINE, HEADER_REPLAY, Topics
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ErrorCode, JobStatus
+from schemas.results import ErrorCode
 from workers.admission.budgets import OverBudget
 from workers.admission.gate import Ticket, limited
 from workers.admission.quotas import Wait
@@ -53,7 +53,6 @@ from workers.settle.outcomes import (
     guarded_result,
     now_utc,
     result_topic,
-    terminal_result,
     usage_events,
 )
 from workers.settle.settlement import with_ledger
@@ -139,11 +138,11 @@ class JobPipeline:
         value, headers = record.value or b"", record.headers
         prepared = await with_ledger(lambda: self.preparation.prepare(job, tenant, value, headers))
         if isinstance(prepared, Rejection):
+            ending = Ending.rejected(prepared.code, prepared.message)
             if prepared.unauthenticated:  # nothing stored under, or sent for, the tenant
-                result = terminal_result(who, JobStatus.REJECTED, prepared.code, prepared.message)
-                await self.settlement.publish_unstored(result, self.poison.tenant_topic(tenant))
+                topic = self.poison.tenant_topic(tenant)
+                await self.settlement.end(who, ending, topic, store=False)
             else:
-                ending = Ending.rejected(prepared.code, prepared.message)
                 await self.settlement.end(who, ending, result_topic(job, tenant, self.topics))
             return None
         # the job is the tenant's own from here: its reply_topic may be honoured

@@ -18,10 +18,10 @@ from aiokafka import ConsumerRecord
 from broker.config import HeadwayConfig, TenantConfig
 from broker.errors import LedgerRefused
 from broker.topics import Topics
-from schemas.results import ErrorCode, JobResult, JobStatus
+from schemas.results import ErrorCode, JobStatus
 from workers.intake.parsing import Intake, InvalidJob, Unreadable, ValidJob
 from workers.pipeline.access import AccessControl, Rejection
-from workers.settle.outcomes import Identity, result_topic, terminal_result
+from workers.settle.outcomes import Ending, Identity, result_topic
 from workers.settle.publisher import Publisher
 from workers.settle.settlement import Settlement
 
@@ -64,12 +64,12 @@ class PoisonPath:
             tenant = self.config.tenant(intake.tenant)
         if who is not None:
             message = f"headway could not process this job ({reason[:300]}); it is in the DLQ"
-            result = terminal_result(who, JobStatus.FAILED, code, message)
+            ending = Ending(JobStatus.FAILED, code, message)
             if self._refusal(record, who.tenant, tenant) is not None:
-                await self.settlement.publish_unstored(result, self.tenant_topic(tenant))
+                await self.settlement.end(who, ending, self.tenant_topic(tenant), store=False)
                 return
             job = intake.job if isinstance(intake, ValidJob) else None
-            await self._settle(result, result_topic(job, tenant, self.topics))
+            await self._end(who, ending, result_topic(job, tenant, self.topics))
 
     async def unreadable(self, record: ConsumerRecord[bytes, bytes], intake: Unreadable) -> None:
         """Not a job at all (not JSON, too large): dead-lettered; there is no one to answer."""
@@ -83,20 +83,18 @@ class PoisonPath:
             topic = self.tenant_topic(tenant)
             refused = self._refusal(record, intake.tenant, tenant)
             if refused is not None:  # said first, as for a valid job; never stored
-                result = terminal_result(who, JobStatus.REJECTED, refused.code, refused.message)
-                await self.settlement.publish_unstored(result, topic)
+                ending = Ending.rejected(refused.code, refused.message)
+                await self.settlement.end(who, ending, topic, store=False)
                 return
-            result = terminal_result(
-                who, JobStatus.REJECTED, ErrorCode.INVALID_REQUEST, intake.reason
-            )
-            await self._settle(result, topic)
+            ending = Ending.rejected(ErrorCode.INVALID_REQUEST, intake.reason)
+            await self._end(who, ending, topic)
 
-    async def _settle(self, result: JobResult, topic: str) -> None:
-        """Store and publish ``result``; one the database refuses too is published unstored."""
+    async def _end(self, who: Identity, ending: Ending, topic: str) -> None:
+        """End the job, stored; one the database refuses too is published unstored."""
         try:
-            await self.settlement.settle(result, topic)
+            await self.settlement.end(who, ending, topic)
         except LedgerRefused:
-            await self.settlement.publish_unstored(result, topic)
+            await self.settlement.end(who, ending, topic, store=False)
 
     def _refusal(
         self, record: ConsumerRecord[bytes, bytes], name: str, tenant: TenantConfig | None

@@ -134,12 +134,17 @@ class Settlement:
         *,
         claimed: bool = False,
         ticket: Ticket | None = None,
+        store: bool = True,
     ) -> None:
-        """End a job without an answer (rejected, cancelled, expired, …): its terminal result
-        stored — finished when the job was claimed, settled when it never was — then
-        published. The one way a job ends this way, in the pipeline and the batch lane."""
+        """End a job without an answer (rejected, cancelled, expired, failed by the poison
+        path): its terminal result stored — finished when the job was claimed, settled when
+        it never was — then published. ``store=False``: published only, never stored (the
+        record was not shown to be the tenant's, or the database refused its values). The one
+        way a job ends without an answer, in the pipeline, the poison path and the batch lane."""
         result = terminal_result(who, ending.status, ending.code, ending.message)
-        if claimed:
+        if not store:
+            await self.publish_unstored(result, topic)
+        elif claimed:
             await self.finish(result, [], topic, ticket)
         else:
             await self.settle(result, topic)

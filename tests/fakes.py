@@ -28,7 +28,7 @@ from schemas.jobs import Priority
 from workers.batch_lane.items import Handed
 from workers.calls.retry import RetryPolicy
 from workers.ledger.database.models import RowStatus
-from workers.ledger.repository import (
+from workers.ledger.records import (
     AlreadyFinished,
     Claim,
     Claimed,

@@ -13,7 +13,7 @@ from broker.errors import LedgerUnavailable
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
 from workers.devstack.simulator import SimulatorServer
-from workers.ledger.repository import Claim, ClaimOutcome
+from workers.ledger.records import Claim, ClaimOutcome
 
 
 async def test_a_resubmitted_finished_job_republishes_its_stored_result(

@@ -13,16 +13,16 @@ from broker.settings import LedgerSettings
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import RowStatus
 from workers.ledger.queries import tenant_spend_usd
-from workers.ledger.repository import (
+from workers.ledger.records import (
     AlreadyFinished,
     Claim,
     Claimed,
     Finish,
     HeldElsewhere,
-    LedgerRepository,
     Stored,
     UsageRecord,
 )
+from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
 from workers.runtime.readiness import Readiness
 

@@ -24,7 +24,8 @@ from workers.ledger.database.transactions import (
     complete,
     transactions_for,
 )
-from workers.ledger.repository import Claim, Claimed, LedgerRepository
+from workers.ledger.records import Claim, Claimed
+from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
 from workers.runtime.readiness import Readiness
 

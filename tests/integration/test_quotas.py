@@ -28,7 +28,8 @@ from workers.calls.routing import DeploymentState, Router
 from workers.calls.tokens import Calibration
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import BudgetHoldRow, BudgetRow, QuotaGrantRow, RowStatus
-from workers.ledger.repository import Finish, LedgerRepository, UsageRecord
+from workers.ledger.records import Finish, UsageRecord
+from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
 from workers.runtime.readiness import Readiness
 

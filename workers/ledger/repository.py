@@ -9,107 +9,30 @@ the stored result so it publishes that instead (exactly one distinct result per 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import select, tuple_, update
 
 from workers.ledger import cache_rows
-from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.models import JobRow, RowStatus, UsageRow
 from workers.ledger.database.statements import FINISH_COLUMNS, dialect_insert, statements
 from workers.ledger.database.transactions import Connection
 from workers.ledger.quota_rows import BudgetLedger
+from workers.ledger.records import (
+    AlreadyFinished,
+    Claim,
+    Claimed,
+    ClaimOutcome,
+    Finish,
+    FinishOutcome,
+    HeldElsewhere,
+    Key,
+    Stored,
+)
 
-Key = tuple[str, str]  # (tenant, job_id)
 RUNNING = RowStatus.RUNNING.value
 #: what a replay from the dead-letter topic may run again (what was dead-lettered ends so)
 REOPENABLE = frozenset({RowStatus.FAILED.value, RowStatus.REJECTED.value})
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    tenant: str
-    job_id: str
-    batch_id: str | None
-    kind: str | None
-    route: str | None
-    reopen: bool = False  # a replay from the DLQ: a failed or rejected job may run again
-
-    @property
-    def key(self) -> Key:
-        return (self.tenant, self.job_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """This worker holds the job now; ``generation`` counts claims (1 for the first)."""
-
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class AlreadyFinished:
-    result_json: str
-    usage_payloads: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class HeldElsewhere:
-    owner: str | None
-    expires_at: float
-
-
-ClaimOutcome = Claimed | AlreadyFinished | HeldElsewhere
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
-    event_id: str
-    route: str
-    provider: str
-    deployment: str
-    input_tokens: int
-    output_tokens: int
-    cost_nusd: int
-    cached: bool
-    timestamp: float
-    payload: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    """A terminal result to store for (tenant, job_id)."""
-
-    tenant: str
-    job_id: str
-    status: RowStatus
-    result_json: str
-    completed_at: float
-    batch_id: str | None = None
-    kind: str | None = None
-    route: str | None = None
-    provider: str | None = None
-    deployment: str | None = None
-    attempts: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_nusd: int = 0
-    usage: Sequence[UsageRecord] = field(default_factory=tuple)
-    budget_period: str | None = None  # the job holds a budget reservation in this period
-    cache: CacheEntry | None = None  # the provider's answer, kept for identical requests
-
-    @property
-    def key(self) -> Key:
-        return (self.tenant, self.job_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    pass
-
-
-FinishOutcome = Stored | AlreadyFinished | HeldElsewhere
 
 
 class LedgerRepository:

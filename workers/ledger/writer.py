@@ -31,13 +31,8 @@ from workers.ledger.database.transactions import (
     Work,
     transactions_for,
 )
-from workers.ledger.repository import (
-    Claim,
-    ClaimOutcome,
-    Finish,
-    FinishOutcome,
-    LedgerRepository,
-)
+from workers.ledger.records import Claim, ClaimOutcome, Finish, FinishOutcome
+from workers.ledger.repository import LedgerRepository
 from workers.runtime.readiness import Readiness
 
 T = TypeVar("T")

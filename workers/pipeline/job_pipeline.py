@@ -32,13 +32,7 @@ from workers.intake.fetching import lane_of
 from workers.intake.parsing import Intake, InvalidJob, Unreadable, ValidJob, parse_job
 from workers.ledger.batch_lane_rows import BATCH_OWNER
 from workers.ledger.cache_rows import CacheEntry
-from workers.ledger.repository import (
-    AlreadyFinished,
-    Claim,
-    ClaimOutcome,
-    HeldElsewhere,
-    Stored,
-)
+from workers.ledger.records import AlreadyFinished, Claim, ClaimOutcome, HeldElsewhere, Stored
 from workers.ledger.writer import LedgerWriter
 from workers.pipeline.access import Rejection
 from workers.pipeline.parking import Parked

@@ -26,7 +26,7 @@ from schemas.results import (
 from workers.calls.executor import Execution, ProviderCall
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.models import RowStatus, to_nano
-from workers.ledger.repository import Finish, UsageRecord
+from workers.ledger.records import Finish, UsageRecord
 from workers.telemetry.logs import redact
 
 if TYPE_CHECKING:

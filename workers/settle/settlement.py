@@ -24,7 +24,7 @@ from broker.topics import Topics
 from schemas.results import ErrorCode, JobError, JobResult, JobStatus, UsageEvent
 from workers.admission.gate import Ticket
 from workers.ledger.cache_rows import CacheEntry
-from workers.ledger.repository import AlreadyFinished, FinishOutcome, Stored
+from workers.ledger.records import AlreadyFinished, FinishOutcome, Stored
 from workers.ledger.writer import LedgerWriter
 from workers.settle.outcomes import Ending, Identity, finish_record, terminal_result
 from workers.settle.publisher import Outgoing, Publisher

@@ -223,8 +223,9 @@ class HealthBoard:
         """Until any deployment's call ends (room may have opened up), or ``timeout_s``."""
         if self._released is None:
             self._released = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), timeout_s)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout keeps a cancel (wait_for may not)
+            async with asyncio.timeout(timeout_s):
+                await self._released.wait()
 
     def snapshot(self) -> dict[str, CircuitState]:
         """Circuit state by deployment, for metrics and ``headway top``."""

@@ -101,10 +101,15 @@ async def watch_ledger(
 async def watch_kafka(
     readiness: Readiness, check: Callable[[], Awaitable[object]], interval_s: float
 ) -> None:
-    """Ask the cluster for its metadata every ``interval_s``; an answer means reachable."""
+    """Ask the cluster for its metadata every ``interval_s``; an answer means reachable.
+
+    ``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11 a ``wait_for`` whose inner
+    call ends just as the task is cancelled loses the cancel, and a drain waiting for this task
+    then waits for ever (seen once in the suite: a worker that never finished shutting down)."""
     while True:
         try:
-            await asyncio.wait_for(check(), interval_s)
+            async with asyncio.timeout(interval_s):
+                await check()
         except Exception as error:
             readiness.kafka_checked(error)
         else:

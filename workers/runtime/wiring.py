@@ -292,7 +292,8 @@ def cancel_authenticator(config: HeadwayConfig, access: AccessControl) -> Authen
 async def bounded_stop(stop: Callable[[], Awaitable[None]], what: str) -> None:
     """Stop a Kafka client, or give up waiting after ``SHUTDOWN_KAFKA_S``."""
     try:
-        await asyncio.wait_for(stop(), SHUTDOWN_KAFKA_S)
+        async with asyncio.timeout(SHUTDOWN_KAFKA_S):
+            await stop()
     except TimeoutError:
         log.warning(
             "the Kafka %s did not stop within %.0fs; exiting anyway", what, SHUTDOWN_KAFKA_S

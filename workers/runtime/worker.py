@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 POISON_ATTEMPTS = 3
 SHUTDOWN_LEDGER_S = 5.0  # longest wait for each ledger write while draining
+CANCEL_AGAIN_S = 1.0  # a task still running this long after its cancel is cancelled again
 KAFKA_PROBE_S = 5.0  # how often the cluster's metadata is asked for (readiness)
 
 
@@ -200,27 +201,26 @@ class Worker:
     async def _drain(self) -> None:
         """Stop fetching, let in-flight jobs finish, commit, give up leases."""
         self.readiness.draining = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         dropped = self.scheduler.clear() + self.parked.clear()
         await self._wait_until(
             lambda: not any(self.in_flight.values()), self.settings.shutdown_grace_s
         )
-        for runner in self._runners:
-            runner.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
+        await stop_tasks(self._runners)
         await self.publisher.drain()
         try:  # bounded: a group stuck rebalancing must not hold up the exit
-            await asyncio.wait_for(self._commit(), SHUTDOWN_KAFKA_S)
+            async with asyncio.timeout(SHUTDOWN_KAFKA_S):
+                await self._commit()
         except TimeoutError:
             log.warning("final offset commit timed out; uncommitted jobs will be redelivered")
         # bounded: a pool left short by cancelled runners must not hold up the exit (leases
         # and grants lapse by themselves)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ledger.release_all(), SHUTDOWN_LEDGER_S)
+            async with asyncio.timeout(SHUTDOWN_LEDGER_S):
+                await self.ledger.release_all()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.admission.close(), SHUTDOWN_LEDGER_S)
+            async with asyncio.timeout(SHUTDOWN_LEDGER_S):
+                await self.admission.close()
         log.info(
             "worker drained: %d processed, %d queued left for redelivery", self.processed, dropped
         )
@@ -272,7 +272,8 @@ class Worker:
                 return False
             self._job_finished.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._job_finished.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._job_finished.wait()
         return True
 
     async def _process(self, job: QueuedJob) -> Wait | None:
@@ -348,3 +349,21 @@ class Worker:
         if revoked:
             self.revocations += 1
             log.info("revoked %d partitions (%d queued jobs dropped)", len(revoked), dropped)
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended. A task still running a moment
+    after its cancel is cancelled again: code that swallows a cancel (Python 3.11's
+    ``asyncio.wait_for`` does when its inner call ends at that instant) must not hold up a
+    drain for ever."""
+    for task in tasks:
+        task.cancel()
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
+        for task in pending:
+            log.warning("task %s is still running after its cancel; cancelling it again", task)
+            task.cancel()
+    for task in tasks:  # what they raised was theirs to log; retrieved, so asyncio is quiet
+        if not task.cancelled():
+            task.exception()

@@ -1,5 +1,7 @@
-"""Fairness: tenant A has 20,000 low-priority jobs queued; tenant B submits 20 normal jobs while
-A's backlog runs (simulator at 200 ms). How long until all of B's results are stored?"""
+"""Fairness: tenant A has 20,000 jobs queued; tenant B submits 20 normal jobs while A's backlog
+runs (simulator at 200 ms). How long until all of B's results are stored? A's jobs are low
+priority (fairness across lanes) or, with ``same_lane``, normal like B's (issue 21: the
+backlog sits ahead of B's jobs in the same partitions)."""
 
 from __future__ import annotations
 
@@ -32,12 +34,16 @@ def tenant_jobs(tenant: str, count: int, priority: str, batch: str) -> Iterator[
         }
 
 
-async def small_tenant_wait_s(stack: Stack) -> tuple[float, int]:
-    """(seconds from B's submission until its 20 results are stored, A's jobs done by then)."""
-    settings = stack.settings()
+async def small_tenant_wait_s(
+    stack: Stack, *, same_lane: bool = False, **overrides: Any
+) -> tuple[float, int]:
+    """(seconds from B's submission until its 20 results are stored, A's jobs done by then);
+    ``overrides``: settings (e.g. ``concurrency``)."""
+    settings = stack.settings(**overrides)
     config = stack.config()
     tag = f"{time.monotonic_ns()}"
-    await preload(settings, config, tenant_jobs("demo", BACKLOG, "low", f"a{tag}"))
+    lane = "normal" if same_lane else "low"
+    await preload(settings, config, tenant_jobs("demo", BACKLOG, lane, f"a{tag}"))
     engine = create_engine(settings.database_url)
     try:
         async with running_worker(settings, config) as worker:

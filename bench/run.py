@@ -362,6 +362,24 @@ async def main(
         f"| **median** | **{statistics.median(w for w, _ in waits):.2f} s** | |",
         "",
     ]
+    print("(f2) fairness in one lane: the small tenant behind the backlog")
+    same_lane = []
+    for run in range(runs):
+        async with stack(latency_ms=200) as st:
+            same_lane.append(await small_tenant_wait_s(st, same_lane=True, concurrency=64))
+        print(f"  run {run + 1}: B done in {same_lane[-1][0]:.2f} s")
+    lines += [
+        "## (f2) Fairness in one lane: tenant B's 20 jobs behind tenant A's 20,000",
+        "",
+        f"As (f), but A's {BACKLOG:,} jobs are normal priority like B's, so they sit ahead of B's",
+        "in the same partitions; concurrency 64, one worker. Target (issue 21): within 5 s.",
+        "",
+        "| run | B's 20 jobs done after | A's jobs done by then |",
+        "|---|---|---|",
+        *(f"| {i + 1} | {w:.2f} s | {a:,} |" for i, (w, a) in enumerate(same_lane)),
+        f"| **median** | **{statistics.median(w for w, _ in same_lane):.2f} s** | |",
+        "",
+    ]
     print("(g), (h) quotas and budgets across two workers")
     lines += tenancy.markdown(
         await tenancy.rpm_across_workers(), await tenancy.budget_across_workers()

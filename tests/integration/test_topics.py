@@ -35,9 +35,15 @@ async def described(settings: Settings, topic: str) -> tuple[int, int, dict[str,
             if partitions:
                 break
             await asyncio.sleep(0.1)
-        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        [(_, _, _, _, entries)] = response.resources
-        configs = {entry[0]: entry[1] for entry in entries}
+        configs: dict[str, str] = {}
+        for _ in range(50):  # and the broker asked for its configs may not know it yet either
+            resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+            [response] = await admin.describe_configs([resource])
+            [(error_code, _, _, _, entries)] = response.resources
+            configs = {entry[0]: entry[1] for entry in entries}
+            if error_code == 0 and configs:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
     return len(partitions), min(len(p["replicas"]) for p in partitions), configs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,7 +71,29 @@ def spawn_worker(
     return process
 
 
+def wait_until_catching(
+    process: subprocess.Popen[bytes], sig: signal.Signals, timeout_s: float = 60
+) -> None:
+    """Until the process has its own handler for ``sig`` (Linux: SigCgt in /proc) or has
+    ended: before that, a SIGTERM ends a worker that is still importing by the signal's default
+    action (status -15) instead of a drain. A loaded machine may take seconds to get there."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            line = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+            if int(line[7:], 16) >> (sig - 1) & 1:
+                return
+        time.sleep(0.05)
+    if process.poll() is None:
+        raise AssertionError(f"the worker never installed its {sig.name} handler")
+
+
 def stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
+    """Send ``sig`` and wait for the exit status; a SIGTERM waits for the worker's handler, so
+    a worker still starting drains instead of dying by the signal."""
+    if sig is signal.SIGTERM:
+        wait_until_catching(process, sig)
     process.send_signal(sig)
     try:
         return process.wait(90)

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.chaos.processes import wait_until_catching
+
 
 def spawn(tmp_path: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
     env = {
@@ -37,21 +39,6 @@ def wait_for_text(log: Path, text: str, timeout_s: float = 20.0) -> str:
             return content
         time.sleep(0.1)
     raise AssertionError(f"{text!r} not in the log:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def wait_until_catching(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Until the process has its own handler for ``sig`` (Linux: SigCgt in /proc): before
-    that, SIGUSR1 would end it. A loaded machine may take seconds to get there."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        caught = int(
-            next(line for line in status.splitlines() if line.startswith("SigCgt:"))[7:], 16
-        )
-        if caught >> (sig - 1) & 1:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the worker never installed its {sig.name} handler")
 
 
 def test_sigterm_stops_a_worker_still_waiting_for_its_broker(tmp_path: Path) -> None:

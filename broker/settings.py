@@ -67,11 +67,6 @@ class LedgerSettings:
     batch_max: int = 200
     probe_s: float = 1.0  # while the database is unreachable, how often it is asked again
 
-    @property
-    def flushers(self) -> int:
-        """SQLite has one writer; PostgreSQL takes several transactions at once."""
-        return 1 if self.database_url.startswith("sqlite") else 4
-
 
 @dataclass(frozen=True)
 class EmbedSettings:

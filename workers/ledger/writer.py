@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import LedgerRefused, LedgerUnavailable, SuspendedLedgerWork
 from broker.settings import LedgerSettings
+from workers.ledger.database.engine import is_sqlite
 from workers.ledger.database.refusals import refused_value
 from workers.ledger.database.transactions import (
     Connection,
@@ -38,6 +39,7 @@ from workers.runtime.readiness import Readiness
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+SERVER_FLUSHERS = 4  # transactions a worker runs at once on a database that takes several
 
 Op = Literal["claim", "finish", "settle"]
 
@@ -59,15 +61,16 @@ class LedgerWriter:
         settings: LedgerSettings,
         readiness: Readiness,
     ) -> None:
-        """``settings``: how long a batch waits for more writes, how many it takes, how many
-        flushers run (one on SQLite); ``readiness`` learns when the database answers."""
+        """``settings``: how long a batch waits for more writes and how many it takes;
+        ``readiness`` learns when the database answers. SQLite gets one flusher (one writer),
+        any other database ``SERVER_FLUSHERS``."""
         self.readiness = readiness
         self.engine = engine
         self.transactions: Transactions = transactions_for(engine)
         self.repository = repository
         self._flush_s = settings.flush_ms / 1000
         self._batch_max = settings.batch_max
-        self._flushers = settings.flushers
+        self._flushers = 1 if is_sqlite(engine.url) else SERVER_FLUSHERS
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

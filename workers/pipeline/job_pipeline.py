@@ -257,8 +257,8 @@ class JobPipeline:
                     with self.tracing.span("provider"):
                         execution, entry = await self._provider(run, plan, deadline)
             except TimeoutError:
-                ending = EXPIRED_DURING_CALL
-                await self.settlement.end(who, ending, topic, claimed=True, ticket=ticket)
+                expired = EXPIRED_DURING_CALL
+                await self.settlement.end(who, expired, topic, claimed=True, ticket=ticket)
                 return None
             if execution.park_s is not None and parked.parks < self.calls.retry.max_parks:
                 await self.parking.park(job, parked, execution)
@@ -285,13 +285,13 @@ class JobPipeline:
         return batch_deployment(run.job, run.route, lane, now_utc())
 
     async def _hand_over(self, run: JobRun, deployment: DeploymentConfig, generation: int) -> None:
-        assert self.batch_lane is not None
+        lane = self.batch_lane
+        assert lane is not None
         ticket = run.ticket
         period = ticket.hold.period if ticket is not None and ticket.hold is not None else None
         handed = Handed(
             run.job, run.who, deployment, run.messages, run.topic, run.record, generation, period
         )
-        lane = self.batch_lane
         await with_ledger(lambda: lane.hand_over(handed))
         if ticket is not None:
             ticket.hold = None  # the lane holds it now, until the job's cost is settled

@@ -154,8 +154,8 @@ async def wire(
 ) -> Parts:
     """Open (and enter on ``stack``) what a worker's job path talks to — the database, the
     HTTP client, the producer, the DLQ and control readers — then build the path on them."""
-    topics = settings.topics
-    engine = create_engine(settings.database_url)
+    topics, group = settings.topics, settings.ledger
+    engine = create_engine(group.database_url)
     stack.push_async_callback(engine.dispose)
     http = create_http_client(settings.http)
     telemetry.tracing.instrument(http)
@@ -163,7 +163,6 @@ async def wire(
     producer = AIOKafkaProducer(**producer_options(settings))
     await producer.start()
     stack.push_async_callback(bounded_stop, producer.stop, "producer")
-    group = settings.ledger
     repository = LedgerRepository(group.owner, group.lease_s, seams.clock)
     writer = LedgerWriter(engine, repository, group, readiness)
     ledger = await stack.enter_async_context(writer)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
@@ -22,7 +22,7 @@ CONNECT_TIMEOUT_S = 10.0  # PostgreSQL: opening a connection
 COMMAND_TIMEOUT_S = 60.0  # PostgreSQL: one statement
 
 
-def is_sqlite(url: str) -> bool:
+def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 

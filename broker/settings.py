@@ -91,6 +91,8 @@ class BufferSettings:
     max_jobs: int = 4096
     max_bytes: int = 64 * 1024 * 1024
     priority_aging_s: float | None = 30.0
+    spill: bool = True  # a full lane spills over-share tenants' jobs to the ledger
+
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,11 @@ class Settings(BaseSettings):
     )
     buffer_max_jobs: Annotated[int, Field(ge=1)] = _BUFFER.max_jobs
     buffer_max_bytes: Annotated[int, Field(ge=1024)] = _BUFFER.max_bytes
+    buffer_spill: bool = Field(
+        _BUFFER.spill,
+        description="when a lane's buffer is full, store the jobs of tenants over their share "
+        "in the ledger and keep reading (false: pause the lane)",
+    )
     commit_interval_ms: Annotated[int, Field(ge=10)] = 200
     priority_aging_s: Annotated[float, Field(gt=0)] | None = Field(
         _BUFFER.priority_aging_s,
@@ -337,7 +344,9 @@ class Settings(BaseSettings):
 
     @property
     def buffer(self) -> BufferSettings:
-        return BufferSettings(self.buffer_max_jobs, self.buffer_max_bytes, self.priority_aging_s)
+        return BufferSettings(
+            self.buffer_max_jobs, self.buffer_max_bytes, self.priority_aging_s, self.buffer_spill
+        )
 
     @property
     def http(self) -> HttpSettings:

@@ -1,10 +1,14 @@
 """Fetching with backpressure: one consumer feeds the lane buffers of a worker.
 
 Records of the job lanes go to the :class:`~workers.intake.scheduler.LaneScheduler`, parked ones
-(the retry topic) to the :class:`~workers.intake.parked.ParkedJobs` until they are due. A lane whose
-buffer is full has its partitions paused — only that lane's — and resumed below half, so
-memory stays bounded whatever the backlog. Every fetched offset is registered with the
-:class:`~workers.intake.offsets.OffsetTracker` before its job is queued.
+(the retry topic) to the :class:`~workers.intake.parked.ParkedJobs` until they are due. When a
+lane's buffer is full, a job whose tenant holds its share of it is spilled to the ledger
+(:mod:`workers.intake.spill`) and fetching goes on, so one tenant's backlog never hides
+another's jobs behind it. Only when spilled records cannot be stored fast enough (or at all:
+the database is down) — or without a spill — does a full lane have its partitions paused,
+only that lane's, resumed below half: memory stays bounded whatever the backlog. Every fetched
+offset is registered with the :class:`~workers.intake.offsets.OffsetTracker` before its job is
+queued.
 
 A record aiokafka cannot decode (any client can write a header name that is not UTF-8) makes
 a whole fetch raise; :mod:`workers.intake.undecodable` finds it, the fetcher dead-letters it by its
@@ -28,12 +32,14 @@ from workers.intake.offsets import OffsetTracker
 from workers.intake.parked import ParkedJobs
 from workers.intake.parsing import Intake, Unreadable, parse_job, tenant_of
 from workers.intake.scheduler import LaneScheduler, QueuedJob
+from workers.intake.spill import Spill
 from workers.intake.undecodable import UNDECODABLE, Batches, StepPast
 
 FETCH_TIMEOUT_MS = 100
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
 UNDECODABLE_PAUSE_S = 0.05  # after a failed fetch whose record was not found (a transient CRC)
+STORE_RETRY_S = 1.0  # after spilled records could not be stored
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +67,13 @@ class Fetcher:
         chunk: int,
         max_message_bytes: int,
         account: Callable[[str], str] = str,
+        spill: Spill | None = None,
     ) -> None:
-        """``account``: whose fair share a tenant's jobs take (``HeadwayConfig.account``)."""
+        """``account``: whose fair share a tenant's jobs take (``HeadwayConfig.account``);
+        ``spill``: where jobs over their share of a full lane wait (None: the lane pauses)."""
         self._account = account
+        self._spill = spill
+        self._store_failed = False
         self._consumer = consumer
         self._topics = topics
         self._lanes = topics.job_lanes
@@ -94,7 +104,26 @@ class Fetcher:
                     await asyncio.sleep(UNDECODABLE_PAUSE_S)
                 continue
             self._take(batches)
+            await self._store_spilled()
             self._apply_backpressure()
+
+    async def _store_spilled(self) -> None:
+        spill = self._spill
+        if spill is None or not spill.pending:
+            return
+        try:
+            await spill.store()
+            self._store_failed = False
+        except Exception as error:  # the ledger: lanes pause until a store succeeds
+            if not self._store_failed:
+                log.warning("spilled jobs could not be stored (lanes pause): %s", error)
+            self._store_failed = True
+            await asyncio.sleep(STORE_RETRY_S)
+
+    def _spills(self) -> bool:
+        """Whether a full lane may keep fetching (over-share jobs are stored instead)."""
+        spill = self._spill
+        return spill is not None and spill.accepting and not self._store_failed
 
     def _take(self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         if batches and self.first_fetch_at is None:
@@ -154,6 +183,8 @@ class Fetcher:
         )
         if tp.topic == self._topics.retry:  # parked: waits for its time, then its own lane
             self._parked.put(queued)
+        elif self._spill is not None and self._spill.wants(queued):
+            self._spill.add(queued)
         else:
             self._scheduler.put(queued)
 
@@ -166,10 +197,16 @@ class Fetcher:
             await asyncio.sleep(PARKED_POLL_S if wait is None else min(wait, PARKED_POLL_S))
 
     def _apply_backpressure(self) -> None:
-        """Pause a lane's partitions when its buffer is full; resume below half. The retry
-        topic likewise, by the parked jobs waiting."""
+        """Pause a lane's partitions when its buffer is full and nothing can be spilled (or
+        it holds twice its bound: tenants under their shares); resume below half, or when
+        spilling works again. The retry topic likewise, by the parked jobs waiting."""
+        spills = self._spills()
         bounds = [
-            (topic, self._scheduler.full(lane), self._scheduler.has_room(lane))
+            (
+                topic,
+                self._scheduler.overfull(lane) if spills else self._scheduler.full(lane),
+                self._scheduler.has_room(lane) or (spills and not self._scheduler.full(lane)),
+            )
             for topic, lane in self._lanes.items()
         ]
         bounds.append((self._topics.retry, self._parked.full(), self._parked.has_room()))

@@ -44,6 +44,8 @@ class QueuedJob:
     intake: Intake | None = None  # parsed once, in the fetch loop
     enqueued_at: float = 0.0
     park_s: float | None = None  # set: park the job for this long instead of running it
+    spill_id: int | None = None  # set: taken from the ledger's spilled jobs, not a buffer's
+    waited_s: float = 0.0  # how long it waited before it reached this buffer (spilled)
 
 
 PARK_KEEP = 64  # jobs of a set-aside tenant kept per lane under pressure (≤ a quarter)
@@ -59,6 +61,7 @@ class FairQueue:
         self._credit: dict[str, float] = {}
         self.count = 0
         self.bytes = 0
+        self.weights = 0.0  # the sum of the weights of the tenants with queued jobs
 
     def put(self, job: QueuedJob) -> None:
         queue = self._queues.get(job.tenant)
@@ -66,6 +69,7 @@ class FairQueue:
             queue = self._queues[job.tenant] = deque()
             self._turns.append(job.tenant)
             self._credit[job.tenant] = 0.0
+            self.weights += self._weight(job.tenant)
         queue.append(job)
         self.count += 1
         self.bytes += job.size
@@ -77,6 +81,7 @@ class FairQueue:
             queue = self._queues[job.tenant] = deque()
             self._turns.appendleft(job.tenant)
             self._credit[job.tenant] = 1.0
+            self.weights += self._weight(job.tenant)
         queue.appendleft(job)
         self.count += 1
         self.bytes += job.size
@@ -126,7 +131,15 @@ class FairQueue:
             self._forget(tenant)
         return job
 
+    def share(self, tenant: str, bound: int) -> float:
+        """The tenant's share of ``bound`` jobs, by weight, among the tenants queued here
+        (itself included)."""
+        weight = self._weight(tenant)
+        others = self.weights - (weight if tenant in self._queues else 0.0)
+        return bound * weight / max(others + weight, 1e-9)
+
     def _forget(self, tenant: str) -> None:
+        self.weights = max(self.weights - self._weight(tenant), 0.0)
         del self._queues[tenant]
         del self._credit[tenant]
         self._turns.remove(tenant)
@@ -156,6 +169,7 @@ class FairQueue:
         self._turns.clear()
         self._credit.clear()
         self.count = self.bytes = 0
+        self.weights = 0.0
         return dropped
 
 
@@ -191,13 +205,34 @@ class LaneScheduler:
         queue = self._lanes[lane]
         return queue.count >= self._max_jobs or queue.bytes >= self._max_bytes
 
+    def overfull(self, lane: Priority) -> bool:
+        """Twice the bound: what tenants under their shares may fill a full lane to while
+        the others are spilled."""
+        queue = self._lanes[lane]
+        return queue.count >= 2 * self._max_jobs or queue.bytes >= 2 * self._max_bytes
+
     def has_room(self, lane: Priority) -> bool:
         """Below half of both bounds: a paused lane may resume."""
         queue = self._lanes[lane]
         return queue.count <= self._max_jobs // 2 and queue.bytes <= self._max_bytes // 2
 
+    def over_share(self, lane: Priority, tenant: str) -> bool:
+        """The lane is full and ``tenant`` holds its weighted share of it or more: a job of
+        it fetched now waits elsewhere (spilled to the ledger) rather than here."""
+        if not self.full(lane):
+            return False
+        queue = self._lanes[lane]
+        return queue.depth(tenant) >= queue.share(tenant, self._max_jobs)
+
+    def room(self, lane: Priority) -> int:
+        """Jobs the lane can take before it is full."""
+        queue = self._lanes[lane]
+        if queue.bytes >= self._max_bytes:
+            return 0
+        return max(self._max_jobs - queue.count, 0)
+
     def put(self, job: QueuedJob) -> None:
-        job.enqueued_at = self._clock()
+        job.enqueued_at = self._clock() - job.waited_s
         if self._aside and self._is_aside(job.tenant):
             self._lanes[job.lane].put(job)
             return

@@ -43,6 +43,7 @@ from workers.intake.fetching import Fetcher
 from workers.intake.offsets import OffsetTracker
 from workers.intake.parked import ParkedJobs
 from workers.intake.scheduler import LaneScheduler
+from workers.intake.spill import Spill
 from workers.ledger.database.engine import create_engine
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
@@ -121,9 +122,11 @@ async def open_intake(
     config: HeadwayConfig,
     built: Buffers,
     listener: ConsumerRebalanceListener,
+    spill: Spill | None,
 ) -> tuple[AIOKafkaConsumer, Fetcher]:
     """The worker's one consumer (the job lanes and the retry topic, in the worker group;
-    ``listener`` hears its rebalances) and the fetcher that feeds the buffers from it."""
+    ``listener`` hears its rebalances) and the fetcher that feeds the buffers from it (and
+    ``spill``s what they cannot hold)."""
     topics = settings.topics
     consumer = AIOKafkaConsumer(**consumer_options(settings))
     consumer.subscribe([*topics.job_lanes, topics.retry], listener=listener)
@@ -138,8 +141,26 @@ async def open_intake(
         chunk=built.fetch_chunk,
         max_message_bytes=settings.max_message_bytes,
         account=config.account,
+        spill=spill,
     )
     return consumer, fetcher
+
+
+def spill_for(
+    settings: Settings, config: HeadwayConfig, built: Buffers, ledger: LedgerWriter
+) -> Spill | None:
+    """Where a full lane's over-share jobs wait: the ledger (None: spilling is off)."""
+    if not settings.buffer.spill:
+        return None
+    return Spill(
+        ledger.run,
+        built.scheduler,
+        built.tracker,
+        owner=settings.ledger.owner,
+        lease_s=settings.ledger.lease_s,
+        weight=lambda name: tenant.weight if (tenant := config.tenant(name)) else 1.0,
+        max_message_bytes=settings.max_message_bytes,
+    )
 
 
 async def wire(

@@ -38,6 +38,7 @@ from workers.admission.quotas import Wait
 from workers.intake.fetching import Fetcher
 from workers.intake.parsing import job_id_of, tenant_of
 from workers.intake.scheduler import QueuedJob
+from workers.intake.spill import Spill
 from workers.pipeline.parts import Telemetry
 from workers.runtime.gc_tuning import tuned_gc
 from workers.runtime.probes import ProbeServer
@@ -48,6 +49,7 @@ from workers.runtime.wiring import (
     Seams,
     buffers,
     open_intake,
+    spill_for,
     wire,
 )
 from workers.telemetry.logs import job_context
@@ -110,6 +112,7 @@ class Worker:
         self.readiness = Readiness()
         self.metrics = Metrics(config.tenants, config.routes)
         self.probes: ProbeServer | None = None
+        self.spill: Spill | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -138,8 +141,9 @@ class Worker:
         self.cancellations, self.admission = parts.pipeline.cancellations, parts.pipeline.admission
         self._register_gauges(parts)
         await self.cancellations.refresh()  # known cancels apply before the first fetch
+        self.spill = spill_for(settings, self.config, self._buffers, parts.ledger)
         consumer, self.fetcher = await open_intake(
-            self._stack, settings, self.config, self._buffers, _Rebalance(self)
+            self._stack, settings, self.config, self._buffers, _Rebalance(self), self.spill
         )
         self._consumer = consumer
         self._stack.enter_context(tuned_gc(settings.gc_threshold))  # restored after the drain
@@ -170,6 +174,8 @@ class Worker:
             self._tasks.append(asyncio.create_task(prune))
         if self.pipeline.batch_lane is not None:
             self._tasks.append(asyncio.create_task(self.pipeline.batch_lane.run_forever()))
+        if self.spill is not None:
+            self._tasks.append(asyncio.create_task(self.spill.refill_forever()))
 
     async def __aexit__(
         self,
@@ -208,6 +214,10 @@ class Worker:
         )
         await stop_tasks(self._runners)
         await self.publisher.drain()
+        if self.spill is not None:  # bounded: rows left held are taken again when leases lapse
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SHUTDOWN_LEDGER_S):
+                    await self.spill.close()
         try:  # bounded: a group stuck rebalancing must not hold up the exit
             async with asyncio.timeout(SHUTDOWN_KAFKA_S):
                 await self._commit()
@@ -240,14 +250,22 @@ class Worker:
                     with self.tracing.job(job.record):
                         finished = await self._run_one(job)
                     if finished:
-                        self.tracker.done(job.tp, job.record.offset)
+                        self._finished(job)
                 except Exception:
                     # even the dead letter failed (Kafka unreachable?): keep the offset
                     # unfinished so the job is redelivered, and keep this runner alive
                     log.exception("job at %s:%d left unfinished", job.tp, job.record.offset)
+                    if job.spill_id is not None and self.spill is not None:
+                        self.spill.give_back(job)  # taken again, by this worker or another
                 finally:
                     self.in_flight[job.tp] -= 1
                     self._job_finished.set()
+
+    def _finished(self, job: QueuedJob) -> None:
+        if job.spill_id is None:
+            self.tracker.done(job.tp, job.record.offset)
+        elif self.spill is not None:
+            self.spill.finished(job)
 
     async def _run_one(self, job: QueuedJob) -> bool:
         """Run (or park) one job from the buffer; True once its offset may be committed."""
@@ -328,6 +346,8 @@ class Worker:
             try:
                 await self.ledger.renew_leases()
                 await self.admission.renew()
+                if self.spill is not None:
+                    await self.spill.renew()
             except Exception as error:
                 log.warning("lease renewal failed: %s", error)
 
@@ -341,6 +361,8 @@ class Worker:
         dropped = self.scheduler.drop(revoked) + self.parked.drop(revoked)
         if self.fetcher is not None:
             self.fetcher.forget(revoked)
+        if self.spill is not None:
+            self.spill.forget(revoked)
         await self._wait_until(
             lambda: not any(self.in_flight[tp] for tp in revoked), self.settings.revoke_grace_s
         )

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NANO = 1_000_000_000  # money is stored as integer nano-USD so sums are exact
@@ -243,3 +252,51 @@ class ProviderBatchRow(Base):
     ended_at: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_provider_batches_status", "status"),)
+
+
+class SpilledJobRow(Base):
+    """A job record read past while its lane's buffer was full (its tenant over its share):
+    the record as fetched, waiting in the ledger to be taken fairly by any worker
+    (:mod:`workers.ledger.spill_rows`). Its offset was committed once this row was; the row is
+    deleted when the job has finished."""
+
+    __tablename__ = "spilled_jobs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lane: Mapped[str] = mapped_column(String(8))
+    account: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    record_topic: Mapped[str] = mapped_column(String(249))
+    record_partition: Mapped[int] = mapped_column(Integer)
+    record_offset: Mapped[int] = mapped_column(BigInteger)
+    record_timestamp: Mapped[int] = mapped_column(BigInteger)
+    record_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    record_value: Mapped[bytes] = mapped_column(LargeBinary)
+    record_headers: Mapped[bytes] = mapped_column(LargeBinary)  # see spill_rows.encode_headers
+    spilled_at: Mapped[float] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (
+        Index("ix_spilled_jobs_take", "lane", "account", "id"),
+        Index("ix_spilled_jobs_batch", "batch_id", "tenant"),
+        Index("ix_spilled_jobs_owner", "lease_owner"),
+    )
+
+
+class FairShareRow(Base):
+    """The virtual time of one account in one lane while it has spilled jobs: taking *n* of
+    its jobs adds *n* / weight, and the account with the least is served next — one clock
+    shared by every worker, so weights hold across replicas. ``waiting`` counts its spilled
+    jobs no worker holds; an account whose count rises from 0 starts at the least virtual
+    time of the lane's waiting accounts, so idleness banks no credit."""
+
+    __tablename__ = "fair_shares"
+
+    lane: Mapped[str] = mapped_column(String(8), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vtime: Mapped[float] = mapped_column(Float)
+    waiting: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_fair_shares_order", "lane", "vtime"),)

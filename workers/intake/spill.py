@@ -1,0 +1,255 @@
+"""Spilling: a lane's backlog waits in the ledger, so the fetch loop reads past it.
+
+A lane's buffer holds what is about to run. When it is full, a fetched job of a tenant that
+already holds its weighted share of it (:meth:`~workers.intake.scheduler.LaneScheduler.over_share`)
+is **spilled** — its record stored in the ledger (:mod:`workers.ledger.spill_rows`) — and its
+offset counts as finished once that row is committed. So the fetch loop never pauses for one
+tenant's backlog: a tenant whose few jobs sit behind another's thousands in the same partitions
+is read, buffered and served at once. While an account has spilled jobs waiting, its newly
+fetched jobs are spilled too, so its work is served from one fair queue.
+
+The refill loop tops the buffers up from the ledger — the accounts with the least virtual time
+first, by weight, across every worker (:func:`~workers.ledger.spill_rows.take`) — and the job's
+row is deleted once the job has finished. A worker holds the rows it took under a lease it
+renews; a worker that dies leaves them to be taken again when the lease lapses, and a draining
+worker gives back the ones it did not start. Records are stored in batches: a store that fails
+(the database is down) keeps them, and the fetcher pauses the lanes until a store succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from broker.topics import LANES
+from schemas.jobs import Priority
+from workers.intake.offsets import OffsetTracker
+from workers.intake.parsing import ValidJob, parse_job
+from workers.intake.scheduler import LaneScheduler, QueuedJob
+from workers.ledger import spill_rows
+from workers.ledger.database.transactions import Transact
+from workers.ledger.spill_rows import SpilledRecord, Taken
+
+log = logging.getLogger(__name__)
+
+SPILLED = TopicPartition("headway:spilled", -1)  # where a job taken from the ledger "comes from"
+STORE_MAX = 2000  # records stored per transaction
+PENDING_MAX = 10_000  # records waiting to be stored before the fetcher pauses the lanes
+TAKE_MAX = 64  # jobs taken from the ledger per lane and statement
+REFILL_IDLE_S = 0.05  # the refill loop's pause when it took nothing
+ACCOUNTS_REFRESH_S = 0.5  # how often the accounts with spilled jobs are read again
+RECLAIM_S = 5.0  # how often lapsed leases of spilled rows are looked for
+RECORD_OVERHEAD_BYTES = 200
+
+
+class Spill:
+    """Spilled jobs of one worker: those to store, those it took, those it finished."""
+
+    def __init__(
+        self,
+        run: Transact,
+        scheduler: LaneScheduler,
+        tracker: OffsetTracker,
+        *,
+        owner: str,
+        lease_s: float,
+        weight: Callable[[str], float],
+        max_message_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._run = run
+        self._scheduler = scheduler
+        self._tracker = tracker
+        self._owner = owner
+        self._lease_s = lease_s
+        self._weight = weight
+        self._max_message_bytes = max_message_bytes
+        self._clock = clock
+        self._pending: list[QueuedJob] = []
+        self._finished: list[int] = []
+        self._given_back: list[int] = []
+        self._active: dict[Priority, set[str]] = {lane: set() for lane in LANES}
+        self.stored = 0  # records spilled to the ledger by this worker
+        self.taken = 0  # spilled jobs this worker took to run
+
+    # -- fetched jobs that wait in the ledger -------------------------------------------------
+
+    def wants(self, job: QueuedJob) -> bool:
+        """Whether a fetched job is spilled rather than buffered: its lane is full and its
+        tenant holds its share, or its account already waits in the ledger. Jobs that fail to
+        parse are never spilled (they end at once)."""
+        if not isinstance(job.intake, ValidJob):
+            return False
+        return job.tenant in self._active[job.lane] or self._scheduler.over_share(
+            job.lane, job.tenant
+        )
+
+    def add(self, job: QueuedJob) -> None:
+        self._pending.append(job)
+        self._active[job.lane].add(job.tenant)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether more records may be spilled now (the stores keep up)."""
+        return len(self._pending) < PENDING_MAX
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def store(self) -> None:
+        """Store what was spilled; each record's offset then counts as finished. Raises what
+        the ledger raised (the records stay pending)."""
+        while self._pending:
+            batch = self._pending[:STORE_MAX]
+            records = [_stored(job) for job in batch]
+            await self._run(functools.partial(spill_rows.store, records=records, now=self._clock()))
+            del self._pending[: len(batch)]
+            for job in batch:
+                self._tracker.done(job.tp, job.record.offset)
+            self.stored += len(batch)
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
+        """Revoked partitions' records not stored yet: the new owner reads them again."""
+        self._pending = [job for job in self._pending if job.tp not in revoked]
+
+    # -- spilled jobs taken back to run -------------------------------------------------------
+
+    def finished(self, job: QueuedJob) -> None:
+        """A job taken from the ledger has finished: its row goes."""
+        if job.spill_id is not None:
+            self._finished.append(job.spill_id)
+
+    def give_back(self, job: QueuedJob) -> None:
+        """A job taken from the ledger was not run (its runner failed): it waits again."""
+        if job.spill_id is not None:
+            self._given_back.append(job.spill_id)
+
+    async def refill_forever(self) -> None:
+        """Settle finished rows and top the lane buffers up from the ledger, until cancelled."""
+        accounts_at = reclaimed_at = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                await self.settle()
+                if now - reclaimed_at >= RECLAIM_S:
+                    reclaimed_at = now
+                    await self._run(functools.partial(spill_rows.reclaim, now=self._clock()))
+                if now - accounts_at >= ACCOUNTS_REFRESH_S:
+                    accounts_at = now
+                    await self._refresh_accounts()
+                took = await self._refill()
+            except Exception as error:  # the ledger: try again after a pause, never stop
+                log.warning("spilled jobs could not be settled or taken: %s", error)
+                took = 0
+                await asyncio.sleep(ACCOUNTS_REFRESH_S)
+            if not took:
+                await asyncio.sleep(REFILL_IDLE_S)
+
+    async def settle(self) -> None:
+        """Delete finished rows and give back unrun ones."""
+        if self._finished:
+            done, self._finished = self._finished, []
+            try:
+                await self._run(functools.partial(spill_rows.finish, ids=done))
+            except BaseException:
+                self._finished.extend(done)
+                raise
+        if self._given_back:
+            back, self._given_back = self._given_back, []
+            await self._run(functools.partial(spill_rows.release, owner=self._owner, ids=back))
+
+    async def _refresh_accounts(self) -> None:
+        waiting = await self._run(spill_rows.waiting_accounts)
+        pending = {(job.lane, job.tenant) for job in self._pending}
+        for lane in LANES:
+            self._active[lane] = set(waiting.get(lane.value, ())) | {
+                tenant for queued_lane, tenant in pending if queued_lane == lane
+            }
+
+    async def _refill(self) -> int:
+        took = 0
+        for lane in LANES:
+            room = min(self._scheduler.room(lane), TAKE_MAX)
+            if room <= 0 or not self._active[lane]:
+                continue
+            taken: list[Taken] = await self._run(
+                functools.partial(
+                    spill_rows.take,
+                    lane=lane.value,
+                    limit=room,
+                    owner=self._owner,
+                    lease_until=self._clock() + self._lease_s,
+                    weight=self._weight,
+                )
+            )
+            if not taken:
+                self._active[lane] = set()  # until the next refresh says otherwise
+            now = self._clock()
+            for row in taken:
+                self._scheduler.put(self._queued(row, lane, now))
+            took += len(taken)
+            self.taken += len(taken)
+        return took
+
+    def _queued(self, taken: Taken, lane: Priority, now: float) -> QueuedJob:
+        stored = taken.record
+        key, value = stored.key, stored.value
+        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            stored.topic,
+            stored.partition,
+            stored.offset,
+            stored.timestamp,
+            0,
+            key,
+            value,
+            None,
+            len(key) if key is not None else -1,
+            len(value),
+            spill_rows.decode_headers(stored.headers),
+        )
+        return QueuedJob(
+            record,
+            lane,
+            SPILLED,
+            len(value) + RECORD_OVERHEAD_BYTES,
+            stored.account,
+            parse_job(value, self._max_message_bytes),
+            spill_id=taken.id,
+            waited_s=max(now - taken.spilled_at, 0.0),
+        )
+
+    async def renew(self) -> None:
+        """Keep the rows this worker holds."""
+        until = self._clock() + self._lease_s
+        await self._run(functools.partial(spill_rows.renew, owner=self._owner, lease_until=until))
+
+    async def close(self) -> None:
+        """Settle what finished and give back every row still held (the worker drains)."""
+        self._pending.clear()  # not stored: their offsets were not committed either
+        await self.settle()
+        await self._run(functools.partial(spill_rows.release, owner=self._owner))
+
+
+def _stored(job: QueuedJob) -> SpilledRecord:
+    record = job.record
+    assert isinstance(job.intake, ValidJob)  # Spill.wants
+    request = job.intake.job
+    return SpilledRecord(
+        job.lane.value,
+        job.tenant,
+        request.tenant,
+        request.batch_id,
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value or b"",
+        spill_rows.encode_headers(record.headers or ()),
+    )

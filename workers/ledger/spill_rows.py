@@ -1,0 +1,300 @@
+"""Spilled jobs in the ledger: stored when a lane's buffer is full, taken fairly by any worker.
+
+A spilled job's row is *waiting* (no ``lease_owner``) until a worker takes it (``lease_owner``
+set, ``lease_expires_at`` renewed while the worker holds the job), and is deleted once the job
+has finished. A row whose worker stopped renewing is waiting again (:func:`reclaim`); a worker
+that gives a job back releases it (:func:`release`).
+
+``fair_shares`` orders the accounts of a lane: :func:`take` serves the waiting accounts with
+the least virtual time first, a quantum in proportion to their weight each, and adds *taken* /
+weight to their time — in the transaction that takes the rows, so every worker serves by the
+same clock. Its ``waiting`` count (rows no worker holds) changes in the same transactions as
+the rows; a take that finds fewer rows than the count promised recounts them, so a count can
+never strand an account.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, select, update
+
+from workers.ledger.database.models import FairShareRow, SpilledJobRow
+from workers.ledger.database.statements import dialect_insert
+from workers.ledger.database.transactions import Connection
+
+QUANTUM = 8  # jobs an account of weight 1 is given per turn of a take
+ACCOUNTS_PER_TAKE = 16  # accounts looked at, least virtual time first, by one take
+MIN_WEIGHT = 0.01
+
+STORE_COLUMNS = (
+    "lane",
+    "account",
+    "tenant",
+    "batch_id",
+    "record_topic",
+    "record_partition",
+    "record_offset",
+    "record_timestamp",
+    "record_key",
+    "record_value",
+    "record_headers",
+    "spilled_at",
+    "lease_expires_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SpilledRecord:
+    """A fetched job record, as stored: where it came from and everything to run it again."""
+
+    lane: str
+    account: str
+    tenant: str
+    batch_id: str | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes
+    headers: bytes  # encode_headers()
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A spilled job a worker now holds."""
+
+    id: int
+    record: SpilledRecord
+    spilled_at: float
+
+
+def encode_headers(headers: Iterable[tuple[str, bytes]]) -> bytes:
+    """Record headers as stored: JSON pairs of name and base64 value (values are any bytes)."""
+    pairs = [[name, base64.b64encode(value or b"").decode("ascii")] for name, value in headers]
+    return json.dumps(pairs, separators=(",", ":")).encode()
+
+
+def decode_headers(stored: bytes) -> list[tuple[str, bytes]]:
+    return [(name, base64.b64decode(value)) for name, value in json.loads(stored)]
+
+
+def _marks(conn: Connection, count: int) -> str:
+    if conn.dialect.name == "postgresql":
+        return ",".join(f"${n}" for n in range(1, count + 1))
+    return ",".join("?" * count)
+
+
+async def store(conn: Connection, records: Sequence[SpilledRecord], now: float) -> None:
+    """Store records as waiting rows, and count them in their accounts' fair shares."""
+    if not records:
+        return
+    sql = (
+        f"INSERT INTO {SpilledJobRow.__tablename__} ({','.join(STORE_COLUMNS)}) "
+        f"VALUES ({_marks(conn, len(STORE_COLUMNS))})"
+    )
+    rows = [
+        (
+            r.lane,
+            r.account,
+            r.tenant,
+            r.batch_id,
+            r.topic,
+            r.partition,
+            r.offset,
+            r.timestamp,
+            r.key,
+            r.value,
+            r.headers,
+            now,
+            0.0,
+        )
+        for r in records
+    ]
+    await conn.exec_driver_sql(sql, rows)
+    await _count_waiting(conn, Counter((r.lane, r.account) for r in records))
+
+
+async def _count_waiting(conn: Connection, added: Counter[tuple[str, str]]) -> None:
+    """Add to accounts' waiting counts; an account waiting again starts at its lane's least
+    virtual time among waiting accounts (no credit for having been idle)."""
+    lanes = sorted({lane for lane, _ in added})
+    found = await conn.execute(
+        select(FairShareRow.lane, func.min(FairShareRow.vtime))
+        .where(FairShareRow.lane.in_(lanes), FairShareRow.waiting > 0)
+        .group_by(FairShareRow.lane)
+    )
+    least = {lane: 0.0 for lane in lanes} | {lane: float(v) for lane, v in found}
+    table = FairShareRow.__table__
+    insert = dialect_insert(conn)
+    for (lane, account), count in sorted(added.items()):  # one lock order for every worker
+        statement = insert(table).values(
+            lane=lane, account=account, vtime=least[lane], waiting=count
+        )
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.lane, table.c.account],
+            set_={
+                "waiting": table.c.waiting + excluded.waiting,
+                "vtime": case(
+                    (and_(table.c.waiting <= 0, table.c.vtime < excluded.vtime), excluded.vtime),
+                    else_=table.c.vtime,
+                ),
+            },
+        )
+        await conn.execute(statement)
+
+
+_TAKEN_COLUMNS = (
+    SpilledJobRow.id,
+    SpilledJobRow.lane,
+    SpilledJobRow.account,
+    SpilledJobRow.tenant,
+    SpilledJobRow.batch_id,
+    SpilledJobRow.record_topic,
+    SpilledJobRow.record_partition,
+    SpilledJobRow.record_offset,
+    SpilledJobRow.record_timestamp,
+    SpilledJobRow.record_key,
+    SpilledJobRow.record_value,
+    SpilledJobRow.record_headers,
+    SpilledJobRow.spilled_at,
+)
+
+
+async def take(
+    conn: Connection,
+    lane: str,
+    limit: int,
+    owner: str,
+    lease_until: float,
+    weight: Callable[[str], float],
+) -> list[Taken]:
+    """Take up to ``limit`` waiting jobs of a lane, the accounts with the least virtual time
+    first (``QUANTUM`` × weight each), oldest first within an account."""
+    shares = await conn.execute(
+        select(FairShareRow.account)
+        .where(FairShareRow.lane == lane, FairShareRow.waiting > 0)
+        .order_by(FairShareRow.vtime, FairShareRow.account)
+        .limit(ACCOUNTS_PER_TAKE)
+    )
+    taken: list[Taken] = []
+    for (account,) in shares.all():
+        if len(taken) >= limit:
+            break
+        share = max(weight(account), MIN_WEIGHT)
+        want = min(limit - len(taken), max(1, round(QUANTUM * share)))
+        got = await _take_of(conn, lane, account, want, owner, lease_until)
+        taken.extend(got)
+        share_row = and_(FairShareRow.lane == lane, FairShareRow.account == account)
+        waiting: Any
+        if len(got) < want:  # fewer than counted: count again (the count heals itself)
+            waiting = (
+                select(func.count())
+                .select_from(SpilledJobRow)
+                .where(
+                    SpilledJobRow.lane == lane,
+                    SpilledJobRow.account == account,
+                    SpilledJobRow.lease_owner.is_(None),
+                )
+                .scalar_subquery()
+            )
+        else:
+            waiting = FairShareRow.waiting - len(got)
+        await conn.execute(
+            update(FairShareRow)
+            .where(share_row)
+            .values(waiting=waiting, vtime=FairShareRow.vtime + len(got) / share)
+        )
+    return taken
+
+
+async def _take_of(
+    conn: Connection, lane: str, account: str, want: int, owner: str, lease_until: float
+) -> list[Taken]:
+    chosen = (
+        select(SpilledJobRow.id)
+        .where(
+            SpilledJobRow.lane == lane,
+            SpilledJobRow.account == account,
+            SpilledJobRow.lease_owner.is_(None),
+        )
+        .order_by(SpilledJobRow.id)
+        .limit(want)
+    )
+    if conn.dialect.name == "postgresql":  # another worker's rows are skipped, not waited on
+        chosen = chosen.with_for_update(skip_locked=True)
+    rows = await conn.execute(
+        update(SpilledJobRow)
+        .where(SpilledJobRow.id.in_(chosen.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .returning(*_TAKEN_COLUMNS)
+    )
+    got = [Taken(int(row[0]), SpilledRecord(*row[1:12]), float(row[12])) for row in rows.all()]  # type: ignore[arg-type]
+    got.sort(key=lambda job: job.id)
+    return got
+
+
+async def finish(conn: Connection, ids: Sequence[int]) -> None:
+    """Delete the rows of finished jobs."""
+    if ids:
+        await conn.execute(delete(SpilledJobRow).where(SpilledJobRow.id.in_(ids)))
+
+
+async def release(conn: Connection, owner: str, ids: Sequence[int] | None = None) -> int:
+    """Give held rows back (``ids``, or every row ``owner`` holds): waiting again."""
+    held = SpilledJobRow.lease_owner == owner
+    where = held if ids is None else and_(held, SpilledJobRow.id.in_(ids))
+    return await _make_waiting(conn, where)
+
+
+async def reclaim(conn: Connection, now: float) -> int:
+    """Rows whose worker stopped renewing its lease are waiting again."""
+    lapsed = and_(SpilledJobRow.lease_owner.is_not(None), SpilledJobRow.lease_expires_at < now)
+    return await _make_waiting(conn, lapsed)
+
+
+async def _make_waiting(conn: Connection, where: object) -> int:
+    rows = await conn.execute(
+        update(SpilledJobRow)
+        .where(where)  # type: ignore[arg-type]
+        .values(lease_owner=None, lease_expires_at=0.0)
+        .returning(SpilledJobRow.lane, SpilledJobRow.account)
+    )
+    added = Counter((lane, account) for lane, account in rows)
+    if added:
+        await _count_waiting(conn, added)
+    return sum(added.values())
+
+
+async def renew(conn: Connection, owner: str, lease_until: float) -> None:
+    await conn.execute(
+        update(SpilledJobRow)
+        .where(SpilledJobRow.lease_owner == owner)
+        .values(lease_expires_at=lease_until)
+    )
+
+
+async def waiting_accounts(conn: Connection) -> dict[str, set[str]]:
+    """The accounts with waiting spilled jobs, per lane."""
+    rows = await conn.execute(
+        select(FairShareRow.lane, FairShareRow.account).where(FairShareRow.waiting > 0)
+    )
+    found: dict[str, set[str]] = {}
+    for lane, account in rows:
+        found.setdefault(lane, set()).add(account)
+    return found
+
+
+async def queued_in_batch(conn: Connection, batch_id: str, tenant: str | None = None) -> int:
+    """A batch's spilled jobs that have not finished (waiting, or held by a worker)."""
+    statement = select(func.count()).where(SpilledJobRow.batch_id == batch_id)
+    if tenant is not None:
+        statement = statement.where(SpilledJobRow.tenant == tenant)
+    return int((await conn.execute(statement)).scalar_one())

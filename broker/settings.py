@@ -94,7 +94,6 @@ class BufferSettings:
     spill: bool = True  # a full lane spills over-share tenants' jobs to the ledger
 
 
-
 @dataclass(frozen=True)
 class HttpSettings:
     """The one HTTP client of a worker's provider calls."""

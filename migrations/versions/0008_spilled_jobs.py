@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("lane", sa.String(length=8), nullable=False),
         sa.Column("account", sa.String(length=64), nullable=False),
         sa.Column("tenant", sa.String(length=64), nullable=False),
+        sa.Column("job_id", sa.String(length=128), nullable=False),
         sa.Column("batch_id", sa.String(length=128), nullable=True),
         sa.Column("record_topic", sa.String(length=249), nullable=False),
         sa.Column("record_partition", sa.Integer(), nullable=False),

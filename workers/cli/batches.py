@@ -115,6 +115,8 @@ def status(
     table = Table(title=f"batch {batch}: {found.finished}/{found.total} finished")
     table.add_column("status")
     table.add_column("jobs", justify="right")
+    if found.queued:
+        table.add_row("queued (spilled, in the ledger)", str(found.queued))
     for name, jobs in sorted(found.by_status.items()):
         table.add_row(name, str(jobs))
     if found.in_batch_lane:

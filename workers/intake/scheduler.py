@@ -131,12 +131,13 @@ class FairQueue:
             self._forget(tenant)
         return job
 
-    def share(self, tenant: str, bound: int) -> float:
+    def share(self, tenant: str, bound: int, elsewhere: float = 0.0) -> float:
         """The tenant's share of ``bound`` jobs, by weight, among the tenants queued here
-        (itself included)."""
+        (itself included) — or, when more, the weight of tenants whose jobs wait
+        ``elsewhere`` (in the ledger) for this lane."""
         weight = self._weight(tenant)
         others = self.weights - (weight if tenant in self._queues else 0.0)
-        return bound * weight / max(others + weight, 1e-9)
+        return bound * weight / max(max(others, elsewhere) + weight, 1e-9)
 
     def _forget(self, tenant: str) -> None:
         self.weights = max(self.weights - self._weight(tenant), 0.0)
@@ -216,13 +217,15 @@ class LaneScheduler:
         queue = self._lanes[lane]
         return queue.count <= self._max_jobs // 2 and queue.bytes <= self._max_bytes // 2
 
-    def over_share(self, lane: Priority, tenant: str) -> bool:
-        """The lane is full and ``tenant`` holds its weighted share of it or more: a job of
-        it fetched now waits elsewhere (spilled to the ledger) rather than here."""
-        if not self.full(lane):
+    def over_share(self, lane: Priority, tenant: str, elsewhere: float = 0.0) -> bool:
+        """``tenant`` holds its weighted share of the lane's bound or more, and the lane is
+        full — or, with ``elsewhere`` (the weight of tenants whose jobs of this lane wait in
+        the ledger), whether or not it is full: a job of it fetched now waits in the ledger
+        rather than here, so the buffer keeps room for those tenants' turns."""
+        if not elsewhere and not self.full(lane):
             return False
         queue = self._lanes[lane]
-        return queue.depth(tenant) >= queue.share(tenant, self._max_jobs)
+        return queue.depth(tenant) >= queue.share(tenant, self._max_jobs, elsewhere)
 
     def room(self, lane: Priority) -> int:
         """Jobs the lane can take before it is full."""

@@ -23,6 +23,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -74,6 +75,10 @@ class Spill:
         self._finished: list[int] = []
         self._given_back: list[int] = []
         self._active: dict[Priority, set[str]] = {lane: set() for lane in LANES}
+        self._waiting_weight: dict[Priority, float] = {lane: 0.0 for lane in LANES}
+        # one ledger transaction of this worker's spill at a time: its statements lock the
+        # worker's own rows (renew, delete, release) in no common order
+        self._ledger = asyncio.Lock()
         self.stored = 0  # records spilled to the ledger by this worker
         self.taken = 0  # spilled jobs this worker took to run
 
@@ -85,13 +90,17 @@ class Spill:
         parse are never spilled (they end at once)."""
         if not isinstance(job.intake, ValidJob):
             return False
-        return job.tenant in self._active[job.lane] or self._scheduler.over_share(
-            job.lane, job.tenant
-        )
+        active = self._active[job.lane]
+        if job.tenant in active:
+            return True
+        return self._scheduler.over_share(job.lane, job.tenant, self._waiting_weight[job.lane])
 
     def add(self, job: QueuedJob) -> None:
         self._pending.append(job)
-        self._active[job.lane].add(job.tenant)
+        active = self._active[job.lane]
+        if job.tenant not in active:
+            active.add(job.tenant)
+            self._waiting_weight[job.lane] += self._weight(job.tenant)
 
     @property
     def accepting(self) -> bool:
@@ -108,7 +117,9 @@ class Spill:
         while self._pending:
             batch = self._pending[:STORE_MAX]
             records = [_stored(job) for job in batch]
-            await self._run(functools.partial(spill_rows.store, records=records, now=self._clock()))
+            await self._transact(
+                functools.partial(spill_rows.store, records=records, now=self._clock())
+            )
             del self._pending[: len(batch)]
             for job in batch:
                 self._tracker.done(job.tp, job.record.offset)
@@ -139,7 +150,7 @@ class Spill:
                 await self.settle()
                 if now - reclaimed_at >= RECLAIM_S:
                     reclaimed_at = now
-                    await self._run(functools.partial(spill_rows.reclaim, now=self._clock()))
+                    await self._transact(functools.partial(spill_rows.reclaim, now=self._clock()))
                 if now - accounts_at >= ACCOUNTS_REFRESH_S:
                     accounts_at = now
                     await self._refresh_accounts()
@@ -156,21 +167,22 @@ class Spill:
         if self._finished:
             done, self._finished = self._finished, []
             try:
-                await self._run(functools.partial(spill_rows.finish, ids=done))
+                await self._transact(functools.partial(spill_rows.finish, ids=done))
             except BaseException:
                 self._finished.extend(done)
                 raise
         if self._given_back:
             back, self._given_back = self._given_back, []
-            await self._run(functools.partial(spill_rows.release, owner=self._owner, ids=back))
+            await self._transact(functools.partial(spill_rows.release, owner=self._owner, ids=back))
 
     async def _refresh_accounts(self) -> None:
-        waiting = await self._run(spill_rows.waiting_accounts)
+        waiting = await self._transact(spill_rows.waiting_accounts)
         pending = {(job.lane, job.tenant) for job in self._pending}
         for lane in LANES:
             self._active[lane] = set(waiting.get(lane.value, ())) | {
                 tenant for queued_lane, tenant in pending if queued_lane == lane
             }
+            self._waiting_weight[lane] = sum(map(self._weight, self._active[lane]))
 
     async def _refill(self) -> int:
         took = 0
@@ -178,7 +190,7 @@ class Spill:
             room = min(self._scheduler.room(lane), TAKE_MAX)
             if room <= 0 or not self._active[lane]:
                 continue
-            taken: list[Taken] = await self._run(
+            taken: list[Taken] = await self._transact(
                 functools.partial(
                     spill_rows.take,
                     lane=lane.value,
@@ -188,14 +200,19 @@ class Spill:
                     weight=self._weight,
                 )
             )
-            if not taken:
-                self._active[lane] = set()  # until the next refresh says otherwise
+            if not taken:  # until the next refresh says otherwise
+                self._active[lane] = set()
+                self._waiting_weight[lane] = 0.0
             now = self._clock()
             for row in taken:
                 self._scheduler.put(self._queued(row, lane, now))
             took += len(taken)
             self.taken += len(taken)
         return took
+
+    async def _transact(self, work: Any) -> Any:
+        async with self._ledger:
+            return await self._run(work)
 
     def _queued(self, taken: Taken, lane: Priority, now: float) -> QueuedJob:
         stored = taken.record
@@ -227,13 +244,15 @@ class Spill:
     async def renew(self) -> None:
         """Keep the rows this worker holds."""
         until = self._clock() + self._lease_s
-        await self._run(functools.partial(spill_rows.renew, owner=self._owner, lease_until=until))
+        await self._transact(
+            functools.partial(spill_rows.renew, owner=self._owner, lease_until=until)
+        )
 
     async def close(self) -> None:
         """Settle what finished and give back every row still held (the worker drains)."""
         self._pending.clear()  # not stored: their offsets were not committed either
         await self.settle()
-        await self._run(functools.partial(spill_rows.release, owner=self._owner))
+        await self._transact(functools.partial(spill_rows.release, owner=self._owner))
 
 
 def _stored(job: QueuedJob) -> SpilledRecord:
@@ -244,6 +263,7 @@ def _stored(job: QueuedJob) -> SpilledRecord:
         job.lane.value,
         job.tenant,
         request.tenant,
+        request.job_id,
         request.batch_id,
         record.topic,
         record.partition,

@@ -8,7 +8,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.ledger.batch_lane_rows import BATCH_OWNER
-from workers.ledger.database.models import JobRow, RowStatus, UsageRow, from_nano
+from workers.ledger.database.models import (
+    JobRow,
+    RowStatus,
+    UsageRow,
+    from_nano,
+)
+from workers.ledger.spill_rows import queued_statement
 
 
 @dataclass
@@ -19,14 +25,16 @@ class BatchStatus:
     input_tokens: int = 0
     output_tokens: int = 0
     in_batch_lane: int = 0  # running jobs waiting for (or in) a provider batch
+    queued: int = 0  # spilled jobs waiting in the ledger, not started yet
 
     @property
     def total(self) -> int:
-        return sum(self.by_status.values())
+        """Jobs the ledger knows of: started or finished, and queued in it."""
+        return sum(self.by_status.values()) + self.queued
 
     @property
     def finished(self) -> int:
-        return self.total - self.by_status.get(RowStatus.RUNNING.value, 0)
+        return self.total - self.queued - self.by_status.get(RowStatus.RUNNING.value, 0)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ async def batch_status(
     )
     if tenant is not None:
         lane = lane.where(JobRow.tenant == tenant)
+    queued = queued_statement(batch_id, tenant)
     status = BatchStatus(batch_id)
     async with engine.connect() as conn:
         for name, count, cost, tokens_in, tokens_out in await conn.execute(statement):
@@ -70,6 +79,7 @@ async def batch_status(
             status.input_tokens += int(tokens_in)
             status.output_tokens += int(tokens_out)
         status.in_batch_lane = int(await conn.scalar(lane) or 0)
+        status.queued = int(await conn.scalar(queued) or 0)
     return status
 
 

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import Select, and_, case, delete, func, select, update
 
-from workers.ledger.database.models import FairShareRow, SpilledJobRow
+from workers.ledger.database.models import FairShareRow, JobRow, SpilledJobRow
 from workers.ledger.database.statements import dialect_insert
 from workers.ledger.database.transactions import Connection
 
@@ -36,6 +36,7 @@ STORE_COLUMNS = (
     "lane",
     "account",
     "tenant",
+    "job_id",
     "batch_id",
     "record_topic",
     "record_partition",
@@ -56,6 +57,7 @@ class SpilledRecord:
     lane: str
     account: str
     tenant: str
+    job_id: str
     batch_id: str | None
     topic: str
     partition: int
@@ -104,6 +106,7 @@ async def store(conn: Connection, records: Sequence[SpilledRecord], now: float) 
             r.lane,
             r.account,
             r.tenant,
+            r.job_id,
             r.batch_id,
             r.topic,
             r.partition,
@@ -156,6 +159,7 @@ _TAKEN_COLUMNS = (
     SpilledJobRow.lane,
     SpilledJobRow.account,
     SpilledJobRow.tenant,
+    SpilledJobRow.job_id,
     SpilledJobRow.batch_id,
     SpilledJobRow.record_topic,
     SpilledJobRow.record_partition,
@@ -176,8 +180,25 @@ async def take(
     lease_until: float,
     weight: Callable[[str], float],
 ) -> list[Taken]:
-    """Take up to ``limit`` waiting jobs of a lane, the accounts with the least virtual time
-    first (``QUANTUM`` × weight each), oldest first within an account."""
+    """Take up to ``limit`` waiting jobs of a lane, in turns: the accounts with the least
+    virtual time first (``QUANTUM`` × weight each), oldest first within an account."""
+    taken: list[Taken] = []
+    while len(taken) < limit:
+        turn = await _turn(conn, lane, limit - len(taken), owner, lease_until, weight)
+        if not turn:
+            break
+        taken.extend(turn)
+    return taken
+
+
+async def _turn(
+    conn: Connection,
+    lane: str,
+    limit: int,
+    owner: str,
+    lease_until: float,
+    weight: Callable[[str], float],
+) -> list[Taken]:
     shares = await conn.execute(
         select(FairShareRow.account)
         .where(FairShareRow.lane == lane, FairShareRow.waiting > 0)
@@ -185,6 +206,7 @@ async def take(
         .limit(ACCOUNTS_PER_TAKE)
     )
     taken: list[Taken] = []
+    turns: list[tuple[str, float, int, int]] = []
     for (account,) in shares.all():
         if len(taken) >= limit:
             break
@@ -192,9 +214,14 @@ async def take(
         want = min(limit - len(taken), max(1, round(QUANTUM * share)))
         got = await _take_of(conn, lane, account, want, owner, lease_until)
         taken.extend(got)
+        turns.append((account, share, want, len(got)))
+    for account, share, want, got_count in sorted(turns):  # one lock order for every worker
         share_row = and_(FairShareRow.lane == lane, FairShareRow.account == account)
         waiting: Any
-        if len(got) < want:  # fewer than counted: count again (the count heals itself)
+        if got_count < want:  # fewer than counted: count again (the count heals itself)
+            # the share row is locked first, so the count (a statement of its own, with a
+            # snapshot taken after that) sees every store that added to it before
+            await conn.execute(select(FairShareRow.lane).where(share_row).with_for_update())
             waiting = (
                 select(func.count())
                 .select_from(SpilledJobRow)
@@ -206,11 +233,11 @@ async def take(
                 .scalar_subquery()
             )
         else:
-            waiting = FairShareRow.waiting - len(got)
+            waiting = FairShareRow.waiting - got_count
         await conn.execute(
             update(FairShareRow)
             .where(share_row)
-            .values(waiting=waiting, vtime=FairShareRow.vtime + len(got) / share)
+            .values(waiting=waiting, vtime=FairShareRow.vtime + got_count / share)
         )
     return taken
 
@@ -236,7 +263,7 @@ async def _take_of(
         .values(lease_owner=owner, lease_expires_at=lease_until)
         .returning(*_TAKEN_COLUMNS)
     )
-    got = [Taken(int(row[0]), SpilledRecord(*row[1:12]), float(row[12])) for row in rows.all()]  # type: ignore[arg-type]
+    got = [Taken(int(row[0]), SpilledRecord(*row[1:13]), float(row[13])) for row in rows.all()]  # type: ignore[arg-type]
     got.sort(key=lambda job: job.id)
     return got
 
@@ -293,8 +320,18 @@ async def waiting_accounts(conn: Connection) -> dict[str, set[str]]:
 
 
 async def queued_in_batch(conn: Connection, batch_id: str, tenant: str | None = None) -> int:
-    """A batch's spilled jobs that have not finished (waiting, or held by a worker)."""
-    statement = select(func.count()).where(SpilledJobRow.batch_id == batch_id)
+    """A batch's spilled jobs that have not started (no ledger row of their own yet)."""
+    return int((await conn.execute(queued_statement(batch_id, tenant))).scalar_one())
+
+
+def queued_statement(batch_id: str, tenant: str | None = None) -> Select[int]:
+    """How many of a batch's jobs wait in the ledger, spilled, not claimed yet."""
+    claimed = (
+        select(JobRow.job_id)
+        .where(JobRow.tenant == SpilledJobRow.tenant, JobRow.job_id == SpilledJobRow.job_id)
+        .exists()
+    )
+    statement = select(func.count()).where(SpilledJobRow.batch_id == batch_id, ~claimed)
     if tenant is not None:
         statement = statement.where(SpilledJobRow.tenant == tenant)
-    return int((await conn.execute(statement)).scalar_one())
+    return statement

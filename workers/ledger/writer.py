@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.errors import LedgerRefused, LedgerUnavailable, SuspendedLedgerWork
 from broker.settings import LedgerSettings
 from workers.ledger.database.engine import is_sqlite
-from workers.ledger.database.refusals import refused_value
+from workers.ledger.database.refusals import conflicted, refused_value
 from workers.ledger.database.transactions import (
     Connection,
     Transactions,
@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 SERVER_FLUSHERS = 4  # transactions a worker runs at once on a database that takes several
+CONFLICT_TRIES = 5  # runs of one transaction the database keeps rolling back for conflicts
 
 Op = Literal["claim", "finish", "settle"]
 
@@ -110,9 +111,10 @@ class LedgerWriter:
         return result
 
     async def run(self, work: Work[T]) -> T:
-        """Run ``work`` in its own transaction now (reads, lease renewal, releases)."""
+        """Run ``work`` in its own transaction now (reads, lease renewal, releases); run again
+        when the database rolled it back for a conflict (a deadlock with another worker's)."""
         try:
-            result = await self.transactions.run(work)
+            result = await self._run_through_conflicts(work)
         except SuspendedLedgerWork:
             raise  # headway's bug, not the database's: retrying would not help
         except Exception as error:
@@ -125,6 +127,17 @@ class LedgerWriter:
             raise LedgerUnavailable(f"ledger: {error}") from error
         self.readiness.ledger_ok()
         return result
+
+    async def _run_through_conflicts(self, work: Work[T]) -> T:
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            try:
+                return await self.transactions.run(work)
+            except Exception as error:
+                if attempt == CONFLICT_TRIES or not conflicted(error):
+                    raise
+                log.info("a ledger transaction met a conflict (run again): %s", error)
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
 
     async def probe(self) -> None:
         """One trivial transaction: does the database answer?"""

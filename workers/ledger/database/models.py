@@ -266,6 +266,7 @@ class SpilledJobRow(Base):
     lane: Mapped[str] = mapped_column(String(8))
     account: Mapped[str] = mapped_column(String(64))
     tenant: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(128))
     batch_id: Mapped[str | None] = mapped_column(String(128))
     record_topic: Mapped[str] = mapped_column(String(249))
     record_partition: Mapped[int] = mapped_column(Integer)

@@ -5,7 +5,9 @@ cannot hold: a U+0000 in a PostgreSQL text column, an integer beyond BIGINT or S
 INTEGER. Retrying that batch would fail for ever and hold every job flushed with it, so the
 writer asks :func:`refused_value` and, when it says so, runs the batch's operations one by one:
 only the offending one fails, with :class:`~broker.errors.LedgerRefused`, and goes down the
-poison path. Anything else (connections, timeouts, locks) is an outage: the jobs wait.
+poison path. A transaction the database rolled back to break a deadlock or a serialization
+conflict (:func:`conflicted`) is run again at once. Anything else (connections, timeouts) is
+an outage: the jobs wait.
 """
 
 from __future__ import annotations
@@ -14,26 +16,44 @@ from sqlalchemy.exc import DataError
 
 #: SQLSTATE class 22, "data exception" (invalid text encoding, numeric out of range, …)
 DATA_EXCEPTION_CLASS = "22"
+#: SQLSTATE class 40, "transaction rollback" (deadlock detected, serialization failure)
+ROLLBACK_CLASS = "40"
 
 
-def refused_value(error: BaseException) -> bool:
-    """Whether ``error`` (or what it wraps) says a value could not be stored or sent."""
-    seen: set[int] = set()
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and what it wraps (``orig``, causes, contexts)."""
+    seen: list[BaseException] = []
     current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, DataError | OverflowError | UnicodeEncodeError):
-            return True
-        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(DATA_EXCEPTION_CLASS):
-            return True
-        # asyncpg refuses an argument before sending it with its DataError, a ValueError
-        if isinstance(current, ValueError) and type(current).__module__.startswith("asyncpg"):
-            return True
+    while current is not None and all(current is not known for known in seen):
+        seen.append(current)
         wrapped = getattr(current, "orig", None)
         current = (
             (wrapped if isinstance(wrapped, BaseException) else None)
             or current.__cause__
             or current.__context__
         )
+    return seen
+
+
+def _sqlstate(error: BaseException) -> str:
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return sqlstate if isinstance(sqlstate, str) else ""
+
+
+def conflicted(error: BaseException) -> bool:
+    """Whether the database rolled the transaction back for a conflict with another one
+    (deadlock, serialization): the same work run again succeeds."""
+    return any(_sqlstate(link).startswith(ROLLBACK_CLASS) for link in _chain(error))
+
+
+def refused_value(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) says a value could not be stored or sent."""
+    for current in _chain(error):
+        if isinstance(current, DataError | OverflowError | UnicodeEncodeError):
+            return True
+        if _sqlstate(current).startswith(DATA_EXCEPTION_CLASS):
+            return True
+        # asyncpg refuses an argument before sending it with its DataError, a ValueError
+        if isinstance(current, ValueError) and type(current).__module__.startswith("asyncpg"):
+            return True
     return False

@@ -1,0 +1,217 @@
+"""Fair service when the log is not fair (issue 21): tenant B's few jobs queued behind tenant
+A's backlog in the same lane and partitions run beside A's, not after them — with one worker
+and with three; two heavy tenants share the workers by their weights; a cancelled batch's
+spilled jobs end `cancelled` and `headway status --batch` counts them while they wait.
+
+Bounded versions of `make bench` (f2): no wall-clock targets here, the orders of events that
+the figures come from (how much of A's backlog was still waiting when B had finished)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from broker.admin import create_topics
+from broker.client import HeadwayClient
+from broker.config import HeadwayConfig, parse_config
+from broker.settings import Settings
+from schemas.control import ControlCommand
+from tests.helpers import chat_job, running_worker
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import JobRow
+from workers.ledger.queries import batch_status
+from workers.runtime.worker import Worker
+
+pytestmark = pytest.mark.integration
+
+BACKLOG = 20_000
+SMALL = 20
+
+
+def fairness_config(simulator_url: str, **weights: float) -> HeadwayConfig:
+    return parse_config(
+        {
+            "providers": {"sim": {"type": "simulator", "base_url": simulator_url}},
+            "routes": {
+                "summarize": {"kind": "chat", "deployments": [{"provider": "sim", "model": "m"}]}
+            },
+            "tenants": {name: {"weight": weight} for name, weight in weights.items()},
+        }
+    )
+
+
+def jobs_of(tenant: str, count: int, batch: str) -> Iterator[dict[str, Any]]:
+    for i in range(count):
+        yield chat_job(f"{batch}-{i}", tenant=tenant, batch_id=batch, priority="normal")
+
+
+async def publish(settings: Settings, config: HeadwayConfig, jobs: Iterator[Any]) -> None:
+    await create_topics(settings, config)
+    async with HeadwayClient(settings) as client:
+        chunk: list[dict[str, Any]] = []
+        for job in jobs:
+            chunk.append(job)
+            if len(chunk) == 5000:
+                await client.submit_many(chunk)
+                chunk.clear()
+        await client.submit_many(chunk)
+
+
+async def finished(database_url: str, batch: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        status = await batch_status(engine, batch)
+    finally:
+        await engine.dispose()
+    return status.finished
+
+
+@contextlib.asynccontextmanager
+async def workers(settings: Settings, config: HeadwayConfig, count: int) -> AsyncIterator[Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        started = [
+            await stack.enter_async_context(running_worker(settings, config)) for _ in range(count)
+        ]
+        yield started
+
+
+async def small_tenant_behind_backlog(settings: Settings, simulator_url: str, count: int) -> None:
+    config = fairness_config(simulator_url, a=1.0, b=1.0)
+    await publish(settings, config, jobs_of("a", BACKLOG, "backlog"))  # before any worker runs
+    url = settings.database_url
+    async with workers(settings, config, count) as started:
+        for _ in range(600):  # A's backlog is running, on every worker
+            if all(worker.processed >= 50 for worker in started):
+                break
+            await asyncio.sleep(0.05)
+        a_before = await finished(url, "backlog")
+        await publish(settings, config, jobs_of("b", SMALL, "small"))
+        for _ in range(1200):
+            if await finished(url, "small") >= SMALL:
+                break
+            await asyncio.sleep(0.05)
+        a_during = await finished(url, "backlog") - a_before
+        assert await finished(url, "small") == SMALL
+        spilled = sum(worker.spill.stored for worker in started if worker.spill is not None)
+    # B did not wait for A's backlog: fewer than a tenth of it ran while B's jobs waited,
+    # because what did not fit the buffers waited in the ledger instead of ahead of B in Kafka
+    assert a_during < BACKLOG // 10, a_during
+    assert spilled >= BACKLOG // 2
+
+
+async def test_a_small_tenant_is_served_beside_a_backlog_ahead_of_it_in_its_lane(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=1, latency_ms=200)) as simulator:
+        settings = make_settings(database_url=sqlite_url, concurrency=64)
+        await small_tenant_behind_backlog(settings, simulator.base_url, 1)
+
+
+async def test_with_three_workers_on_postgresql_too(
+    make_settings: Callable[..., Settings], postgres_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=2, latency_ms=200)) as simulator:
+        settings = make_settings(database_url=postgres_url, concurrency=32)
+        await small_tenant_behind_backlog(settings, simulator.base_url, 3)
+
+
+async def succeeded_by_tenant(database_url: str) -> dict[str, int]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(JobRow.tenant, func.count())
+                .where(JobRow.status == "succeeded")
+                .group_by(JobRow.tenant)
+            )
+            return {tenant: int(count) for tenant, count in rows}
+    finally:
+        await engine.dispose()
+
+
+async def test_two_heavy_tenants_share_three_workers_by_their_weights(
+    make_settings: Callable[..., Settings], postgres_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=3, latency_ms=100)) as simulator:
+        config = fairness_config(simulator.base_url, heavy=3.0, light=1.0)
+        settings = make_settings(database_url=postgres_url, concurrency=16, buffer_max_jobs=96)
+
+        def interleaved() -> Iterator[dict[str, Any]]:
+            for heavy, light in zip(
+                jobs_of("heavy", 6000, "h"), jobs_of("light", 6000, "l"), strict=True
+            ):
+                yield heavy
+                yield light
+
+        await publish(settings, config, interleaved())
+        async with workers(settings, config, 3):
+            before = await wait_until_done(postgres_url, 600)  # past what was buffered first
+            after = await wait_until_done(postgres_url, sum(before.values()) + 1200)
+    heavy = after["heavy"] - before.get("heavy", 0)
+    light = after["light"] - before.get("light", 0)
+    assert heavy / light == pytest.approx(3.0, rel=0.1), (before, after)
+
+
+async def wait_until_done(database_url: str, total: int) -> dict[str, int]:
+    for _ in range(1200):
+        done = await succeeded_by_tenant(database_url)
+        if sum(done.values()) >= total:
+            return done
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {total} jobs finished: {done}")
+
+
+async def test_spilled_jobs_of_a_cancelled_batch_are_counted_then_end_cancelled(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=4, latency_ms=200)) as simulator:
+        config = fairness_config(simulator.base_url, a=1.0)
+        settings = make_settings(database_url=sqlite_url, concurrency=16, buffer_max_jobs=96)
+        await publish(settings, config, jobs_of("a", 3000, "doomed"))
+        engine = create_engine(sqlite_url)
+        try:
+            async with running_worker(settings, config) as worker:
+                spill = worker.spill
+                assert spill is not None
+                for _ in range(600):
+                    if spill.stored >= 2500:
+                        break
+                    await asyncio.sleep(0.05)
+                waiting = await batch_status(engine, "doomed")
+                assert waiting.queued >= 2500 - waiting.finished
+                async with HeadwayClient(settings) as client:
+                    await client.cancel(
+                        ControlCommand(action="cancel", tenant="a", batch_id="doomed")
+                    )
+                await until_cancel_known(worker)
+                started = (await batch_status(engine, "doomed")).total + concurrency_of(worker)
+                for _ in range(1200):
+                    status = await batch_status(engine, "doomed")
+                    if status.finished >= 3000:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await engine.dispose()
+    assert status.finished == 3000
+    assert status.queued == 0
+    # jobs that had not started when the cancel was known never reached the provider
+    assert status.by_status.get("succeeded", 0) <= started
+    assert status.by_status["cancelled"] >= 3000 - started
+
+
+def concurrency_of(worker: Worker) -> int:
+    return worker.settings.concurrency + worker.settings.runners_ahead
+
+
+async def until_cancel_known(worker: Worker) -> None:
+    for _ in range(400):
+        if worker.cancellations.is_cancelled("a", "x", "doomed"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the cancel never reached the worker")

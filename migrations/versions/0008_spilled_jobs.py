@@ -47,6 +47,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("spilled_jobs") as table:
+        table.create_index(
+            "uq_spilled_jobs_record",
+            ["record_topic", "record_partition", "record_offset"],
+            unique=True,
+        )
         table.create_index("ix_spilled_jobs_take", ["lane", "account", "id"])
         table.create_index("ix_spilled_jobs_batch", ["batch_id", "tenant"])
         table.create_index("ix_spilled_jobs_owner", ["lease_owner"])
@@ -70,4 +75,5 @@ def downgrade() -> None:
         table.drop_index("ix_spilled_jobs_owner")
         table.drop_index("ix_spilled_jobs_batch")
         table.drop_index("ix_spilled_jobs_take")
+        table.drop_index("uq_spilled_jobs_record")
     op.drop_table("spilled_jobs")

@@ -24,7 +24,7 @@ from schemas.control import ControlCommand
 from tests.helpers import chat_job, running_worker
 from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 from workers.ledger.database.engine import create_engine
-from workers.ledger.database.models import JobRow
+from workers.ledger.database.models import FairShareRow, JobRow
 from workers.ledger.queries import batch_status
 from workers.runtime.worker import Worker
 
@@ -151,11 +151,30 @@ async def test_two_heavy_tenants_share_three_workers_by_their_weights(
 
         await publish(settings, config, interleaved())
         async with workers(settings, config, 3):
-            before = await wait_until_done(postgres_url, 600)  # past what was buffered first
-            after = await wait_until_done(postgres_url, sum(before.values()) + 1200)
+            # the backlogs wait in the ledger (what the workers had not read could not be
+            # served by weight), then three workers serve them
+            await wait_until_in_ledger(postgres_url, 12_000 - 3 * 2 * 32)
+            before = await succeeded_by_tenant(postgres_url)
+            after = await wait_until_done(postgres_url, sum(before.values()) + 3000)
     heavy = after["heavy"] - before.get("heavy", 0)
     light = after["light"] - before.get("light", 0)
     assert heavy / light == pytest.approx(3.0, rel=0.1), (before, after)
+
+
+async def wait_until_in_ledger(database_url: str, total: int) -> None:
+    """Until the ledger holds ``total`` jobs: spilled and waiting, or claimed."""
+    engine = create_engine(database_url)
+    try:
+        for _ in range(1200):
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(select(func.sum(FairShareRow.waiting)))
+                rows = await conn.scalar(select(func.count()).select_from(JobRow))
+            if int(waiting or 0) + int(rows or 0) >= total:
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+    raise AssertionError("the backlogs never reached the ledger")
 
 
 async def wait_until_done(database_url: str, total: int) -> dict[str, int]:
@@ -215,3 +234,4 @@ async def until_cancel_known(worker: Worker) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the cancel never reached the worker")
+

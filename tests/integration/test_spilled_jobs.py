@@ -32,7 +32,7 @@ def records(account: str, count: int, *, lane: str = "normal", batch: str = "b")
             account,
             f"{account}-{i}",
             batch,
-            "jobs.normal",
+            f"jobs.{account}",
             0,
             i,
             1_700_000_000_000,

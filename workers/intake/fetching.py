@@ -40,6 +40,7 @@ PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
 RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
 UNDECODABLE_PAUSE_S = 0.05  # after a failed fetch whose record was not found (a transient CRC)
 STORE_RETRY_S = 1.0  # after spilled records could not be stored
+SPILL_CHUNK = 2000  # records asked of the consumer at a time while full lanes spill
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,12 @@ class Fetcher:
         """Fetch until cancelled."""
         while True:
             # a fixed chunk: a lane holds at most its bound plus one chunk, and fetches stay
-            # large (one record per call near the bound would cost more than the jobs)
+            # large (one record per call near the bound would cost more than the jobs); while
+            # spilling, what does not fit goes to the ledger, so a fetch may be a store's worth
+            chunk = max(self._chunk, SPILL_CHUNK) if self._spills() else self._chunk
             try:
                 batches = await self._consumer.getmany(
-                    timeout_ms=FETCH_TIMEOUT_MS, max_records=self._chunk
+                    timeout_ms=FETCH_TIMEOUT_MS, max_records=chunk
                 )
             except UNDECODABLE as error:
                 log.warning("a fetch failed on a record that cannot be decoded: %s", error)

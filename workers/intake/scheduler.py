@@ -150,12 +150,12 @@ class FairQueue:
         heads = [queue[0].enqueued_at for queue in self._queues.values()]
         return min(heads) if heads else None
 
-    def drop(self, gone: set[TopicPartition]) -> int:
-        dropped = 0
+    def drop(self, gone: set[TopicPartition]) -> list[QueuedJob]:
+        dropped: list[QueuedJob] = []
         for tenant in list(self._queues):
             queue = self._queues[tenant]
             kept = deque(job for job in queue if job.tp not in gone)
-            dropped += len(queue) - len(kept)
+            dropped.extend(job for job in queue if job.tp in gone)
             self.count -= len(queue) - len(kept)
             self.bytes -= sum(job.size for job in queue) - sum(job.size for job in kept)
             if kept:
@@ -359,10 +359,11 @@ class LaneScheduler:
             return None
         return max(min(self._aside.values()) - self._clock(), 0.001)
 
-    def drop(self, partitions: Iterable[TopicPartition]) -> int:
-        """Forget queued (not started) jobs of these partitions; they will be redelivered."""
+    def drop(self, partitions: Iterable[TopicPartition]) -> list[QueuedJob]:
+        """Take out the queued (not started) jobs of these partitions: unless they are
+        spilled, they will be redelivered."""
         gone = set(partitions)
-        return sum(queue.drop(gone) for queue in self._lanes.values())
+        return [job for queue in self._lanes.values() for job in queue.drop(gone)]
 
     def clear(self) -> int:
         return sum(queue.clear() for queue in self._lanes.values())

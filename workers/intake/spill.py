@@ -79,6 +79,7 @@ class Spill:
         # one ledger transaction of this worker's spill at a time: its statements lock the
         # worker's own rows (renew, delete, release) in no common order
         self._ledger = asyncio.Lock()
+        self._storing = asyncio.Lock()  # the fetch loop and a revocation may both store
         self.stored = 0  # records spilled to the ledger by this worker
         self.taken = 0  # spilled jobs this worker took to run
 
@@ -114,6 +115,10 @@ class Spill:
     async def store(self) -> None:
         """Store what was spilled; each record's offset then counts as finished. Raises what
         the ledger raised (the records stay pending)."""
+        async with self._storing:
+            await self._store_pending()
+
+    async def _store_pending(self) -> None:
         while self._pending:
             batch = self._pending[:STORE_MAX]
             records = [_stored(job) for job in batch]
@@ -125,8 +130,21 @@ class Spill:
                 self._tracker.done(job.tp, job.record.offset)
             self.stored += len(batch)
 
-    def forget(self, revoked: set[TopicPartition]) -> None:
-        """Revoked partitions' records not stored yet: the new owner reads them again."""
+    async def hand_over(
+        self, queued: list[QueuedJob], revoked: set[TopicPartition], timeout_s: float
+    ) -> None:
+        """Partitions were revoked: spill what they had queued in the buffer (and what was
+        about to be stored), so their offsets commit up to where this worker had read and the
+        new owner does not read again what was spilled after them. Whatever is not stored
+        within ``timeout_s`` (or does not parse) is forgotten: the new owner reads it again."""
+        for job in queued:
+            if isinstance(job.intake, ValidJob):
+                self.add(job)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.store()
+        except Exception as error:
+            log.warning("queued jobs of revoked partitions were not spilled: %s", error)
         self._pending = [job for job in self._pending if job.tp not in revoked]
 
     # -- spilled jobs taken back to run -------------------------------------------------------

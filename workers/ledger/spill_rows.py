@@ -94,12 +94,14 @@ def _marks(conn: Connection, count: int) -> str:
 
 
 async def store(conn: Connection, records: Sequence[SpilledRecord], now: float) -> None:
-    """Store records as waiting rows, and count them in their accounts' fair shares."""
+    """Store records as waiting rows, and count them in their accounts' fair shares. A record
+    already stored (read again after a rebalance) is stored once; it is counted twice, which
+    the next take that comes up short corrects."""
     if not records:
         return
     sql = (
         f"INSERT INTO {SpilledJobRow.__tablename__} ({','.join(STORE_COLUMNS)}) "
-        f"VALUES ({_marks(conn, len(STORE_COLUMNS))})"
+        f"VALUES ({_marks(conn, len(STORE_COLUMNS))}) ON CONFLICT DO NOTHING"
     )
     rows = [
         (

@@ -62,6 +62,7 @@ POISON_ATTEMPTS = 3
 SHUTDOWN_LEDGER_S = 5.0  # longest wait for each ledger write while draining
 CANCEL_AGAIN_S = 1.0  # a task still running this long after its cancel is cancelled again
 KAFKA_PROBE_S = 5.0  # how often the cluster's metadata is asked for (readiness)
+REVOKE_STORE_S = 5.0  # longest wait, on revocation, to spill what the revoked partitions queued
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -358,11 +359,12 @@ class Worker:
         log.info("assigned %d partitions", len(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        dropped = self.scheduler.drop(revoked) + self.parked.drop(revoked)
+        queued = self.scheduler.drop(revoked)
+        dropped = len(queued) + self.parked.drop(revoked)
         if self.fetcher is not None:
             self.fetcher.forget(revoked)
         if self.spill is not None:
-            self.spill.forget(revoked)
+            await self.spill.hand_over(queued, revoked, REVOKE_STORE_S)
         await self._wait_until(
             lambda: not any(self.in_flight[tp] for tp in revoked), self.settings.revoke_grace_s
         )

@@ -280,6 +280,13 @@ class SpilledJobRow(Base):
     lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
 
     __table_args__ = (
+        Index(
+            "uq_spilled_jobs_record",
+            "record_topic",
+            "record_partition",
+            "record_offset",
+            unique=True,
+        ),
         Index("ix_spilled_jobs_take", "lane", "account", "id"),
         Index("ix_spilled_jobs_batch", "batch_id", "tenant"),
         Index("ix_spilled_jobs_owner", "lease_owner"),

@@ -1,0 +1,263 @@
+"""Issue 21's figures: fair service in one lane, across worker processes, on PostgreSQL.
+
+(f3) Tenant A's backlog (20,000 or 1,000,000 normal jobs) is published and read into the
+     ledger by 1 or 3 ``headway worker`` processes (simulator at 200 ms, concurrency 64 each);
+     tenant B then submits 20 normal jobs. Figures: how long reading A's backlog took, B's
+     wait from submission until its 20 results are stored, A's jobs/s in the 10 s before B and
+     in the 10 s from B's submission, and the workers' peak RSS.
+(f4) Two heavy tenants of weights 3 and 1 in one lane, three workers: jobs finished per tenant
+     in each 10 s of a minute once the backlogs are in the ledger.
+(f5) A alone, spilling on and off (``HEADWAY_BUFFER_SPILL``): A's jobs/s over 20 s.
+
+python -m bench.same_lane [--backlog N] [--workers K]   # one (f3) run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.memory import rss_mb
+from bench.tenancy import fresh_postgres
+from broker.admin import create_topics
+from broker.client import HeadwayClient
+from broker.config import load_config
+from broker.embedded import EmbeddedKafka
+from broker.settings import Settings
+from tests.chaos.processes import spawn_worker
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
+from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import FairShareRow, JobRow
+from workers.ledger.queries import batch_status
+
+SMALL = 20
+PUBLISH_CHUNK = 20_000
+
+
+def jobs_of(tenant: str, count: int, batch: str) -> Iterator[dict[str, Any]]:
+    for i in range(count):
+        yield {
+            "job_id": f"{batch}-{i}",
+            "tenant": tenant,
+            "kind": "chat",
+            "route": "summarize",
+            "priority": "normal",
+            "batch_id": batch,
+            "messages": [{"role": "user", "content": f"Summarise document {i}."}],
+            "params": {"max_tokens": 16},
+        }
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    processes: list[Any]
+    peak_rss_mb: float = 0.0
+
+    def sample(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                self.peak_rss_mb = max(self.peak_rss_mb, rss_mb(process.pid))
+
+
+@contextlib.asynccontextmanager
+async def fleet(
+    workers: int, tenants: str, latency_ms: float, concurrency: int, **env: str
+) -> AsyncIterator[Fleet]:
+    """``workers`` worker processes on a fresh PostgreSQL database and the embedded broker."""
+    workdir = Path(tempfile.mkdtemp(prefix="headway-bench-lane-"))
+    simulator = SimulatorServer(SimulatorConfig(seed=5, latency_ms=latency_ms))
+    async with EmbeddedKafka() as kafka, fresh_postgres() as url, simulator as sim:
+        config = workdir / "headway.toml"
+        config.write_text(
+            f'[providers.sim]\ntype = "simulator"\nbase_url = "{sim.base_url}"\n'
+            '[routes.summarize]\nkind = "chat"\n'
+            '[[routes.summarize.deployments]]\nprovider = "sim"\nmodel = "sim-chat"\n'
+            f"{tenants}"
+        )
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        settings = Settings(
+            kafka_bootstrap=kafka.bootstrap,
+            database_url=url,
+            topic_prefix=prefix,
+            consumer_group=f"{prefix}-workers",
+            config=config,
+            concurrency=concurrency,
+            session_timeout_ms=6000,
+            job_partitions=4,
+        )
+        await create_topics(settings, load_config(config))
+        with _environment(env):
+            processes = [spawn_worker(settings) for _ in range(workers)]
+        running = Fleet(settings, processes)
+        sampler = asyncio.create_task(_sample_forever(running))
+        try:
+            await asyncio.sleep(3 + workers)  # every worker joins the group first
+            yield running
+        finally:
+            sampler.cancel()
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                process.wait(120)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    import os
+
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def _sample_forever(running: Fleet) -> None:
+    while True:
+        running.sample()
+        await asyncio.sleep(0.5)
+
+
+async def publish(settings: Settings, jobs: Iterator[dict[str, Any]]) -> None:
+    async with HeadwayClient(settings) as client:
+        chunk: list[dict[str, Any]] = []
+        for job in jobs:
+            chunk.append(job)
+            if len(chunk) == PUBLISH_CHUNK:
+                await client.submit_many(chunk)
+                chunk.clear()
+        if chunk:
+            await client.submit_many(chunk)
+
+
+async def in_ledger(engine: Any, batch: str) -> int:
+    """Jobs of a batch the ledger holds: waiting spilled, running or finished."""
+    async with engine.connect() as conn:
+        waiting = await conn.scalar(select(func.coalesce(func.sum(FairShareRow.waiting), 0)))
+        rows = await conn.scalar(select(func.count()).where(JobRow.batch_id == batch))
+    return int(waiting or 0) + int(rows or 0)
+
+
+async def finished_of(engine: Any, batch: str) -> int:
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            select(func.count()).where(JobRow.batch_id == batch, JobRow.status != "running")
+        )
+    return int(found or 0)
+
+
+@dataclass
+class BehindBacklog:
+    backlog: int
+    workers: int
+    read_past_s: float  # from the first of A's records published until the ledger held A's
+    b_wait_s: float  # from B's submission until its 20 results were stored
+    a_rate_before: float  # A's jobs/s in the 10 s before B's submission
+    a_rate_with_b: float  # A's jobs/s in the 10 s from B's submission
+    peak_rss_mb: float
+
+
+async def behind_backlog(backlog: int, workers: int) -> BehindBacklog:
+    tenants = "[tenants.a]\n[tenants.b]\n"
+    async with fleet(workers, tenants, latency_ms=200, concurrency=64) as running:
+        engine = create_engine(running.settings.database_url)
+        try:
+            started = time.monotonic()
+            await publish(running.settings, jobs_of("a", backlog, "a"))
+            slack = workers * 2 * 4096 // 3  # what the buffers may hold in memory
+            while await in_ledger(engine, "a") < backlog - slack:
+                await asyncio.sleep(1.0)
+            read_past = time.monotonic() - started
+            before = await finished_of(engine, "a")
+            await asyncio.sleep(10)
+            a_before = (await finished_of(engine, "a") - before) / 10
+            submitted = time.monotonic()
+            at_b = await finished_of(engine, "a")
+            await publish(running.settings, jobs_of("b", SMALL, "b"))
+            while (await batch_status(engine, "b")).finished < SMALL:
+                if time.monotonic() - submitted > 600:
+                    raise TimeoutError("B's jobs did not finish")
+                await asyncio.sleep(0.02)
+            b_wait = time.monotonic() - submitted
+            await asyncio.sleep(max(0.0, 10 - (time.monotonic() - submitted)))
+            a_with_b = (await finished_of(engine, "a") - at_b) / (time.monotonic() - submitted)
+        finally:
+            await engine.dispose()
+        running.sample()
+        return BehindBacklog(
+            backlog, workers, read_past, b_wait, a_before, a_with_b, running.peak_rss_mb
+        )
+
+
+async def weighted_minute(window_s: float = 10.0, windows: int = 6) -> list[tuple[int, int]]:
+    """(heavy, light) jobs finished in each window of a minute: weights 3 and 1, three
+    workers, backlogs of 60,000 and 30,000 read into the ledger first."""
+    tenants = "[tenants.heavy]\nweight = 3.0\n[tenants.light]\nweight = 1.0\n"
+    async with fleet(3, tenants, latency_ms=100, concurrency=32) as running:
+        engine = create_engine(running.settings.database_url)
+        try:
+
+            def interleaved() -> Iterator[dict[str, Any]]:
+                light = jobs_of("light", 30_000, "l")
+                for i, heavy in enumerate(jobs_of("heavy", 60_000, "h")):
+                    yield heavy
+                    if i % 2 == 0:
+                        yield next(light)
+
+            await publish(running.settings, interleaved())
+            while await in_ledger(engine, "h") + await in_ledger(engine, "l") < 80_000:
+                await asyncio.sleep(1.0)
+            counts = []
+            last = (await finished_of(engine, "h"), await finished_of(engine, "l"))
+            for _ in range(windows):
+                await asyncio.sleep(window_s)
+                now = (await finished_of(engine, "h"), await finished_of(engine, "l"))
+                counts.append((now[0] - last[0], now[1] - last[1]))
+                last = now
+        finally:
+            await engine.dispose()
+    return counts
+
+
+async def alone_rate(spill: bool, seconds: float = 20.0) -> float:
+    """A's jobs/s over ``seconds`` with its 40,000-job backlog read, spilling on or off."""
+    env = {"HEADWAY_BUFFER_SPILL": "true" if spill else "false"}
+    async with fleet(1, "[tenants.a]\n", 200, 64, **env) as running:
+        engine = create_engine(running.settings.database_url)
+        try:
+            await publish(running.settings, jobs_of("a", 40_000, "a"))
+            await asyncio.sleep(5)
+            start = await finished_of(engine, "a")
+            await asyncio.sleep(seconds)
+            return (await finished_of(engine, "a") - start) / seconds
+        finally:
+            await engine.dispose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    print(await behind_backlog(args.backlog, args.workers))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,211 @@
+"""Spilling, on an in-memory ledger: what a full lane does with a fetched job, when a spilled
+record's offset counts as finished, and how spilled jobs come back, finish and are given back.
+
+The ledger's statements themselves run on SQLite and PostgreSQL in
+tests/integration/test_spilled_jobs.py; the whole path in test_same_lane_fairness.py."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+
+from schemas.jobs import Priority
+from tests.helpers import chat_job
+from workers.intake.offsets import OffsetTracker
+from workers.intake.parsing import Unreadable, parse_job
+from workers.intake.scheduler import LaneScheduler, QueuedJob
+from workers.intake.spill import SPILLED, Spill
+from workers.ledger.spill_rows import SpilledRecord, Taken
+
+NORMAL = Priority.NORMAL
+TP = TopicPartition("jobs.normal", 0)
+WEIGHTS = {"heavy": 3.0}
+
+
+def weight(tenant: str) -> float:
+    return WEIGHTS.get(tenant, 1.0)
+
+
+class MemorySpillLedger:
+    """The spill statements, kept in a dict: enough to drive :class:`Spill` through every
+    branch (a test may make it fail)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple[SpilledRecord, str | None]] = {}
+        self.failing: Exception | None = None
+        self.calls: Counter[str] = Counter()
+
+    async def run(self, work: Any) -> Any:
+        assert isinstance(work, functools.partial)
+        name, kw = work.func.__name__, work.keywords
+        self.calls[name] += 1
+        if self.failing is not None:
+            raise self.failing
+        if name == "store":
+            for record in kw["records"]:
+                self.rows[len(self.rows) + 1] = (record, None)
+            return None
+        if name == "take":
+            taken = [
+                Taken(id, record, 0.0)
+                for id, (record, owner) in sorted(self.rows.items())
+                if owner is None and record.lane == kw["lane"]
+            ][: kw["limit"]]
+            for job in taken:
+                self.rows[job.id] = (job.record, kw["owner"])
+            return taken
+        if name == "finish":
+            for id in kw["ids"]:
+                self.rows.pop(id, None)
+            return None
+        if name == "release":
+            chosen = kw.get("ids") or list(self.rows)
+            for id in chosen:
+                if id in self.rows and self.rows[id][1] == kw["owner"]:
+                    self.rows[id] = (self.rows[id][0], None)
+            return len(chosen)
+        if name == "waiting_accounts":
+            found: dict[str, set[str]] = {}
+            for record, owner in self.rows.values():
+                if owner is None:
+                    found.setdefault(record.lane, set()).add(record.account)
+            return found
+        return 0  # reclaim, renew
+
+
+def fetched(tenant: str, offset: int, value: bytes | None = None) -> QueuedJob:
+    if value is None:
+        value = json.dumps(chat_job(f"{tenant}-{offset}", tenant=tenant)).encode()
+    record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+        TP.topic, 0, offset, 1_000, 0, None, value, None, -1, len(value), [("h", b"\x00")]
+    )
+    return QueuedJob(record, NORMAL, TP, len(value), tenant, parse_job(value, 1_000_000))
+
+
+def spill_over(
+    bound: int = 4,
+) -> tuple[Spill, LaneScheduler, OffsetTracker, MemorySpillLedger]:
+    scheduler = LaneScheduler(bound, 1_000_000, weight=weight)
+    tracker = OffsetTracker()
+    ledger = MemorySpillLedger()
+    spill = Spill(
+        ledger.run,
+        scheduler,
+        tracker,
+        owner="w1",
+        lease_s=30.0,
+        weight=weight,
+        max_message_bytes=1_000_000,
+        clock=lambda: 100.0,
+    )
+    return spill, scheduler, tracker, ledger
+
+
+def fill(scheduler: LaneScheduler, tracker: OffsetTracker, tenant: str, count: int) -> None:
+    for offset in range(count):
+        job = fetched(tenant, offset)
+        tracker.add(TP, offset)
+        scheduler.put(job)
+
+
+def test_a_lane_with_room_buffers_every_job() -> None:
+    spill, scheduler, _, _ = spill_over()
+    scheduler.put(fetched("a", 0))
+    assert not spill.wants(fetched("a", 1))
+
+
+def test_a_full_lane_spills_the_tenant_over_its_share_and_buffers_a_newcomer() -> None:
+    spill, scheduler, tracker, _ = spill_over()
+    fill(scheduler, tracker, "a", 4)
+    assert scheduler.full(NORMAL)
+    assert spill.wants(fetched("a", 4))
+    assert not spill.wants(fetched("b", 0))  # B's first jobs are served beside A's
+
+
+def test_weights_set_the_shares_of_a_full_lane() -> None:
+    spill, scheduler, tracker, _ = spill_over(bound=8)
+    fill(scheduler, tracker, "heavy", 5)
+    fill(scheduler, tracker, "light", 3)
+    assert not spill.wants(fetched("heavy", 9))  # 5 of its 6 (3/4 of 8)
+    assert spill.wants(fetched("light", 9))  # 3 of its 2
+
+
+def test_a_tenant_waiting_in_the_ledger_spills_even_below_the_bound() -> None:
+    spill, scheduler, _, _ = spill_over(bound=100)
+    spill.add(fetched("a", 0))
+    assert spill.wants(fetched("a", 1))  # its jobs queue behind its spilled ones
+    scheduler.put(fetched("b", 0))
+    for offset in range(1, 50):
+        scheduler.put(fetched("b", offset))
+    # B holds its share beside A's waiting jobs: what comes next waits for A's turns
+    assert spill.wants(fetched("b", 99))
+
+
+def test_a_job_that_did_not_parse_is_never_spilled() -> None:
+    spill, scheduler, tracker, _ = spill_over()
+    fill(scheduler, tracker, "a", 4)
+    job = fetched("a", 9)
+    job.intake = Unreadable("not JSON")
+    assert not spill.wants(job)
+
+
+async def test_a_spilled_offset_is_finished_only_once_its_row_is_stored() -> None:
+    spill, _, tracker, ledger = spill_over()
+    tracker.add(TP, 0)
+    spill.add(fetched("a", 0))
+    ledger.failing = ConnectionError("database down")
+    with pytest.raises(ConnectionError):
+        await spill.store()
+    assert spill.pending == 1
+    assert tracker.to_commit() == {TP: 0}  # not yet: the record would be lost
+    ledger.failing = None
+    await spill.store()
+    assert spill.pending == 0 and spill.stored == 1
+    assert tracker.to_commit() == {TP: 1}
+
+
+async def test_spilled_jobs_come_back_as_they_were_fetched() -> None:
+    spill, scheduler, tracker, ledger = spill_over(bound=10)
+    original = fetched("a", 7)
+    tracker.add(TP, 7)
+    spill.add(original)
+    await spill.store()
+    assert await spill._refill() == 1
+    back = await scheduler.get()
+    assert back.tp == SPILLED and back.spill_id == 1
+    assert back.record.value == original.record.value
+    assert back.record.headers == [("h", b"\x00")]
+    assert back.intake == original.intake
+    assert back.waited_s == 100.0  # spilled at 0.0 by the memory ledger, taken at 100.0
+    assert ledger.rows[1][1] == "w1"
+
+
+async def test_finished_rows_go_and_unrun_ones_wait_again() -> None:
+    spill, scheduler, _, ledger = spill_over(bound=10)
+    for offset in range(3):
+        spill.add(fetched("a", offset))
+    await spill.store()
+    await spill._refill()
+    done, failed, held = [await scheduler.get() for _ in range(3)]
+    spill.finished(done)
+    spill.give_back(failed)
+    await spill.settle()
+    assert done.spill_id not in ledger.rows
+    assert failed.spill_id is not None and ledger.rows[failed.spill_id][1] is None
+    assert held.spill_id is not None and ledger.rows[held.spill_id][1] == "w1"
+    await spill.close()  # draining: everything still held waits again
+    assert ledger.rows[held.spill_id][1] is None
+
+
+async def test_a_lane_without_room_takes_nothing_from_the_ledger() -> None:
+    spill, scheduler, tracker, ledger = spill_over(bound=2)
+    spill.add(fetched("a", 0))
+    await spill.store()
+    fill(scheduler, tracker, "b", 2)
+    assert await spill._refill() == 0
+    assert ledger.calls["take"] == 0

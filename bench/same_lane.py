@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import statistics
 import tempfile
 import time
 import uuid
@@ -147,12 +148,16 @@ async def publish(settings: Settings, jobs: Iterator[dict[str, Any]]) -> None:
             await client.submit_many(chunk)
 
 
-async def in_ledger(engine: Any, batch: str) -> int:
-    """Jobs of a batch the ledger holds: waiting spilled, running or finished."""
-    async with engine.connect() as conn:
-        waiting = await conn.scalar(select(func.coalesce(func.sum(FairShareRow.waiting), 0)))
-        rows = await conn.scalar(select(func.count()).where(JobRow.batch_id == batch))
-    return int(waiting or 0) + int(rows or 0)
+async def until_in_ledger(engine: Any, total: int, timeout_s: float = 900) -> None:
+    """Until the ledger holds ``total`` jobs: spilled and waiting, or claimed."""
+    for _ in range(int(timeout_s)):
+        async with engine.connect() as conn:
+            waiting = await conn.scalar(select(func.coalesce(func.sum(FairShareRow.waiting), 0)))
+            rows = await conn.scalar(select(func.count()).select_from(JobRow))
+        if int(waiting or 0) + int(rows or 0) >= total:
+            return
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"the ledger never held {total} jobs")
 
 
 async def finished_of(engine: Any, batch: str) -> int:
@@ -182,8 +187,7 @@ async def behind_backlog(backlog: int, workers: int) -> BehindBacklog:
             started = time.monotonic()
             await publish(running.settings, jobs_of("a", backlog, "a"))
             slack = workers * 2 * 4096 // 3  # what the buffers may hold in memory
-            while await in_ledger(engine, "a") < backlog - slack:
-                await asyncio.sleep(1.0)
+            await until_in_ledger(engine, backlog - slack)
             read_past = time.monotonic() - started
             before = await finished_of(engine, "a")
             await asyncio.sleep(10)
@@ -222,8 +226,7 @@ async def weighted_minute(window_s: float = 10.0, windows: int = 6) -> list[tupl
                         yield next(light)
 
             await publish(running.settings, interleaved())
-            while await in_ledger(engine, "h") + await in_ledger(engine, "l") < 80_000:
-                await asyncio.sleep(1.0)
+            await until_in_ledger(engine, 90_000 - 3 * 2 * 4096 // 3)
             counts = []
             last = (await finished_of(engine, "h"), await finished_of(engine, "l"))
             for _ in range(windows):
@@ -249,6 +252,77 @@ async def alone_rate(spill: bool, seconds: float = 20.0) -> float:
             return (await finished_of(engine, "a") - start) / seconds
         finally:
             await engine.dispose()
+
+
+async def sections(runs: int, backlogs: tuple[int, ...] = (20_000, 1_000_000)) -> list[str]:
+    """Issue 21's sections of docs/benchmarks.md: (f3), (f4), (f5)."""
+    print("(f3) one lane, on PostgreSQL: B behind A's backlog, one and three workers")
+    rows: list[BehindBacklog] = []
+    for backlog in backlogs:
+        for workers in (1, 3):
+            for _ in range(runs if backlog <= 20_000 else 1):
+                rows.append(await behind_backlog(backlog, workers))
+                print(f"  {rows[-1]}")
+    lines = [
+        "## (f3) One lane, PostgreSQL, worker processes: B's 20 jobs behind A's backlog",
+        "",
+        "Tenant A's backlog (normal priority) is published while 1 or 3 `headway worker`",
+        "processes run (concurrency 64 each, simulator at 200 ms, embedded broker, PostgreSQL);",
+        "once the ledger holds it (what did not fit the buffers is spilled), tenant B submits 20",
+        "normal jobs. *Read* = from A's first record published until the ledger held A's backlog;",
+        "*B* = from B's submission until its 20 results were stored (target: 5 s); A's jobs/s in",
+        "the 10 s before B and in the 10 s from B's submission (target: ≥ 90 %); the workers'",
+        "peak RSS (target: < 300 MB).",
+        "",
+        "| A's backlog | workers | read | B's 20 jobs done after | A jobs/s before B "
+        "| A jobs/s with B | ratio | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {r.backlog:,} | {r.workers} | {r.read_past_s:.0f} s | **{r.b_wait_s:.2f} s** "
+            f"| {r.a_rate_before:,.0f} | {r.a_rate_with_b:,.0f} "
+            f"| {r.a_rate_with_b / max(r.a_rate_before, 1e-9):.2f} | {r.peak_rss_mb:.0f} MB |"
+            for r in rows
+        ),
+        "",
+    ]
+    print("(f4) weights 3:1 across three workers")
+    windows = await weighted_minute()
+    heavy, light = sum(h for h, _ in windows), sum(x for _, x in windows)
+    print(f"  {windows}")
+    lines += [
+        "## (f4) Two heavy tenants, weights 3 and 1, one lane, three workers",
+        "",
+        "Backlogs of 60,000 (weight 3) and 30,000 (weight 1) jobs, read into the ledger first;",
+        "three worker processes (concurrency 32, simulator at 100 ms, PostgreSQL). Jobs finished",
+        "per tenant in each 10 s of one minute. Target: 3:1 within ±10 % over the minute.",
+        "",
+        "| 10 s window | weight 3 | weight 1 | ratio |",
+        "|---|---|---|---|",
+        *(f"| {i + 1} | {h:,} | {x:,} | {h / max(x, 1):.2f} |" for i, (h, x) in enumerate(windows)),
+        f"| **minute** | **{heavy:,}** | **{light:,}** | **{heavy / max(light, 1):.2f}** |",
+        "",
+    ]
+    print("(f5) A alone: spilling on and off")
+    on = [await alone_rate(True) for _ in range(runs)]
+    off = [await alone_rate(False) for _ in range(runs)]
+    print(f"  on {on}, off {off}")
+    lines += [
+        "## (f5) What spilling costs the tenant with the backlog",
+        "",
+        "A alone, 40,000 jobs, one worker (concurrency 64, simulator at 200 ms, PostgreSQL):",
+        "jobs/s over 20 s with its backlog spilled to the ledger, and with",
+        "`HEADWAY_BUFFER_SPILL=false` (the lane pauses instead).",
+        "",
+        "| run | spilling on | spilling off |",
+        "|---|---|---|",
+        *(
+            f"| {i + 1} | {a:,.0f} | {b:,.0f} |"
+            for i, (a, b) in enumerate(zip(on, off, strict=True))
+        ),
+        f"| **median** | **{statistics.median(on):,.0f}** | **{statistics.median(off):,.0f}** |",
+        "",
+    ]
+    return lines
 
 
 async def main() -> None:

@@ -234,4 +234,3 @@ async def until_cancel_known(worker: Worker) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the cancel never reached the worker")
-

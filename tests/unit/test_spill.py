@@ -209,3 +209,71 @@ async def test_a_lane_without_room_takes_nothing_from_the_ledger() -> None:
     fill(scheduler, tracker, "b", 2)
     assert await spill._refill() == 0
     assert ledger.calls["take"] == 0
+
+
+class PausingConsumer:
+    """What the fetcher asks of its consumer when it applies backpressure."""
+
+    def __init__(self, *partitions: TopicPartition) -> None:
+        self.partitions = set(partitions)
+        self.paused: set[TopicPartition] = set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.partitions
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused.difference_update(tps)
+
+
+def fetcher_over(spill: Spill | None, scheduler: LaneScheduler, consumer: Any) -> Any:
+    from broker.topics import Topics
+    from workers.intake.fetching import Fetcher
+    from workers.intake.parked import ParkedJobs
+
+    topics = Topics("jobs")
+    return Fetcher(
+        consumer,
+        topics,
+        scheduler,
+        ParkedJobs(10),
+        OffsetTracker(),
+        chunk=4,
+        max_message_bytes=1_000_000,
+        spill=spill,
+    )
+
+
+def normal_partition() -> TopicPartition:
+    from broker.topics import Topics
+
+    return TopicPartition(Topics("jobs").jobs(Priority.NORMAL), 0)
+
+
+async def test_a_full_lane_keeps_fetching_while_spilled_jobs_are_stored() -> None:
+    spill, scheduler, tracker, ledger = spill_over()
+    consumer = PausingConsumer(normal_partition())
+    fetcher = fetcher_over(spill, scheduler, consumer)
+    fill(scheduler, tracker, "a", 4)
+    fetcher._apply_backpressure()
+    assert not consumer.paused  # full, but what does not fit goes to the ledger
+    ledger.failing = ConnectionError("database down")
+    spill.add(fetched("a", 9))
+    await fetcher._store_spilled()
+    fetcher._apply_backpressure()
+    assert consumer.paused  # the ledger cannot take it: the lane pauses, as without a spill
+    ledger.failing = None
+    await fetcher._store_spilled()
+    fetcher._apply_backpressure()
+    assert not consumer.paused
+
+
+def test_without_a_spill_a_full_lane_pauses() -> None:
+    _, scheduler, tracker, _ = spill_over()
+    consumer = PausingConsumer(normal_partition())
+    fetcher = fetcher_over(None, scheduler, consumer)
+    fill(scheduler, tracker, "a", 4)
+    fetcher._apply_backpressure()
+    assert consumer.paused

@@ -201,14 +201,15 @@ class Fetcher:
 
     def _apply_backpressure(self) -> None:
         """Pause a lane's partitions when its buffer is full and nothing can be spilled (or
-        it holds twice its bound: tenants under their shares); resume below half, or when
-        spilling works again. The retry topic likewise, by the parked jobs waiting."""
+        it holds twice its bound: tenants under their shares); resume below half, or as soon as
+        spilling works and the lane is below twice its bound. The retry topic likewise, by the
+        parked jobs waiting."""
         spills = self._spills()
         bounds = [
             (
                 topic,
                 self._scheduler.overfull(lane) if spills else self._scheduler.full(lane),
-                self._scheduler.has_room(lane) or (spills and not self._scheduler.full(lane)),
+                self._scheduler.has_room(lane) or (spills and not self._scheduler.overfull(lane)),
             )
             for topic, lane in self._lanes.items()
         ]

@@ -70,10 +70,10 @@ class MemorySpillLedger:
                     self.rows[id] = (self.rows[id][0], None)
             return len(chosen)
         if name == "waiting_accounts":
-            found: dict[str, set[str]] = {}
+            found: dict[str, Counter[str]] = {}
             for record, owner in self.rows.values():
                 if owner is None:
-                    found.setdefault(record.lane, set()).add(record.account)
+                    found.setdefault(record.lane, Counter())[record.account] += 1
             return found
         return 0  # reclaim, renew
 

@@ -76,6 +76,7 @@ class Spill:
         self._given_back: list[int] = []
         self._active: dict[Priority, set[str]] = {lane: set() for lane in LANES}
         self._waiting_weight: dict[Priority, float] = {lane: 0.0 for lane in LANES}
+        self._waiting: dict[str, float] = {lane.value: 0.0 for lane in LANES}
         # one ledger transaction of this worker's spill at a time: its statements lock the
         # worker's own rows (renew, delete, release) in no common order
         self._ledger = asyncio.Lock()
@@ -107,6 +108,11 @@ class Spill:
     def accepting(self) -> bool:
         """Whether more records may be spilled now (the stores keep up)."""
         return len(self._pending) < PENDING_MAX
+
+    def waiting(self) -> dict[str, float]:
+        """Spilled jobs waiting in the ledger per lane, every worker's (for metrics), as of
+        the last look."""
+        return dict(self._waiting)
 
     @property
     def pending(self) -> int:
@@ -197,7 +203,9 @@ class Spill:
         waiting = await self._transact(spill_rows.waiting_accounts)
         pending = {(job.lane, job.tenant) for job in self._pending}
         for lane in LANES:
-            self._active[lane] = set(waiting.get(lane.value, ())) | {
+            counts = waiting.get(lane.value, {})
+            self._waiting[lane.value] = float(sum(counts.values()))
+            self._active[lane] = set(counts) | {
                 tenant for queued_lane, tenant in pending if queued_lane == lane
             }
             self._waiting_weight[lane] = sum(map(self._weight, self._active[lane]))

@@ -310,14 +310,16 @@ async def renew(conn: Connection, owner: str, lease_until: float) -> None:
     )
 
 
-async def waiting_accounts(conn: Connection) -> dict[str, set[str]]:
-    """The accounts with waiting spilled jobs, per lane."""
+async def waiting_accounts(conn: Connection) -> dict[str, dict[str, int]]:
+    """The accounts with waiting spilled jobs, per lane, and how many wait."""
     rows = await conn.execute(
-        select(FairShareRow.lane, FairShareRow.account).where(FairShareRow.waiting > 0)
+        select(FairShareRow.lane, FairShareRow.account, FairShareRow.waiting).where(
+            FairShareRow.waiting > 0
+        )
     )
-    found: dict[str, set[str]] = {}
-    for lane, account in rows:
-        found.setdefault(lane, set()).add(account)
+    found: dict[str, dict[str, int]] = {}
+    for lane, account, waiting in rows:
+        found.setdefault(lane, {})[account] = int(waiting)
     return found
 
 

@@ -140,9 +140,9 @@ class Worker:
         self.producer, self.ledger, self.publisher = parts.producer, parts.ledger, parts.publisher
         self.pipeline = parts.pipeline
         self.cancellations, self.admission = parts.pipeline.cancellations, parts.pipeline.admission
+        self.spill = spill_for(settings, self.config, self._buffers, parts.ledger)
         self._register_gauges(parts)
         await self.cancellations.refresh()  # known cancels apply before the first fetch
-        self.spill = spill_for(settings, self.config, self._buffers, parts.ledger)
         consumer, self.fetcher = await open_intake(
             self._stack, settings, self.config, self._buffers, _Rebalance(self), self.spill
         )
@@ -194,6 +194,7 @@ class Worker:
             lag=lambda: self.fetcher.lag() if self.fetcher is not None else idle,
             circuits=parts.pipeline.executor.board.snapshot,
             ready=lambda: self.readiness.ready,
+            spilled=self.spill.waiting if self.spill is not None else None,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -18,7 +18,8 @@ workers in one process — tests — do not mix). Names, as Prometheus shows the
 - ``headway_batch_lane_jobs_total{route}`` — jobs handed to a provider Batch API
 - ``headway_guardrail_events_total{guardrail, action}`` — redacted (values), blocked, flagged
 - ``headway_in_flight``, ``headway_buffered_jobs{lane}``, ``headway_consumer_lag{lane}``
-  (records not yet fetched), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
+  (records not yet fetched), ``headway_spilled_jobs{lane}`` (jobs spilled to the ledger and
+  waiting there, every worker's), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
   2 open), ``headway_ready`` (1 ready, 0 not).
 
 Label values come from the config, never from a record alone: a tenant the config does not
@@ -197,10 +198,13 @@ class Metrics:
         lag: Gauges,
         circuits: Callable[[], Mapping[str, CircuitState]],
         ready: Callable[[], bool],
+        spilled: Gauges | None = None,
     ) -> None:
         """The worker's gauges, each read at scrape time (lane- and deployment-labelled)."""
         self.gauge("headway_in_flight", "", lambda: {"": in_flight()})
         self.gauge("headway_buffered_jobs", "lane", buffered)
+        if spilled is not None:
+            self.gauge("headway_spilled_jobs", "lane", spilled)
         self.gauge("headway_consumer_lag", "lane", lag)
         self.gauge(
             "headway_circuit_state",

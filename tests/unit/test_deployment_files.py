@@ -184,6 +184,7 @@ def exposed_metric_names() -> set[str]:
         lag=lambda: {"normal": 1.0},
         circuits=lambda: {"p/m": CircuitState.CLOSED},
         ready=lambda: True,
+        spilled=lambda: {"normal": 1.0},
     )
     names = set()
     for family in text_string_to_metric_families(metrics.render().decode()):

@@ -88,7 +88,7 @@ def fetched(tenant: str, offset: int, value: bytes | None = None) -> QueuedJob:
 
 
 def spill_over(
-    bound: int = 4,
+    bound: int = 4, refill_to: int | None = None
 ) -> tuple[Spill, LaneScheduler, OffsetTracker, MemorySpillLedger]:
     scheduler = LaneScheduler(bound, 1_000_000, weight=weight)
     tracker = OffsetTracker()
@@ -101,6 +101,7 @@ def spill_over(
         lease_s=30.0,
         weight=weight,
         max_message_bytes=1_000_000,
+        refill_to=bound if refill_to is None else refill_to,
         clock=lambda: 100.0,
     )
     return spill, scheduler, tracker, ledger
@@ -277,3 +278,23 @@ def test_without_a_spill_a_full_lane_pauses() -> None:
     fill(scheduler, tracker, "a", 4)
     fetcher._apply_backpressure()
     assert consumer.paused
+
+
+async def test_time_waited_in_the_ledger_counts_for_priority_aging() -> None:
+    clock = [1000.0]
+    scheduler = LaneScheduler(10, 1_000_000, aging_s=30.0, clock=lambda: clock[0])
+    scheduler.put(fetched("a", 0))  # a fresh normal job
+    spilled_low = fetched("b", 1)
+    spilled_low.lane = Priority.LOW
+    spilled_low.waited_s = 95.0  # taken from the ledger after 95 s there
+    scheduler.put(spilled_low)
+    assert (await scheduler.get()).lane == Priority.LOW  # three agings: above normal
+
+
+async def test_a_worker_takes_from_the_ledger_only_what_its_runners_will_start_soon() -> None:
+    spill, scheduler, _, _ = spill_over(bound=100, refill_to=10)
+    for offset in range(50):
+        spill.add(fetched("a", offset))
+    await spill.store()
+    assert await spill._refill() == 10  # the rest stays for the other workers
+    assert await spill._refill() == 0

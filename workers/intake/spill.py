@@ -61,8 +61,13 @@ class Spill:
         lease_s: float,
         weight: Callable[[str], float],
         max_message_bytes: int,
+        refill_to: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``refill_to``: the most jobs of a lane the buffer is refilled to from the ledger —
+        about what the runners start before the next refill; more would be held from the
+        other workers for nothing."""
+        self._refill_to = refill_to
         self._run = run
         self._scheduler = scheduler
         self._tracker = tracker
@@ -213,7 +218,7 @@ class Spill:
     async def _refill(self) -> int:
         took = 0
         for lane in LANES:
-            room = min(self._scheduler.room(lane), TAKE_MAX)
+            room = min(self._scheduler.room(lane, self._refill_to), TAKE_MAX)
             if room <= 0 or not self._active[lane]:
                 continue
             taken: list[Taken] = await self._transact(

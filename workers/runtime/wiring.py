@@ -43,7 +43,7 @@ from workers.intake.fetching import Fetcher
 from workers.intake.offsets import OffsetTracker
 from workers.intake.parked import ParkedJobs
 from workers.intake.scheduler import LaneScheduler
-from workers.intake.spill import Spill
+from workers.intake.spill import TAKE_MAX, Spill
 from workers.ledger.database.engine import create_engine
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
@@ -160,6 +160,7 @@ def spill_for(
         lease_s=settings.ledger.lease_s,
         weight=lambda name: tenant.weight if (tenant := config.tenant(name)) else 1.0,
         max_message_bytes=settings.max_message_bytes,
+        refill_to=settings.concurrency + settings.runners_ahead + TAKE_MAX,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
+from broker.errors import LedgerRefused
 from schemas.jobs import Priority
 from tests.helpers import chat_job
 from workers.intake.offsets import OffsetTracker
@@ -47,6 +48,8 @@ class MemorySpillLedger:
         if self.failing is not None:
             raise self.failing
         if name == "store":
+            if any(record.account == "refused" for record in kw["records"]):
+                raise LedgerRefused("the database refused a value")
             for record in kw["records"]:
                 self.rows[len(self.rows) + 1] = (record, None)
             return None
@@ -298,3 +301,15 @@ async def test_a_worker_takes_from_the_ledger_only_what_its_runners_will_start_s
     await spill.store()
     assert await spill._refill() == 10  # the rest stays for the other workers
     assert await spill._refill() == 0
+
+
+async def test_a_record_the_ledger_refuses_waits_in_memory_and_the_rest_are_stored() -> None:
+    spill, scheduler, tracker, ledger = spill_over(bound=100)
+    for offset, tenant in enumerate(["a", "refused", "a"]):
+        tracker.add(TP, offset)
+        spill.add(fetched(tenant, offset))
+    await spill.store()
+    assert spill.pending == 0 and spill.stored == 2
+    assert [job.tenant for job in [await scheduler.get()]] == ["refused"]
+    assert len(ledger.rows) == 2
+    assert tracker.to_commit() == {TP: 1}  # the refused one finishes on its own path

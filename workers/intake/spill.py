@@ -27,6 +27,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from broker.errors import LedgerRefused
 from broker.topics import LANES
 from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
@@ -132,14 +133,25 @@ class Spill:
     async def _store_pending(self) -> None:
         while self._pending:
             batch = self._pending[:STORE_MAX]
-            records = [_stored(job) for job in batch]
-            await self._transact(
-                functools.partial(spill_rows.store, records=records, now=self._clock())
-            )
+            try:
+                await self._store_batch(batch)
+            except LedgerRefused:  # a value the database will not hold: find it, buffer it
+                for job in batch:
+                    try:
+                        await self._store_batch([job])
+                    except LedgerRefused as refused:
+                        log.warning("a job could not be spilled (%s): it waits in memory", refused)
+                        self._scheduler.put(job)  # its own path ends it (the ledger refuses)
             del self._pending[: len(batch)]
-            for job in batch:
-                self._tracker.done(job.tp, job.record.offset)
-            self.stored += len(batch)
+
+    async def _store_batch(self, batch: list[QueuedJob]) -> None:
+        records = [_stored(job) for job in batch]
+        await self._transact(
+            functools.partial(spill_rows.store, records=records, now=self._clock())
+        )
+        for job in batch:
+            self._tracker.done(job.tp, job.record.offset)
+        self.stored += len(batch)
 
     async def hand_over(
         self, queued: list[QueuedJob], revoked: set[TopicPartition], timeout_s: float

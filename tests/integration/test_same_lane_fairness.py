@@ -81,11 +81,26 @@ async def workers(settings: Settings, config: HeadwayConfig, count: int) -> Asyn
         yield started
 
 
+async def until_group_settled(started: list[Worker], steady_s: float = 1.0) -> None:
+    """Until every worker holds partitions and no assignment has changed for ``steady_s``."""
+    last: list[frozenset[Any]] = []
+    steady_since = asyncio.get_running_loop().time()
+    for _ in range(1200):
+        now = [frozenset(worker.assignment()) for worker in started]
+        if now != last:
+            last, steady_since = now, asyncio.get_running_loop().time()
+        elif all(now) and asyncio.get_running_loop().time() - steady_since >= steady_s:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the group never settled: {last}")
+
+
 async def small_tenant_behind_backlog(settings: Settings, simulator_url: str, count: int) -> None:
     config = fairness_config(simulator_url, a=1.0, b=1.0)
     await publish(settings, config, jobs_of("a", BACKLOG, "backlog"))  # before any worker runs
     url = settings.database_url
     async with workers(settings, config, count) as started:
+        await until_group_settled(started)  # B is not published into a rebalance
         for _ in range(600):  # A's backlog is running, on every worker
             if all(worker.processed >= 50 for worker in started):
                 break

@@ -295,7 +295,7 @@ async def test_time_waited_in_the_ledger_counts_for_priority_aging() -> None:
 
 
 async def test_a_worker_takes_from_the_ledger_only_what_its_runners_will_start_soon() -> None:
-    spill, scheduler, _, _ = spill_over(bound=100, refill_to=10)
+    spill, _, _, _ = spill_over(bound=100, refill_to=10)
     for offset in range(50):
         spill.add(fetched("a", offset))
     await spill.store()

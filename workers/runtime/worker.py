@@ -353,6 +353,10 @@ class Worker:
             except Exception as error:
                 log.warning("lease renewal failed: %s", error)
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this worker's consumer holds now."""
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.tracker.assign(assigned)
         if self.fetcher is not None:

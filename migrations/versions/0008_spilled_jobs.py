@@ -52,7 +52,12 @@ def upgrade() -> None:
             ["record_topic", "record_partition", "record_offset"],
             unique=True,
         )
-        table.create_index("ix_spilled_jobs_take", ["lane", "account", "id"])
+        table.create_index(  # the waiting rows only: a take never walks past held rows
+            "ix_spilled_jobs_waiting",
+            ["lane", "account", "id"],
+            sqlite_where=sa.text("lease_owner IS NULL"),
+            postgresql_where=sa.text("lease_owner IS NULL"),
+        )
         table.create_index("ix_spilled_jobs_batch", ["batch_id", "tenant"])
         table.create_index("ix_spilled_jobs_owner", ["lease_owner"])
     op.create_table(
@@ -74,6 +79,6 @@ def downgrade() -> None:
     with op.batch_alter_table("spilled_jobs") as table:
         table.drop_index("ix_spilled_jobs_owner")
         table.drop_index("ix_spilled_jobs_batch")
-        table.drop_index("ix_spilled_jobs_take")
+        table.drop_index("ix_spilled_jobs_waiting")
         table.drop_index("uq_spilled_jobs_record")
     op.drop_table("spilled_jobs")

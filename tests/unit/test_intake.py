@@ -109,3 +109,28 @@ def test_any_json_object_is_valid_or_rejected_with_a_reason(fields: dict[str, ob
     assert isinstance(outcome, ValidJob | InvalidJob)
     if isinstance(outcome, InvalidJob):
         assert outcome.reason
+
+
+def test_a_records_identity_is_read_only_when_every_part_is_well_formed() -> None:
+    from workers.intake.parsing import Identity, identity_of
+
+    def of(value: bytes) -> Identity | None:
+        return identity_of(value, 10_000)
+
+    assert of(b'{"tenant": "acme", "job_id": "j-1", "batch_id": "b 1"}') == Identity(
+        "acme", "j-1", "b 1"
+    )
+    assert of(b'{"tenant": "acme", "job_id": "j-1"}') == Identity("acme", "j-1", None)
+    for value in [
+        b'{"tenant": "ACME", "job_id": "j-1"}',  # not a tenant name
+        b'{"tenant": "acme", "job_id": "j 1"}',  # not a job id
+        b'{"tenant": "acme", "job_id": "j-1", "batch_id": "' + b"x" * 129 + b'"}',
+        b'{"tenant": "acme", "job_id": "j-1", "batch_id": "\\ud800"}',  # a lone surrogate
+        b'{"tenant": "acme", "job_id": "j-1", "batch_id": "a\\u0000b"}',
+        b'{"tenant": "acme", "job_id": "j-1", "batch_id": 7}',
+        b'["tenant", "acme"]',
+        b"not json",
+        b"",
+        b'{"tenant": "acme", "job_id": "j-1", "pad": "' + b"x" * 10_000 + b'"}',  # too large
+    ]:
+        assert of(value) is None, value

@@ -18,7 +18,7 @@ from broker.errors import LedgerRefused
 from schemas.jobs import Priority
 from tests.helpers import chat_job
 from workers.intake.offsets import OffsetTracker
-from workers.intake.parsing import Unreadable, parse_job
+from workers.intake.parsing import ValidJob, parse_job
 from workers.intake.scheduler import LaneScheduler, QueuedJob
 from workers.intake.spill import SPILLED, Spill
 from workers.ledger.spill_rows import SpilledRecord, Taken
@@ -117,45 +117,68 @@ def fill(scheduler: LaneScheduler, tracker: OffsetTracker, tenant: str, count: i
         scheduler.put(job)
 
 
+def spills(spill: Spill, tenant: str) -> bool:
+    """Whether a job of ``tenant`` fetched now into the normal lane would be spilled."""
+    return spill.pressed(NORMAL) and spill.wants(NORMAL, tenant)
+
+
 def test_a_lane_with_room_buffers_every_job() -> None:
     spill, scheduler, _, _ = spill_over()
     scheduler.put(fetched("a", 0))
-    assert not spill.wants(fetched("a", 1))
+    assert not spills(spill, "a")
 
 
 def test_a_full_lane_spills_the_tenant_over_its_share_and_buffers_a_newcomer() -> None:
     spill, scheduler, tracker, _ = spill_over()
     fill(scheduler, tracker, "a", 4)
     assert scheduler.full(NORMAL)
-    assert spill.wants(fetched("a", 4))
-    assert not spill.wants(fetched("b", 0))  # B's first jobs are served beside A's
+    assert spills(spill, "a")
+    assert not spills(spill, "b")  # B's first jobs are served beside A's
 
 
 def test_weights_set_the_shares_of_a_full_lane() -> None:
     spill, scheduler, tracker, _ = spill_over(bound=8)
     fill(scheduler, tracker, "heavy", 5)
     fill(scheduler, tracker, "light", 3)
-    assert not spill.wants(fetched("heavy", 9))  # 5 of its 6 (3/4 of 8)
-    assert spill.wants(fetched("light", 9))  # 3 of its 2
+    assert not spills(spill, "heavy")  # 5 of its 6 (3/4 of 8)
+    assert spills(spill, "light")  # 3 of its 2
 
 
 def test_a_tenant_waiting_in_the_ledger_spills_even_below_the_bound() -> None:
     spill, scheduler, _, _ = spill_over(bound=100)
     spill.add(fetched("a", 0))
-    assert spill.wants(fetched("a", 1))  # its jobs queue behind its spilled ones
+    assert spills(spill, "a")  # its jobs queue behind its spilled ones
     scheduler.put(fetched("b", 0))
     for offset in range(1, 50):
         scheduler.put(fetched("b", offset))
     # B holds its share beside A's waiting jobs: what comes next waits for A's turns
-    assert spill.wants(fetched("b", 99))
+    assert spills(spill, "b")
 
 
-def test_a_job_that_did_not_parse_is_never_spilled() -> None:
+def test_a_job_that_does_not_parse_is_never_spilled() -> None:
     spill, scheduler, tracker, _ = spill_over()
+    fetcher = fetcher_over(spill, scheduler, PausingConsumer(normal_partition()))
     fill(scheduler, tracker, "a", 4)
-    job = fetched("a", 9)
-    job.intake = Unreadable("not JSON")
-    assert not spill.wants(job)
+    tp = normal_partition()
+    bad = ConsumerRecord(tp.topic, 0, 9, 0, 0, None, b'{"tenant": "a", "job_id": ', None, -1, 9, [])
+    fetcher._take({tp: [bad]})
+    assert spill.pending == 0 and len(scheduler) == 5  # it ends at once, rejected
+
+
+async def test_a_job_is_spilled_on_its_identity_and_validated_when_it_comes_back() -> None:
+    spill, scheduler, tracker, _ = spill_over(bound=4, refill_to=8)
+    fetcher = fetcher_over(spill, scheduler, PausingConsumer(normal_partition()))
+    fill(scheduler, tracker, "a", 4)
+    tp = normal_partition()
+    value = json.dumps(chat_job("a-9", tenant="a", batch_id="nightly")).encode()
+    fetcher._take({tp: [ConsumerRecord(tp.topic, 0, 9, 0, 0, None, value, None, -1, 9, [])]})
+    assert spill.pending == 1
+    await spill.store()
+    for _ in range(4):
+        await scheduler.get()  # the buffer empties
+    assert await spill._refill() == 1
+    back = await scheduler.get()
+    assert isinstance(back.intake, ValidJob) and back.intake.job.batch_id == "nightly"
 
 
 async def test_a_spilled_offset_is_finished_only_once_its_row_is_stored() -> None:

@@ -30,7 +30,7 @@ from broker.topics import HEADER_SOURCE_TOPIC, Topics
 from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
 from workers.intake.parked import ParkedJobs
-from workers.intake.parsing import Intake, Unreadable, parse_job, tenant_of
+from workers.intake.parsing import Intake, Unreadable, identity_of, parse_job, tenant_of
 from workers.intake.scheduler import LaneScheduler, QueuedJob
 from workers.intake.spill import Spill
 from workers.intake.undecodable import UNDECODABLE, Batches, StepPast
@@ -178,16 +178,20 @@ class Fetcher:
         intake: Intake | None = None,
     ) -> None:
         size = len(record.value or b"") + RECORD_OVERHEAD_BYTES
+        lane = lane_of(record, self._lanes, self._topics.retry)
+        parked = tp.topic == self._topics.retry
+        if intake is None and not parked and self._spill is not None and self._spill.pressed(lane):
+            identity = identity_of(record.value, self._max_message_bytes)
+            if identity is not None:  # spilled jobs are validated when they come back
+                account = self._account(identity.tenant)
+                if self._spill.wants(lane, account):
+                    self._spill.add(QueuedJob(record, lane, tp, size, account, identity=identity))
+                    return
         if intake is None:
             intake = parse_job(record.value, self._max_message_bytes)
-        tenant = self._account(tenant_of(intake))
-        queued = QueuedJob(
-            record, lane_of(record, self._lanes, self._topics.retry), tp, size, tenant, intake
-        )
-        if tp.topic == self._topics.retry:  # parked: waits for its time, then its own lane
+        queued = QueuedJob(record, lane, tp, size, self._account(tenant_of(intake)), intake)
+        if parked:  # waits for its time, then its own lane
             self._parked.put(queued)
-        elif self._spill is not None and self._spill.wants(queued):
-            self._spill.add(queued)
         else:
             self._scheduler.put(queued)
 

@@ -16,11 +16,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.jobs import TENANT_PATTERN, JobRequest
+from schemas.jobs import PRINTABLE_PATTERN, TENANT_PATTERN, JobRequest
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TENANT = re.compile(TENANT_PATTERN)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_PRINTABLE = re.compile(PRINTABLE_PATTERN)
+MAX_BATCH_ID = 128
 MAX_REPORTED_ERRORS = 3
 # the fewest bytes one embedding value takes in a result's JSON ("-0.1234," and the like): a
 # job whose inputs × dimensions cannot fit the result limit even so is refused before its call
@@ -46,6 +48,41 @@ class Unreadable:
 
 
 Intake = ValidJob | InvalidJob | Unreadable
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a record says it is from, read without validating the job: enough to spill it
+    (the job is validated when it is taken back to run)."""
+
+    tenant: str
+    job_id: str
+    batch_id: str | None
+
+
+def identity_of(value: bytes | None, max_bytes: int) -> Identity | None:
+    """The record's tenant, job_id and batch_id when all three are well-formed (None: the
+    record needs the full parse)."""
+    if not value or len(value) > max_bytes:
+        return None
+    try:
+        raw = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    job_id, tenant = _identity(raw)
+    batch_id = raw.get("batch_id")
+    if job_id is None or tenant is None:
+        return None
+    if batch_id is not None and not (
+        isinstance(batch_id, str)
+        and len(batch_id) <= MAX_BATCH_ID
+        and _PRINTABLE.match(batch_id)
+        and not _has_lone_surrogate(batch_id)
+    ):
+        return None
+    return Identity(tenant, job_id, batch_id)
 
 
 def tenant_of(intake: Intake | None) -> str:

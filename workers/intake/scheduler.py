@@ -31,7 +31,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from broker.topics import LANES
 from schemas.jobs import Priority
 from workers.admission.quotas import Wait
-from workers.intake.parsing import Intake
+from workers.intake.parsing import Identity, Intake
 
 
 @dataclass(slots=True)
@@ -46,6 +46,7 @@ class QueuedJob:
     park_s: float | None = None  # set: park the job for this long instead of running it
     spill_id: int | None = None  # set: taken from the ledger's spilled jobs, not a buffer's
     waited_s: float = 0.0  # how long it waited before it reached this buffer (spilled)
+    identity: Identity | None = None  # read without a full parse, to be spilled
 
 
 PARK_KEEP = 64  # jobs of a set-aside tenant kept per lane under pressure (≤ a quarter)

@@ -31,7 +31,7 @@ from broker.errors import LedgerRefused
 from broker.topics import LANES
 from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
-from workers.intake.parsing import ValidJob, parse_job
+from workers.intake.parsing import Identity, ValidJob, parse_job
 from workers.intake.scheduler import LaneScheduler, QueuedJob
 from workers.ledger import spill_rows
 from workers.ledger.database.transactions import Transact
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 SPILLED = TopicPartition("headway:spilled", -1)  # where a job taken from the ledger "comes from"
 STORE_MAX = 2000  # records stored per transaction
 PENDING_MAX = 10_000  # records waiting to be stored before the fetcher pauses the lanes
-TAKE_MAX = 64  # jobs taken from the ledger per lane and statement
+TAKE_MAX = 256  # jobs taken from the ledger per lane and transaction
 REFILL_IDLE_S = 0.05  # the refill loop's pause when it took nothing
 ACCOUNTS_REFRESH_S = 0.5  # how often the accounts with spilled jobs are read again
 RECLAIM_S = 5.0  # how often lapsed leases of spilled rows are looked for
@@ -92,16 +92,18 @@ class Spill:
 
     # -- fetched jobs that wait in the ledger -------------------------------------------------
 
-    def wants(self, job: QueuedJob) -> bool:
-        """Whether a fetched job is spilled rather than buffered: its lane is full and its
-        tenant holds its share, or its account already waits in the ledger. Jobs that fail to
-        parse are never spilled (they end at once)."""
-        if not isinstance(job.intake, ValidJob):
-            return False
-        active = self._active[job.lane]
-        if job.tenant in active:
+    def pressed(self, lane: Priority) -> bool:
+        """Whether a fetched job of ``lane`` may be spilled: the lane is full, or accounts
+        wait in the ledger for it. (Otherwise it is buffered; nothing needs a look.)"""
+        return bool(self._active[lane]) or self._scheduler.full(lane)
+
+    def wants(self, lane: Priority, account: str) -> bool:
+        """Whether a fetched job of ``account`` is spilled rather than buffered: the account
+        already waits in the ledger, or holds its share of the lane (full, or with accounts
+        waiting in the ledger)."""
+        if account in self._active[lane]:
             return True
-        return self._scheduler.over_share(job.lane, job.tenant, self._waiting_weight[job.lane])
+        return self._scheduler.over_share(lane, account, self._waiting_weight[lane])
 
     def add(self, job: QueuedJob) -> None:
         self._pending.append(job)
@@ -141,6 +143,8 @@ class Spill:
                         await self._store_batch([job])
                     except LedgerRefused as refused:
                         log.warning("a job could not be spilled (%s): it waits in memory", refused)
+                        if job.intake is None:  # spilled on its identity alone
+                            job.intake = parse_job(job.record.value, self._max_message_bytes)
                         self._scheduler.put(job)  # its own path ends it (the ledger refuses)
             del self._pending[: len(batch)]
 
@@ -231,8 +235,8 @@ class Spill:
         took = 0
         for lane in LANES:
             room = min(self._scheduler.room(lane, self._refill_to), TAKE_MAX)
-            if room <= 0 or not self._active[lane]:
-                continue
+            if room < min(TAKE_MAX, self._refill_to // 2) or not self._active[lane]:
+                continue  # a take of a few rows costs nearly what one of 64 does
             taken: list[Taken] = await self._transact(
                 functools.partial(
                     spill_rows.take,
@@ -300,14 +304,17 @@ class Spill:
 
 def _stored(job: QueuedJob) -> SpilledRecord:
     record = job.record
-    assert isinstance(job.intake, ValidJob)  # Spill.wants
-    request = job.intake.job
+    identity = job.identity
+    if identity is None:
+        assert isinstance(job.intake, ValidJob)  # only valid jobs are handed over
+        request = job.intake.job
+        identity = Identity(request.tenant, request.job_id, request.batch_id)
     return SpilledRecord(
         job.lane.value,
         job.tenant,
-        request.tenant,
-        request.job_id,
-        request.batch_id,
+        identity.tenant,
+        identity.job_id,
+        identity.batch_id,
         record.topic,
         record.partition,
         record.offset,

@@ -6,8 +6,8 @@ has finished. A row whose worker stopped renewing is waiting again (:func:`recla
 that gives a job back releases it (:func:`release`).
 
 ``fair_shares`` orders the accounts of a lane: :func:`take` serves the waiting accounts with
-the least virtual time first, a quantum in proportion to their weight each, and adds *taken* /
-weight to their time — in the transaction that takes the rows, so every worker serves by the
+the least virtual time first, splitting what it takes between them by weight, and adds *taken*
+/ weight to their time — in the transaction that takes the rows, so every worker serves by the
 same clock. Its ``waiting`` count (rows no worker holds) changes in the same transactions as
 the rows; a take that finds fewer rows than the count promised recounts them, so a count can
 never strand an account.
@@ -28,8 +28,7 @@ from workers.ledger.database.models import FairShareRow, JobRow, SpilledJobRow
 from workers.ledger.database.statements import dialect_insert
 from workers.ledger.database.transactions import Connection
 
-QUANTUM = 8  # jobs an account of weight 1 is given per turn of a take
-ACCOUNTS_PER_TAKE = 16  # accounts looked at, least virtual time first, by one take
+ACCOUNTS_PER_TAKE = 16  # accounts served by one turn of a take, least virtual time first
 MIN_WEIGHT = 0.01
 
 STORE_COLUMNS = (
@@ -182,8 +181,9 @@ async def take(
     lease_until: float,
     weight: Callable[[str], float],
 ) -> list[Taken]:
-    """Take up to ``limit`` waiting jobs of a lane, in turns: the accounts with the least
-    virtual time first (``QUANTUM`` × weight each), oldest first within an account."""
+    """Take up to ``limit`` waiting jobs of a lane, in turns: each turn splits what is left
+    of ``limit`` by weight between the (up to 16) accounts with the least virtual time,
+    oldest jobs first within an account."""
     taken: list[Taken] = []
     while len(taken) < limit:
         turn = await _turn(conn, lane, limit - len(taken), owner, lease_until, weight)
@@ -207,13 +207,16 @@ async def _turn(
         .order_by(FairShareRow.vtime, FairShareRow.account)
         .limit(ACCOUNTS_PER_TAKE)
     )
+    accounts = [account for (account,) in shares.all()]
+    weights = {account: max(weight(account), MIN_WEIGHT) for account in accounts}
+    total = sum(weights.values())
     taken: list[Taken] = []
     turns: list[tuple[str, float, int, int]] = []
-    for (account,) in shares.all():
+    for account in accounts:
         if len(taken) >= limit:
             break
-        share = max(weight(account), MIN_WEIGHT)
-        want = min(limit - len(taken), max(1, round(QUANTUM * share)))
+        share = weights[account]
+        want = min(limit - len(taken), max(1, round(limit * share / total)))
         got = await _take_of(conn, lane, account, want, owner, lease_until)
         taken.extend(got)
         turns.append((account, share, want, len(got)))

@@ -13,6 +13,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -287,7 +288,15 @@ class SpilledJobRow(Base):
             "record_offset",
             unique=True,
         ),
-        Index("ix_spilled_jobs_take", "lane", "account", "id"),
+        # the waiting rows only: a take never walks past the rows workers hold
+        Index(
+            "ix_spilled_jobs_waiting",
+            "lane",
+            "account",
+            "id",
+            sqlite_where=text("lease_owner IS NULL"),
+            postgresql_where=text("lease_owner IS NULL"),
+        ),
         Index("ix_spilled_jobs_batch", "batch_id", "tenant"),
         Index("ix_spilled_jobs_owner", "lease_owner"),
     )

@@ -46,6 +46,7 @@ TAKE_MAX = 256  # jobs taken from the ledger per lane and transaction
 REFILL_IDLE_S = 0.05  # the refill loop's pause when it took nothing
 ACCOUNTS_REFRESH_S = 0.5  # how often the accounts with spilled jobs are read again
 RECLAIM_S = 5.0  # how often lapsed leases of spilled rows are looked for
+SETTLE_S = 0.5  # finished rows are deleted at least this often (or every TAKE_MAX of them)
 RECORD_OVERHEAD_BYTES = 200
 
 
@@ -188,11 +189,13 @@ class Spill:
 
     async def refill_forever(self) -> None:
         """Settle finished rows and top the lane buffers up from the ledger, until cancelled."""
-        accounts_at = reclaimed_at = 0.0
+        accounts_at = reclaimed_at = settled_at = 0.0
         while True:
             now = time.monotonic()
             try:
-                await self.settle()
+                if len(self._finished) >= TAKE_MAX or now - settled_at >= SETTLE_S:
+                    settled_at = now
+                    await self.settle()
                 if now - reclaimed_at >= RECLAIM_S:
                     reclaimed_at = now
                     await self._transact(functools.partial(spill_rows.reclaim, now=self._clock()))

@@ -1,8 +1,9 @@
 """The bounded buffer between the Kafka fetch loop and the job runners: lanes, tenants, aging.
 
 - **Lanes**: runners take high before normal before low. Each lane is bounded by count and
-  bytes on its own, so a full low lane pauses only the low topic's partitions and never holds
-  up high-priority work.
+  bytes on its own, so a full low lane never holds up high-priority work; what a full lane
+  cannot hold is spilled to the ledger (:mod:`workers.intake.spill`, by
+  :meth:`LaneScheduler.over_share`) or, without a spill, its topic's partitions pause.
 - **Tenants**: inside a lane, each tenant has its own queue and runners serve them by deficit
   round robin with the tenants' ``weight`` — a tenant with a deep backlog and a tenant with a
   few jobs take turns, in proportion to their weights, instead of first come first served.

@@ -6,11 +6,14 @@ is **spilled** — its record stored in the ledger (:mod:`workers.ledger.spill_r
 offset counts as finished once that row is committed. So the fetch loop never pauses for one
 tenant's backlog: a tenant whose few jobs sit behind another's thousands in the same partitions
 is read, buffered and served at once. While an account has spilled jobs waiting, its newly
-fetched jobs are spilled too, so its work is served from one fair queue.
+fetched jobs are spilled too, so its work is served from one fair queue. A record is spilled on
+its identity alone (:func:`~workers.intake.parsing.identity_of`) and validated when it comes
+back.
 
-The refill loop tops the buffers up from the ledger — the accounts with the least virtual time
-first, by weight, across every worker (:func:`~workers.ledger.spill_rows.take`) — and the job's
-row is deleted once the job has finished. A worker holds the rows it took under a lease it
+The refill loop tops the buffers up from the ledger to what the runners start soon — the
+accounts with the least virtual time first, by weight, across every worker
+(:func:`~workers.ledger.spill_rows.take`) — and the job's row is deleted once the job has
+finished. A worker holds the rows it took under a lease it
 renews; a worker that dies leaves them to be taken again when the lease lapses, and a draining
 worker gives back the ones it did not start. Records are stored in batches: a store that fails
 (the database is down) keeps them, and the fetcher pauses the lanes until a store succeeds.

@@ -7,9 +7,10 @@
      in the 10 s from B's submission, and the workers' peak RSS.
 (f4) Two heavy tenants of weights 3 and 1 in one lane, three workers: jobs finished per tenant
      in each 10 s of a minute once the backlogs are in the ledger.
-(f5) A alone, spilling on and off (``HEADWAY_BUFFER_SPILL``): A's jobs/s over 20 s.
+(f5) bench (a)'s workload with spilling on and off (``HEADWAY_BUFFER_SPILL``), beside the relay.
 
 python -m bench.same_lane [--backlog N] [--workers K]   # one (f3) run
+python -m bench.same_lane --sections [--runs R]          # (f3)–(f5), as make bench writes them
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bench.common import chat_jobs, preload, stack, wait_for
 from bench.memory import rss_mb
+from bench.overhead import relay_rate
 from bench.tenancy import fresh_postgres
 from broker.admin import create_topics
 from broker.client import HeadwayClient
@@ -37,6 +40,7 @@ from broker.config import load_config
 from broker.embedded import EmbeddedKafka
 from broker.settings import Settings
 from tests.chaos.processes import spawn_worker
+from tests.helpers import running_worker
 from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import FairShareRow, JobRow
@@ -239,19 +243,32 @@ async def weighted_minute(window_s: float = 10.0, windows: int = 6) -> list[tupl
     return counts
 
 
-async def alone_rate(spill: bool, seconds: float = 20.0) -> float:
-    """A's jobs/s over ``seconds`` with its 40,000-job backlog read, spilling on or off."""
-    env = {"HEADWAY_BUFFER_SPILL": "true" if spill else "false"}
-    async with fleet(1, "[tenants.a]\n", 200, 64, **env) as running:
-        engine = create_engine(running.settings.database_url)
-        try:
-            await publish(running.settings, jobs_of("a", 40_000, "a"))
-            await asyncio.sleep(5)
-            start = await finished_of(engine, "a")
-            await asyncio.sleep(seconds)
-            return (await finished_of(engine, "a") - start) / seconds
-        finally:
-            await engine.dispose()
+async def spill_cost(jobs: int, runs: int) -> list[tuple[float, float, float, int]]:
+    """bench (a)'s workload (one tenant, ``jobs`` preloaded, concurrency 256, simulator at 0 ms,
+    SQLite, embedded broker): (jobs/s spilling on, off, the naive relay, jobs spilled) per run,
+    side by side, order alternating."""
+    out = []
+    async with stack(latency_ms=0) as st:
+        for run in range(runs):
+            rates: dict[bool, float] = {}
+            spilled = 0
+            for spill in (True, False) if run % 2 == 0 else (False, True):
+                settings = st.settings(concurrency=256, buffer_spill=spill)
+                config = st.config()
+                await preload(settings, config, chat_jobs(jobs))
+                async with running_worker(settings, config) as worker:
+                    first = await wait_for(lambda w=worker: w.processed >= 1, 60)
+                    last = await wait_for(lambda w=worker: w.processed >= jobs, 600)
+                    if worker.spill is not None:
+                        spilled = worker.spill.stored
+                rates[spill] = (jobs - 1) / (last - first)
+            relayed = await relay_rate(st, jobs, 256)
+            out.append((rates[True], rates[False], relayed, spilled))
+            print(
+                f"  run {run + 1}: on {rates[True]:,.0f}, off {rates[False]:,.0f}, "
+                f"relay {relayed:,.0f}"
+            )
+    return out
 
 
 async def sections(runs: int, backlogs: tuple[int, ...] = (20_000, 1_000_000)) -> list[str]:
@@ -302,24 +319,26 @@ async def sections(runs: int, backlogs: tuple[int, ...] = (20_000, 1_000_000)) -
         f"| **minute** | **{heavy:,}** | **{light:,}** | **{heavy / max(light, 1):.2f}** |",
         "",
     ]
-    print("(f5) A alone: spilling on and off")
-    on = [await alone_rate(True) for _ in range(runs)]
-    off = [await alone_rate(False) for _ in range(runs)]
-    print(f"  on {on}, off {off}")
+    print("(f5) what spilling costs: bench (a)'s workload, spilling on and off")
+    costs = await spill_cost(20_000, runs)
+    on = statistics.median(c[0] for c in costs)
+    off = statistics.median(c[1] for c in costs)
+    relayed = statistics.median(c[2] for c in costs)
     lines += [
-        "## (f5) What spilling costs the tenant with the backlog",
+        "## (f5) What spilling costs: bench (a)'s workload, spilling on and off",
         "",
-        "A alone, 40,000 jobs, one worker (concurrency 64, simulator at 200 ms, PostgreSQL):",
-        "jobs/s over 20 s with its backlog spilled to the ledger, and with",
-        "`HEADWAY_BUFFER_SPILL=false` (the lane pauses instead).",
+        "One tenant, 20,000 preloaded jobs, concurrency 256, simulator at 0 ms, SQLite, embedded",
+        "broker — a backlog far beyond the buffer, so most of it is spilled and taken back; with",
+        "`HEADWAY_BUFFER_SPILL=false` the lane pauses instead. Side by side with the naive relay.",
         "",
-        "| run | spilling on | spilling off |",
-        "|---|---|---|",
+        "| run | spilling on | spilling off | relay | jobs spilled | on / off | on / relay |",
+        "|---|---|---|---|---|---|---|",
         *(
-            f"| {i + 1} | {a:,.0f} | {b:,.0f} |"
-            for i, (a, b) in enumerate(zip(on, off, strict=True))
+            f"| {i + 1} | {a:,.0f} | {b:,.0f} | {r:,.0f} | {n:,} | {a / b:.2f} | {a / r:.2f} |"
+            for i, (a, b, r, n) in enumerate(costs)
         ),
-        f"| **median** | **{statistics.median(on):,.0f}** | **{statistics.median(off):,.0f}** |",
+        f"| **median** | **{on:,.0f}** | **{off:,.0f}** | **{relayed:,.0f}** | "
+        f"| **{on / off:.2f}** | **{on / relayed:.2f}** |",
         "",
     ]
     return lines
@@ -329,8 +348,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--sections", action="store_true", help="(f3)–(f5) as markdown")
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    print(await behind_backlog(args.backlog, args.workers))
+    if args.sections:
+        print("\n".join(await sections(args.runs)))
+    else:
+        print(await behind_backlog(args.backlog, args.workers))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
@@ -47,11 +49,19 @@ async def test_a_second_worker_joining_mid_batch_takes_partitions_without_duplic
     assert jobs <= calls <= jobs + 2 * concurrency, calls
 
 
-async def test_a_backlog_larger_than_the_buffer_pauses_fetching_instead_of_growing_memory(
-    make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer
+@pytest.mark.parametrize("spill", [True, False], ids=["spilling", "pausing"])
+async def test_a_backlog_larger_than_the_buffer_never_grows_memory(
+    make_settings: Callable[..., Settings],
+    sqlite_url: str,
+    simulator: SimulatorServer,
+    spill: bool,
 ) -> None:
+    """What does not fit waits in the ledger (spilled) or, with spilling off, in Kafka (the
+    lane pauses): either way the buffer stays at its bound."""
     jobs = 3000
-    settings = make_settings(database_url=sqlite_url, concurrency=8, buffer_max_jobs=60)
+    settings = make_settings(
+        database_url=sqlite_url, concurrency=8, buffer_max_jobs=60, buffer_spill=spill
+    )
     config = development_config(simulator.base_url)
     peak = 0
     async with HeadwayClient(settings) as client:
@@ -73,6 +83,7 @@ async def test_a_backlog_larger_than_the_buffer_pauses_fetching_instead_of_growi
             await asyncio.sleep(0.005)
         results = reading.result()
     assert results.distinct() == jobs
-    # a lane pauses at max(buffer_max_jobs // 3, concurrency) = 20 jobs; one fetch of at most
-    # half that may land before the pause takes effect
+    # a lane is full at max(buffer_max_jobs // 3, concurrency) = 20 jobs; pausing, one fetch of
+    # at most half that may land before the pause takes effect
     assert 0 < peak <= 30, f"buffer grew to {peak}"
+    assert (worker.spill is not None and worker.spill.stored > jobs // 2) == spill

@@ -336,3 +336,16 @@ async def test_a_record_the_ledger_refuses_waits_in_memory_and_the_rest_are_stor
     assert [job.tenant for job in [await scheduler.get()]] == ["refused"]
     assert len(ledger.rows) == 2
     assert tracker.to_commit() == {TP: 1}  # the refused one finishes on its own path
+
+
+async def test_a_buffer_smaller_than_the_refill_is_refilled_when_half_empty() -> None:
+    spill, scheduler, _, _ = spill_over(bound=8, refill_to=600)
+    for offset in range(20):
+        spill.add(fetched("a", offset))
+    await spill.store()
+    assert await spill._refill() == 8
+    for _ in range(3):
+        await scheduler.get()
+    assert await spill._refill() == 0  # room for 3: not yet
+    await scheduler.get()
+    assert await spill._refill() == 4  # room for half the buffer

@@ -229,13 +229,16 @@ class LaneScheduler:
         queue = self._lanes[lane]
         return queue.depth(tenant) >= queue.share(tenant, self._max_jobs, elsewhere)
 
+    def bound(self, up_to: int | None = None) -> int:
+        """How many jobs a lane holds when full (or ``up_to``, when fewer)."""
+        return self._max_jobs if up_to is None else min(up_to, self._max_jobs)
+
     def room(self, lane: Priority, up_to: int | None = None) -> int:
         """Jobs the lane can take before it is full (or holds ``up_to``)."""
         queue = self._lanes[lane]
         if queue.bytes >= self._max_bytes:
             return 0
-        bound = self._max_jobs if up_to is None else min(up_to, self._max_jobs)
-        return max(bound - queue.count, 0)
+        return max(self.bound(up_to) - queue.count, 0)
 
     def put(self, job: QueuedJob) -> None:
         job.enqueued_at = self._clock() - job.waited_s

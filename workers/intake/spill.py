@@ -239,10 +239,12 @@ class Spill:
 
     async def _refill(self) -> int:
         took = 0
+        # a take of a few rows costs nearly what one of many does: wait for room for half
+        least = max(min(TAKE_MAX, self._scheduler.bound(self._refill_to) // 2), 1)
         for lane in LANES:
             room = min(self._scheduler.room(lane, self._refill_to), TAKE_MAX)
-            if room < min(TAKE_MAX, self._refill_to // 2) or not self._active[lane]:
-                continue  # a take of a few rows costs nearly what one of 64 does
+            if room < least or not self._active[lane]:
+                continue
             taken: list[Taken] = await self._transact(
                 functools.partial(
                     spill_rows.take,

@@ -1,6 +1,7 @@
 """Fair service when the log is not fair (issue 21): tenant B's few jobs queued behind tenant
 A's backlog in the same lane and partitions run beside A's, not after them — with one worker
-and with three; two heavy tenants share the workers by their weights; a cancelled batch's
+and with three; high-priority jobs pass a spilled low-priority backlog across three workers;
+two heavy tenants share the workers by their weights; a cancelled batch's
 spilled jobs end `cancelled` and `headway status --batch` counts them while they wait.
 
 Bounded versions of `make bench` (f2): no wall-clock targets here, the orders of events that
@@ -46,9 +47,11 @@ def fairness_config(simulator_url: str, **weights: float) -> HeadwayConfig:
     )
 
 
-def jobs_of(tenant: str, count: int, batch: str) -> Iterator[dict[str, Any]]:
+def jobs_of(
+    tenant: str, count: int, batch: str, priority: str = "normal"
+) -> Iterator[dict[str, Any]]:
     for i in range(count):
-        yield chat_job(f"{batch}-{i}", tenant=tenant, batch_id=batch, priority="normal")
+        yield chat_job(f"{batch}-{i}", tenant=tenant, batch_id=batch, priority=priority)
 
 
 async def publish(settings: Settings, config: HeadwayConfig, jobs: Iterator[Any]) -> None:
@@ -95,9 +98,17 @@ async def until_group_settled(started: list[Worker], steady_s: float = 1.0) -> N
     raise AssertionError(f"the group never settled: {last}")
 
 
-async def small_tenant_behind_backlog(settings: Settings, simulator_url: str, count: int) -> None:
+async def small_tenant_behind_backlog(
+    settings: Settings,
+    simulator_url: str,
+    count: int,
+    *,
+    backlog_priority: str = "normal",
+    small_priority: str = "normal",
+) -> None:
     config = fairness_config(simulator_url, a=1.0, b=1.0)
-    await publish(settings, config, jobs_of("a", BACKLOG, "backlog"))  # before any worker runs
+    backlog = jobs_of("a", BACKLOG, "backlog", backlog_priority)
+    await publish(settings, config, backlog)  # before any worker runs
     url = settings.database_url
     async with workers(settings, config, count) as started:
         await until_group_settled(started)  # B is not published into a rebalance
@@ -106,7 +117,7 @@ async def small_tenant_behind_backlog(settings: Settings, simulator_url: str, co
                 break
             await asyncio.sleep(0.05)
         a_before = await finished(url, "backlog")
-        await publish(settings, config, jobs_of("b", SMALL, "small"))
+        await publish(settings, config, jobs_of("b", SMALL, "small", small_priority))
         for _ in range(1200):
             if await finished(url, "small") >= SMALL:
                 break
@@ -134,6 +145,16 @@ async def test_with_three_workers_on_postgresql_too(
     async with SimulatorServer(SimulatorConfig(seed=2, latency_ms=200)) as simulator:
         settings = make_settings(database_url=postgres_url, concurrency=32)
         await small_tenant_behind_backlog(settings, simulator.base_url, 3)
+
+
+async def test_priority_holds_across_three_workers_with_a_spilled_backlog(
+    make_settings: Callable[..., Settings], postgres_url: str
+) -> None:
+    async with SimulatorServer(SimulatorConfig(seed=5, latency_ms=200)) as simulator:
+        settings = make_settings(database_url=postgres_url, concurrency=32)
+        await small_tenant_behind_backlog(
+            settings, simulator.base_url, 3, backlog_priority="low", small_priority="high"
+        )
 
 
 async def succeeded_by_tenant(database_url: str) -> dict[str, int]:

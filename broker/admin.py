@@ -11,8 +11,10 @@ fewer partitions or replicas than asked are reported, for an operator to alter.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -26,6 +28,7 @@ HOUR_MS = 3_600_000
 # room above HEADWAY_MAX_MESSAGE_BYTES for a record's key, headers (a dead letter's reason and
 # source) and the record batch's framing
 RECORD_HEADROOM_BYTES = 64 * 1024
+DESCRIBE_WAIT_S = 5.0  # how long a just-created topic may take to be described by every broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,20 +105,39 @@ async def create_topics(settings: Settings, config: HeadwayConfig | None = None)
             for plan in plans
             if plan.name not in existing
         ]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile elsewhere
-                await admin.create_topics(missing)
-            report.created = [topic.name for topic in missing]
+        for topic in missing:  # one at a time: a topic created meanwhile is not "created"
+            try:
+                await admin.create_topics([topic])
+            except TopicAlreadyExistsError:  # created elsewhere, or a broker that had not
+                continue  # heard of it yet answered the listing
+            report.created.append(topic.name)
         present = [plan for plan in plans if plan.name in existing]
         if present:
-            described = {
-                d["topic"]: d for d in await admin.describe_topics([p.name for p in present])
-            }
+            described = await _described(admin, [plan.name for plan in present])
             for plan in present:
                 report.shortfalls += _shortfalls(plan, described.get(plan.name), factor)
         return report
     finally:
         await admin.close()
+
+
+async def _described(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Any]:
+    """Each topic's description; asked again (for up to ``DESCRIBE_WAIT_S``) while a broker
+    that has not heard of a just-created topic answers it without partitions."""
+    described: dict[str, Any] = {}
+    deadline = time.monotonic() + DESCRIBE_WAIT_S
+    while True:
+        wanted = [name for name in names if not _has_partitions(described.get(name))]
+        if not wanted or time.monotonic() >= deadline:
+            return described
+        described.update({d["topic"]: d for d in await admin.describe_topics(wanted)})
+        if any(not _has_partitions(described.get(name)) for name in wanted):
+            await asyncio.sleep(0.2)
+
+
+def _has_partitions(described: Any) -> bool:
+    partitions = described.get("partitions") if isinstance(described, dict) else None
+    return isinstance(partitions, list) and bool(partitions)
 
 
 def _shortfalls(plan: TopicPlan, described: dict[str, object] | None, factor: int) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -30,6 +31,16 @@ from workers.ledger.queries import batch_status
 from workers.runtime.worker import Worker
 
 pytestmark = pytest.mark.integration
+# Three workers in the test process beside the rest of the suite: on Apache Kafka under a
+# loaded CI machine their group kept rebalancing (heartbeats late) while B waited, which times
+# the rebalances, not fairness. They run on the embedded broker; quiet, they pass on Apache
+# Kafka too (`HEADWAY_TEST_KAFKA=apache pytest tests/integration/test_same_lane_fairness.py`),
+# and `make bench` (f3), (f4) measure worker processes.
+three_workers = pytest.mark.skipif(
+    os.environ.get("HEADWAY_TEST_KAFKA", "tansu") == "apache"
+    and os.environ.get("CI", "").lower() in ("1", "true", "yes"),
+    reason="three in-process workers on Apache Kafka in a loaded CI run time rebalances",
+)
 
 BACKLOG = 20_000
 SMALL = 20
@@ -141,6 +152,7 @@ async def test_a_small_tenant_is_served_beside_a_backlog_ahead_of_it_in_its_lane
         await small_tenant_behind_backlog(settings, simulator.base_url, 1)
 
 
+@three_workers
 async def test_with_three_workers_on_postgresql_too(
     make_settings: Callable[..., Settings], postgres_url: str
 ) -> None:
@@ -149,6 +161,7 @@ async def test_with_three_workers_on_postgresql_too(
         await small_tenant_behind_backlog(settings, simulator.base_url, 3)
 
 
+@three_workers
 async def test_priority_holds_across_three_workers_with_a_spilled_backlog(
     make_settings: Callable[..., Settings], postgres_url: str
 ) -> None:
@@ -173,6 +186,7 @@ async def succeeded_by_tenant(database_url: str) -> dict[str, int]:
         await engine.dispose()
 
 
+@three_workers
 async def test_two_heavy_tenants_share_three_workers_by_their_weights(
     make_settings: Callable[..., Settings], postgres_url: str
 ) -> None:

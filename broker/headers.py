@@ -8,7 +8,9 @@ replaced, and the last occurrence of a repeated name wins (what headway appended
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
+from typing import Any
 
 #: Headers as aiokafka hands them over: a name and a value that may be null.
 RecordHeaders = Iterable[tuple[str, bytes | None]] | None
@@ -52,3 +54,16 @@ def header_int(headers: RecordHeaders, name: str, default: int = 0) -> int:
 def has_header(headers: RecordHeaders, name: str) -> bool:
     """Whether ``name`` is present at all (null value included)."""
     return any(key == name for key, _ in headers or ())
+
+
+def stored_headers(headers: RecordHeaders) -> list[list[Any]]:
+    """Headers as JSON can hold them, to store a record and send it again later: pairs of name
+    and base64 value, a null value kept null (:func:`restored_headers` undoes it)."""
+    return [
+        [name, None if value is None else base64.b64encode(value).decode("ascii")]
+        for name, value in headers or ()
+    ]
+
+
+def restored_headers(stored: Iterable[list[Any]]) -> list[tuple[str, bytes | None]]:
+    return [(name, None if raw is None else base64.b64decode(raw)) for name, raw in stored]

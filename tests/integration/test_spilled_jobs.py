@@ -38,7 +38,7 @@ def records(account: str, count: int, *, lane: str = "normal", batch: str = "b")
             1_700_000_000_000,
             None,
             b'{"job_id": "%d"}' % i,
-            spill_rows.encode_headers([("headway-signature", b"\xff\x00")]),
+            spill_rows.encode_headers([("headway-signature", b"\xff\x00"), ("null", None)]),
         )
         for i in range(count)
     ]
@@ -73,7 +73,10 @@ async def test_a_record_comes_back_as_it_was_stored(ledger: Transactions) -> Non
     [taken] = await take(ledger, 5)
     assert taken.record == stored[0]
     assert taken.spilled_at == 10.0
-    assert spill_rows.decode_headers(taken.record.headers) == [("headway-signature", b"\xff\x00")]
+    assert spill_rows.decode_headers(taken.record.headers) == [
+        ("headway-signature", b"\xff\x00"),
+        ("null", None),  # a null value stays null
+    ]
 
 
 async def test_accounts_are_served_by_weight_whoever_takes(ledger: Transactions) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from broker.config import DeploymentConfig
+from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
@@ -64,9 +65,7 @@ def new_item(handed: Handed, api: BatchAPI) -> rows.Item:
         "messages": handed.messages,
         "budget_period": handed.budget_period,
     }
-    headers = [
-        [n, None if v is None else base64.b64encode(v).decode()] for n, v in record.headers or ()
-    ]
+    headers = stored_headers(record.headers)
     return rows.Item(
         tenant=job.tenant,
         job_id=job.job_id,
@@ -85,10 +84,7 @@ def new_item(handed: Handed, api: BatchAPI) -> rows.Item:
 
 
 def saved_headers(saved_json: str) -> list[tuple[str, bytes | None]]:
-    saved = json.loads(saved_json)
-    return [
-        (name, None if raw is None else base64.b64decode(raw)) for name, raw in saved["headers"]
-    ]
+    return restored_headers(json.loads(saved_json)["headers"])
 
 
 def original_record(item: rows.Item) -> ConsumerRecord[bytes, bytes]:

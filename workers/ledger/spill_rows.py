@@ -15,17 +15,17 @@ never strand an account.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, case, delete, func, select, update
 
+from broker.headers import RecordHeaders, restored_headers, stored_headers
 from workers.ledger.database.models import FairShareRow, JobRow, SpilledJobRow
-from workers.ledger.database.statements import dialect_insert
+from workers.ledger.database.statements import dialect_insert, statements
 from workers.ledger.database.transactions import Connection
 
 ACCOUNTS_PER_TAKE = 16  # accounts served by one turn of a take, least virtual time first
@@ -76,20 +76,13 @@ class Taken:
     spilled_at: float
 
 
-def encode_headers(headers: Iterable[tuple[str, bytes]]) -> bytes:
-    """Record headers as stored: JSON pairs of name and base64 value (values are any bytes)."""
-    pairs = [[name, base64.b64encode(value or b"").decode("ascii")] for name, value in headers]
-    return json.dumps(pairs, separators=(",", ":")).encode()
+def encode_headers(headers: RecordHeaders) -> bytes:
+    """Record headers as stored (:func:`~broker.headers.stored_headers`, as JSON bytes)."""
+    return json.dumps(stored_headers(headers), separators=(",", ":")).encode()
 
 
-def decode_headers(stored: bytes) -> list[tuple[str, bytes]]:
-    return [(name, base64.b64decode(value)) for name, value in json.loads(stored)]
-
-
-def _marks(conn: Connection, count: int) -> str:
-    if conn.dialect.name == "postgresql":
-        return ",".join(f"${n}" for n in range(1, count + 1))
-    return ",".join("?" * count)
+def decode_headers(stored: bytes) -> list[tuple[str, bytes | None]]:
+    return restored_headers(json.loads(stored))
 
 
 async def store(conn: Connection, records: Sequence[SpilledRecord], now: float) -> None:
@@ -100,7 +93,8 @@ async def store(conn: Connection, records: Sequence[SpilledRecord], now: float) 
         return
     sql = (
         f"INSERT INTO {SpilledJobRow.__tablename__} ({','.join(STORE_COLUMNS)}) "
-        f"VALUES ({_marks(conn, len(STORE_COLUMNS))}) ON CONFLICT DO NOTHING"
+        f"VALUES ({','.join(statements(conn.dialect.name).placeholders(len(STORE_COLUMNS)))}) "
+        "ON CONFLICT DO NOTHING"
     )
     rows = [
         (

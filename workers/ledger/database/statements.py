@@ -95,7 +95,7 @@ class Statements:
         self.usage_insert = self._usage_insert()
         self._claim_inserts: dict[int, str] = {}
 
-    def _placeholders(self, count: int, start: int = 1) -> list[str]:
+    def placeholders(self, count: int, start: int = 1) -> list[str]:
         if self.dialect == "sqlite":
             return ["?"] * count
         return [f"${n}" for n in range(start, start + count)]
@@ -111,7 +111,7 @@ class Statements:
         if not 0 < rows <= self.claim_rows_max:
             raise ValueError(f"claim batch of {rows} rows (1..{self.claim_rows_max})")
         width = len(CLAIM_COLUMNS)
-        marks = self._placeholders(rows * width)
+        marks = self.placeholders(rows * width)
         values = ",".join(
             "(" + ",".join(marks[i * width : (i + 1) * width]) + ")" for i in range(rows)
         )
@@ -122,7 +122,7 @@ class Statements:
 
     def _finish(self) -> str:
         """Store a terminal result on a running row; parameters: FINISH_COLUMNS, tenant, job_id."""
-        marks = self._placeholders(len(FINISH_COLUMNS) + 2)
+        marks = self.placeholders(len(FINISH_COLUMNS) + 2)
         sets = ", ".join(
             f"{name} = {mark}" for name, mark in zip(FINISH_COLUMNS, marks[:-2], strict=True)
         )
@@ -134,7 +134,7 @@ class Statements:
         )
 
     def _usage_insert(self) -> str:
-        marks = self._placeholders(len(USAGE_COLUMNS))
+        marks = self.placeholders(len(USAGE_COLUMNS))
         return (
             f"INSERT INTO {UsageRow.__tablename__} ({','.join(USAGE_COLUMNS)}) "
             f"VALUES ({','.join(marks)}) ON CONFLICT DO NOTHING"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from broker.config import HeadwayConfig
 from broker.errors import ConfigError
@@ -105,12 +105,9 @@ async def create_topics(settings: Settings, config: HeadwayConfig | None = None)
             for plan in plans
             if plan.name not in existing
         ]
-        for topic in missing:  # one at a time: a topic created meanwhile is not "created"
-            try:
-                await admin.create_topics([topic])
-            except TopicAlreadyExistsError:  # created elsewhere, or a broker that had not
-                continue  # heard of it yet answered the listing
-            report.created.append(topic.name)
+        for topic in missing:
+            if await _created(admin, topic):
+                report.created.append(topic.name)
         present = [plan for plan in plans if plan.name in existing]
         if present:
             described = await _described(admin, [plan.name for plan in present])
@@ -119,6 +116,19 @@ async def create_topics(settings: Settings, config: HeadwayConfig | None = None)
         return report
     finally:
         await admin.close()
+
+
+async def _created(admin: AIOKafkaAdminClient, topic: NewTopic) -> bool:
+    """Create one topic: true if this call created it, false if it exists (created meanwhile,
+    or a broker that had not heard of it yet answered the listing). The admin client returns
+    per-topic errors in the response rather than raising them; any other error is raised."""
+    response = await admin.create_topics([topic])
+    for _name, code, *message in response.topic_errors:
+        if code == TopicAlreadyExistsError.errno:
+            return False
+        if code:
+            raise for_code(code)(f"{topic.name}: {message[0] if message else ''}")
+    return True
 
 
 async def _described(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Any]:

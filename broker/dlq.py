@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from broker.headers import header_texts
-from broker.kafka import producer_options, require_bootstrap, topic_partitions
+from broker.kafka import producer_options, read_to_ends, require_bootstrap, topic_partitions
 from broker.settings import Settings
 from broker.topics import (
     HEADER_ATTEMPTS,
@@ -56,7 +56,6 @@ _DROPPED = frozenset(
         HEADER_REPLAY,
     }
 )
-READ_TIMEOUT_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +171,12 @@ async def read(settings: Settings, selection: Selection) -> AsyncIterator[DeadLe
         partitions = await topic_partitions(consumer, topic)
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
+        # a letter replayed and dead-lettered again during this read is not read (or replayed)
         cutoff_ms = int(time.time() * 1000)
         await _seek_start(consumer, partitions, selection.since)
         yielded = 0
-        async for letter in _until_ends(consumer, ends, cutoff_ms):
+        async for record in read_to_ends(consumer, ends, cutoff_ms):
+            letter = DeadLetter.of(record)
             if selection.matches(letter):
                 yield letter
                 yielded += 1
@@ -197,31 +198,6 @@ async def _seek_start(
     for tp, at in found.items():
         if at is not None:
             consumer.seek(tp, at.offset)
-
-
-async def _until_ends(
-    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], cutoff_ms: int
-) -> AsyncIterator[DeadLetter]:
-    """Read past the end offsets, then until a poll finds nothing more (some Kafka-compatible
-    brokers, Tansu among them, report an end offset short of a batch's last record); a
-    partition ends at its first record written after ``cutoff_ms`` (a replayed letter that is
-    dead-lettered again is not read, and so not replayed, in the same run)."""
-    done: set[TopicPartition] = set()
-    while True:
-        batches = await consumer.getmany(timeout_ms=READ_TIMEOUT_MS)
-        for tp, records in sorted(batches.items(), key=lambda item: item[0].partition):
-            for record in records:
-                if record.timestamp > cutoff_ms:
-                    done.add(tp)
-                    consumer.pause(tp)
-                    break
-                yield DeadLetter.of(record)
-        if len(done) == len(ends):
-            return
-        if not batches and all(
-            [tp in done or await consumer.position(tp) >= end for tp, end in ends.items()]
-        ):
-            return
 
 
 def replay_topic(letter: DeadLetter, topics: Topics) -> str:

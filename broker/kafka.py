@@ -1,12 +1,13 @@
-"""aiokafka in one place: client options derived from Settings, a topic's partitions, and which
-produce errors are worth another try."""
+"""aiokafka in one place: client options derived from Settings, a topic's partitions, reading
+partitions to their ends, and which produce errors are worth another try."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import (
     InvalidTopicError,
     KafkaConnectionError,
@@ -27,6 +28,7 @@ REFUSED_FOR_GOOD = (
     TopicAuthorizationFailedError,
     InvalidTopicError,
 )
+READ_TIMEOUT_MS = 500  # a poll that finds nothing for this long has reached the end
 
 
 def require_bootstrap(settings: Settings) -> str:
@@ -120,3 +122,28 @@ async def topic_partitions(
     """Every partition of ``topic``, for a consumer that assigns them itself (no group)."""
     client = consumer._client  # aiokafka has no public call for "metadata of this topic"
     return [TopicPartition(topic, p) for p in await partitions_of(client, topic, wait_s)]
+
+
+async def read_to_ends(
+    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], cutoff_ms: int
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """The records of the assigned partitions from their positions: past the end offsets, then
+    until a poll finds nothing more (some Kafka-compatible brokers, Tansu among them, report an
+    end offset short of a batch's last record). A partition ends at its first record written
+    after ``cutoff_ms``, so a read ends while producers go on writing."""
+    done: set[TopicPartition] = set()
+    while True:
+        batches = await consumer.getmany(timeout_ms=READ_TIMEOUT_MS)
+        for tp, records in sorted(batches.items(), key=lambda item: item[0].partition):
+            for record in records:
+                if record.timestamp > cutoff_ms:
+                    done.add(tp)
+                    consumer.pause(tp)
+                    break
+                yield record
+        if len(done) == len(ends):
+            return
+        if not batches and all(
+            [tp in done or await consumer.position(tp) >= end for tp, end in ends.items()]
+        ):
+            return

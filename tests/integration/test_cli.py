@@ -24,6 +24,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "HEADWAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
         "HEADWAY_DATABASE_URL": settings.database_url,
         "HEADWAY_TOPIC_PREFIX": settings.topic_prefix,
+        "HEADWAY_CONSUMER_GROUP": settings.consumer_group,
         "HEADWAY_CONFIG": str(settings.config),
     }
 
@@ -98,6 +99,7 @@ async def test_submit_a_file_then_read_every_result_and_the_status(
     assert all(r["status"] == "succeeded" and r["batch_id"] == "cli" for r in results)
     status = await headway(settings, "status", "--batch", "cli")
     assert status.returncode == 0 and f"{JOBS}/{JOBS} finished" in status.stdout
+    assert "queued (in the lanes)" in status.stdout and status.stderr == ""
     usage = await headway(settings, "usage", "--tenant", "demo")
     assert usage.returncode == 0 and "summarize" in usage.stdout
 
@@ -129,3 +131,13 @@ async def test_a_worker_without_a_bootstrap_says_what_to_set(
     )
     assert result.returncode == 2
     assert "HEADWAY_KAFKA_BOOTSTRAP" in result.stderr
+
+
+async def test_status_without_a_reachable_kafka_still_shows_the_ledgers_counts(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    settings = make_settings(database_url=sqlite_url, kafka_bootstrap="127.0.0.1:9")
+    status = await headway(settings, "status", "--batch", "nothing")
+    assert status.returncode == 0, status.stderr
+    assert "0/0 finished" in status.stdout and "queued (in the lanes)" not in status.stdout
+    assert "the lanes were not read" in status.stderr

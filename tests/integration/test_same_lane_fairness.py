@@ -25,6 +25,7 @@ from broker.settings import Settings
 from schemas.control import ControlCommand
 from tests.helpers import chat_job, running_worker
 from workers.devstack.simulator import SimulatorConfig, SimulatorServer
+from workers.intake.backlog import batch_in_lanes
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import FairShareRow, JobRow
 from workers.ledger.queries import batch_status
@@ -256,6 +257,10 @@ async def test_spilled_jobs_of_a_cancelled_batch_are_counted_then_end_cancelled(
                     await asyncio.sleep(0.05)
                 waiting = await batch_status(engine, "doomed")
                 assert waiting.queued >= 2500 - waiting.finished
+                # with the lanes read: every job once — spilled, buffered, running or finished
+                in_lanes = (await batch_in_lanes(settings, "doomed")).jobs
+                exact = await batch_status(engine, "doomed", in_lanes=in_lanes)
+                assert exact.total == 3000, exact
                 async with HeadwayClient(settings) as client:
                     await client.cancel(
                         ControlCommand(action="cancel", tenant="a", batch_id="doomed")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.table import Table
 
 from broker.client import HeadwayClient
@@ -20,6 +21,7 @@ from schemas.jobs import Priority
 from workers.cli.exports import ResultFormat, batch_lines
 from workers.cli.submission import Overrides, parse_file
 from workers.cli.support import console, err, load_settings
+from workers.intake.backlog import LaneBacklog, batch_in_lanes
 from workers.ledger import queries
 from workers.ledger.database.engine import create_engine
 
@@ -100,21 +102,44 @@ def results(
 
 
 def status(
-    batch: Annotated[str, typer.Option()], tenant: Annotated[str | None, typer.Option()] = None
+    batch: Annotated[str, typer.Option()],
+    tenant: Annotated[str | None, typer.Option()] = None,
+    lanes: Annotated[
+        bool,
+        typer.Option(
+            help="read the lanes past the workers' committed offsets, to count the batch's "
+            "jobs not read yet or buffered by a worker (--no-lanes: the ledger only)"
+        ),
+    ] = True,
+    scan_limit: Annotated[
+        int, typer.Option(min=1, help="read at most this many lane records")
+    ] = 1_000_000,
 ) -> None:
-    """Counts by status, spend and progress of a batch."""
+    """Counts by status, spend and progress of a batch; queued jobs wherever they wait."""
 
-    async def main() -> queries.BatchStatus:
-        engine = create_engine(load_settings().database_url)
+    async def main() -> tuple[queries.BatchStatus, LaneBacklog | None, str]:
+        settings = load_settings()
+        found: LaneBacklog | None = None
+        unread = ""
+        if lanes:
+            try:
+                found = await batch_in_lanes(settings, batch, tenant, scan_limit)
+            except (KafkaError, HeadwayError) as error:  # the ledger's counts are still worth it
+                unread = f"{type(error).__name__}: {error}"
+        engine = create_engine(settings.database_url)
         try:
-            return await queries.batch_status(engine, batch, tenant)
+            in_lanes = found.jobs if found else ()
+            return await queries.batch_status(engine, batch, tenant, in_lanes), found, unread
         finally:
             await engine.dispose()
 
-    found = asyncio.run(main())
+    found, backlog, unread = asyncio.run(main())
     table = Table(title=f"batch {batch}: {found.finished}/{found.total} finished")
     table.add_column("status")
     table.add_column("jobs", justify="right")
+    if backlog is not None:
+        at_least = "" if backlog.complete else "≥ "
+        table.add_row("queued (in the lanes)", f"{at_least}{found.in_lanes}")
     if found.queued:
         table.add_row("queued (spilled, in the ledger)", str(found.queued))
     for name, jobs in sorted(found.by_status.items()):
@@ -124,6 +149,10 @@ def status(
     table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
     table.add_row("spend USD", f"{found.cost_usd:.6f}")
     console.print(table)
+    if backlog is not None and not backlog.complete:
+        err.print(f"read the first {backlog.records:,} lane records only (--scan-limit)")
+    if unread:
+        err.print(f"[yellow]the lanes were not read[/] ({unread}): jobs not read yet not counted")
 
 
 def cancel(

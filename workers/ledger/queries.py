@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workers.ledger.batch_lane_rows import BATCH_OWNER
 from workers.ledger.database.models import (
     JobRow,
     RowStatus,
+    SpilledJobRow,
     UsageRow,
     from_nano,
 )
+from workers.ledger.records import Key
 from workers.ledger.spill_rows import queued_statement
+
+KNOWN_CHUNK = 500  # job ids asked of the ledger in one statement
 
 
 @dataclass
@@ -26,15 +31,16 @@ class BatchStatus:
     output_tokens: int = 0
     in_batch_lane: int = 0  # running jobs waiting for (or in) a provider batch
     queued: int = 0  # spilled jobs waiting in the ledger, not started yet
+    in_lanes: int = 0  # jobs in the lanes (unread, or buffered by a worker), not started yet
 
     @property
     def total(self) -> int:
-        """Jobs the ledger knows of: started or finished, and queued in it."""
-        return sum(self.by_status.values()) + self.queued
+        """Jobs started or finished, and queued (in the ledger and in the lanes)."""
+        return sum(self.by_status.values()) + self.queued + self.in_lanes
 
     @property
     def finished(self) -> int:
-        return self.total - self.queued - self.by_status.get(RowStatus.RUNNING.value, 0)
+        return sum(self.by_status.values()) - self.by_status.get(RowStatus.RUNNING.value, 0)
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,14 @@ class UsageLine:
 
 
 async def batch_status(
-    engine: AsyncEngine, batch_id: str, tenant: str | None = None
+    engine: AsyncEngine,
+    batch_id: str,
+    tenant: str | None = None,
+    in_lanes: Collection[Key] = (),
 ) -> BatchStatus:
+    """A batch's jobs by status, its spend, and its queued jobs: spilled ones, and of
+    ``in_lanes`` (the batch's jobs found in the lanes, :mod:`workers.intake.backlog`) those
+    the ledger has no row of."""
     statement = (
         select(
             JobRow.status,
@@ -73,6 +85,8 @@ async def batch_status(
     queued = queued_statement(batch_id, tenant)
     status = BatchStatus(batch_id)
     async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # one snapshot: a job is counted once, wherever
+            await conn.execution_options(isolation_level="REPEATABLE READ")  # (SQLite's is one)
         for name, count, cost, tokens_in, tokens_out in await conn.execute(statement):
             status.by_status[name] = int(count)
             status.cost_usd += from_nano(int(cost))
@@ -80,7 +94,30 @@ async def batch_status(
             status.output_tokens += int(tokens_out)
         status.in_batch_lane = int(await conn.scalar(lane) or 0)
         status.queued = int(await conn.scalar(queued) or 0)
+        status.in_lanes = len(in_lanes) - len(await _known(conn, batch_id, in_lanes))
     return status
+
+
+async def _known(conn: AsyncConnection, batch_id: str, jobs: Collection[Key]) -> set[Key]:
+    """Which of ``jobs`` the ledger has a row of: started (or finished), or spilled."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, job_id in jobs:
+        by_tenant.setdefault(tenant, []).append(job_id)
+    known: set[Key] = set()
+    for tenant, ids in sorted(by_tenant.items()):
+        for at in range(0, len(ids), KNOWN_CHUNK):
+            chunk = ids[at : at + KNOWN_CHUNK]
+            started = select(JobRow.tenant, JobRow.job_id).where(
+                JobRow.tenant == tenant, JobRow.job_id.in_(chunk)
+            )
+            spilled = select(SpilledJobRow.tenant, SpilledJobRow.job_id).where(
+                SpilledJobRow.batch_id == batch_id,
+                SpilledJobRow.tenant == tenant,
+                SpilledJobRow.job_id.in_(chunk),
+            )
+            for statement in (started, spilled):
+                known.update((t, j) for t, j in await conn.execute(statement))
+    return known
 
 
 async def batch_results(

@@ -10,10 +10,10 @@ from aiokafka import AIOKafkaProducer
 
 from broker.admin import create_topics
 from broker.client import HeadwayClient
-from broker.config import development_config
+from broker.config import BudgetPeriod, OnBudgetExhausted, development_config
 from broker.settings import Settings
 from schemas.jobs import Priority
-from tests.helpers import chat_job, running_worker
+from tests.helpers import chat_job, read_topic, running_worker
 from workers.devstack.simulator import SimulatorServer
 from workers.intake.backlog import batch_in_lanes
 from workers.ledger.database.engine import create_engine
@@ -82,3 +82,26 @@ async def test_finished_jobs_are_not_counted_again_from_the_lanes(
             if status.finished == 40:
                 break
     assert (status.in_lanes, status.queued, status.by_status) == (0, 0, {"succeeded": 40})
+
+
+async def test_jobs_parked_before_they_started_are_counted_queued(
+    make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer
+) -> None:
+    settings = make_settings(database_url=sqlite_url)
+    config = development_config(simulator.base_url)
+    broke = config.tenants["demo"].model_copy(
+        update={
+            "budget_usd": 0.0,
+            "budget_period": BudgetPeriod.DAY,
+            "on_budget_exhausted": OnBudgetExhausted.DEFER,
+        }
+    )
+    config = config.model_copy(update={"tenants": {**config.tenants, "demo": broke}})
+    async with running_worker(settings, config), HeadwayClient(settings) as client:
+        await client.submit_many([chat_job(f"q-{i}", batch_id="q") for i in range(10)])
+        parked = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.retry, until_keys=10
+        )
+        assert parked.distinct() == 10  # deferred on the retry topic, none started
+        status = await counted(settings, "q")
+    assert (status.in_lanes, status.total, status.by_status) == (10, 10, {})

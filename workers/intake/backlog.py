@@ -1,13 +1,15 @@
 """A batch's jobs still in the lanes: the records past the workers' committed offsets.
 
-A job not started is in one of three places: unread in a lane, fetched and buffered in a
-worker's memory, or spilled to the ledger. The first two are exactly the lane records at or
-past the consumer group's committed offset (an offset is committed only once every job before
-it has finished or been spilled), so reading the lanes from there to their ends finds them —
-with records already started or spilled, which the ledger tells apart
-(:func:`workers.ledger.queries.batch_status`). Records are matched on their identity alone
-(:func:`~workers.intake.parsing.identity_of`); one whose identity cannot be read is not
-counted (it is dead-lettered when a worker reaches it, never run).
+A job not started is in one of four places: unread in a lane, fetched and buffered in a
+worker's memory, parked on the retry topic (its tenant was over a quota or its budget), or
+spilled to the ledger. The first three are exactly the records of the lanes and the retry
+topic at or past the consumer group's committed offsets (an offset is committed only once
+every job before it has finished, been spilled or been parked), so reading them from there to
+their ends finds those jobs — with records already started or spilled, which the ledger tells
+apart (:func:`workers.ledger.queries.batch_status`). Records are matched on their identity
+alone (:func:`~workers.intake.parsing.identity_of`); one whose identity cannot be read is not
+counted (it is dead-lettered when a worker reaches it, never run). A job parked while the
+read is under way may be missed: partitions are read one after another, not at one instant.
 
 The read commits nothing and joins no group; it stops at ``max_records`` (``complete`` false)
 and at records written after it began, so it ends while producers go on writing.
@@ -51,8 +53,8 @@ async def batch_in_lanes(
     await consumer.start()
     try:
         partitions: list[TopicPartition] = []
-        for lane in settings.topics.job_lanes:
-            partitions += await topic_partitions(consumer, lane)
+        for topic in [*settings.topics.job_lanes, settings.topics.retry]:
+            partitions += await topic_partitions(consumer, topic)
         consumer.assign(partitions)
         cutoff_ms = int(time.time() * 1000)
         ends = await consumer.end_offsets(partitions)

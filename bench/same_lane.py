@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.common import chat_jobs, preload, stack, wait_for
+from bench.fairness import tenant_jobs
 from bench.memory import rss_mb
 from bench.overhead import relay_rate
 from bench.tenancy import fresh_postgres
@@ -51,17 +52,7 @@ PUBLISH_CHUNK = 20_000
 
 
 def jobs_of(tenant: str, count: int, batch: str) -> Iterator[dict[str, Any]]:
-    for i in range(count):
-        yield {
-            "job_id": f"{batch}-{i}",
-            "tenant": tenant,
-            "kind": "chat",
-            "route": "summarize",
-            "priority": "normal",
-            "batch_id": batch,
-            "messages": [{"role": "user", "content": f"Summarise document {i}."}],
-            "params": {"max_tokens": 16},
-        }
+    return tenant_jobs(tenant, count, "normal", batch)
 
 
 @dataclass

@@ -278,6 +278,11 @@ class HeadwayConfig(_Frozen):
         """The tenant's settings, the ``default`` tenant's, or None (unknown → rejected)."""
         return self.tenants.get(name) or self.tenants.get(DEFAULT_TENANT)
 
+    def weight_of(self, name: str) -> float:
+        """The tenant's share weight in its lanes (1 for a tenant the config does not know)."""
+        tenant = self.tenant(name)
+        return tenant.weight if tenant else 1.0
+
 
 def _format_validation_error(source: str, error: ValidationError) -> str:
     lines = []

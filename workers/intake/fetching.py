@@ -31,13 +31,12 @@ from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
 from workers.intake.parked import ParkedJobs
 from workers.intake.parsing import Intake, Unreadable, identity_of, parse_job, tenant_of
-from workers.intake.scheduler import LaneScheduler, QueuedJob
+from workers.intake.scheduler import RECORD_OVERHEAD_BYTES, LaneScheduler, QueuedJob
 from workers.intake.spill import Spill
 from workers.intake.undecodable import UNDECODABLE, Batches, StepPast
 
 FETCH_TIMEOUT_MS = 100
 PARKED_POLL_S = 0.25  # how often parked jobs are checked for being due
-RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
 UNDECODABLE_PAUSE_S = 0.05  # after a failed fetch whose record was not found (a transient CRC)
 STORE_RETRY_S = 1.0  # after spilled records could not be stored
 SPILL_CHUNK = 2000  # records asked of the consumer at a time while full lanes spill

@@ -34,13 +34,15 @@ from schemas.jobs import Priority
 from workers.admission.quotas import Wait
 from workers.intake.parsing import Identity, Intake
 
+RECORD_OVERHEAD_BYTES = 200  # what a queued record costs beyond its value, roughly
+
 
 @dataclass(slots=True)
 class QueuedJob:
     record: ConsumerRecord[bytes, bytes]
     lane: Priority
     tp: TopicPartition
-    size: int
+    size: int  # what it holds of its lane's bytes: its value + RECORD_OVERHEAD_BYTES
     tenant: str = ""
     intake: Intake | None = None  # parsed once, in the fetch loop
     enqueued_at: float = 0.0

@@ -26,7 +26,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -35,12 +35,13 @@ from broker.topics import LANES
 from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
 from workers.intake.parsing import Identity, ValidJob, parse_job
-from workers.intake.scheduler import LaneScheduler, QueuedJob
+from workers.intake.scheduler import RECORD_OVERHEAD_BYTES, LaneScheduler, QueuedJob
 from workers.ledger import spill_rows
-from workers.ledger.database.transactions import Transact
+from workers.ledger.database.transactions import Transact, Work
 from workers.ledger.spill_rows import SpilledRecord, Taken
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SPILLED = TopicPartition("headway:spilled", -1)  # where a job taken from the ledger "comes from"
 STORE_MAX = 2000  # records stored per transaction
@@ -50,7 +51,6 @@ REFILL_IDLE_S = 0.05  # the refill loop's pause when it took nothing
 ACCOUNTS_REFRESH_S = 0.5  # how often the accounts with spilled jobs are read again
 RECLAIM_S = 5.0  # how often lapsed leases of spilled rows are looked for
 SETTLE_S = 0.5  # finished rows are deleted at least this often (or every TAKE_MAX of them)
-RECORD_OVERHEAD_BYTES = 200
 
 
 class Spill:
@@ -265,7 +265,7 @@ class Spill:
             self.taken += len(taken)
         return took
 
-    async def _transact(self, work: Any) -> Any:
+    async def _transact(self, work: Work[T]) -> T:
         async with self._ledger:
             return await self._run(work)
 

@@ -109,7 +109,7 @@ def buffers(settings: Settings, config: HeadwayConfig) -> Buffers:
     scheduler = LaneScheduler(
         per_lane_jobs,
         group.max_bytes // 3,
-        weight=lambda name: tenant.weight if (tenant := config.tenant(name)) else 1.0,
+        weight=config.weight_of,
         aging_s=group.priority_aging_s,
     )
     chunk = max(per_lane_jobs // 2, 1)
@@ -158,7 +158,7 @@ def spill_for(
         built.tracker,
         owner=settings.ledger.owner,
         lease_s=settings.ledger.lease_s,
-        weight=lambda name: tenant.weight if (tenant := config.tenant(name)) else 1.0,
+        weight=config.weight_of,
         max_message_bytes=settings.max_message_bytes,
         refill_to=settings.concurrency + settings.runners_ahead + TAKE_MAX,
     )

@@ -60,8 +60,13 @@ class Connection(Protocol):
 
 
 Work = Callable[[Connection], Coroutine[Any, Any, T]]
-#: what a component is given to run its ledger work in a transaction (``LedgerWriter.run``)
-Transact = Callable[[Work[Any]], Awaitable[Any]]
+
+
+class Transact(Protocol):
+    """What a component is given to run its ledger work in a transaction
+    (``LedgerWriter.run``)."""
+
+    def __call__(self, work: Work[T], /) -> Awaitable[T]: ...
 
 
 class Transactions(Protocol):

@@ -66,9 +66,11 @@ class JobRow(Base):
     updated_at: Mapped[float] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float)
 
+    # no index but the primary key may lead with tenant, job_id or status: a lookup by key
+    # must not be planned on another (a fresh table's planner would; migration 0009)
     __table_args__ = (
-        Index("ix_jobs_tenant_batch", "tenant", "batch_id"),
-        Index("ix_jobs_status_lease", "status", "lease_owner"),
+        Index("ix_jobs_lease", "lease_owner", "status"),
+        Index("ix_jobs_batch", "batch_id", "tenant"),
     )
 
 

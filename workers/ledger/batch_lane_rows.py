@@ -25,6 +25,7 @@ from workers.ledger.database.models import (
     JobRow,
     ProviderBatchRow,
     RowStatus,
+    held_by,
 )
 from workers.ledger.database.transactions import Connection
 
@@ -281,7 +282,7 @@ async def release_jobs(conn: Connection, keys: Sequence[tuple[str, str]]) -> Non
         .where(
             tuple_(JobRow.tenant, JobRow.job_id).in_(list(keys)),
             JobRow.status == RowStatus.RUNNING.value,
-            JobRow.lease_owner == BATCH_OWNER,
+            held_by(BATCH_OWNER),
         )
         .values(lease_owner=None, lease_expires_at=0.0)
     )

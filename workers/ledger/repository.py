@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import select, tuple_, update
 
 from workers.ledger import cache_rows
-from workers.ledger.database.models import JobRow, RowStatus, UsageRow
+from workers.ledger.database.models import JobRow, RowStatus, UsageRow, held_by
 from workers.ledger.database.statements import FINISH_COLUMNS, dialect_insert, statements
 from workers.ledger.database.transactions import Connection
 from workers.ledger.quota_rows import BudgetLedger
@@ -357,7 +357,7 @@ class LedgerRepository:
             .where(
                 JobRow.tenant == tenant,
                 JobRow.job_id == job_id,
-                JobRow.lease_owner == self.owner,
+                held_by(self.owner),
                 JobRow.status == RowStatus.RUNNING.value,
             )
             .values(lease_expires_at=0.0)

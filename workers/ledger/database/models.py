@@ -7,12 +7,14 @@ from enum import StrEnum
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     Float,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,6 +74,13 @@ class JobRow(Base):
         Index("ix_jobs_lease", "lease_owner", "status"),
         Index("ix_jobs_batch", "batch_id", "tenant"),
     )
+
+
+def held_by(owner: str) -> ColumnElement[bool]:
+    """``jobs.lease_owner = owner`` for a statement that names a job by its key: written as an
+    expression no index serves, so the primary key is the only index its plan can use (see
+    ``JobRow.__table_args__``)."""
+    return func.coalesce(JobRow.lease_owner, "") == owner
 
 
 class UsageRow(Base):

@@ -1,4 +1,10 @@
-"""JobResult and UsageEvent: what workers publish (CONTRACT §3–4)."""
+"""JobResult and UsageEvent: what workers publish (CONTRACT §3–4).
+
+Outputs only ever gain fields (the compatibility rule, README "Compatibility"): a reader
+ignores fields it does not know, so a consumer pinned to an older headway keeps reading the
+results and usage events of a newer one. Inputs (JobRequest, ControlCommand) stay strict: an
+unknown field there is a mistake worth an error.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +40,10 @@ class ErrorCode(StrEnum):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a field added by a newer headway is ignored, never an error; the JSON Schema says so
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, json_schema_extra={"additionalProperties": True}
+    )
 
 
 class ChatOutput(_Message):

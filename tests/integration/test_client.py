@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
@@ -18,7 +19,7 @@ from tests.helpers import chat_job, read_topic, running_worker
 from workers.devstack.simulator import SimulatorServer
 
 
-async def test_results_yields_only_the_batch_asked_for_and_skips_foreign_records(
+async def test_results_yields_only_the_batch_asked_for_skips_foreign_records_reads_newer_ones(
     make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer
 ) -> None:
     settings = make_settings(database_url=sqlite_url)
@@ -31,9 +32,18 @@ async def test_results_yields_only_the_batch_asked_for_and_skips_foreign_records
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
         await producer.start()
         await producer.send_and_wait(settings.topics.results, b"not a result", key=b"x")
+        newer = {  # a result from a newer headway, with a field this one does not know
+            "job_id": "b-9",
+            "tenant": "demo",
+            "batch_id": "B",
+            "status": "succeeded",
+            "completed_at": "2026-12-02T00:00:00Z",
+            "region": "eu-west",
+        }
+        await producer.send_and_wait(settings.topics.results, json.dumps(newer).encode())
         await producer.stop()
         seen = [r async for r in client.results("B", idle_timeout_s=3)]
-    assert sorted(r.job_id for r in seen) == ["b-0", "b-1", "b-2"]
+    assert sorted(r.job_id for r in seen) == ["b-0", "b-1", "b-2", "b-9"]
     assert all(r.status.value == "succeeded" for r in seen)
 
 

@@ -164,6 +164,49 @@ def test_results_and_usage_events_have_the_contract_fields() -> None:
     }
 
 
+def test_a_result_and_a_usage_event_from_a_newer_headway_are_read_ignoring_new_fields() -> None:
+    result = JobResult.model_validate_json(
+        json.dumps(
+            {
+                "job_id": "j",
+                "tenant": "t",
+                "status": "succeeded",
+                "completed_at": "2026-01-01T00:00:00Z",
+                "output": {"text": "x", "finish_reason": "stop", "refusal": None},
+                "usage": {"input_tokens": 3, "output_tokens": 1, "reasoning_tokens": 7},
+                "region": "eu-west",  # a field this version does not know
+            }
+        )
+    )
+    assert (result.job_id, result.usage.input_tokens) == ("j", 3)
+    assert "region" not in result.model_dump()
+    event = UsageEvent.model_validate(
+        {
+            "event_id": "e",
+            "tenant": "t",
+            "job_id": "j",
+            "route": "r",
+            "provider": "p",
+            "deployment": "d",
+            "input_tokens": 1,
+            "output_tokens": 2,
+            "cost_usd": 0.5,
+            "timestamp": "2026-01-01T00:00:00Z",
+            "tags": {"project": "x"},
+        }
+    )
+    assert event.cost_usd == 0.5
+
+
+def test_outputs_are_open_to_new_fields_and_inputs_closed_in_their_json_schemas() -> None:
+    for model in (JobResult, UsageEvent):
+        schema = model.model_json_schema()
+        objects = [schema, *schema.get("$defs", {}).values()]
+        assert all(d["additionalProperties"] is True for d in objects if d.get("type") == "object")
+    assert JobRequest.model_json_schema()["additionalProperties"] is False
+    assert ControlCommand.model_json_schema()["additionalProperties"] is False
+
+
 def test_committed_json_schemas_are_current() -> None:
     for path, text in expected_files().items():
         assert path.exists(), f"{path} missing: run `make schemas`"

@@ -4,6 +4,9 @@
         await client.submit_many(jobs)                  # tens of thousands of jobs/s
         async for result in client.results("batch-7"):  # JobResults of one batch
             ...
+        async with client.subscribe("my-pipeline", batch="batch-7") as results:
+            async for result in results:                # resumes where the group left off
+                ...
 
 ``submit_many`` appends every record to a per-partition batch first (broker/record_batches.py: ~3 µs
 a record where ``AIOKafkaProducer.send`` costs ~15 µs) and waits for the deliveries together at
@@ -27,6 +30,7 @@ from pydantic import ValidationError
 from broker.kafka import producer_options, require_bootstrap, topic_partitions
 from broker.record_batches import RecordBatchSender, delivered
 from broker.settings import Settings
+from broker.subscription import Subscription
 from broker.topics import HEADER_SIGNATURE, Topics
 from broker.tracing import Headers, trace_headers
 from schemas.control import ControlCommand
@@ -153,6 +157,28 @@ class HeadwayClient:
             await self.producer.send(
                 self.topics.control, value=value, key=command.tenant.encode(), headers=headers
             )
+        )
+
+    def subscribe(
+        self,
+        group: str,
+        *,
+        batch: str | None = None,
+        tenant: str | None = None,
+        topic: str | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> Subscription:
+        """Results for the consumer group ``group``, resuming where it left off, committed as
+        they are handled (:mod:`broker.subscription`); of one batch and one tenant when given.
+        Ends after ``idle_timeout_s`` without a new record, or never when it is None. It needs
+        no producer: usable before (or without) entering the client."""
+        return Subscription(
+            self.settings,
+            group,
+            topic or self.topics.results,
+            batch=batch,
+            tenant=tenant,
+            idle_timeout_s=idle_timeout_s,
         )
 
     async def results(

@@ -30,6 +30,9 @@ HEADER_ATTEMPTS = "headway-attempts"  # provider calls a parked job has made so 
 HEADER_REPLAY = "headway-replay"
 HEADER_ONLINE = "headway-online"  # a job the batch lane handed back: run it online
 #: W3C trace context (https://www.w3.org/TR/trace-context/): on jobs from the SDK, and on results
+# on results: whose, and of which batch (absent: none) — a reader filters without parsing
+HEADER_TENANT = "headway-tenant"
+HEADER_BATCH = "headway-batch"
 HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"
 
@@ -70,3 +73,11 @@ class Topics:
 
     def all(self) -> list[str]:
         return [*self.job_lanes, self.results, self.usage, self.retry, self.dlq, self.control]
+
+
+def result_headers(tenant: str, batch_id: str | None) -> list[tuple[str, bytes]]:
+    """The headers a result carries besides its trace context: its tenant and batch."""
+    headers = [(HEADER_TENANT, tenant.encode())]
+    if batch_id is not None:
+        headers.append((HEADER_BATCH, batch_id.encode()))
+    return headers

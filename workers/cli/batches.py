@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from aiokafka.errors import KafkaError
@@ -16,14 +17,17 @@ from rich.table import Table
 
 from broker.client import HeadwayClient
 from broker.errors import HeadwayError
+from broker.settings import Settings
 from schemas.control import ControlCommand
 from schemas.jobs import Priority
-from workers.cli.exports import ResultFormat, batch_lines
+from workers.cli.exports import ResultFormat, batch_lines, openai_batch_line
 from workers.cli.submission import Overrides, parse_file
 from workers.cli.support import console, err, load_settings
 from workers.intake.backlog import LaneBacklog, batch_in_lanes
 from workers.ledger import queries
 from workers.ledger.database.engine import create_engine
+
+SUBSCRIPTION_IDLE_S = 5.0  # without --follow: a subscription ends after this long with nothing new
 
 
 def register(app: typer.Typer) -> None:
@@ -62,7 +66,7 @@ def submit(
 
 
 def results(
-    batch: Annotated[str, typer.Option(help="batch id")],
+    batch: Annotated[str | None, typer.Option(help="batch id (needed without --group)")] = None,
     out: Annotated[Path | None, typer.Option(help="write JSONL here instead of stdout")] = None,
     follow: Annotated[bool, typer.Option(help="keep printing new results")] = False,
     tenant: Annotated[str | None, typer.Option()] = None,
@@ -72,33 +76,92 @@ def results(
     form: Annotated[
         ResultFormat, typer.Option("--format", help="native JobResult lines or OpenAI Batch lines")
     ] = ResultFormat.NATIVE,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="read the results topic as this consumer group: resume where the group left "
+            "off, commit each result once written (at least once; duplicates share tenant and "
+            "job_id)"
+        ),
+    ] = None,
 ) -> None:
     """Results of a batch as JSONL (from the ledger: one per job), as JobResults or as
-    OpenAI Batch output lines (--format openai-batch)."""
+    OpenAI Batch output lines (--format openai-batch); with --group, from the results topic
+    as a durable subscription (any batch, or --batch and --tenant only)."""
+    if batch is None and group is None:
+        raise HeadwayError("give --batch (results from the ledger) or --group (a subscription)")
 
     async def main() -> int:
-        engine = create_engine(load_settings().database_url)
-        written = 0
+        settings = load_settings()
         sink = out.open("w") if out else sys.stdout
-        lines = batch_lines(engine, batch, tenant, form, follow=follow)
         try:
-            async for line in lines:
-                sink.write(line + "\n")
-                written += 1
-                if follow:
-                    sink.flush()
-                if count is not None and written >= count:
-                    break
-            return written
+            if group is not None:
+                return await _subscribed(settings, group, batch, tenant, form, follow, count, sink)
+            assert batch is not None
+            return await _from_ledger(settings, batch, tenant, form, follow, count, sink)
         finally:
-            await lines.aclose()
             if out:
                 sink.close()
-            await engine.dispose()
 
     written = asyncio.run(main())
     if out:
         console.print(f"wrote {written} results to {out}")
+
+
+async def _from_ledger(
+    settings: Settings,
+    batch: str,
+    tenant: str | None,
+    form: ResultFormat,
+    follow: bool,
+    count: int | None,
+    sink: TextIO,
+) -> int:
+    engine = create_engine(settings.database_url)
+    written = 0
+    lines = batch_lines(engine, batch, tenant, form, follow=follow)
+    try:
+        async for line in lines:
+            sink.write(line + "\n")
+            written += 1
+            if follow:
+                sink.flush()
+            if count is not None and written >= count:
+                break
+        return written
+    finally:
+        await lines.aclose()
+        await engine.dispose()
+
+
+async def _subscribed(
+    settings: Settings,
+    group: str,
+    batch: str | None,
+    tenant: str | None,
+    form: ResultFormat,
+    follow: bool,
+    count: int | None,
+    sink: TextIO,
+) -> int:
+    """Each result is written (and flushed) before the next is asked for, so it is committed
+    only once written."""
+    written = 0
+    idle = None if follow else SUBSCRIPTION_IDLE_S
+    subscription = HeadwayClient(settings).subscribe(
+        group, batch=batch, tenant=tenant, idle_timeout_s=idle
+    )
+    async with subscription as found:
+        async for result in found:
+            text = result.model_dump_json()
+            if form is ResultFormat.OPENAI_BATCH:
+                text = json.dumps(openai_batch_line(text))
+            sink.write(text + "\n")
+            sink.flush()
+            written += 1
+            if count is not None and written >= count:
+                break
+    return written
 
 
 def status(

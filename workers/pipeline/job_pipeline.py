@@ -202,7 +202,8 @@ class JobPipeline:
             if batcher is not None:
                 batcher.arrived(job.route)
         if isinstance(outcome, AlreadyFinished):
-            await self.settlement.republish(outcome, run.topic, job.tenant, job.job_id)
+            key = (job.tenant, job.job_id)
+            await self.settlement.republish(outcome, run.topic, key, job.batch_id)
             return None
         if isinstance(outcome, HeldElsewhere):  # in the batch lane: it publishes the result
             return None

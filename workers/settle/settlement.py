@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from broker.errors import LedgerUnavailable
-from broker.topics import Topics
+from broker.topics import Topics, result_headers
 from schemas.results import ErrorCode, JobError, JobResult, JobStatus, UsageEvent
 from workers.admission.gate import Ticket
 from workers.ledger.cache_rows import CacheEntry
-from workers.ledger.records import AlreadyFinished, FinishOutcome, Stored
+from workers.ledger.records import AlreadyFinished, FinishOutcome, Key, Stored
 from workers.ledger.writer import LedgerWriter
 from workers.settle.outcomes import Ending, Identity, finish_record, terminal_result
 from workers.settle.publisher import Outgoing, Publisher
@@ -161,12 +161,13 @@ class Settlement:
     async def publish_unstored(self, result: JobResult, topic: str) -> None:
         """Publish a result the ledger refused to store (the job is in the DLQ)."""
         self.metrics.job_ended(result)
-        await self._publish(topic, result.tenant, result.job_id, result.model_dump_json(), [])
+        who = (result.tenant, result.job_id)
+        await self._publish(topic, who, result.batch_id, result.model_dump_json(), [])
 
     async def republish(
-        self, stored: AlreadyFinished, topic: str, tenant: str, job_id: str
+        self, stored: AlreadyFinished, topic: str, who: Key, batch_id: str | None
     ) -> None:
-        await self._publish(topic, tenant, job_id, stored.result_json, stored.usage_payloads)
+        await self._publish(topic, who, batch_id, stored.result_json, stored.usage_payloads)
 
     async def _publish_outcome(
         self,
@@ -176,24 +177,37 @@ class Settlement:
         usage_payloads: list[str],
         topic: str,
     ) -> None:
+        who = (result.tenant, result.job_id)
         if isinstance(outcome, Stored):
-            await self._publish(topic, result.tenant, result.job_id, result_json, usage_payloads)
+            await self._publish(topic, who, result.batch_id, result_json, usage_payloads)
         elif isinstance(outcome, AlreadyFinished):
-            await self.republish(outcome, topic, result.tenant, result.job_id)
+            await self.republish(outcome, topic, who, result.batch_id)
         # HeldElsewhere: the worker holding the job publishes its result
 
     async def _publish(
-        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
+        self,
+        topic: str,
+        who: Key,
+        batch_id: str | None,
+        result_json: str,
+        usage_payloads: list[str],
     ) -> None:
         with self.tracing.span("publish"):
-            await self._publish_records(topic, tenant, job_id, result_json, usage_payloads)
+            await self._publish_records(topic, who, batch_id, result_json, usage_payloads)
 
     async def _publish_records(
-        self, topic: str, tenant: str, job_id: str, result_json: str, usage_payloads: list[str]
+        self,
+        topic: str,
+        who: Key,
+        batch_id: str | None,
+        result_json: str,
+        usage_payloads: list[str],
     ) -> None:
+        tenant, job_id = who
         traced = self.tracing.headers()  # the result carries the job's trace context
         fallback = self.fallback_topic(tenant)
-        records = [Outgoing(topic, job_id.encode(), result_json.encode(), traced, fallback)]
+        headers = [*traced, *result_headers(tenant, batch_id)]
+        records = [Outgoing(topic, job_id.encode(), result_json.encode(), headers, fallback)]
         key = tenant.encode()
         records += [Outgoing(self.topics.usage, key, p.encode(), traced) for p in usage_payloads]
         await self.publisher.publish(records)

@@ -46,8 +46,10 @@ def describe(topics: Topics) -> KafkaBroker:
     broker.publisher(
         topics.results,
         title=f"{topics.results}:JobResult",
-        description="one terminal result per (tenant, job_id); key = job_id; header "
-        "traceparent continues the job's trace when tracing is on",
+        description="one terminal result per (tenant, job_id); key = job_id; headers "
+        "headway-tenant and headway-batch (absent: no batch) name whose and which batch, "
+        "and traceparent continues the job's trace when tracing is on; readers ignore "
+        "fields they do not know",
         schema=JobResult,
     )
     broker.publisher(

@@ -93,6 +93,7 @@ class Executor:
         self.board = deployments.health
         self.calibration = deployments.calibration
         self.limits = deployments.limits
+        self.pace = deployments.pace
         self.micro_batcher = micro_batcher
 
     async def execute(
@@ -145,6 +146,8 @@ class Executor:
                 # a micro-batched deployment's limits count combined requests: the batcher's
                 limiter = None if _batched(job, deployment) else self.limits[deployment]
                 wait = limiter.wait_s(reserve) if limiter is not None else 0.0
+                if wait == 0 and limiter is not None:
+                    wait = await self._shared_wait(deployment, reserve)
                 if wait > 0:
                     paced.append((wait, index, deployment, reserve))
                     continue
@@ -178,11 +181,29 @@ class Executor:
         """Call now if the deployment's health admits it; False when refused or failed."""
         health = self.board[deployment.key]
         if not health.try_acquire():
+            if limiter is not None and self.pace is not None:
+                self.pace.give_back(deployment, reserve)  # taken in _shared_wait
             return False
         if limiter is not None:
             limiter.start(reserve)
         call = _Admitted(deployment, health, limiter, reserve)
         return await self._attempt(job, call, messages, execution, errors)
+
+    async def _shared_taken(self, deployment: DeploymentConfig, reserve: int) -> None:
+        """Until the call's request and tokens are taken from the shared pace."""
+        while True:
+            wait = await self._shared_wait(deployment, reserve)
+            if not wait:
+                return
+            await asyncio.sleep(wait)  # the other workers' calls took the pace
+
+    async def _shared_wait(self, deployment: DeploymentConfig, reserve: int) -> float:
+        """0 once the call's request and tokens are taken from the deployment's shared pace
+        (every worker's), else how long until they can be."""
+        if self.pace is None:
+            return 0.0
+        wait = await self.pace.take(deployment, reserve)
+        return 0.0 if wait is None else max(wait, 0.001)
 
     async def _booked(
         self,
@@ -197,12 +218,15 @@ class Executor:
         limiter = self.limits[deployment]
         try:
             await asyncio.sleep(limiter.book(reserve))
+            await self._shared_taken(deployment, reserve)
         except BaseException:
             limiter.cancel(reserve)
             raise
         health = self.board[deployment.key]
         if not health.try_acquire():
             limiter.cancel(reserve)
+            if self.pace is not None:
+                self.pace.give_back(deployment, reserve)
             return False
         call = _Admitted(deployment, health, limiter, reserve)
         return await self._attempt(job, call, messages, execution, errors)
@@ -251,6 +275,8 @@ class Executor:
         used = served.input_tokens + served.output_tokens if served is not None else None
         if limiter is not None:
             limiter.finished(call.reserve, used, pushed_back=False)
+            if self.pace is not None:
+                self.pace.settle(call.deployment, call.reserve, used)
         health.succeeded(time.monotonic() - started)
         self._observe(call.deployment, "ok", started, retry)
         return True

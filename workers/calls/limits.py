@@ -10,8 +10,9 @@ concurrency limit — so a worker rides a provider's real limit instead of bounc
   successes), halved on a 429 or an overload (at most once per ``DECREASE_COOLDOWN_S``),
   between 1 and the process's concurrency.
 
-Across worker processes these limits do not add up; per-tenant quotas that must hold across
-replicas live in the ledger (tenancy).
+These pace one worker's calls; across worker processes, ``rpm`` and ``tpm`` are also taken
+from the deployment's shared buckets in the ledger before a call
+(:mod:`workers.calls.shared_pace`), so N workers together keep to the declared rate.
 """
 
 from __future__ import annotations

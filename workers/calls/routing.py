@@ -25,6 +25,7 @@ from schemas.jobs import JobRequest
 from workers.calls import tokens
 from workers.calls.health import HealthBoard
 from workers.calls.limits import LimitBoard
+from workers.calls.shared_pace import SharedPace
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class DeploymentState:
     health: HealthBoard
     limits: LimitBoard
     calibration: tokens.Calibration
+    pace: SharedPace | None = None  # rpm/tpm shared with every worker (None: this one alone)
 
 
 class Router:

@@ -36,6 +36,7 @@ from workers.calls.limits import LimitBoard
 from workers.calls.microbatch import MicroBatcher
 from workers.calls.retry import RetryPolicy
 from workers.calls.routing import DeploymentState, Router
+from workers.calls.shared_pace import SharedPace
 from workers.calls.slots import CallSlots
 from workers.calls.tokens import Calibration
 from workers.guardrails.screening import Guardrails
@@ -45,6 +46,7 @@ from workers.intake.parked import ParkedJobs
 from workers.intake.scheduler import LaneScheduler
 from workers.intake.spill import TAKE_MAX, Spill
 from workers.ledger.database.engine import create_engine
+from workers.ledger.quota_rows import QuotaLedger
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
 from workers.pipeline.access import AccessControl
@@ -238,7 +240,10 @@ def job_path(
 
     # calls: which deployment, and calling it
     deployments = DeploymentState(
-        HealthBoard(settings.circuit), LimitBoard(settings.concurrency), Calibration()
+        HealthBoard(settings.circuit),
+        LimitBoard(settings.concurrency),
+        Calibration(),
+        SharedPace(ledger.run, QuotaLedger(), seams.clock),
     )
     executor = Executor(
         providers,

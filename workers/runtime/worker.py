@@ -233,6 +233,11 @@ class Worker:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(SHUTDOWN_LEDGER_S):
                 await self.admission.close()
+        pace = self.pipeline.executor.pace
+        if pace is not None:  # unspent slices of the providers' shared pace
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SHUTDOWN_LEDGER_S):
+                    await pace.close()
         log.info(
             "worker drained: %d processed, %d queued left for redelivery", self.processed, dropped
         )

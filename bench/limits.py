@@ -9,6 +9,7 @@ rate of answered calls and the share of calls it refused with 429.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,10 +58,7 @@ def limited_config(simulator_url: str) -> HeadwayConfig:
 
 
 async def _stats(stack: Stack) -> dict[str, Any]:
-    url = stack.simulator_url.removesuffix("/v1") + "/_sim/stats"
-    async with httpx.AsyncClient() as client:
-        stats: dict[str, Any] = (await client.get(url)).json()
-        return stats
+    return await _sim_stats(stack.simulator_url)
 
 
 async def rpm_utilisation(stack: Stack) -> Utilisation:
@@ -78,3 +76,58 @@ async def rpm_utilisation(stack: Stack) -> Utilisation:
     calls = after["calls"] - before["calls"]
     limited = after["rate_limited"] - before["rate_limited"]
     return Utilisation(answered / elapsed * 60, limited / calls if calls else 0.0)
+
+
+async def _sim_stats(base_url: str) -> dict[str, Any]:
+    url = base_url.removesuffix("/v1") + "/_sim/stats"
+    async with httpx.AsyncClient() as client:
+        stats: dict[str, Any] = (await client.get(url)).json()
+        return stats
+
+
+async def fleet_utilisation(workers: int = 3, *, churn: bool = False) -> Utilisation:
+    """``workers`` worker processes on PostgreSQL sharing the deployment's 600 rpm; with
+    ``churn``, one is killed (SIGKILL) 20 s into the minute and another joins at 40 s."""
+    from bench.same_lane import fleet, publish
+    from tests.chaos.processes import spawn_worker
+
+    async with fleet(
+        workers,
+        "[tenants.demo]\n",
+        latency_ms=0,
+        concurrency=64,
+        deployment=f"rpm = {RPM}\n",
+        simulator_rpm=RPM,
+    ) as running:
+        await publish(running.settings, iter(chat_jobs(RPM * 3, tag="fleet")))
+        url = running.simulator_url
+        for _ in range(600):
+            if (await _sim_stats(url))["chat_calls"] >= 1:
+                break
+            await asyncio.sleep(0.1)
+        before = await _sim_stats(url)
+        started = time.perf_counter()
+        if churn:
+            await asyncio.sleep(WINDOW_S / 3)
+            running.processes[0].send_signal(signal.SIGKILL)
+            await asyncio.sleep(WINDOW_S / 3)
+            running.processes.append(spawn_worker(running.settings))
+        await asyncio.sleep(WINDOW_S - (time.perf_counter() - started))
+        after = await _sim_stats(url)
+        elapsed = time.perf_counter() - started
+    answered = after["chat_calls"] - before["chat_calls"]
+    calls = after["calls"] - before["calls"]
+    limited = after["rate_limited"] - before["rate_limited"]
+    return Utilisation(answered / elapsed * 60, limited / calls if calls else 0.0)
+
+
+async def main() -> None:
+    for churn in (False, True):
+        u = await fleet_utilisation(3, churn=churn)
+        label = "three workers" + (" (one killed, one joins)" if churn else "")
+        print(f"{label}: {u.answered_per_min:.0f}/min ({u.of_declared:.1%}), ", end="")
+        print(f"429s {u.rate_limited_share:.2%}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

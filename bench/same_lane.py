@@ -62,6 +62,7 @@ class Fleet:
     settings: Settings
     processes: list[Any]
     peak_rss_mb: float = 0.0
+    simulator_url: str = ""
 
     def sample(self) -> None:
         for process in self.processes:
@@ -71,18 +72,27 @@ class Fleet:
 
 @contextlib.asynccontextmanager
 async def fleet(
-    workers: int, tenants: str, latency_ms: float, concurrency: int, **env: str
+    workers: int,
+    tenants: str,
+    latency_ms: float,
+    concurrency: int,
+    *,
+    deployment: str = "",
+    simulator_rpm: int | None = None,
+    **env: str,
 ) -> AsyncIterator[Fleet]:
-    """``workers`` worker processes on a fresh PostgreSQL database and the embedded broker."""
+    """``workers`` worker processes on a fresh PostgreSQL database and the embedded broker;
+    ``deployment``: more TOML lines of the one deployment (e.g. its ``rpm``), ``simulator_rpm``:
+    what the simulator enforces per sliding minute."""
     workdir = Path(tempfile.mkdtemp(prefix="headway-bench-lane-"))
-    simulator = SimulatorServer(SimulatorConfig(seed=5, latency_ms=latency_ms))
+    simulator = SimulatorServer(SimulatorConfig(seed=5, latency_ms=latency_ms, rpm=simulator_rpm))
     async with EmbeddedKafka() as kafka, fresh_postgres() as url, simulator as sim:
         config = workdir / "headway.toml"
         config.write_text(
             f'[providers.sim]\ntype = "simulator"\nbase_url = "{sim.base_url}"\n'
             '[routes.summarize]\nkind = "chat"\n'
             '[[routes.summarize.deployments]]\nprovider = "sim"\nmodel = "sim-chat"\n'
-            f"{tenants}"
+            f"{deployment}{tenants}"
         )
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         settings = Settings(
@@ -98,7 +108,7 @@ async def fleet(
         await create_topics(settings, load_config(config))
         with _environment(env):
             processes = [spawn_worker(settings) for _ in range(workers)]
-        running = Fleet(settings, processes)
+        running = Fleet(settings, processes, simulator_url=sim.base_url)
         sampler = asyncio.create_task(_sample_forever(running))
         try:
             await asyncio.sleep(3 + workers)  # every worker joins the group first

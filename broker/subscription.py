@@ -98,6 +98,12 @@ class Subscription:
         finally:
             await consumer.stop()
 
+    @property
+    def raw(self) -> bytes:
+        """The bytes of the result last yielded, as written (fields this version does not
+        know included): what a pipeline that stores results verbatim keeps."""
+        return self._last.value or b"" if self._last is not None else b""
+
     def __aiter__(self) -> AsyncIterator[JobResult]:
         return self._results()
 

@@ -66,23 +66,32 @@ async def test_a_group_resumes_after_what_it_handled_and_passes_over_the_rest(
     # told apart by its headers: never parsed, so never warned about
     records.append((b"\xff not json", result_headers("demo", "other")))
     records.append((result("legacy-0"), []))  # an older headway's: no headers, parsed
+    newer = json.loads(mine("newer-0")[0]) | {"region": "eu-west"}  # a newer headway's
+    records.append((json.dumps(newer).encode(), result_headers("demo", "b")))
     await publish_results(settings, records)
     client = HeadwayClient(settings)
     first: list[str] = []
+    raw: dict[str, bytes] = {}
     with caplog.at_level(logging.WARNING, logger="broker.subscription"):
         async with client.subscribe("pipeline", batch="b", tenant="demo") as results:
             async for found in results:
                 first.append(found.job_id)
+                raw[found.job_id] = results.raw
                 if len(first) == 8:
                     break
             passed_over = results.passed_over
         async with client.subscribe(
             "pipeline", batch="b", tenant="demo", idle_timeout_s=2
         ) as results:
-            rest = [found.job_id async for found in results]
+            rest = []
+            async for found in results:
+                rest.append(found.job_id)
+                raw[found.job_id] = results.raw
             passed_over += results.passed_over
     assert len(first) == 8 and not set(first) & set(rest)  # the 8 handled were committed
-    assert sorted(first + rest) == sorted([f"b-{i}" for i in range(20)] + ["legacy-0"])
+    expected = [f"b-{i}" for i in range(20)] + ["legacy-0", "newer-0"]
+    assert sorted(first + rest) == sorted(expected)
+    assert json.loads(raw["newer-0"])["region"] == "eu-west"  # as written, the new field kept
     assert passed_over == 11  # each foreign record once: those passed over are committed too
     assert "not a JobResult" not in caplog.text
 

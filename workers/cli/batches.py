@@ -153,7 +153,8 @@ async def _subscribed(
     )
     async with subscription as found:
         async for result in found:
-            text = result.model_dump_json()
+            # as written: a field a newer headway added is kept, not dropped by this model
+            text = found.raw.decode("utf-8", "replace") or result.model_dump_json()
             if form is ResultFormat.OPENAI_BATCH:
                 text = json.dumps(openai_batch_line(text))
             sink.write(text + "\n")

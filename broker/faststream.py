@@ -28,21 +28,19 @@ FastStream's ``TestKafkaBroker``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 
 from broker.client import JobLike, encode_job, sign
-from broker.topics import HEADER_BATCH, HEADER_SIGNATURE, HEADER_TENANT, Topics
+from broker.subscription import wanted_result
+from broker.topics import HEADER_SIGNATURE, Topics
 from schemas.jobs import JobRequest, Priority
 from schemas.results import JobResult
 
 ResultHandler = Callable[[JobResult], Awaitable[None]]
-log = logging.getLogger(__name__)
 
 
 class HeadwayFastStream:
@@ -87,7 +85,7 @@ class HeadwayFastStream:
 
         def register(handler: ResultHandler) -> ResultHandler:
             async def consume(message: KafkaMessage) -> None:
-                result = _wanted(message, batch, tenant)
+                result = wanted_result(message.raw_message, batch, tenant)
                 if result is not None:
                     await handler(result)
 
@@ -101,22 +99,3 @@ class HeadwayFastStream:
             return handler
 
         return register
-
-
-def _wanted(message: KafkaMessage, batch: str | None, tenant: str | None) -> JobResult | None:
-    headers = message.headers
-    if HEADER_TENANT in headers:  # told apart without parsing
-        if tenant is not None and headers[HEADER_TENANT] != tenant:
-            return None
-        if batch is not None and headers.get(HEADER_BATCH) != batch:
-            return None
-    try:
-        result = JobResult.model_validate_json(message.body)
-    except ValidationError:
-        log.warning("passing over a record that is not a JobResult")
-        return None
-    if (tenant is not None and result.tenant != tenant) or (
-        batch is not None and result.batch_id != batch
-    ):
-        return None
-    return result

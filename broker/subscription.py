@@ -140,26 +140,9 @@ class Subscription:
             await self._commit_now_and_then(consumer)
 
     def _wanted(self, record: ConsumerRecord[bytes, bytes]) -> JobResult | None:
-        headers = record.headers
-        if has_header(headers, HEADER_TENANT):  # filtered without parsing
-            if self._tenant is not None and header_text(headers, HEADER_TENANT) != self._tenant:
-                self.passed_over += 1
-                return None
-            batch = header_bytes(headers, HEADER_BATCH)
-            if self._batch is not None and batch != self._batch.encode():
-                self.passed_over += 1
-                return None
-        try:
-            result = JobResult.model_validate_json(record.value or b"")
-        except ValidationError:
-            log.warning("passing over a record that is not a JobResult at %s", record.offset)
+        result = wanted_result(record, self._batch, self._tenant)
+        if result is None:
             self.passed_over += 1
-            return None
-        if (self._tenant is not None and result.tenant != self._tenant) or (
-            self._batch is not None and result.batch_id != self._batch
-        ):
-            self.passed_over += 1
-            return None
         return result
 
     def _mark_handled(self) -> None:
@@ -196,6 +179,30 @@ class Subscription:
             ):
                 self._last = None  # not known handled: its partition's next reader gets it
             await self._commit(self._consumer, revoked)
+
+
+def wanted_result(
+    record: ConsumerRecord[bytes, bytes], batch: str | None, tenant: str | None
+) -> JobResult | None:
+    """The record's JobResult when it is of ``batch`` and ``tenant`` (any, when None): told
+    apart by its headers without parsing where they are present, else by its fields; None
+    for another batch's or tenant's result, or a record that is not a JobResult (logged)."""
+    headers = record.headers
+    if has_header(headers, HEADER_TENANT):  # filtered without parsing
+        if tenant is not None and header_text(headers, HEADER_TENANT) != tenant:
+            return None
+        if batch is not None and header_bytes(headers, HEADER_BATCH) != batch.encode():
+            return None
+    try:
+        result = JobResult.model_validate_json(record.value or b"")
+    except ValidationError:
+        log.warning("passing over a record that is not a JobResult at %s", record.offset)
+        return None
+    if (tenant is not None and result.tenant != tenant) or (
+        batch is not None and result.batch_id != batch
+    ):
+        return None
+    return result
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -108,6 +108,8 @@ async def create_topics(settings: Settings, config: HeadwayConfig | None = None)
         for topic in missing:
             if await _created(admin, topic):
                 report.created.append(topic.name)
+            else:  # it existed after all (a broker had not listed it): check it like the rest
+                existing.add(topic.name)
         present = [plan for plan in plans if plan.name in existing]
         if present:
             described = await _described(admin, [plan.name for plan in present])

@@ -244,27 +244,32 @@ async def _turn(
 async def _take_of(
     conn: Connection, lane: str, account: str, want: int, owner: str, lease_until: float
 ) -> list[Taken]:
-    chosen = (
-        select(SpilledJobRow.id)
-        .where(
-            SpilledJobRow.lane == lane,
-            SpilledJobRow.account == account,
-            SpilledJobRow.lease_owner.is_(None),
-        )
-        .order_by(SpilledJobRow.id)
-        .limit(want)
-    )
-    if conn.dialect.name == "postgresql":  # another worker's rows are skipped, not waited on
-        chosen = chosen.with_for_update(skip_locked=True)
-    rows = await conn.execute(
-        update(SpilledJobRow)
-        .where(SpilledJobRow.id.in_(chosen.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=lease_until)
-        .returning(*_TAKEN_COLUMNS)
-    )
-    got = [Taken(int(row[0]), SpilledRecord(*row[1:13]), float(row[13])) for row in rows.all()]  # type: ignore[arg-type]
+    # driver SQL: the statement's text is built once per dialect, and rows come back as
+    # tuples (through SQLAlchemy's expression and result layers a take cost 2.5 x as much)
+    dialect = conn.dialect.name
+    sql = _TAKE_SQL.get(dialect)
+    if sql is None:
+        sql = _TAKE_SQL[dialect] = _take_sql(dialect)
+    rows = await conn.exec_driver_sql(sql, (owner, lease_until, lane, account, want))
+    got = [Taken(row[0], SpilledRecord(*row[1:13]), row[13]) for row in rows.all()]
     got.sort(key=lambda job: job.id)
     return got
+
+
+_TAKE_SQL: dict[str, str] = {}
+
+
+def _take_sql(dialect: str) -> str:
+    owner, until, lane, account, want = statements(dialect).placeholders(5)
+    # another worker's rows are skipped, not waited on (SQLite has one writer)
+    skip = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    table = SpilledJobRow.__tablename__
+    return (
+        f"UPDATE {table} SET lease_owner = {owner}, lease_expires_at = {until} "
+        f"WHERE id IN (SELECT id FROM {table} WHERE lane = {lane} AND account = {account} "
+        f"AND lease_owner IS NULL ORDER BY id LIMIT {want}{skip}) "
+        f"RETURNING {', '.join(column.name for column in _TAKEN_COLUMNS)}"
+    )
 
 
 async def finish(conn: Connection, ids: Sequence[int]) -> None:

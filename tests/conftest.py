@@ -23,7 +23,8 @@ from broker.embedded import EmbeddedKafka
 from broker.settings import Settings
 from tests.apache_kafka import ApacheKafkaCluster, KafkaUnavailable
 from workers.devstack.simulator import SimulatorConfig, SimulatorServer
-from workers.ledger.database.engine import upgrade
+from workers.ledger.database.engine import create_engine, upgrade
+from workers.ledger.database.transactions import Transactions, transactions_for
 
 POSTGRES_URL = os.environ.get(
     "HEADWAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -149,6 +150,17 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     async with postgres_database() as url:
         await upgrade(url)
         yield url
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[Transactions]:
+    engine = create_engine(database_url)
+    transactions = transactions_for(engine)
+    try:
+        yield transactions
+    finally:
+        await transactions.close()
+        await engine.dispose()
 
 
 @pytest.fixture

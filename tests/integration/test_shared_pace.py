@@ -4,14 +4,11 @@ three workers asking as fast as they can are sent, together, at most the declare
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from broker.config import DeploymentConfig
 from workers.calls.shared_pace import SharedPace, bucket_key
-from workers.ledger.database.engine import create_engine
-from workers.ledger.database.transactions import Transactions, transactions_for
+from workers.ledger.database.transactions import Transactions
 from workers.ledger.quota_rows import QuotaLedger
 
 pytestmark = pytest.mark.integration
@@ -23,17 +20,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Transactions]:
-    engine = create_engine(database_url)
-    transactions = transactions_for(engine)
-    try:
-        yield transactions
-    finally:
-        await transactions.close()
-        await engine.dispose()
 
 
 async def test_three_workers_together_keep_under_the_declared_rpm_and_close_to_it(

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from workers.ledger import spill_rows
-from workers.ledger.database.engine import create_engine
-from workers.ledger.database.transactions import Transactions, transactions_for
+from workers.ledger.database.transactions import Transactions
 from workers.ledger.spill_rows import SpilledRecord
 
 WEIGHTS = {"heavy": 3.0, "light": 1.0}
@@ -42,17 +40,6 @@ def records(account: str, count: int, *, lane: str = "normal", batch: str = "b")
         )
         for i in range(count)
     ]
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Transactions]:
-    engine = create_engine(database_url)
-    transactions = transactions_for(engine)
-    try:
-        yield transactions
-    finally:
-        await transactions.close()
-        await engine.dispose()
 
 
 async def take(ledger: Transactions, limit: int, owner: str = "w1", **kw: Any) -> list[Any]:

@@ -73,6 +73,37 @@ class JobRow(Base):
     __table_args__ = (
         Index("ix_jobs_lease", "lease_owner", "status"),
         Index("ix_jobs_batch", "batch_id", "tenant"),
+        # what the pruner moves first (BRIN on PostgreSQL: a few pages, rows finish in about
+        # the order they were inserted)
+        Index("ix_jobs_completed", "completed_at", postgresql_using="brin"),
+    )
+
+
+class FinishedJobRow(Base):
+    """A finished job past the results window (:mod:`workers.ledger.retention`): what
+    deduplication, ``status --batch`` and a redelivered job's result need, without its result
+    body. Rows are inserted in completion order and never updated."""
+
+    __tablename__ = "finished_jobs"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str | None] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(128))
+    provider: Mapped[str | None] = mapped_column(String(128))
+    deployment: Mapped[str | None] = mapped_column(String(256))
+    attempts: Mapped[int] = mapped_column(Integer)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nusd: Mapped[int] = mapped_column(BigInteger)
+    completed_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_finished_jobs_batch", "batch_id", "tenant"),
+        Index("ix_finished_jobs_completed", "completed_at", postgresql_using="brin"),
     )
 
 
@@ -105,7 +136,37 @@ class UsageRow(Base):
     __table_args__ = (
         Index("ix_usage_tenant_time", "tenant", "timestamp"),
         Index("ix_usage_tenant_job", "tenant", "job_id"),
+        Index("ix_usage_time", "timestamp", postgresql_using="brin"),
     )
+
+
+class UsageDailyRow(Base):
+    """Usage events past their window, summed per day (UTC) and what they were spent on."""
+
+    __tablename__ = "usage_daily"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    route: Mapped[str] = mapped_column(String(128), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(128), primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(256), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)  # '' for none
+    events: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nusd: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_usage_daily_tenant", "tenant", "day"),)
+
+
+class LedgerLeaseRow(Base):
+    """A named task one worker at a time runs (the pruner): held until ``expires_at``."""
+
+    __tablename__ = "ledger_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class CancellationRow(Base):

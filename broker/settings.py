@@ -85,6 +85,18 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long the ledger keeps what (docs/architecture.md, "a ledger that stays small")."""
+
+    results_h: float = 24.0  # a finished job's row (with its result body) stays in ``jobs``
+    usage_h: float = 24.0  # usage events, before they are summed into days
+    jobs_d: float = 8.0  # what is kept of a moved job (deduplication): the lanes' retention + 1
+    usage_days_d: float = 400.0  # the daily usage sums
+    prune_s: float = 300.0  # how often a worker prunes (0: never; ``headway ledger prune``)
+    batch: int = 1000  # rows per pruning transaction
+
+
+@dataclass(frozen=True)
 class BufferSettings:
     """The lane buffers between the fetch loop and the runners."""
 
@@ -105,6 +117,7 @@ class HttpSettings:
 _RETRY, _CIRCUIT, _BATCH_LANE = RetrySettings(), CircuitSettings(), BatchLaneSettings()
 _LEDGER = LedgerSettings("", "")
 _EMBED, _CACHE, _BUFFER, _HTTP = EmbedSettings(), CacheSettings(), BufferSettings(), HttpSettings()
+_RETAIN = RetentionSettings()
 
 
 def _default_worker_id() -> str:
@@ -248,6 +261,29 @@ class Settings(BaseSettings):
         default=_CACHE.prune_s,
         description="how often a worker prunes expired and excess cache entries",
     )
+    retain_results_h: Annotated[float, Field(ge=0)] = Field(
+        _RETAIN.results_h,
+        description="hours a finished job keeps its result body in the ledger (a redelivery "
+        "within them republishes it; after them, what was kept, output_expired)",
+    )
+    retain_usage_h: Annotated[float, Field(ge=0)] = Field(
+        _RETAIN.usage_h, description="hours usage events are kept one by one, then summed by day"
+    )
+    retain_jobs_d: Annotated[float, Field(ge=0)] = Field(
+        _RETAIN.jobs_d,
+        description="days a finished job's key and status are kept for deduplication "
+        "(at least the job topics' retention)",
+    )
+    retain_usage_days_d: Annotated[float, Field(ge=0)] = Field(
+        _RETAIN.usage_days_d, description="days the daily usage sums are kept"
+    )
+    prune_s: Annotated[float, Field(ge=0)] = Field(
+        _RETAIN.prune_s,
+        description="how often a worker prunes the ledger, one worker at a time (0: never)",
+    )
+    prune_batch: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        _RETAIN.batch, description="rows per pruning transaction"
+    )
     embed_linger_ms: Annotated[float, Field(ge=0)] = Field(
         _EMBED.linger_s * 1000,
         description="how long a micro-batch of embedding jobs waits for more",
@@ -340,6 +376,17 @@ class Settings(BaseSettings):
     @property
     def cache(self) -> CacheSettings:
         return CacheSettings(self.cache_max_entries, self.cache_prune_s)
+
+    @property
+    def retention(self) -> RetentionSettings:
+        return RetentionSettings(
+            results_h=self.retain_results_h,
+            usage_h=self.retain_usage_h,
+            jobs_d=self.retain_jobs_d,
+            usage_days_d=self.retain_usage_days_d,
+            prune_s=self.prune_s,
+            batch=self.prune_batch,
+        )
 
     @property
     def buffer(self) -> BufferSettings:

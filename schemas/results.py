@@ -99,6 +99,12 @@ class JobResult(_Message):
     attempts: int = Field(default=0, ge=0)
     error: JobError | None = None
     completed_at: AwareDatetime
+    output_expired: bool | None = Field(
+        default=None,
+        description="headway extension: true on a result republished for a job redelivered "
+        "after the ledger's results window (HEADWAY_RETAIN_RESULTS_H): status, usage and cost "
+        "are as stored, the output is no longer kept (the result topic holds the original)",
+    )
 
 
 class UsageEvent(_Message):

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(128)),
         sa.Column("deployment", sa.String(256)),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("claims", sa.Integer(), nullable=False),
         sa.Column("input_tokens", sa.BigInteger(), nullable=False),
         sa.Column("output_tokens", sa.BigInteger(), nullable=False),
         sa.Column("cost_nusd", sa.BigInteger(), nullable=False),

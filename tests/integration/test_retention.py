@@ -5,17 +5,23 @@ a time holds the pruner's lease."""
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.settings import RetentionSettings
 from schemas.results import JobResult, UsageEvent
-from workers.ledger import retention
+from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import FinishedJobRow, JobRow, UsageDailyRow, UsageRow
 from workers.ledger.database.transactions import Connection, Transactions
-from workers.ledger.records import Claim
+from workers.ledger.records import AlreadyFinished, Claim, Claimed
 from workers.ledger.repository import LedgerRepository
+from workers.ledger.retention import steps as retention
+from workers.ledger.retention.pruner import Pruner
 from workers.settle.outcomes import event_id, finish_record
 
 DAY = 86_400.0
@@ -137,7 +143,11 @@ async def test_usage_events_past_their_window_are_summed_per_day_and_deleted(
 
     assert await count(ledger, UsageRow) == 0
     days = {(r.day, r.batch_id): r for r in await rows(ledger, UsageDailyRow)}
-    assert sorted(days) == [("2026-09-21", ""), ("2026-09-21", "nightly"), ("2026-09-22", "nightly")]
+    assert sorted(days) == [
+        ("2026-09-21", ""),
+        ("2026-09-21", "nightly"),
+        ("2026-09-22", "nightly"),
+    ]
     nightly = days[("2026-09-21", "nightly")]
     assert (nightly.events, nightly.input_tokens, nightly.cost_nusd) == (5, 1500, 30_000)
     assert days[("2026-09-22", "nightly")].events == 1
@@ -173,3 +183,134 @@ async def test_one_worker_at_a_time_holds_the_pruners_lease(ledger: Transactions
     assert await ledger.run(take("w2", T0 + 91))  # lapsed: another worker takes it
     await ledger.run(functools.partial(retention.release_lease, name="prune", owner="w2"))
     assert await ledger.run(take("w1", T0 + 92))
+
+
+async def moved_away(ledger: Transactions) -> None:
+    await ledger.run(functools.partial(retention.move_finished, before=T0 + 8 * DAY, limit=100))
+
+
+async def claim(ledger: Transactions, job_id: str, reopen: bool = False) -> Any:
+    repository = LedgerRepository("w2", 60.0, lambda: T0 + DAY)
+    work = functools.partial(
+        repository.claim_many,
+        claims=[Claim("acme", job_id, "nightly", "embedding", "embed", reopen=reopen)],
+    )
+    [outcome] = await ledger.run(work)
+    return outcome
+
+
+async def test_a_job_redelivered_after_its_row_moved_is_answered_with_what_was_kept(
+    ledger: Transactions,
+) -> None:
+    await finished(ledger, result("done", T0), result("broke", T0 + 1, status="failed"))
+    await moved_away(ledger)
+
+    done, broke = await claim(ledger, "done"), await claim(ledger, "broke")
+
+    assert isinstance(done, AlreadyFinished) and isinstance(broke, AlreadyFinished)
+    assert done.usage_payloads == []  # published, and spent, when it ran
+    again = JobResult.model_validate_json(done.result_json)
+    assert again.output_expired is True and again.output is None
+    assert (again.status, again.usage.input_tokens, again.cost_usd) == ("succeeded", 300, 6e-06)
+    assert (again.provider, again.batch_id, again.completed_at.timestamp()) == (
+        "openai",
+        "nightly",
+        T0,
+    )
+    failed = JobResult.model_validate_json(broke.result_json)
+    assert failed.error is not None and failed.error.code == "provider_error"
+    assert await count(ledger, JobRow) == 0  # the claims' new rows went again
+    assert await count(ledger, FinishedJobRow) == 2
+
+
+async def test_a_replay_of_a_moved_failed_job_runs_again_and_counts_its_claims_on(
+    ledger: Transactions,
+) -> None:
+    await finished(ledger, result("broke", T0, status="failed"))
+    await moved_away(ledger)
+
+    outcome = await claim(ledger, "broke", reopen=True)
+
+    assert outcome == Claimed(2)  # its first run's usage events had generation 1
+    assert await count(ledger, FinishedJobRow) == 0
+    [row] = await rows(ledger, JobRow)
+    assert (row.status, row.claims) == ("running", 2)
+
+
+async def test_a_replay_of_a_moved_succeeded_job_is_answered_not_run(
+    ledger: Transactions,
+) -> None:
+    await finished(ledger, result("done", T0))
+    await moved_away(ledger)
+
+    outcome = await claim(ledger, "done", reopen=True)
+
+    assert isinstance(outcome, AlreadyFinished)
+    assert await count(ledger, JobRow) == 0
+
+
+async def test_a_late_result_of_a_moved_job_does_not_store_a_second_one(
+    ledger: Transactions,
+) -> None:
+    await finished(ledger, result("done", T0))
+    await moved_away(ledger)
+    repository = LedgerRepository("w2", 60.0, lambda: T0 + DAY)
+    late = result("done", T0 + DAY, status="rejected")
+    record = finish_record(late, late.model_dump_json(), [])
+
+    [outcome] = await ledger.run(functools.partial(repository.settle_many, finishes=[record]))
+
+    assert isinstance(outcome, AlreadyFinished)
+    assert JobResult.model_validate_json(outcome.result_json).status == "succeeded"
+    assert await count(ledger, JobRow) == 0
+
+
+def pruner(ledger: Transactions, engine: AsyncEngine, now: float, owner: str = "w1") -> Pruner:
+    settings = RetentionSettings(results_h=24, usage_h=48, jobs_d=8, usage_days_d=30, batch=2)
+    return Pruner(ledger.run, engine, settings, owner=owner, clock=lambda: now)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_pass_moves_sums_and_deletes_each_by_its_own_window_in_small_batches(
+    ledger: Transactions, engine: AsyncEngine
+) -> None:
+    await finished(ledger, *(result(f"old-{i}", T0 + i) for i in range(5)))
+    await finished(ledger, result("yesterday", T0 + 0.9 * DAY))
+    now = T0 + 2 * DAY + 60  # old-*: past 24 h and 48 h; yesterday: past 24 h only
+
+    dry = await pruner(ledger, engine, now).prune(dry_run=True)
+    assert (dry.moved, dry.usage_rolled_up, dry.finished_deleted) == (6, 5, 0)
+    assert await count(ledger, JobRow) == 6  # a dry run changes nothing
+
+    report = await pruner(ledger, engine, now).prune()
+
+    assert (report.moved, report.usage_rolled_up, report.finished_deleted) == (6, 5, 0)
+    assert await count(ledger, JobRow) == 0
+    assert await count(ledger, UsageRow) == 1  # yesterday's, inside its 48 h
+    expected = ["jobs", "usage_events"] if engine.dialect.name == "postgresql" else []
+    assert report.reindexed == expected
+
+    later = await pruner(ledger, engine, T0 + 8 * DAY + 100).prune()
+    assert (later.finished_deleted, later.usage_rolled_up) == (5, 1)
+    assert [r.job_id for r in await rows(ledger, FinishedJobRow)] == ["yesterday"]
+
+
+async def test_a_worker_finds_the_lease_held_by_another_and_prunes_nothing(
+    ledger: Transactions, engine: AsyncEngine
+) -> None:
+    await finished(ledger, result("old", T0))
+    now = T0 + 3 * DAY
+    await ledger.run(
+        functools.partial(retention.take_lease, name="prune", owner="w9", now=now, until=now + 60)
+    )
+
+    report = await pruner(ledger, engine, now).prune()
+
+    assert not report.held and report.moved == 0
+    assert await count(ledger, JobRow) == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import delete, select, tuple_, update
 
 from workers.ledger import cache_rows
 from workers.ledger.database.models import JobRow, RowStatus, UsageRow, held_by
@@ -29,6 +29,7 @@ from workers.ledger.records import (
     Key,
     Stored,
 )
+from workers.ledger.retention import finished_rows
 
 RUNNING = RowStatus.RUNNING.value
 #: what a replay from the dead-letter topic may run again (what was dead-lettered ends so)
@@ -58,6 +59,8 @@ class LedgerRepository:
             unique.setdefault(claim.key, claim)
         inserted = await self._insert_claims(conn, list(unique.values()), now)
         outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
+        if inserted:  # a new row for a job that finished before the results window?
+            outcomes.update(await self._moved_claims(conn, inserted, unique))
         conflicted = [key for key in unique if key not in inserted]
         if conflicted:
             reopen = {key for key in conflicted if unique[key].reopen}
@@ -72,6 +75,34 @@ class LedgerRepository:
                 results.append(outcomes[claim.key])
             seen.add(claim.key)
         return results
+
+    async def _moved_claims(
+        self, conn: Connection, inserted: set[Key], claims: dict[Key, Claim]
+    ) -> dict[Key, ClaimOutcome]:
+        """Claims that inserted a row for a job whose row had moved: a replay of a failed or
+        rejected one runs again (its claim count continuing); any other is answered with what
+        is kept of it, and its new row goes."""
+        found = await finished_rows.moved(conn, inserted)
+        if not found:
+            return {}
+        outcomes: dict[Key, ClaimOutcome] = {}
+        again = [k for k, row in found.items() if claims[k].reopen and row.status in REOPENABLE]
+        for key in again:
+            generation = found[key].claims + 1
+            tenant, job_id = key
+            await conn.execute(
+                update(JobRow)
+                .where(JobRow.tenant == tenant, JobRow.job_id == job_id)
+                .values(claims=generation)
+            )
+            outcomes[key] = Claimed(generation)
+        await finished_rows.take_back(conn, again)
+        answered = [key for key in found if key not in outcomes]
+        if answered:
+            await conn.execute(delete(JobRow).where(finished_rows.keys_in(answered, JobRow)))
+            for key in answered:
+                outcomes[key] = AlreadyFinished(finished_rows.expired_result(found[key]), [])
+        return outcomes
 
     async def _insert_claims(self, conn: Connection, claims: list[Claim], now: float) -> set[Key]:
         sql = statements(conn.dialect.name)
@@ -104,12 +135,15 @@ class LedgerRepository:
                 ).where(tuple_(JobRow.tenant, JobRow.job_id).in_(keys))
             )
         }
+        gone = [key for key in keys if key not in existing]  # moved since the insert
+        outcomes: dict[Key, ClaimOutcome] = await self._gone(conn, gone, reopen, now)
         usage = await self._usage_payloads(
-            conn, [k for k in keys if existing[k].status != RowStatus.RUNNING]
+            conn, [k for k in existing if existing[k].status != RowStatus.RUNNING]
         )
-        outcomes: dict[Key, ClaimOutcome] = {}
         for key in keys:
-            row = existing[key]
+            row = existing.get(key)
+            if row is None:
+                continue
             if key in reopen and row.status in REOPENABLE:
                 outcomes[key] = await self._take_over(conn, key, now, reopen=row.status)
             elif row.status != RowStatus.RUNNING:
@@ -118,6 +152,22 @@ class LedgerRepository:
                 outcomes[key] = await self._take_over(conn, key, now)
             else:
                 outcomes[key] = HeldElsewhere(row.lease_owner, row.lease_expires_at)
+        return outcomes
+
+    async def _gone(
+        self, conn: Connection, keys: list[Key], reopen: set[Key], now: float
+    ) -> dict[Key, ClaimOutcome]:
+        """Keys whose row conflicted with a claim, then left ``jobs`` before it was read (the
+        pruner moved it): answered from ``finished_jobs``; a replay, or a row gone entirely,
+        is asked again (the claim loop retries a job held by nobody)."""
+        found = await finished_rows.moved(conn, keys)
+        outcomes: dict[Key, ClaimOutcome] = {}
+        for key in keys:
+            row = found.get(key)
+            if row is None or key in reopen:
+                outcomes[key] = HeldElsewhere(None, now)
+            else:
+                outcomes[key] = AlreadyFinished(finished_rows.expired_result(row), [])
         return outcomes
 
     async def _take_over(
@@ -153,7 +203,9 @@ class LedgerRepository:
                     JobRow.status, JobRow.result_json, JobRow.lease_owner, JobRow.lease_expires_at
                 ).where(JobRow.tenant == tenant, JobRow.job_id == job_id)
             )
-        ).one()
+        ).one_or_none()
+        if row is None:  # moved meanwhile
+            return (await self._gone(conn, [key], {key} if reopen else set(), now))[key]
         if row.status != RowStatus.RUNNING:
             usage = await self._usage_payloads(conn, [key])
             return AlreadyFinished(row.result_json or "", usage.get(key, []))
@@ -233,6 +285,8 @@ class LedgerRepository:
                 ).where(JobRow.tenant == finish.tenant, JobRow.job_id == finish.job_id)
             )
         ).one_or_none()
+        if row is None and (gone := await finished_rows.moved(conn, [finish.key])):
+            return AlreadyFinished(finished_rows.expired_result(gone[finish.key]), [])
         if row is None:
             values = self._finish_values(finish)
             values.update(

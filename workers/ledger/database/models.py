@@ -80,7 +80,7 @@ class JobRow(Base):
 
 
 class FinishedJobRow(Base):
-    """A finished job past the results window (:mod:`workers.ledger.retention`): what
+    """A finished job past the results window (:mod:`workers.ledger.retention.steps`): what
     deduplication, ``status --batch`` and a redelivered job's result need, without its result
     body. Rows are inserted in completion order and never updated."""
 
@@ -96,6 +96,7 @@ class FinishedJobRow(Base):
     provider: Mapped[str | None] = mapped_column(String(128))
     deployment: Mapped[str | None] = mapped_column(String(256))
     attempts: Mapped[int] = mapped_column(Integer)
+    claims: Mapped[int] = mapped_column(Integer)  # a replay's claim continues the count
     input_tokens: Mapped[int] = mapped_column(BigInteger)
     output_tokens: Mapped[int] = mapped_column(BigInteger)
     cost_nusd: Mapped[int] = mapped_column(BigInteger)

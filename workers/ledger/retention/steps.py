@@ -16,10 +16,9 @@ them, and returns how many it handled: its caller repeats it until a step return
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, String, and_, case, cast, delete, func, insert, or_, select, update
+from sqlalchemy import JSON, String, case, cast, delete, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from workers.ledger.database.models import (
@@ -33,6 +32,7 @@ from workers.ledger.database.models import (
 from workers.ledger.database.statements import dialect_insert
 from workers.ledger.database.transactions import Connection
 from workers.ledger.records import Key
+from workers.ledger.retention.finished_rows import keys_in
 
 RUNNING = RowStatus.RUNNING.value
 SUCCEEDED = RowStatus.SUCCEEDED.value
@@ -48,6 +48,7 @@ KEPT = (
     "provider",
     "deployment",
     "attempts",
+    "claims",
     "input_tokens",
     "output_tokens",
     "cost_nusd",
@@ -69,21 +70,6 @@ def _error_code(conn: Connection) -> ColumnElement[Any]:
     return case((JobRow.status != SUCCEEDED, cast(code, String(64))), else_=None)
 
 
-def _by_tenant(
-    table: type[JobRow] | type[FinishedJobRow], keys: Sequence[Key]
-) -> ColumnElement[bool]:
-    """``(tenant, job_id) IN keys`` written per tenant: each arm is a primary-key lookup."""
-    tenants: dict[str, list[str]] = {}
-    for tenant, job_id in keys:
-        tenants.setdefault(tenant, []).append(job_id)
-    return or_(
-        *(
-            and_(table.tenant == tenant, table.job_id.in_(ids))
-            for tenant, ids in sorted(tenants.items())
-        )
-    )
-
-
 async def move_finished(conn: Connection, before: float, limit: int) -> int:
     """Move up to ``limit`` finished jobs completed before ``before`` (oldest first) from
     ``jobs`` to ``finished_jobs``. A key already there (moved, then run again from a replay)
@@ -99,8 +85,8 @@ async def move_finished(conn: Connection, before: float, limit: int) -> int:
     keys: list[Key] = [(tenant, job_id) for tenant, job_id in await conn.execute(chosen)]
     if not keys:
         return 0
-    where = _by_tenant(JobRow, keys)
-    await conn.execute(delete(FinishedJobRow).where(_by_tenant(FinishedJobRow, keys)))
+    where = keys_in(keys, JobRow)
+    await conn.execute(delete(FinishedJobRow).where(keys_in(keys)))
     columns = [getattr(JobRow, name) for name in KEPT]
     await conn.execute(
         insert(FinishedJobRow).from_select(
@@ -187,7 +173,7 @@ async def delete_finished(conn: Connection, before: float, limit: int) -> int:
     keys = [(tenant, job_id) for tenant, job_id in await conn.execute(chosen)]
     if not keys:
         return 0
-    await conn.execute(delete(FinishedJobRow).where(_by_tenant(FinishedJobRow, keys)))
+    await conn.execute(delete(FinishedJobRow).where(keys_in(keys)))
     return len(keys)
 
 
@@ -203,7 +189,7 @@ async def delete_usage_days(conn: Connection, before: float, limit: int) -> int:
     if not days:
         return 0
     result = await conn.execute(delete(UsageDailyRow).where(UsageDailyRow.day.in_(days)))
-    return max(int(result.rowcount or 0), len(days))
+    return int(result.rowcount or 0)
 
 
 async def take_lease(conn: Connection, name: str, owner: str, now: float, until: float) -> bool:

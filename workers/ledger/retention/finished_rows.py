@@ -1,0 +1,124 @@
+"""Jobs whose rows moved to ``finished_jobs`` (:mod:`workers.ledger.retention.steps`), as the claim
+and finish paths see them.
+
+A key found here is a job that finished before the results window: a redelivered record of it
+gets :func:`expired_result` — the stored status, usage and cost, no output, ``output_expired``
+— and no usage events (they were published, and spend counted, when it ran). A replay from the
+dead-letter topic of a moved failed or rejected job takes the row back (:func:`take_back`) and
+runs again, its claim count continuing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from schemas.results import JobError, JobResult, TokenUsage
+from workers.ledger.database.models import FinishedJobRow, JobRow, from_nano
+from workers.ledger.database.transactions import Connection
+from workers.ledger.records import Key
+
+EXPIRED_MESSAGE = (
+    "the job finished before the ledger's results window (HEADWAY_RETAIN_RESULTS_H); its "
+    "output is no longer kept — the result topic holds the original"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What is kept of a job whose row moved."""
+
+    tenant: str
+    job_id: str
+    status: str
+    error_code: str | None
+    batch_id: str | None
+    kind: str | None
+    route: str | None
+    provider: str | None
+    deployment: str | None
+    attempts: int
+    claims: int
+    input_tokens: int
+    output_tokens: int
+    cost_nusd: int
+    completed_at: float
+
+
+_COLUMNS = (
+    FinishedJobRow.tenant,
+    FinishedJobRow.job_id,
+    FinishedJobRow.status,
+    FinishedJobRow.error_code,
+    FinishedJobRow.batch_id,
+    FinishedJobRow.kind,
+    FinishedJobRow.route,
+    FinishedJobRow.provider,
+    FinishedJobRow.deployment,
+    FinishedJobRow.attempts,
+    FinishedJobRow.claims,
+    FinishedJobRow.input_tokens,
+    FinishedJobRow.output_tokens,
+    FinishedJobRow.cost_nusd,
+    FinishedJobRow.completed_at,
+)
+
+
+def keys_in(
+    keys: Collection[Key], table: type[JobRow] | type[FinishedJobRow] = FinishedJobRow
+) -> ColumnElement[bool]:
+    """``(tenant, job_id) IN keys`` on ``table``, written per tenant: each arm is a
+    primary-key lookup (a tuple IN is planned badly on a fresh table)."""
+    tenants: dict[str, list[str]] = {}
+    for tenant, job_id in keys:
+        tenants.setdefault(tenant, []).append(job_id)
+    return or_(
+        *(
+            and_(table.tenant == tenant, table.job_id.in_(sorted(ids)))
+            for tenant, ids in sorted(tenants.items())
+        )
+    )
+
+
+async def moved(conn: Connection, keys: Collection[Key]) -> dict[Key, Moved]:
+    """Which of ``keys`` moved, and what is kept of them."""
+    if not keys:
+        return {}
+    rows = await conn.execute(select(*_COLUMNS).where(keys_in(keys)))
+    return {(row[0], row[1]): Moved(*row) for row in rows}  # type: ignore[call-arg]
+
+
+async def take_back(conn: Connection, keys: Collection[Key]) -> None:
+    """Forget moved rows (their jobs run again from a replay)."""
+    if keys:
+        await conn.execute(delete(FinishedJobRow).where(keys_in(keys)))
+
+
+def expired_result(row: Moved) -> str:
+    """The result republished for a redelivered job whose row moved."""
+    error = None
+    if row.error_code is not None:
+        error = JobError.model_validate({"code": row.error_code, "message": EXPIRED_MESSAGE})
+    result = JobResult.model_validate(
+        {
+            "job_id": row.job_id,
+            "tenant": row.tenant,
+            "batch_id": row.batch_id,
+            "kind": row.kind,
+            "route": row.route,
+            "status": row.status,
+            "provider": row.provider,
+            "deployment": row.deployment,
+            "usage": TokenUsage(input_tokens=row.input_tokens, output_tokens=row.output_tokens),
+            "cost_usd": from_nano(row.cost_nusd),
+            "attempts": row.attempts,
+            "error": error,
+            "completed_at": datetime.fromtimestamp(row.completed_at, UTC),
+            "output_expired": True,
+        }
+    )
+    return result.model_dump_json()

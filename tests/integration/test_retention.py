@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.settings import RetentionSettings
 from schemas.results import JobResult, UsageEvent
+from workers.ledger import queries
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import FinishedJobRow, JobRow, UsageDailyRow, UsageRow
 from workers.ledger.database.transactions import Connection, Transactions
@@ -314,3 +315,29 @@ async def test_a_worker_finds_the_lease_held_by_another_and_prunes_nothing(
 
     assert not report.held and report.moved == 0
     assert await count(ledger, JobRow) == 1
+
+
+async def test_status_usage_and_spend_read_the_same_before_and_after_a_pass(
+    ledger: Transactions, engine: AsyncEngine
+) -> None:
+    await finished(ledger, *(result(f"old-{i}", T0 + i) for i in range(4)))
+    await finished(ledger, result("broke", T0 + 5, status="failed"))
+    await running(ledger, "still-running")
+
+    async def read() -> tuple[Any, ...]:
+        status = await queries.batch_status(engine, "nightly", "acme")
+        return (
+            status.by_status,
+            status.cost_usd,
+            status.input_tokens,
+            await queries.usage_summary(engine, "acme"),
+            await queries.usage_summary(engine, "acme", since=T0),
+            await queries.tenant_spend_usd(engine, "acme"),
+        )
+
+    before = await read()
+    report = await pruner(ledger, engine, T0 + 3 * DAY).prune()
+    assert (report.moved, report.usage_rolled_up) == (5, 5)
+
+    assert await read() == before
+    assert before[0] == {"succeeded": 4, "failed": 1, "running": 1}

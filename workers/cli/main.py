@@ -21,6 +21,7 @@ from broker.errors import HeadwayError
 from broker.settings import Settings
 from workers.cli.batches import register as register_batch_commands
 from workers.cli.dlq import dlq_app
+from workers.cli.ledger import ledger_app
 from workers.cli.support import console, err
 from workers.cli.support import load_settings as _settings
 from workers.cli.templates import templates_app
@@ -36,6 +37,7 @@ db_app = typer.Typer(no_args_is_help=True, help="the ledger database")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(templates_app, name="templates")
 T = TypeVar("T")
 

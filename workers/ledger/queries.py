@@ -10,13 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workers.ledger.batch_lane_rows import BATCH_OWNER
 from workers.ledger.database.models import (
+    FinishedJobRow,
     JobRow,
     RowStatus,
     SpilledJobRow,
+    UsageDailyRow,
     UsageRow,
     from_nano,
 )
 from workers.ledger.records import Key
+from workers.ledger.retention.steps import utc_day
 from workers.ledger.spill_rows import queued_statement
 
 KNOWN_CHUNK = 500  # job ids asked of the ledger in one statement
@@ -62,19 +65,22 @@ async def batch_status(
     """A batch's jobs by status, its spend, and its queued jobs: spilled ones, and of
     ``in_lanes`` (the batch's jobs found in the lanes, :mod:`workers.intake.backlog`) those
     the ledger has no row of."""
-    statement = (
-        select(
-            JobRow.status,
-            func.count(),
-            func.coalesce(func.sum(JobRow.cost_nusd), 0),
-            func.coalesce(func.sum(JobRow.input_tokens), 0),
-            func.coalesce(func.sum(JobRow.output_tokens), 0),
+    statements = []
+    for table in (JobRow, FinishedJobRow):  # finished jobs past the results window moved
+        statement = (
+            select(
+                table.status,
+                func.count(),
+                func.coalesce(func.sum(table.cost_nusd), 0),
+                func.coalesce(func.sum(table.input_tokens), 0),
+                func.coalesce(func.sum(table.output_tokens), 0),
+            )
+            .where(table.batch_id == batch_id)
+            .group_by(table.status)
         )
-        .where(JobRow.batch_id == batch_id)
-        .group_by(JobRow.status)
-    )
-    if tenant is not None:
-        statement = statement.where(JobRow.tenant == tenant)
+        if tenant is not None:
+            statement = statement.where(table.tenant == tenant)
+        statements.append(statement)
     lane = select(func.count()).where(
         JobRow.batch_id == batch_id,
         JobRow.status == RowStatus.RUNNING.value,
@@ -87,11 +93,12 @@ async def batch_status(
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # one snapshot: a job is counted once, wherever
             await conn.execution_options(isolation_level="REPEATABLE READ")  # (SQLite's is one)
-        for name, count, cost, tokens_in, tokens_out in await conn.execute(statement):
-            status.by_status[name] = int(count)
-            status.cost_usd += from_nano(int(cost))
-            status.input_tokens += int(tokens_in)
-            status.output_tokens += int(tokens_out)
+        for statement in statements:
+            for name, count, cost, tokens_in, tokens_out in await conn.execute(statement):
+                status.by_status[name] = status.by_status.get(name, 0) + int(count)
+                status.cost_usd += from_nano(int(cost))
+                status.input_tokens += int(tokens_in)
+                status.output_tokens += int(tokens_out)
         status.in_batch_lane = int(await conn.scalar(lane) or 0)
         status.queued = int(await conn.scalar(queued) or 0)
         status.in_lanes = len(in_lanes) - len(await _known(conn, batch_id, in_lanes))
@@ -99,7 +106,8 @@ async def batch_status(
 
 
 async def _known(conn: AsyncConnection, batch_id: str, jobs: Collection[Key]) -> set[Key]:
-    """Which of ``jobs`` the ledger has a row of: started (or finished), or spilled."""
+    """Which of ``jobs`` the ledger has a row of: started (or finished, moved or not), or
+    spilled."""
     by_tenant: dict[str, list[str]] = {}
     for tenant, job_id in jobs:
         by_tenant.setdefault(tenant, []).append(job_id)
@@ -110,12 +118,15 @@ async def _known(conn: AsyncConnection, batch_id: str, jobs: Collection[Key]) ->
             started = select(JobRow.tenant, JobRow.job_id).where(
                 JobRow.tenant == tenant, JobRow.job_id.in_(chunk)
             )
+            moved = select(FinishedJobRow.tenant, FinishedJobRow.job_id).where(
+                FinishedJobRow.tenant == tenant, FinishedJobRow.job_id.in_(chunk)
+            )
             spilled = select(SpilledJobRow.tenant, SpilledJobRow.job_id).where(
                 SpilledJobRow.batch_id == batch_id,
                 SpilledJobRow.tenant == tenant,
                 SpilledJobRow.job_id.in_(chunk),
             )
-            for statement in (started, spilled):
+            for statement in (started, moved, spilled):
                 known.update((t, j) for t, j in await conn.execute(statement))
     return known
 
@@ -147,33 +158,51 @@ async def batch_results(
 async def usage_summary(
     engine: AsyncEngine, tenant: str | None = None, since: float | None = None
 ) -> list[UsageLine]:
-    statement = (
-        select(
-            UsageRow.tenant,
-            UsageRow.route,
-            func.count(),
-            func.sum(UsageRow.input_tokens),
-            func.sum(UsageRow.output_tokens),
-            func.sum(UsageRow.cost_nusd),
-        )
-        .group_by(UsageRow.tenant, UsageRow.route)
-        .order_by(UsageRow.tenant, UsageRow.route)
-    )
+    """Spend and tokens per tenant and route: usage events, and the daily sums of those past
+    their window (``since`` counts a summed day whole when it falls on or after since's day)."""
+    events = select(
+        UsageRow.tenant,
+        UsageRow.route,
+        func.count(),
+        func.sum(UsageRow.input_tokens),
+        func.sum(UsageRow.output_tokens),
+        func.sum(UsageRow.cost_nusd),
+    ).group_by(UsageRow.tenant, UsageRow.route)
+    days = select(
+        UsageDailyRow.tenant,
+        UsageDailyRow.route,
+        func.sum(UsageDailyRow.events),
+        func.sum(UsageDailyRow.input_tokens),
+        func.sum(UsageDailyRow.output_tokens),
+        func.sum(UsageDailyRow.cost_nusd),
+    ).group_by(UsageDailyRow.tenant, UsageDailyRow.route)
     if tenant is not None:
-        statement = statement.where(UsageRow.tenant == tenant)
+        events = events.where(UsageRow.tenant == tenant)
+        days = days.where(UsageDailyRow.tenant == tenant)
     if since is not None:
-        statement = statement.where(UsageRow.timestamp >= since)
+        events = events.where(UsageRow.timestamp >= since)
+        days = days.where(UsageDailyRow.day >= utc_day(since))
+    totals: dict[tuple[str, str], list[int]] = {}
     async with engine.connect() as conn:
-        return [
-            UsageLine(t, r, int(n), int(i), int(o), from_nano(int(c)))
-            for t, r, n, i, o, c in await conn.execute(statement)
-        ]
+        for statement in (events, days):
+            for t, r, n, i, o, c in await conn.execute(statement):
+                sums = totals.setdefault((t, r), [0, 0, 0, 0])
+                for at, value in enumerate((n, i, o, c)):
+                    sums[at] += int(value or 0)
+    return [
+        UsageLine(t, r, n, i, o, from_nano(c)) for (t, r), (n, i, o, c) in sorted(totals.items())
+    ]
 
 
 async def tenant_spend_usd(engine: AsyncEngine, tenant: str) -> float:
-    """The tenant's spend: the sum over its distinct usage events."""
+    """The tenant's spend: the sum over its distinct usage events (and their daily sums)."""
     async with engine.connect() as conn:
-        total = await conn.scalar(
+        events = await conn.scalar(
             select(func.coalesce(func.sum(UsageRow.cost_nusd), 0)).where(UsageRow.tenant == tenant)
         )
-    return from_nano(int(total or 0))
+        days = await conn.scalar(
+            select(func.coalesce(func.sum(UsageDailyRow.cost_nusd), 0)).where(
+                UsageDailyRow.tenant == tenant
+            )
+        )
+    return from_nano(int(events or 0) + int(days or 0))

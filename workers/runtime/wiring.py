@@ -48,6 +48,7 @@ from workers.intake.spill import TAKE_MAX, Spill
 from workers.ledger.database.engine import create_engine
 from workers.ledger.quota_rows import QuotaLedger
 from workers.ledger.repository import LedgerRepository
+from workers.ledger.retention.pruner import Pruner
 from workers.ledger.writer import LedgerWriter
 from workers.pipeline.access import AccessControl
 from workers.pipeline.cancellations import Authenticate, Cancellations, open_control_reader
@@ -102,6 +103,7 @@ class Parts:
     publisher: Publisher
     pipeline: JobPipeline
     control: AIOKafkaConsumer  # the control topic's reader, followed by its cancellations
+    pruner: Pruner | None  # None: this worker does not prune the ledger (``prune_s`` = 0)
 
 
 def buffers(settings: Settings, config: HeadwayConfig) -> Buffers:
@@ -211,7 +213,11 @@ async def wire(
     )
     control = await open_control_reader(settings)
     stack.push_async_callback(control.stop)
-    return Parts(producer, ledger, publisher, pipeline, control)
+    retention = settings.retention
+    pruner = None
+    if retention.prune_s > 0:
+        pruner = Pruner(ledger.run, engine, retention, owner=group.owner, clock=seams.clock)
+    return Parts(producer, ledger, publisher, pipeline, control, pruner)
 
 
 def job_path(

@@ -5,6 +5,7 @@ a time holds the pruner's lease."""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.settings import RetentionSettings
 from schemas.results import JobResult, UsageEvent
+from workers.cli.exports import ResultFormat, batch_lines
 from workers.ledger import queries
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import FinishedJobRow, JobRow, UsageDailyRow, UsageRow
@@ -341,3 +343,19 @@ async def test_status_usage_and_spend_read_the_same_before_and_after_a_pass(
 
     assert await read() == before
     assert before[0] == {"succeeded": 4, "failed": 1, "running": 1}
+
+
+async def test_a_batchs_export_keeps_moved_jobs_marked_as_expired(
+    ledger: Transactions, engine: AsyncEngine
+) -> None:
+    await finished(ledger, result("old", T0), result("new", T0 + DAY))
+    await ledger.run(functools.partial(retention.move_finished, before=T0 + 1, limit=10))
+
+    lines = [
+        json.loads(line)
+        async for line in batch_lines(engine, "nightly", "acme", ResultFormat.OPENAI_BATCH)
+    ]
+
+    assert [line["custom_id"] for line in lines] == ["old", "new"]
+    assert lines[0]["response"] is None and lines[0]["error"]["code"] == "output_expired"
+    assert lines[1]["response"]["status_code"] == 200

@@ -7,7 +7,9 @@ has ``response = {"status_code": 200, "request_id", "body"}`` with the body the 
 would have returned (a ``chat.completion`` or an embedding ``list``); a job the API would have
 refused or failed on has the status code it would have had and an ``{"error": …}`` body; a job
 that never ran (expired, cancelled) has ``response = null`` and ``error = {code, message}``,
-as OpenAI writes for requests its batch did not execute.
+as OpenAI writes for requests its batch did not execute. A job that succeeded before the
+ledger's results window (``HEADWAY_RETAIN_RESULTS_H``) has ``response = null`` and ``error =
+{"code": "output_expired", …}``: its output is on the result topic only.
 
 ``--follow`` reads rows completed since the last poll, less an overlap (a row may commit a
 little after a later-completed one), and drops the rows it already wrote.
@@ -26,6 +28,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.ledger import queries
+from workers.ledger.retention.finished_rows import EXPIRED_MESSAGE
 
 FOLLOW_OVERLAP_S = 120.0  # how late a row may commit after one completed later was read
 
@@ -82,6 +85,10 @@ def openai_batch_line(result_json: str) -> dict[str, Any]:
     job_id, status = result["job_id"], result["status"]
     ids = hashlib.sha256(f"{result['tenant']}\x00{job_id}".encode()).hexdigest()
     line: dict[str, Any] = {"id": f"batch_req_{ids[:24]}", "custom_id": job_id}
+    if result.get("output_expired") and status == "succeeded":  # past the results window
+        line["response"] = None
+        line["error"] = {"code": "output_expired", "message": EXPIRED_MESSAGE}
+        return line
     if status == "succeeded":
         body = _chat_body(result, ids) if result.get("kind") == "chat" else _embedding_body(result)
         line["response"] = {"status_code": 200, "request_id": f"req_{ids[24:48]}", "body": body}

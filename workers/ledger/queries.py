@@ -19,6 +19,7 @@ from workers.ledger.database.models import (
     from_nano,
 )
 from workers.ledger.records import Key
+from workers.ledger.retention import finished_rows
 from workers.ledger.retention.steps import utc_day
 from workers.ledger.spill_rows import queued_statement
 
@@ -135,7 +136,8 @@ async def batch_results(
     engine: AsyncEngine, batch_id: str, tenant: str | None = None, after: float = 0.0
 ) -> list[tuple[float, tuple[str, str], str]]:
     """(completed_at, (tenant, job_id), result JSON) of the finished jobs of a batch,
-    completed after ``after``, oldest first."""
+    completed after ``after``, oldest first. A job whose row moved (past the results window)
+    is there with the result built from what was kept: ``output_expired``, no output."""
     statement = (
         select(JobRow.completed_at, JobRow.tenant, JobRow.job_id, JobRow.result_json)
         .where(
@@ -145,14 +147,25 @@ async def batch_results(
         )
         .order_by(JobRow.completed_at)
     )
+    moved = select(*finished_rows.COLUMNS).where(
+        FinishedJobRow.batch_id == batch_id, FinishedJobRow.completed_at > after
+    )
     if tenant is not None:
         statement = statement.where(JobRow.tenant == tenant)
+        moved = moved.where(FinishedJobRow.tenant == tenant)
     async with engine.connect() as conn:
-        return [
+        found = [
             (float(at or 0.0), (who, job_id), text)
             for at, who, job_id, text in await conn.execute(statement)
             if text
         ]
+        for row in await conn.execute(moved):
+            kept = finished_rows.Moved(*row)  # type: ignore[call-arg]
+            found.append(
+                (kept.completed_at, (kept.tenant, kept.job_id), finished_rows.expired_result(kept))
+            )
+    found.sort(key=lambda line: line[0])
+    return found
 
 
 async def usage_summary(

@@ -49,7 +49,7 @@ class Moved:
     completed_at: float
 
 
-_COLUMNS = (
+COLUMNS = (
     FinishedJobRow.tenant,
     FinishedJobRow.job_id,
     FinishedJobRow.status,
@@ -88,7 +88,7 @@ async def moved(conn: Connection, keys: Collection[Key]) -> dict[Key, Moved]:
     """Which of ``keys`` moved, and what is kept of them."""
     if not keys:
         return {}
-    rows = await conn.execute(select(*_COLUMNS).where(keys_in(keys)))
+    rows = await conn.execute(select(*COLUMNS).where(keys_in(keys)))
     return {(row[0], row[1]): Moved(*row) for row in rows}  # type: ignore[call-arg]
 
 

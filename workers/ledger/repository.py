@@ -1,7 +1,8 @@
 """Ledger operations, each a batch in the caller's transaction.
 
 ``claim_many``: insert a running row with this worker's lease, or take over an expired lease,
-or report the stored result of a finished job, or who holds it now.
+or report the stored result of a finished job (or what was kept of one whose row moved past
+the results window, :mod:`workers.ledger.retention.finished_rows`), or who holds it now.
 ``finish_many``: store a terminal result once — the first finisher wins; a later one is told
 the stored result so it publishes that instead (exactly one distinct result per job).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import select, tuple_, update
 
 from workers.ledger import cache_rows
 from workers.ledger.database.models import JobRow, RowStatus, UsageRow, held_by
@@ -60,7 +61,7 @@ class LedgerRepository:
         inserted = await self._insert_claims(conn, list(unique.values()), now)
         outcomes: dict[Key, ClaimOutcome] = {key: Claimed(1) for key in inserted}
         if inserted:  # a new row for a job that finished before the results window?
-            outcomes.update(await self._moved_claims(conn, inserted, unique))
+            outcomes.update(await finished_rows.claimed_again(conn, inserted, unique, REOPENABLE))
         conflicted = [key for key in unique if key not in inserted]
         if conflicted:
             reopen = {key for key in conflicted if unique[key].reopen}
@@ -75,34 +76,6 @@ class LedgerRepository:
                 results.append(outcomes[claim.key])
             seen.add(claim.key)
         return results
-
-    async def _moved_claims(
-        self, conn: Connection, inserted: set[Key], claims: dict[Key, Claim]
-    ) -> dict[Key, ClaimOutcome]:
-        """Claims that inserted a row for a job whose row had moved: a replay of a failed or
-        rejected one runs again (its claim count continuing); any other is answered with what
-        is kept of it, and its new row goes."""
-        found = await finished_rows.moved(conn, inserted)
-        if not found:
-            return {}
-        outcomes: dict[Key, ClaimOutcome] = {}
-        again = [k for k, row in found.items() if claims[k].reopen and row.status in REOPENABLE]
-        for key in again:
-            generation = found[key].claims + 1
-            tenant, job_id = key
-            await conn.execute(
-                update(JobRow)
-                .where(JobRow.tenant == tenant, JobRow.job_id == job_id)
-                .values(claims=generation)
-            )
-            outcomes[key] = Claimed(generation)
-        await finished_rows.take_back(conn, again)
-        answered = [key for key in found if key not in outcomes]
-        if answered:
-            await conn.execute(delete(JobRow).where(finished_rows.keys_in(answered, JobRow)))
-            for key in answered:
-                outcomes[key] = AlreadyFinished(finished_rows.expired_result(found[key]), [])
-        return outcomes
 
     async def _insert_claims(self, conn: Connection, claims: list[Claim], now: float) -> set[Key]:
         sql = statements(conn.dialect.name)
@@ -136,7 +109,7 @@ class LedgerRepository:
             )
         }
         gone = [key for key in keys if key not in existing]  # moved since the insert
-        outcomes: dict[Key, ClaimOutcome] = await self._gone(conn, gone, reopen, now)
+        outcomes = await finished_rows.gone_since_insert(conn, gone, reopen, now)
         usage = await self._usage_payloads(
             conn, [k for k in existing if existing[k].status != RowStatus.RUNNING]
         )
@@ -152,22 +125,6 @@ class LedgerRepository:
                 outcomes[key] = await self._take_over(conn, key, now)
             else:
                 outcomes[key] = HeldElsewhere(row.lease_owner, row.lease_expires_at)
-        return outcomes
-
-    async def _gone(
-        self, conn: Connection, keys: list[Key], reopen: set[Key], now: float
-    ) -> dict[Key, ClaimOutcome]:
-        """Keys whose row conflicted with a claim, then left ``jobs`` before it was read (the
-        pruner moved it): answered from ``finished_jobs``; a replay, or a row gone entirely,
-        is asked again (the claim loop retries a job held by nobody)."""
-        found = await finished_rows.moved(conn, keys)
-        outcomes: dict[Key, ClaimOutcome] = {}
-        for key in keys:
-            row = found.get(key)
-            if row is None or key in reopen:
-                outcomes[key] = HeldElsewhere(None, now)
-            else:
-                outcomes[key] = AlreadyFinished(finished_rows.expired_result(row), [])
         return outcomes
 
     async def _take_over(
@@ -205,7 +162,8 @@ class LedgerRepository:
             )
         ).one_or_none()
         if row is None:  # moved meanwhile
-            return (await self._gone(conn, [key], {key} if reopen else set(), now))[key]
+            gone = {key} if reopen else set()
+            return (await finished_rows.gone_since_insert(conn, [key], gone, now))[key]
         if row.status != RowStatus.RUNNING:
             usage = await self._usage_payloads(conn, [key])
             return AlreadyFinished(row.result_json or "", usage.get(key, []))

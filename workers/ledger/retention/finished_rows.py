@@ -10,17 +10,24 @@ runs again, its claim count continuing.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from schemas.results import JobError, JobResult, TokenUsage
 from workers.ledger.database.models import FinishedJobRow, JobRow, from_nano
 from workers.ledger.database.transactions import Connection
-from workers.ledger.records import Key
+from workers.ledger.records import (
+    AlreadyFinished,
+    Claim,
+    Claimed,
+    ClaimOutcome,
+    HeldElsewhere,
+    Key,
+)
 
 EXPIRED_MESSAGE = (
     "the job finished before the ledger's results window (HEADWAY_RETAIN_RESULTS_H); its "
@@ -96,6 +103,52 @@ async def take_back(conn: Connection, keys: Collection[Key]) -> None:
     """Forget moved rows (their jobs run again from a replay)."""
     if keys:
         await conn.execute(delete(FinishedJobRow).where(keys_in(keys)))
+
+
+async def claimed_again(
+    conn: Connection, inserted: set[Key], claims: Mapping[Key, Claim], reopenable: Collection[str]
+) -> dict[Key, ClaimOutcome]:
+    """Claims that inserted a ``jobs`` row for a job whose row had moved: a replay of one that
+    ended ``reopenable`` runs again, its claim count continuing; any other is answered with
+    what is kept of it, and its new row goes."""
+    found = await moved(conn, inserted)
+    if not found:
+        return {}
+    outcomes: dict[Key, ClaimOutcome] = {}
+    again = [k for k, row in found.items() if claims[k].reopen and row.status in reopenable]
+    for key in again:
+        generation = found[key].claims + 1
+        tenant, job_id = key
+        await conn.execute(
+            update(JobRow)
+            .where(JobRow.tenant == tenant, JobRow.job_id == job_id)
+            .values(claims=generation)
+        )
+        outcomes[key] = Claimed(generation)
+    await take_back(conn, again)
+    answered = [key for key in found if key not in outcomes]
+    if answered:
+        await conn.execute(delete(JobRow).where(keys_in(answered, JobRow)))
+        for key in answered:
+            outcomes[key] = AlreadyFinished(expired_result(found[key]), [])
+    return outcomes
+
+
+async def gone_since_insert(
+    conn: Connection, keys: list[Key], reopen: Collection[Key], now: float
+) -> dict[Key, ClaimOutcome]:
+    """Keys whose ``jobs`` row conflicted with a claim, then left before it was read (the
+    pruner moved it): answered from what was kept; a replay, or a row gone entirely, is asked
+    again (the claim loop retries a job held by nobody)."""
+    found = await moved(conn, keys)
+    outcomes: dict[Key, ClaimOutcome] = {}
+    for key in keys:
+        row = found.get(key)
+        if row is None or key in reopen:
+            outcomes[key] = HeldElsewhere(None, now)
+        else:
+            outcomes[key] = AlreadyFinished(expired_result(row), [])
+    return outcomes
 
 
 def expired_result(row: Moved) -> str:

@@ -2,8 +2,9 @@
 
 ``finished_jobs`` holds finished jobs past the results window without their result bodies;
 ``usage_daily`` the usage events past theirs, summed; ``ledger_leases`` lets one worker at a
-time prune. BRIN indexes on the completion and event times (PostgreSQL; a plain index on
-SQLite) let the pruner take the oldest rows first without a per-row index on the hot path.
+time prune. Indexes on the completion and event times let the pruner take the oldest rows
+first, a batch at a time (BRIN indexes, tried first, cannot order: every batch sorted every
+finished row).
 Design and measurements: docs/architecture.md, "a ledger that stays small".
 
 Revision ID: 0010
@@ -42,12 +43,7 @@ def upgrade() -> None:
         sa.Column("completed_at", sa.Float(), nullable=False),
     )
     op.create_index("ix_finished_jobs_batch", "finished_jobs", ["batch_id", "tenant"])
-    op.create_index(
-        "ix_finished_jobs_completed",
-        "finished_jobs",
-        ["completed_at"],
-        postgresql_using="brin",
-    )
+    op.create_index("ix_finished_jobs_completed", "finished_jobs", ["completed_at"])
     op.create_table(
         "usage_daily",
         sa.Column("day", sa.String(10), primary_key=True),
@@ -68,8 +64,8 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(256), nullable=False),
         sa.Column("expires_at", sa.Float(), nullable=False),
     )
-    op.create_index("ix_jobs_completed", "jobs", ["completed_at"], postgresql_using="brin")
-    op.create_index("ix_usage_time", "usage_events", ["timestamp"], postgresql_using="brin")
+    op.create_index("ix_jobs_completed", "jobs", ["completed_at"])
+    op.create_index("ix_usage_time", "usage_events", ["timestamp"])
 
 
 def downgrade() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Select, and_, case, delete, func, select, update
 
 from broker.headers import RecordHeaders, restored_headers, stored_headers
-from workers.ledger.database.models import FairShareRow, JobRow, SpilledJobRow
+from workers.ledger.database.models import FairShareRow, FinishedJobRow, JobRow, SpilledJobRow
 from workers.ledger.database.statements import dialect_insert, statements
 from workers.ledger.database.transactions import Connection
 
@@ -76,12 +76,19 @@ class Taken:
     spilled_at: float
 
 
+NO_HEADERS = b"[]"
+
+
 def encode_headers(headers: RecordHeaders) -> bytes:
     """Record headers as stored (:func:`~broker.headers.stored_headers`, as JSON bytes)."""
+    if not headers:  # most records: no JSON at all (spilling is on the fetch loop's path)
+        return NO_HEADERS
     return json.dumps(stored_headers(headers), separators=(",", ":")).encode()
 
 
 def decode_headers(stored: bytes) -> list[tuple[str, bytes | None]]:
+    if stored == NO_HEADERS:
+        return []
     return restored_headers(json.loads(stored))
 
 
@@ -337,7 +344,15 @@ def queued_statement(batch_id: str, tenant: str | None = None) -> Select[int]:
         .where(JobRow.tenant == SpilledJobRow.tenant, JobRow.job_id == SpilledJobRow.job_id)
         .exists()
     )
-    statement = select(func.count()).where(SpilledJobRow.batch_id == batch_id, ~claimed)
+    moved = (  # a copy of a job that finished long ago (its row moved)
+        select(FinishedJobRow.job_id)
+        .where(
+            FinishedJobRow.tenant == SpilledJobRow.tenant,
+            FinishedJobRow.job_id == SpilledJobRow.job_id,
+        )
+        .exists()
+    )
+    statement = select(func.count()).where(SpilledJobRow.batch_id == batch_id, ~claimed, ~moved)
     if tenant is not None:
         statement = statement.where(SpilledJobRow.tenant == tenant)
     return statement

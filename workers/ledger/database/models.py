@@ -73,9 +73,9 @@ class JobRow(Base):
     __table_args__ = (
         Index("ix_jobs_lease", "lease_owner", "status"),
         Index("ix_jobs_batch", "batch_id", "tenant"),
-        # what the pruner moves first (BRIN on PostgreSQL: a few pages, rows finish in about
-        # the order they were inserted)
-        Index("ix_jobs_completed", "completed_at", postgresql_using="brin"),
+        # the pruner's "oldest first, 1,000 at a time" (a BRIN index cannot order: each batch
+        # would sort every finished row, measured 0.5 s a batch at 1,000,000)
+        Index("ix_jobs_completed", "completed_at"),
     )
 
 
@@ -104,7 +104,7 @@ class FinishedJobRow(Base):
 
     __table_args__ = (
         Index("ix_finished_jobs_batch", "batch_id", "tenant"),
-        Index("ix_finished_jobs_completed", "completed_at", postgresql_using="brin"),
+        Index("ix_finished_jobs_completed", "completed_at"),
     )
 
 
@@ -137,7 +137,7 @@ class UsageRow(Base):
     __table_args__ = (
         Index("ix_usage_tenant_time", "tenant", "timestamp"),
         Index("ix_usage_tenant_job", "tenant", "job_id"),
-        Index("ix_usage_time", "timestamp", postgresql_using="brin"),
+        Index("ix_usage_time", "timestamp"),
     )
 
 

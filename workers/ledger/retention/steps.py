@@ -9,7 +9,7 @@ being compacted in place). :func:`roll_up_usage` sums usage events past their wi
 what is past the lanes' retention and the usage history's. :func:`take_lease` lets one worker
 at a time run them (:mod:`workers.ledger.pruning` drives the steps).
 
-Each step takes the oldest rows first (BRIN indexes on PostgreSQL) and at most ``limit`` of
+Each step takes the oldest rows first (by an index on their time) and at most ``limit`` of
 them, and returns how many it handled: its caller repeats it until a step returns less.
 """
 

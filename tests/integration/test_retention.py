@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.settings import RetentionSettings
 from schemas.results import JobResult, UsageEvent
 from workers.cli.exports import ResultFormat, batch_lines
-from workers.ledger import queries
+from workers.ledger import queries, spill_rows
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import FinishedJobRow, JobRow, UsageDailyRow, UsageRow
 from workers.ledger.database.transactions import Connection, Transactions
@@ -25,6 +25,7 @@ from workers.ledger.records import AlreadyFinished, Claim, Claimed
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.retention import steps as retention
 from workers.ledger.retention.pruner import Pruner
+from workers.ledger.spill_rows import SpilledRecord
 from workers.settle.outcomes import event_id, finish_record
 
 DAY = 86_400.0
@@ -359,3 +360,23 @@ async def test_a_batchs_export_keeps_moved_jobs_marked_as_expired(
     assert [line["custom_id"] for line in lines] == ["old", "new"]
     assert lines[0]["response"] is None and lines[0]["error"]["code"] == "output_expired"
     assert lines[1]["response"]["status_code"] == 200
+
+
+async def test_a_spilled_copy_of_a_moved_job_is_not_counted_as_queued(
+    ledger: Transactions,
+) -> None:
+    await finished(ledger, result("done", T0))
+    await moved_away(ledger)
+    copy = SpilledRecord(
+        "normal", "acme", "acme", "done", "nightly", "jobs", 0, 7, 0, None, b"{}", b"[]"
+    )
+    other = SpilledRecord(
+        "normal", "acme", "acme", "waiting", "nightly", "jobs", 0, 8, 0, None, b"{}", b"[]"
+    )
+    await ledger.run(functools.partial(spill_rows.store, records=[copy, other], now=T0))
+
+    queued = await ledger.run(
+        functools.partial(spill_rows.queued_in_batch, batch_id="nightly", tenant="acme")
+    )
+
+    assert queued == 1

@@ -1,4 +1,4 @@
-"""(k) The ledger's size: bytes per finished embedding job after a backfill and after the
+"""(l) The ledger's size: bytes per finished embedding job after a backfill and after the
 retention windows, and a pruning pass over 1,000,000 rows while claims go on (PostgreSQL).
 
 ``python -m bench.retention [jobs] [rows]`` (PostgreSQL at HEADWAY_TEST_POSTGRES_URL). The
@@ -229,7 +229,7 @@ def _p99(values: list[float]) -> float:
 
 def markdown(sizes: dict[str, float], scale: dict[str, float]) -> list[str]:
     return [
-        "## (k) The ledger's size: a backfill, then its retention windows (PostgreSQL)",
+        "## (l) The ledger's size: a backfill, then its retention windows (PostgreSQL)",
         "",
         f"{int(sizes['jobs']):,} embedding jobs ({DIMENSIONS} dimensions), each claimed and "
         "finished through the workers' `LedgerRepository` (256 a transaction) with its result "

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import litellm_side, producer, same_lane, tenancy
+from bench import litellm_side, producer, retention, same_lane, tenancy
 from bench.added_latency import Added, relay_added_latency, worker_added_latency
 from bench.common import Rates, machine, stack
 from bench.embeddings import BATCH, CONCURRENCY, LIMITED_RPM, UNBATCHED_WINDOW_S, embedding_run
@@ -183,6 +183,8 @@ async def main(
     embed_jobs: int,
     producer_jobs: int,
     litellm_jobs: int,
+    ledger_jobs: int = 100_000,
+    ledger_rows: int = 1_000_000,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -449,6 +451,10 @@ async def main(
         produced = await producer.measure(st, producer_jobs, runs)
         batched = await producer.measure_batched(st, producer_jobs, runs)
     lines += producer_section(produced, batched, producer_jobs)
+    print("(l) the ledger's size and a pruning pass at scale")
+    lines += retention.markdown(
+        await retention.bytes_per_job(ledger_jobs), await retention.prune_at_scale(ledger_rows)
+    )
     lines += FINDINGS
     return "\n".join(lines)
 
@@ -461,6 +467,8 @@ if __name__ == "__main__":
     parser.add_argument("--embed-jobs", type=int, default=100_000)
     parser.add_argument("--producer-jobs", type=int, default=100_000)
     parser.add_argument("--litellm-jobs", type=int, default=5_000)
+    parser.add_argument("--ledger-jobs", type=int, default=100_000)
+    parser.add_argument("--ledger-rows", type=int, default=1_000_000)
     args = parser.parse_args()
     text = asyncio.run(
         main(
@@ -470,6 +478,8 @@ if __name__ == "__main__":
             args.embed_jobs,
             args.producer_jobs,
             args.litellm_jobs,
+            args.ledger_jobs,
+            args.ledger_rows,
         )
     )
     DOC.write_text(text + "\n")

@@ -128,14 +128,15 @@ INSERT INTO jobs (tenant, job_id, status, batch_id, kind, route, provider, deplo
   attempts, input_tokens, output_tokens, cost_nusd, lease_owner, lease_expires_at, claims,
   result_json, created_at, updated_at, completed_at)
 SELECT 'acme', 'old-' || i, 'succeeded', 'backfill-old', 'chat', 'summarize', 'openai',
-  'gpt-4o-mini', 1, 500, 200, 195000, 'w', 0, 1, :body, CAST(:at AS double precision) + i * 0.001, CAST(:at AS double precision) + i * 0.001,
-  CAST(:at AS double precision) + i * 0.001
-FROM generate_series(CAST(:start AS integer), CAST(:stop AS integer)) AS i;
+  'gpt-4o-mini', 1, 500, 200, 195000, 'w', 0, 1, :body, at, at, at
+FROM generate_series(CAST(:start AS integer), CAST(:stop AS integer)) AS i,
+  LATERAL (SELECT CAST(:at AS double precision) + i * 0.001 AS at) AS t;
 INSERT INTO usage_events (event_id, tenant, job_id, batch_id, route, provider, deployment,
   input_tokens, output_tokens, cost_nusd, cached, timestamp, payload)
 SELECT 'old-event-' || i, 'acme', 'old-' || i, 'backfill-old', 'summarize', 'openai',
-  'gpt-4o-mini', 500, 200, 195000, false, CAST(:at AS double precision) + i * 0.001, :payload
-FROM generate_series(CAST(:start AS integer), CAST(:stop AS integer)) AS i;
+  'gpt-4o-mini', 500, 200, 195000, false, at, :payload
+FROM generate_series(CAST(:start AS integer), CAST(:stop AS integer)) AS i,
+  LATERAL (SELECT CAST(:at AS double precision) + i * 0.001 AS at) AS t;
 """
 
 

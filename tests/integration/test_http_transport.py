@@ -88,37 +88,53 @@ async def server() -> AsyncIterator[str]:
 TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 
 
-async def test_post_json_sends_headers_and_body_and_returns_a_read_httpx_response(
+async def test_post_json_sends_headers_and_body_and_returns_the_read_answer(
     server: str,
 ) -> None:
     async with create_http_client(HttpSettings(8)) as client:
-        response = await post_json(
+        reply = await post_json(
             client, httpx.URL(f"{server}/echo"), {"a": "ü"}, {"authorization": "Bearer k"}, TIMEOUT
         )
         again = await post_json(client, httpx.URL(f"{server}/echo"), {}, {}, TIMEOUT)
-    assert isinstance(response, httpx.Response)
-    assert response.status_code == 200
-    assert response.json() == {
+    assert reply.status_code == 200
+    assert json.loads(reply.content) == {
         "n": 1,
         "auth": "Bearer k",
         "type": "application/json",
         "body": {"a": "ü"},
     }
-    assert response.headers["x-seen"] == "1"
-    assert again.json()["n"] == 2
+    response = reply.response()  # httpx's, built when asked for
+    assert isinstance(response, httpx.Response)
+    assert response.headers["x-seen"] == "1" and response.json()["n"] == 1
+    assert json.loads(again.content)["n"] == 2
+
+
+async def test_post_json_through_any_other_transport_is_the_same_reply() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent = json.loads(request.content)
+        return httpx.Response(201, json={"got": sent, "type": request.headers["content-type"]})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        reply = await post_json(client, httpx.URL("http://p/x"), {"a": 1}, {}, TIMEOUT)
+    assert reply.status_code == 201
+    assert json.loads(reply.content) == {"got": {"a": 1}, "type": "application/json"}
+    assert reply.response().json()["got"] == {"a": 1}
 
 
 async def test_a_gzip_encoded_body_is_decoded(server: str) -> None:
     async with create_http_client(HttpSettings(8)) as client:
-        response = await post_json(client, httpx.URL(f"{server}/gzip"), {}, {}, TIMEOUT)
-    assert response.json() == {"zipped": True}
+        reply = await post_json(client, httpx.URL(f"{server}/gzip"), {}, {}, TIMEOUT)
+    assert json.loads(reply.content) == {"zipped": True}
+    assert "content-encoding" not in reply.response().headers
 
 
-async def test_error_statuses_are_responses_not_exceptions(server: str) -> None:
+async def test_error_statuses_are_replies_not_exceptions(server: str) -> None:
     async with create_http_client(HttpSettings(8)) as client:
-        response = await post_json(client, httpx.URL(f"{server}/limited"), {}, {}, TIMEOUT)
-    assert response.status_code == 429
+        reply = await post_json(client, httpx.URL(f"{server}/limited"), {}, {}, TIMEOUT)
+    assert reply.status_code == 429
+    response = reply.response()
     assert response.json()["error"]["message"] == "slow down"
+    assert response.request.url == httpx.URL(f"{server}/limited")
 
 
 async def test_a_read_timeout_is_an_httpx_timeout(server: str) -> None:

@@ -5,8 +5,13 @@ to the simulator and a real ledger."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,11 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.client import HeadwayClient
 from broker.config import development_config
 from broker.settings import Settings
+from schemas.results import JobResult
 from tests.helpers import chat_job, read_topic, running_worker
 from workers.devstack.simulator import SimulatorServer
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import FinishedJobRow, JobRow
+from workers.ledger.database.transactions import transactions_for
 from workers.ledger.queries import batch_status
+from workers.ledger.records import Claim, Finish
+from workers.ledger.repository import LedgerRepository
+from workers.ledger.retention import steps
+from workers.settle.outcomes import finish_record
 
 JOBS = 20
 
@@ -71,3 +82,68 @@ async def test_a_redelivered_job_after_its_row_moved_gets_its_stored_result_with
 async def _count(engine: AsyncEngine, model: type[FinishedJobRow] | type[JobRow]) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_headway_ledger_prune_counts_then_prunes_and_waits_its_turn(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, retain_results_h=0, retain_usage_h=0)
+    engine = create_engine(database_url)
+    ledger = transactions_for(engine)
+    repository = LedgerRepository("w1", 60.0, time.time)
+    try:
+        claims = [Claim("acme", f"j{i}", "b1", "chat", "summarize") for i in range(3)]
+        await ledger.run(functools.partial(repository.claim_many, claims=claims))
+        finishes = [_finish(f"j{i}") for i in range(3)]
+        await ledger.run(functools.partial(repository.finish_many, finishes=finishes))
+
+        dry = await _prune(settings, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "3 finished jobs would be moved" in " ".join(dry.stdout.split())
+        assert await _count(engine, JobRow) == 3
+
+        done = await _prune(settings)
+        assert done.returncode == 0, done.stderr
+        assert "3 finished jobs were moved" in " ".join(done.stdout.split())
+        assert await _count(engine, FinishedJobRow) == 3
+
+        now = time.time()
+        await ledger.run(
+            functools.partial(steps.take_lease, name="prune", owner="w9", now=now, until=now + 60)
+        )
+        held = await _prune(settings)
+        assert held.returncode == 1 and "another worker is pruning" in held.stdout
+    finally:
+        await ledger.close()
+        await engine.dispose()
+
+
+def _finish(job_id: str) -> Finish:
+    result = JobResult.model_validate(
+        {
+            "job_id": job_id,
+            "tenant": "acme",
+            "batch_id": "b1",
+            "status": "succeeded",
+            "output": {"text": "ok", "finish_reason": "stop"},
+            "completed_at": datetime.now(UTC).isoformat(),
+        }
+    )
+    return finish_record(result, result.model_dump_json(), [])
+
+
+async def _prune(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HEADWAY_DATABASE_URL": settings.database_url,
+        "HEADWAY_RETAIN_RESULTS_H": "0",
+        "HEADWAY_RETAIN_USAGE_H": "0",
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "workers", "ledger", "prune", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -262,9 +262,10 @@ class JsonHttpProvider:
 
     async def post(self, url: httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> Any:
         with transport_errors(self.name):
-            response = await post_json(self._client, url, body, headers, self._timeout)
-        if response.status_code >= 400:
+            reply = await post_json(self._client, url, body, headers, self._timeout)
+        if reply.status_code >= 400:
+            response = reply.response()
             retry_after, overloaded = self.error_details(response)
             raise_for_status(response, self.name, retry_after=retry_after, overloaded=overloaded)
         with transport_errors(self.name):
-            return json.loads(response.content)
+            return json.loads(reply.content)

@@ -312,7 +312,7 @@ def _secrets_out_of_logs(config: HeadwayConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     _configure_logging()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(n) returns n
     except HeadwayError as error:
         err.print(f"[red]error:[/] {error}")
         sys.exit(2)
@@ -332,3 +332,5 @@ def main(argv: list[str] | None = None) -> None:
             raise
         show()
         sys.exit(getattr(error, "exit_code", 2))
+    if isinstance(code, int) and code:
+        sys.exit(code)

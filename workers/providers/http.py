@@ -5,8 +5,10 @@ concurrent requests on this hardware; httpx over ``httpx-aiohttp``'s AiohttpTran
 1.2k–1.8k, but still cost ~80 µs of CPU per call more than aiohttp itself (241 vs 160 µs,
 ``docs/performance.md``). :class:`AiohttpTransport` here is that transport cut to what a provider
 call needs: the body read in one piece (no stream wrappers), parsed URLs and timeouts reused,
-no cookie jar. The API stays httpx: adapters build ``httpx.Request`` objects and read
-``httpx.Response`` objects, and aiohttp's exceptions become httpx's at this one boundary.
+no cookie jar. The API stays httpx — the client, its transports, ``httpx.Response`` for an
+error status, httpx's exceptions (aiohttp's become httpx's at this one boundary) — while a
+provider call through this transport (:func:`post_json`) builds httpx's request and response
+objects only when an error needs them.
 """
 
 from __future__ import annotations
@@ -277,19 +279,13 @@ async def post_json(
     per endpoint (parsing it costs ~12 µs a call).
     """
     content = json.dumps(body, ensure_ascii=False).encode()
+    sent = {**headers, "content-type": "application/json"}
     extensions = {"timeout": timeout.as_dict()}
     transport = client._transport
     if _direct(transport):
-        sent = list({**headers, "content-type": "application/json"}.items())
-        status, data, raw = await transport.send("POST", url, sent, content, extensions)
+        status, data, raw = await transport.send("POST", url, [*sent.items()], content, extensions)
         return JsonReply(status, data, raw, url)
-    request = httpx.Request(
-        "POST",
-        url,
-        headers={**headers, "content-type": "application/json"},
-        content=content,
-        extensions=extensions,
-    )
+    request = httpx.Request("POST", url, headers=sent, content=content, extensions=extensions)
     response = await transport.handle_async_request(request)
     try:
         await response.aread()

@@ -147,23 +147,17 @@ async def batch_results(
         )
         .order_by(JobRow.completed_at)
     )
-    moved = select(*finished_rows.COLUMNS).where(
-        FinishedJobRow.batch_id == batch_id, FinishedJobRow.completed_at > after
-    )
     if tenant is not None:
         statement = statement.where(JobRow.tenant == tenant)
-        moved = moved.where(FinishedJobRow.tenant == tenant)
     async with engine.connect() as conn:
         found = [
             (float(at or 0.0), (who, job_id), text)
             for at, who, job_id, text in await conn.execute(statement)
             if text
         ]
-        for row in await conn.execute(moved):
-            kept = finished_rows.Moved(*row)  # type: ignore[call-arg]
-            found.append(
-                (kept.completed_at, (kept.tenant, kept.job_id), finished_rows.expired_result(kept))
-            )
+        for kept in await finished_rows.in_batch(conn, batch_id, tenant, after):
+            text = finished_rows.expired_result(kept)
+            found.append((kept.completed_at, (kept.tenant, kept.job_id), text))
     found.sort(key=lambda line: line[0])
     return found
 

@@ -11,13 +11,14 @@ runs again, its claim count continuing.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from schemas.results import JobError, JobResult, TokenUsage
+from schemas.results import ErrorCode, JobError, JobResult, TokenUsage
 from workers.ledger.database.models import FinishedJobRow, JobRow, from_nano
 from workers.ledger.database.transactions import Connection
 from workers.ledger.records import (
@@ -56,23 +57,8 @@ class Moved:
     completed_at: float
 
 
-COLUMNS = (
-    FinishedJobRow.tenant,
-    FinishedJobRow.job_id,
-    FinishedJobRow.status,
-    FinishedJobRow.error_code,
-    FinishedJobRow.batch_id,
-    FinishedJobRow.kind,
-    FinishedJobRow.route,
-    FinishedJobRow.provider,
-    FinishedJobRow.deployment,
-    FinishedJobRow.attempts,
-    FinishedJobRow.claims,
-    FinishedJobRow.input_tokens,
-    FinishedJobRow.output_tokens,
-    FinishedJobRow.cost_nusd,
-    FinishedJobRow.completed_at,
-)
+#: ``finished_jobs``' columns in :class:`Moved`'s order
+COLUMNS = tuple(getattr(FinishedJobRow, kept.name) for kept in fields(Moved))
 
 
 def keys_in(
@@ -95,8 +81,24 @@ async def moved(conn: Connection, keys: Collection[Key]) -> dict[Key, Moved]:
     """Which of ``keys`` moved, and what is kept of them."""
     if not keys:
         return {}
-    rows = await conn.execute(select(*COLUMNS).where(keys_in(keys)))
-    return {(row[0], row[1]): Moved(*row) for row in rows}  # type: ignore[call-arg]
+    kept = await rows_of(conn, select(*COLUMNS).where(keys_in(keys)))
+    return {(row.tenant, row.job_id): row for row in kept}
+
+
+async def in_batch(
+    conn: Connection, batch_id: str, tenant: str | None = None, after: float = 0.0
+) -> list[Moved]:
+    """What is kept of a batch's moved jobs completed after ``after``."""
+    statement = select(*COLUMNS).where(
+        FinishedJobRow.batch_id == batch_id, FinishedJobRow.completed_at > after
+    )
+    if tenant is not None:
+        statement = statement.where(FinishedJobRow.tenant == tenant)
+    return await rows_of(conn, statement)
+
+
+async def rows_of(conn: Connection, statement: Select[Any]) -> list[Moved]:
+    return [Moved(*row) for row in await conn.execute(statement)]
 
 
 async def take_back(conn: Connection, keys: Collection[Key]) -> None:
@@ -151,11 +153,20 @@ async def gone_since_insert(
     return outcomes
 
 
+def _error(code: str) -> JobError:
+    """The kept error; a code this version does not know (stored by a newer one) is named in
+    the message, never a reason to fail the claim that asked."""
+    try:
+        return JobError(code=ErrorCode(code), message=EXPIRED_MESSAGE)
+    except ValueError:
+        return JobError(code=ErrorCode.INTERNAL_ERROR, message=f"{code}: {EXPIRED_MESSAGE}")
+
+
 def expired_result(row: Moved) -> str:
     """The result republished for a redelivered job whose row moved."""
     error = None
     if row.error_code is not None:
-        error = JobError.model_validate({"code": row.error_code, "message": EXPIRED_MESSAGE})
+        error = _error(row.error_code)
     result = JobResult.model_validate(
         {
             "job_id": row.job_id,

@@ -15,21 +15,19 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.settings import RetentionSettings
-from workers.ledger.database.models import FinishedJobRow, JobRow, UsageDailyRow, UsageRow
 from workers.ledger.database.transactions import Connection, Transact
 from workers.ledger.retention import steps
 
 log = logging.getLogger(__name__)
 LEASE = "prune"
 HOUR, DAY = 3600.0, 86_400.0
-Step = Callable[[Connection, float, int], Awaitable[int]]
 
 
 @dataclass(slots=True)
@@ -64,7 +62,7 @@ class Pruner:
         self._owner = owner
         self._clock = clock
 
-    def _cutoffs(self, now: float) -> list[tuple[str, Step, float]]:
+    def _cutoffs(self, now: float) -> list[tuple[str, steps.Step, float]]:
         s = self._settings
         return [
             ("moved", steps.move_finished, now - s.results_h * HOUR),
@@ -94,7 +92,7 @@ class Pruner:
         report.seconds = time.monotonic() - started
         return report
 
-    async def _repeat(self, step: Step, before: float, report: PruneReport) -> int | None:
+    async def _repeat(self, step: steps.Step, before: float, report: PruneReport) -> int | None:
         """``step`` in batches until one comes up short; None if the lease was lost."""
         total = 0
         batch = self._settings.batch
@@ -117,23 +115,20 @@ class Pruner:
                 return total
 
     async def _count(self, report: PruneReport, now: float) -> None:
-        moved, rolled, gone, days = (before for _, _, before in self._cutoffs(now))
-        statements = [
-            select(func.count()).where(JobRow.completed_at < moved, JobRow.status != steps.RUNNING),
-            select(func.count()).where(UsageRow.timestamp < rolled),
-            select(func.count()).where(FinishedJobRow.completed_at < gone),
-            select(func.count()).where(UsageDailyRow.day < steps.utc_day(days)),
-        ]
+        cutoffs = self._cutoffs(now)
 
         async def counts(conn: Connection) -> list[int]:
-            return [int((await conn.execute(s)).scalar_one()) for s in statements]
+            return [
+                int(
+                    (
+                        await conn.execute(select(func.count()).where(steps.DUE[step](before)))
+                    ).scalar_one()
+                )
+                for _, step, before in cutoffs
+            ]
 
-        (
-            report.moved,
-            report.usage_rolled_up,
-            report.finished_deleted,
-            report.usage_days_deleted,
-        ) = await self._run(counts)
+        for (name, _, _), found in zip(cutoffs, await self._run(counts), strict=True):
+            setattr(report, name, found)
 
     async def _reindex(self, report: PruneReport) -> None:
         if self._engine.dialect.name != "postgresql":

@@ -16,9 +16,10 @@ them, and returns how many it handled: its caller repeats it until a step return
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import JSON, String, case, cast, delete, func, insert, or_, select, update
+from sqlalchemy import JSON, String, and_, case, cast, delete, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from workers.ledger.database.models import (
@@ -32,28 +33,15 @@ from workers.ledger.database.models import (
 from workers.ledger.database.statements import dialect_insert
 from workers.ledger.database.transactions import Connection
 from workers.ledger.records import Key
-from workers.ledger.retention.finished_rows import keys_in
+from workers.ledger.retention.finished_rows import COLUMNS, keys_in
 
 RUNNING = RowStatus.RUNNING.value
+Step = Callable[[Connection, float, int], Awaitable[int]]
 SUCCEEDED = RowStatus.SUCCEEDED.value
 
-#: the columns a finished job keeps once its row has moved (all but the error code copied)
-KEPT = (
-    "tenant",
-    "job_id",
-    "status",
-    "batch_id",
-    "kind",
-    "route",
-    "provider",
-    "deployment",
-    "attempts",
-    "claims",
-    "input_tokens",
-    "output_tokens",
-    "cost_nusd",
-    "completed_at",
-)
+#: the columns a finished job keeps once its row has moved, copied as they are (the error
+#: code is read out of the result)
+KEPT = tuple(column.key for column in COLUMNS if column.key != "error_code")
 
 
 #: what a row of ``usage_daily`` sums over
@@ -70,13 +58,34 @@ def _error_code(conn: Connection) -> ColumnElement[Any]:
     return case((JobRow.status != SUCCEEDED, cast(code, String(64))), else_=None)
 
 
+def movable(before: float) -> ColumnElement[bool]:
+    """Finished jobs completed before ``before``: what :func:`move_finished` moves."""
+    return and_(JobRow.completed_at < before, JobRow.status != RUNNING)
+
+
+def usage_due(before: float) -> ColumnElement[bool]:
+    """Usage events recorded before ``before``: what :func:`roll_up_usage` sums."""
+    return UsageRow.timestamp < before
+
+
+def finished_due(before: float) -> ColumnElement[bool]:
+    """Moved jobs completed before ``before``: what :func:`delete_finished` deletes."""
+    return FinishedJobRow.completed_at < before
+
+
+def days_due(before: float) -> ColumnElement[bool]:
+    """Daily usage rows of days that ended before ``before``'s: what
+    :func:`delete_usage_days` deletes."""
+    return UsageDailyRow.day < utc_day(before)
+
+
 async def move_finished(conn: Connection, before: float, limit: int) -> int:
     """Move up to ``limit`` finished jobs completed before ``before`` (oldest first) from
     ``jobs`` to ``finished_jobs``. A key already there (moved, then run again from a replay)
     takes the newer row."""
     chosen = (
         select(JobRow.tenant, JobRow.job_id)
-        .where(JobRow.completed_at < before, JobRow.status != RUNNING)
+        .where(movable(before))
         .order_by(JobRow.completed_at)
         .limit(limit)
     )
@@ -114,7 +123,7 @@ async def roll_up_usage(conn: Connection, before: float, limit: int) -> int:
             UsageRow.output_tokens,
             UsageRow.cost_nusd,
         )
-        .where(UsageRow.timestamp < before)
+        .where(usage_due(before))
         .order_by(UsageRow.timestamp)
         .limit(limit)
     )
@@ -166,7 +175,7 @@ async def delete_finished(conn: Connection, before: float, limit: int) -> int:
     retention: no record of theirs can be redelivered)."""
     chosen = (
         select(FinishedJobRow.tenant, FinishedJobRow.job_id)
-        .where(FinishedJobRow.completed_at < before)
+        .where(finished_due(before))
         .order_by(FinishedJobRow.completed_at)
         .limit(limit)
     )
@@ -180,16 +189,22 @@ async def delete_finished(conn: Connection, before: float, limit: int) -> int:
 async def delete_usage_days(conn: Connection, before: float, limit: int) -> int:
     """Delete up to ``limit`` daily usage rows of days that ended before ``before``."""
     chosen = (
-        select(UsageDailyRow.day)
-        .where(UsageDailyRow.day < utc_day(before))
-        .order_by(UsageDailyRow.day)
-        .limit(limit)
+        select(UsageDailyRow.day).where(days_due(before)).order_by(UsageDailyRow.day).limit(limit)
     )
     days = sorted({day for (day,) in await conn.execute(chosen)})
     if not days:
         return 0
     result = await conn.execute(delete(UsageDailyRow).where(UsageDailyRow.day.in_(days)))
     return int(result.rowcount or 0)
+
+
+#: each step, and which rows it is due to handle at a cutoff (a dry run counts them)
+DUE: dict[Step, Callable[[float], ColumnElement[bool]]] = {
+    move_finished: movable,
+    roll_up_usage: usage_due,
+    delete_finished: finished_due,
+    delete_usage_days: days_due,
+}
 
 
 async def take_lease(conn: Connection, name: str, owner: str, now: float, until: float) -> bool:

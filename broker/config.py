@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from broker.capabilities import BY_PROVIDER_TYPE, Feature
 from broker.errors import ConfigError
 from schemas.jobs import TENANT_PATTERN, JobKind, TopicName
 
@@ -87,6 +88,9 @@ class DeploymentConfig(_Frozen):
     batch: bool = False  # the provider's Batch API may serve deadline-tolerant jobs
     batch_input_usd_per_mtok: Annotated[float, Field(ge=0)] | None = None  # default: half
     batch_output_usd_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    # what this deployment can take beyond text, narrowing its provider type's row in
+    # broker/capabilities.py (None: the whole row)
+    capabilities: list[Feature] | None = None
 
     @cached_property
     def key(self) -> str:
@@ -236,6 +240,12 @@ class HeadwayConfig(_Frozen):
                     )
                 if route.kind is JobKind.EMBEDDING and provider.type in NO_EMBEDDINGS_API:
                     raise ValueError(f"{where}: {provider.type.value} has no embeddings API")
+                extra = set(deployment.capabilities or ()) - BY_PROVIDER_TYPE[provider.type]
+                if extra:
+                    raise ValueError(
+                        f"routes.{route_name}.deployments.{index}.capabilities: "
+                        f"{provider.type.value} cannot take {sorted(extra)}"
+                    )
                 if deployment.batch and provider.type not in BATCH_APIS:
                     raise ValueError(
                         f"routes.{route_name}.deployments.{index}.batch: "
@@ -277,6 +287,11 @@ class HeadwayConfig(_Frozen):
     def tenant(self, name: str) -> TenantConfig | None:
         """The tenant's settings, the ``default`` tenant's, or None (unknown → rejected)."""
         return self.tenants.get(name) or self.tenants.get(DEFAULT_TENANT)
+
+    def capabilities(self, deployment: DeploymentConfig) -> frozenset[Feature]:
+        """What the deployment can take beyond text (broker/capabilities.py)."""
+        row = BY_PROVIDER_TYPE[self.providers[deployment.provider].type]
+        return row if deployment.capabilities is None else row & set(deployment.capabilities)
 
     def weight_of(self, name: str) -> float:
         """The tenant's share weight in its lanes (1 for a tenant the config does not know)."""

@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.content import MAX_TOOLS, Content, ToolCall, ToolChoice, Tools
+
 METADATA_MAX_BYTES = 16 * 1024
 EMBEDDING_MAX_INPUTS = 2048
 
@@ -57,9 +59,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
 class Message(_Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    """One chat message in OpenAI's shape: text, or content parts (images and files in user
+    messages), an assistant's tool calls, or a tool's answer to one of them."""
+
+    role: Role
+    content: Content | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOLS)] | None = None
+    tool_call_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _fits_its_role(self) -> Message:
+        role, content = self.role, self.content
+        if self.tool_calls is not None and role != "assistant":
+            raise ValueError(f"tool_calls: only an assistant message has them, not {role!r}")
+        if (self.tool_call_id is None) != (role != "tool"):
+            raise ValueError("tool_call_id: a tool message needs one, and only a tool message")
+        if content is None and self.tool_calls is None:
+            raise ValueError("content: required (an assistant message may have tool_calls)")
+        if isinstance(content, list) and role != "user":
+            for index, part in enumerate(content):
+                if part.type != "text":
+                    raise ValueError(
+                        f"content.{index}: {part.type} parts are for user messages, not {role!r}"
+                    )
+        return self
+
+    @property
+    def plain(self) -> bool:
+        """Only a role and text: what every provider takes as it is."""
+        return isinstance(self.content, str) and self.tool_calls is None and self.name is None
 
 
 class TemplateRef(_Strict):
@@ -80,6 +113,34 @@ class Params(_Strict):
     seed: int | None = Field(default=None, ge=INT64[0], le=INT64[1])
     dimensions: int | None = Field(default=None, ge=1, le=65_536)
     response_format: dict[str, Any] | None = None
+    # the rest of OpenAI's chat-completions and embeddings fields; which provider types honour
+    # each is workers/providers/features.py's table (a job is never sent where one is dropped)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    n: int | None = Field(default=None, ge=1, le=128)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    modalities: list[Literal["text"]] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    service_tier: Annotated[str, StringConstraints(max_length=64)] | None = None
+    store: bool | None = None
+    metadata: dict[str, Annotated[str, StringConstraints(max_length=512)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="OpenAI's stored-completion metadata, sent as it is (not the job's metadata)",
+    )
+    user: Annotated[str, StringConstraints(max_length=256)] | None = None
+    safety_identifier: Annotated[str, StringConstraints(max_length=256)] | None = None
+    prompt_cache_key: Annotated[str, StringConstraints(max_length=256)] | None = None
+    encoding_format: Literal["float", "base64"] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -87,6 +148,31 @@ class Params(_Strict):
         if isinstance(value, list) and not 1 <= len(value) <= 4:
             raise ValueError("stop takes 1 to 4 sequences")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ValueError("max_completion_tokens: set it or max_tokens, not both")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs = true")
+        if self.tools is None:
+            if self.tool_choice not in (None, "none") or self.parallel_tool_calls is not None:
+                raise ValueError("tool_choice: needs tools")
+        elif not isinstance(self.tool_choice, str | None):
+            names = {tool.function.name for tool in self.tools}
+            if self.tool_choice.function.name not in names:
+                raise ValueError(f"tool_choice: no tool named {self.tool_choice.function.name!r}")
+        return self
+
+    @property
+    def output_limit(self) -> int | None:
+        """The output tokens one answer may have, whichever field set it."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+#: parameters of one kind only: set on a job of the other kind they would be dropped, so refused
+EMBEDDING_ONLY = frozenset({"dimensions", "encoding_format"})
+SHARED_PARAMS = frozenset({"user"})
 
 
 EmbeddingInput = str | Annotated[list[str], Field(min_length=1, max_length=EMBEDDING_MAX_INPUTS)]
@@ -138,6 +224,12 @@ class JobRequest(_Strict):
                 raise ValueError("messages: not allowed for kind 'embedding' (use input)")
             if self.input is None:
                 raise ValueError("input: required for kind 'embedding'")
+        if self.params is not None:
+            for name in self.params.model_fields_set:
+                if getattr(self.params, name) is None or name in SHARED_PARAMS:
+                    continue
+                if (name in EMBEDDING_ONLY) != (self.kind is JobKind.EMBEDDING):
+                    raise ValueError(f"params.{name}: not a parameter of {self.kind.value} jobs")
         return self
 
     @property

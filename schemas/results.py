@@ -37,6 +37,12 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"  # extension: headway's own code kept failing on the job
     RESULT_TOO_LARGE = "result_too_large"  # extension: the output exceeds the record limit
+    # a part or parameter of the job that no deployment of its route can take (issue 23)
+    UNSUPPORTED_FEATURE = "unsupported_feature"
+    # the provider's answer did not validate against the job's response_format schema, twice
+    INVALID_OUTPUT = "invalid_output"
+    # the provider refused the content (a safety/content-policy block), and no failover took it
+    CONTENT_FILTERED = "content_filtered"
 
 
 class _Message(BaseModel):
@@ -46,13 +52,66 @@ class _Message(BaseModel):
     )
 
 
-class ChatOutput(_Message):
+class FunctionCallOut(_Message):
+    name: str
+    arguments: str  # JSON text, as the model wrote it (PII restored, if the job's policy says)
+
+
+class ToolCallOut(_Message):
+    """A tool call the model made, in OpenAI's shape whichever provider answered."""
+
+    id: str
+    type: str = "function"
+    function: FunctionCallOut
+
+
+class Choice(_Message):
+    """One of the ``n`` answers of a job that asked for several."""
+
+    index: int = Field(ge=0)
     text: str
     finish_reason: str
+    tool_calls: list[ToolCallOut] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatOutput(_Message):
+    text: str
+    finish_reason: str = Field(
+        description="stop, length, tool_calls or content_filter (or the provider's own word)"
+    )
+    tool_calls: list[ToolCallOut] | None = Field(
+        default=None, description="headway extension: the tool calls of the (first) answer"
+    )
+    refusal: str | None = Field(
+        default=None, description="headway extension: the model's refusal text, if it refused"
+    )
+    parsed: Any | None = Field(
+        default=None,
+        description="headway extension: the answer as JSON, validated against the job's "
+        "response_format json_schema (json_object: parsed only)",
+    )
+    logprobs: dict[str, Any] | None = Field(
+        default=None, description="headway extension: OpenAI's logprobs object, as returned"
+    )
+    choices: list[Choice] | None = Field(
+        default=None,
+        description="headway extension: every answer when the job set n > 1 (the first is also "
+        "text, finish_reason, tool_calls)",
+    )
+    system_fingerprint: str | None = Field(
+        default=None, description="headway extension: the provider's system fingerprint"
+    )
 
 
 class EmbeddingOutput(_Message):
     embeddings: list[list[float]]
+    encoding_format: str | None = Field(
+        default=None,
+        description="headway extension: the encoding the job asked for; vectors are always "
+        "numbers here, `headway results --format openai-batch` writes base64 when asked",
+    )
 
 
 class TokenUsage(_Message):
@@ -66,7 +125,10 @@ class TokenUsage(_Message):
 
 
 class JobError(_Message):
-    code: ErrorCode
+    # open for readers: a code added by a newer headway reads as a plain string, never an error
+    code: ErrorCode | str = Field(
+        description="one of the codes listed, or a code a newer headway added (read it as text)"
+    )
     message: str
 
 

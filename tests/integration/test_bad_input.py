@@ -25,7 +25,7 @@ BAD_BYTES = [
 INVALID = {
     "bad-kind": {"kind": "image"},
     "bad-role": {"messages": [{"role": "robot", "content": "x"}]},
-    "bad-param": {"params": {"frequency_penalty": 2}},
+    "bad-param": {"params": {"frequency_penalty": 3}},
     "extra-field": {"colour": "red"},
 }
 

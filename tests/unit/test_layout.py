@@ -21,6 +21,7 @@ ORDER = [
     "intake",
     "pipeline",
     "templates",
+    "content",
     "guardrails",
     "admission",
     "calls",

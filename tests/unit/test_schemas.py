@@ -67,8 +67,8 @@ def test_unknown_top_level_fields_are_rejected_by_name() -> None:
 
 
 def test_unknown_params_are_rejected_by_name() -> None:
-    assert "unknown field 'params.frequency_penalty'" in error_of(
-        chat(params={"frequency_penalty": 1})
+    assert "unknown field 'params.frequencypenalty'" in error_of(
+        chat(params={"frequencypenalty": 1})
     )
 
 

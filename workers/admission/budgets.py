@@ -30,6 +30,7 @@ from workers.calls.routing import Router
 from workers.ledger.database.models import from_nano, to_nano
 from workers.ledger.database.transactions import Transact
 from workers.ledger.quota_rows import BudgetLedger, Hold
+from workers.providers.base import WireMessages
 
 DEFER_HOP_S = 300.0  # a deferred job looks again at least this often (a raised budget applies)
 HOLDS_WAIT_S = 0.1  # how soon a job kept out only by running jobs' holds looks again
@@ -79,7 +80,7 @@ class Budgets:
         self._ledger = BudgetLedger()
 
     def max_cost_usd(
-        self, job: JobRequest, route: RouteConfig, messages: list[dict[str, str]] | None
+        self, job: JobRequest, route: RouteConfig, messages: WireMessages | None
     ) -> float:
         raw = tokens.input_tokens(messages, job.inputs)
         return max(self._router.estimated_cost(d, job, raw) for d in route.deployments)
@@ -89,7 +90,7 @@ class Budgets:
         job: JobRequest,
         tenant: TenantConfig,
         route: RouteConfig,
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
         account: str | None = None,
     ) -> Hold | OverBudget | Wait:
         """``account``: whose budget the job counts against (its tenant's by default)."""

@@ -21,6 +21,7 @@ from workers.admission.quotas import SLOT_RETRY_S, Clock, SlotGrant, TokenLease,
 from workers.calls import tokens
 from workers.ledger.database.transactions import Connection, Transact
 from workers.ledger.quota_rows import Hold, QuotaLedger
+from workers.providers.base import WireMessages
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def limited(tenant: TenantConfig) -> bool:
     )
 
 
-def job_tokens(job: JobRequest, messages: list[dict[str, str]] | None) -> int:
+def job_tokens(job: JobRequest, messages: WireMessages | None) -> int:
     """What a job reserves of its tenant's tpm: estimated input plus the output allowance."""
     return tokens.input_tokens(messages, job.inputs) + tokens.output_allowance(job)
 
@@ -80,7 +81,7 @@ class Admission:
         job: JobRequest,
         tenant: TenantConfig,
         route: RouteConfig,
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
     ) -> Ticket | Wait | OverBudget:
         account = self._account(job.tenant)
         ticket = Ticket(account)
@@ -107,7 +108,7 @@ class Admission:
         ticket: Ticket,
         job: JobRequest,
         tenant: TenantConfig,
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
     ) -> Wait | None:
         if tenant.max_in_flight is not None:
             grant = self._slots.get(ticket.tenant)

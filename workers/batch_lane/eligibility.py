@@ -9,6 +9,7 @@ not finish can still run online in time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from broker.config import DeploymentConfig, RouteConfig
@@ -26,9 +27,12 @@ def batch_deployment(
     lane: Priority,
     now: datetime,
     margin_s: float = FALLBACK_MARGIN_S,
+    deployments: Sequence[DeploymentConfig] | None = None,
 ) -> DeploymentConfig | None:
-    """The deployment to batch the job on, or None (it runs online)."""
-    deployment = next((d for d in route.deployments if d.batch), None)
+    """The deployment to batch the job on, or None (it runs online). ``deployments``: those
+    of the route that can take the job (default: all of them)."""
+    candidates = route.deployments if deployments is None else deployments
+    deployment = next((d for d in candidates if d.batch), None)
     if deployment is None:
         return None
     room_s = (job.deadline - now).total_seconds() if job.deadline is not None else None

@@ -18,10 +18,9 @@ from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
-from workers.calls import tokens
-from workers.calls.executor import Execution, ProviderCall
+from workers.calls.executor import Execution, ProviderCall, embedding_output, provider_call
 from workers.ledger import batch_lane_rows as rows
-from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall
+from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall, WireMessages
 from workers.providers.batch_apis import BatchAPI, Outcome
 from workers.settle.outcomes import Identity
 
@@ -33,7 +32,7 @@ class Handed:
     job: JobRequest
     who: Identity
     deployment: DeploymentConfig
-    messages: list[dict[str, str]] | None
+    messages: WireMessages | None
     topic: str
     record: ConsumerRecord[bytes, bytes]
     generation: int
@@ -43,15 +42,6 @@ class Handed:
 def custom_id(tenant: str, job_id: str) -> str:
     """A provider-safe id (Anthropic: ``[A-Za-z0-9_-]{1,64}``) unique per (tenant, job_id)."""
     return hashlib.sha256(f"{tenant}\x00{job_id}".encode()).hexdigest()[:40]
-
-
-def provider_call(
-    job: JobRequest, deployment: DeploymentConfig, messages: list[dict[str, str]] | None
-) -> ChatCall | EmbeddingCall:
-    if job.kind is JobKind.CHAT:
-        return ChatCall(deployment.model, messages or [], tokens.call_params(job), job.job_id)
-    dimensions = job.params.dimensions if job.params else None
-    return EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
 
 
 def new_item(handed: Handed, api: BatchAPI) -> rows.Item:
@@ -114,7 +104,11 @@ def call_of(item: rows.Item, deployment: DeploymentConfig) -> ChatCall | Embeddi
     return provider_call(JobRequest.model_validate(saved["job"]), deployment, saved["messages"])
 
 
-def execution_of(deployment: DeploymentConfig, outcome: Outcome) -> Execution:
+def job_of(item: rows.Item) -> JobRequest:
+    return JobRequest.model_validate(json.loads(item.job_json)["job"])
+
+
+def execution_of(deployment: DeploymentConfig, outcome: Outcome, job: JobRequest) -> Execution:
     execution = Execution(attempts=1)
     if outcome.error is not None:
         execution.error = outcome.error
@@ -122,12 +116,10 @@ def execution_of(deployment: DeploymentConfig, outcome: Outcome) -> Execution:
     reply = outcome.reply
     assert reply is not None
     if isinstance(reply, ChatResponse):
-        output: ChatOutput | EmbeddingOutput = ChatOutput(
-            text=reply.text, finish_reason=reply.finish_reason
-        )
+        output: ChatOutput | EmbeddingOutput = reply.output()
         tokens_in, tokens_out = reply.input_tokens, reply.output_tokens
     else:
-        output = EmbeddingOutput(embeddings=reply.embeddings)
+        output = embedding_output(job, reply.embeddings)
         tokens_in, tokens_out = reply.input_tokens, 0
     call = ProviderCall(
         provider=deployment.provider,

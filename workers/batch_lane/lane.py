@@ -35,6 +35,7 @@ from workers.batch_lane.items import (
     call_of,
     execution_of,
     identity,
+    job_of,
     new_item,
     original_record,
     saved_headers,
@@ -250,7 +251,7 @@ class BatchLane:
         self, item: rows.Item, outcome: Outcome, deployment: DeploymentConfig
     ) -> None:
         who = identity(json.loads(item.who_json))
-        execution = execution_of(deployment, outcome)
+        execution = execution_of(deployment, outcome, job_of(item))
         screened = await self._screened(item)
         result = (
             await guarded_result(who, execution, screened)

@@ -34,7 +34,7 @@ from workers.calls.microbatch import MicroBatcher
 from workers.calls.retry import RetryPolicy
 from workers.calls.routing import DeploymentState
 from workers.calls.slots import CallSlots
-from workers.providers.base import ChatCall, EmbeddingCall, Provider
+from workers.providers.base import ChatCall, EmbeddingCall, Provider, WireMessages
 
 #: (provider, model, outcome: "ok" or the error's class name, seconds) of each provider call
 CallObserver = Callable[[str, str, str, float, bool], None]  # …, seconds, a retry?
@@ -100,7 +100,7 @@ class Executor:
         self,
         job: JobRequest,
         plan: list[DeploymentConfig],
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
         deadline: float | None = None,
         park_after_s: float | None = None,
     ) -> Execution:
@@ -129,7 +129,7 @@ class Executor:
         self,
         job: JobRequest,
         plan: list[DeploymentConfig],
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
         execution: Execution,
     ) -> None:
         """Each deployment once; returns on success, raises the error to retry on (or stop).
@@ -174,7 +174,7 @@ class Executor:
         deployment: DeploymentConfig,
         limiter: DeploymentLimiter | None,
         reserve: int,
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
         execution: Execution,
         errors: list[ProviderError],
     ) -> bool:
@@ -210,7 +210,7 @@ class Executor:
         job: JobRequest,
         deployment: DeploymentConfig,
         reserve: int,
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
         execution: Execution,
         errors: list[ProviderError],
     ) -> bool:
@@ -241,7 +241,7 @@ class Executor:
         self,
         job: JobRequest,
         call: _Admitted,
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
         execution: Execution,
         errors: list[ProviderError],
     ) -> bool:
@@ -292,34 +292,26 @@ class Executor:
         self,
         job: JobRequest,
         deployment: DeploymentConfig,
-        messages: list[dict[str, str]] | None,
+        messages: WireMessages | None,
         execution: Execution,
     ) -> None:
         provider = self._providers.get(deployment.provider)
         if provider is None:
             raise ProviderBadRequest(f"provider {deployment.provider!r} is not available")
-        params = job.params
-        if job.kind is JobKind.CHAT:
-            chat_messages = messages or []
-            chat = await provider.chat(
-                ChatCall(deployment.model, chat_messages, tokens.call_params(job), job.job_id)
-            )
-            output: ChatOutput | EmbeddingOutput = ChatOutput(
-                text=chat.text, finish_reason=chat.finish_reason
-            )
+        call = provider_call(job, deployment, messages)
+        if isinstance(call, ChatCall):
+            chat = await provider.chat(call)
+            output: ChatOutput | EmbeddingOutput = chat.output()
             tokens_in, tokens_out, estimated = chat.input_tokens, chat.output_tokens, chat.estimated
-            raw_estimate = tokens.message_tokens(chat_messages)
+            raw_estimate = tokens.message_tokens(call.messages)
         else:
-            dimensions = params.dimensions if params else None
             if _batched(job, deployment):
                 embedded = await self.micro_batcher.embed(
-                    provider, deployment, job.inputs, dimensions, job.route
+                    provider, deployment, job.inputs, call.dimensions, job.route
                 )
             else:
-                embedded = await provider.embed(
-                    EmbeddingCall(deployment.model, job.inputs, dimensions, job.job_id)
-                )
-            output = EmbeddingOutput(embeddings=embedded.embeddings)
+                embedded = await provider.embed(call)
+            output = embedding_output(job, embedded.embeddings)
             tokens_in, tokens_out, estimated = embedded.input_tokens, 0, embedded.estimated
             raw_estimate = tokens.input_tokens(None, job.inputs)
         if not estimated:
@@ -339,7 +331,30 @@ class Executor:
 
 
 def _batched(job: JobRequest, deployment: DeploymentConfig) -> bool:
-    return job.kind is JobKind.EMBEDDING and bool(deployment.max_batch_inputs)
+    """Whether the job's inputs may share a call with other jobs' (not when it names its
+    end user: one call carries one ``user``)."""
+    if job.kind is not JobKind.EMBEDDING or not deployment.max_batch_inputs:
+        return False
+    return job.params is None or job.params.user is None
+
+
+def provider_call(
+    job: JobRequest, deployment: DeploymentConfig, messages: WireMessages | None
+) -> ChatCall | EmbeddingCall:
+    """The call a job makes to one deployment (online or through its Batch API)."""
+    if job.kind is JobKind.CHAT:
+        return ChatCall(deployment.model, messages or [], tokens.call_params(job), job.job_id)
+    params = job.params
+    if params is None:
+        return EmbeddingCall(deployment.model, job.inputs, None, job.job_id)
+    return EmbeddingCall(deployment.model, job.inputs, params.dimensions, job.job_id, params.user)
+
+
+def embedding_output(job: JobRequest, embeddings: list[list[float]]) -> EmbeddingOutput:
+    encoding = job.params.encoding_format if job.params else None
+    if encoding is None:
+        return EmbeddingOutput(embeddings=embeddings)
+    return EmbeddingOutput(embeddings=embeddings, encoding_format=encoding)
 
 
 def _round_failure(

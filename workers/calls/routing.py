@@ -19,6 +19,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from broker.config import DeploymentConfig, RouteConfig, Strategy
 from schemas.jobs import JobRequest
@@ -26,6 +27,7 @@ from workers.calls import tokens
 from workers.calls.health import HealthBoard
 from workers.calls.limits import LimitBoard
 from workers.calls.shared_pace import SharedPace
+from workers.content.features import NOTHING, Capabilities, Needs, Unsupported
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +55,25 @@ class DeploymentState:
 
 
 class Router:
-    def __init__(self, state: DeploymentState, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        state: DeploymentState,
+        clock: Callable[[], float] = time.monotonic,
+        capabilities: Capabilities | None = None,  # None: every deployment takes everything
+    ) -> None:
         self.board = state.health
         self.calibration = state.calibration
         self._clock = clock
+        self._capabilities = capabilities
+
+    def able(
+        self, route: RouteConfig, job: JobRequest, need: Needs
+    ) -> list[DeploymentConfig] | Unsupported:
+        """The route's deployments that can take what the job needs (all, when it needs
+        nothing beyond text)."""
+        if not need or self._capabilities is None:
+            return list(route.deployments)
+        return self._capabilities.able(job.route, route.deployments, need)
 
     def estimated_cost(
         self, deployment: DeploymentConfig, job: JobRequest, raw_input_tokens: int
@@ -68,9 +85,12 @@ class Router:
         self,
         route: RouteConfig,
         job: JobRequest,
-        messages: Sequence[dict[str, str]] | None,
-    ) -> list[DeploymentConfig] | CostLimited:
-        deployments = list(route.deployments)
+        messages: Sequence[dict[str, Any]] | None,
+        need: Needs = NOTHING,
+    ) -> list[DeploymentConfig] | CostLimited | Unsupported:
+        deployments = self.able(route, job, need)
+        if isinstance(deployments, Unsupported):
+            return deployments
         if len(deployments) == 1 and job.max_cost_usd is None:
             return deployments  # nothing to choose or to filter: the common case, kept cheap
         raw_tokens = tokens.input_tokens(messages, job.inputs)

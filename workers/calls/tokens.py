@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from schemas.jobs import JobKind, JobRequest, Params
+from workers.content import media
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -31,29 +33,59 @@ def text_tokens(text: str) -> int:
 
 
 def output_allowance(job: JobRequest) -> int:
-    """Output tokens a job may produce: chat ``max_tokens`` (or the default); embeddings none."""
+    """Output tokens a job may produce: chat ``max_tokens`` or ``max_completion_tokens`` (or
+    the default), times its ``n`` answers; embeddings none."""
     if job.kind is not JobKind.CHAT:
         return 0
-    max_tokens = job.params.max_tokens if job.params else None
-    return max_tokens or DEFAULT_OUTPUT_TOKENS
+    params = job.params
+    if params is None:
+        return DEFAULT_OUTPUT_TOKENS
+    return (params.output_limit or DEFAULT_OUTPUT_TOKENS) * (params.n or 1)
 
 
 def call_params(job: JobRequest) -> Params:
     """A chat job's parameters as sent: its own, with the output allowance as ``max_tokens``
-    when it set none (a call without a limit could spend past what its budget hold reserved)."""
+    when it set no limit (a call without a limit could spend past what its budget hold
+    reserved)."""
     params = job.params
     if params is None:
         return _DEFAULT_PARAMS
-    if params.max_tokens is None:
+    if params.output_limit is None:
         return params.model_copy(update={"max_tokens": DEFAULT_OUTPUT_TOKENS})
     return params
 
 
-def message_tokens(messages: Iterable[Mapping[str, str]]) -> int:
-    return sum(text_tokens(m.get("content", "")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+def message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += text_tokens(content) + MESSAGE_OVERHEAD_TOKENS
+        else:
+            total += _rich_tokens(message, content) + MESSAGE_OVERHEAD_TOKENS
+    return total
 
 
-def input_tokens(messages: Iterable[Mapping[str, str]] | None, inputs: Iterable[str]) -> int:
+def _rich_tokens(message: Mapping[str, Any], content: list[dict[str, Any]] | None) -> int:
+    """A message with parts or tool calls: text by characters, images and files by
+    ``workers/content/media.py``'s estimates."""
+    total = 0
+    for part in content or ():
+        kind = part["type"]
+        if kind == "text":
+            total += text_tokens(part["text"])
+        elif kind == "image_url":
+            image = part["image_url"]
+            total += media.url_image_tokens(image["url"], image.get("detail"))
+        else:
+            total += media.file_tokens(part["file"]["file_data"])
+    for call in message.get("tool_calls") or ():
+        function = call["function"]
+        total += text_tokens(function["name"]) + text_tokens(function["arguments"])
+    return total
+
+
+def input_tokens(messages: Iterable[Mapping[str, Any]] | None, inputs: Iterable[str]) -> int:
     """Estimated input tokens of a chat (``messages``) or embedding (``inputs``) request."""
     total = message_tokens(messages or ()) + sum(text_tokens(text) for text in inputs)
     return max(1, total)

@@ -27,6 +27,7 @@ from workers.batch_lane.items import Handed
 from workers.calls.executor import Execution
 from workers.calls.routing import CostLimited
 from workers.calls.slots import CallSlot, CallSlots
+from workers.content.features import NOTHING, Needs, Unsupported
 from workers.guardrails.screening import Screened
 from workers.intake.fetching import lane_of
 from workers.intake.parsing import Intake, InvalidJob, Unreadable, ValidJob, parse_job
@@ -38,6 +39,7 @@ from workers.pipeline.access import Rejection
 from workers.pipeline.parking import Parked
 from workers.pipeline.parts import Calls, Checks, Endings, Telemetry
 from workers.pipeline.response_cache import Request, normalise, served_from
+from workers.providers.base import WireMessages
 from workers.settle.outcomes import (
     CANCELLED,
     EXPIRED_BEFORE_START,
@@ -63,13 +65,14 @@ class JobRun:
     job: JobRequest
     who: Identity
     route: RouteConfig
-    messages: list[dict[str, str]] | None
+    messages: WireMessages | None
     topic: str
     record: ConsumerRecord[bytes, bytes]
     request: Request | None = None  # its response-cache request (None: not cacheable)
     hit: Execution | None = None  # answered from the cache
     ticket: Ticket | None = None  # its admission (quotas, budget hold)
     screened: Screened | None = None  # its guardrails, for the output check
+    need: Needs = NOTHING  # what a deployment must take beyond text
 
 
 class JobPipeline:
@@ -150,7 +153,7 @@ class JobPipeline:
             await self.settlement.end(who, CANCELLED, topic)
             return None
         run = JobRun(job, who, route, messages, topic, record, normalise(job, route, messages))
-        run.screened = prepared.screened
+        run.screened, run.need = prepared.screened, prepared.need
         if run.request is not None:
             request = run.request
             run.hit = await with_ledger(lambda: self.cache.lookup(request, route))
@@ -248,9 +251,14 @@ class JobPipeline:
             execution = run.hit
         else:
             with self.tracing.span("route"):
-                plan = self.calls.router.plan(run.route, job, run.messages)
-            if isinstance(plan, CostLimited):
-                ending = Ending.rejected(ErrorCode.COST_LIMIT_EXCEEDED, plan.message)
+                plan = self.calls.router.plan(run.route, job, run.messages, run.need)
+            if not isinstance(plan, list):
+                code = (
+                    ErrorCode.COST_LIMIT_EXCEEDED
+                    if isinstance(plan, CostLimited)
+                    else ErrorCode.UNSUPPORTED_FEATURE
+                )
+                ending = Ending.rejected(code, plan.message)
                 await self.settlement.end(who, ending, topic, claimed=True, ticket=ticket)
                 return None
             try:
@@ -283,7 +291,10 @@ class JobPipeline:
         if has_header(run.record.headers, HEADER_ONLINE):
             return None  # the lane gave it back
         lane = lane_of(run.record, self._lanes, self.topics.retry)
-        return batch_deployment(run.job, run.route, lane, now_utc())
+        able = self.calls.router.able(run.route, run.job, run.need)
+        if isinstance(able, Unsupported):
+            return None
+        return batch_deployment(run.job, run.route, lane, now_utc(), deployments=able)
 
     async def _hand_over(self, run: JobRun, deployment: DeploymentConfig, generation: int) -> None:
         lane = self.batch_lane

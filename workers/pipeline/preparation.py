@@ -15,9 +15,11 @@ from broker.errors import TemplateError
 from broker.headers import RecordHeaders
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
+from workers.content.features import NOTHING, Capabilities, Needs, Unsupported, needs
 from workers.guardrails.normal import plain
 from workers.guardrails.screening import Guardrails, Screened
 from workers.pipeline.access import AccessControl, Rejection
+from workers.providers.base import WireMessages
 from workers.templates.catalog import TemplateCatalog
 
 
@@ -25,10 +27,11 @@ from workers.templates.catalog import TemplateCatalog
 class Prepared:
     job: JobRequest  # as submitted, or with its embedding inputs redacted
     route: RouteConfig
-    messages: list[dict[str, str]] | None  # None: an embedding job
+    messages: WireMessages | None  # None: an embedding job
     template: str | None = None
     template_version: int | None = None
     screened: Screened | None = None  # its guardrails (for the output check)
+    need: Needs = NOTHING  # what a deployment must take beyond text
 
 
 class Preparation:
@@ -38,11 +41,13 @@ class Preparation:
         access: AccessControl,
         catalog: TemplateCatalog,
         guardrails: Guardrails,
+        capabilities: Capabilities | None = None,  # None: every deployment takes everything
     ) -> None:
         self.config = config
         self.access = access
         self.catalog = catalog
         self.guardrails = guardrails
+        self.capabilities = capabilities
 
     async def prepare(
         self,
@@ -64,11 +69,31 @@ class Preparation:
                 job, checked, rendered.messages, rendered.template, rendered.version
             )
         elif job.messages is not None:
-            messages = [{"role": m.role, "content": m.content} for m in job.messages]
+            messages: WireMessages = [
+                {"role": m.role, "content": m.content}
+                if m.plain
+                else m.model_dump(mode="json", exclude_none=True)
+                for m in job.messages
+            ]
             prepared = Prepared(job, checked, messages)
-        if not self.guardrails.applies(job.tenant, checked):
+        if self.guardrails.applies(job.tenant, checked):
+            screened = await self._screen(prepared)
+            if isinstance(screened, Rejection):
+                return screened
+            prepared = screened
+        return self._able(prepared)
+
+    def _able(self, prepared: Prepared) -> Prepared | Rejection:
+        """The job with what it needs of a deployment; refused when no deployment of its route
+        can take it (a part or a parameter is never dropped)."""
+        need = needs(prepared.job, prepared.messages)
+        if not need:
             return prepared
-        return await self._screen(prepared)
+        if self.capabilities is not None:
+            able = self.capabilities.able(prepared.job.route, prepared.route.deployments, need)
+            if isinstance(able, Unsupported):
+                return Rejection(ErrorCode.UNSUPPORTED_FEATURE, able.message)
+        return dataclasses.replace(prepared, need=need)
 
     async def _screen(self, prepared: Prepared) -> Prepared | Rejection:
         """The job's inbound guardrails: blocked, or its texts as they may be sent."""

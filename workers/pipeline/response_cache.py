@@ -42,6 +42,7 @@ from workers.calls.executor import Execution, ProviderCall
 from workers.ledger import cache_rows as rows
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.transactions import Transact
+from workers.providers.base import WireMessages
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,7 @@ def deterministic(job: JobRequest) -> bool:
     return params is not None and (params.temperature == 0 or params.seed is not None)
 
 
-def normalise(
-    job: JobRequest, route: RouteConfig, messages: list[dict[str, str]] | None
-) -> Request | None:
+def normalise(job: JobRequest, route: RouteConfig, messages: WireMessages | None) -> Request | None:
     """The job's cache request, or None when the route has no cache or the job is not
     deterministic."""
     if route.cache is None or not deterministic(job):

@@ -31,16 +31,23 @@ from broker.errors import (
     ProviderTimeout,
 )
 from schemas.jobs import Params
+from schemas.results import ChatOutput, Choice, ToolCallOut
 from workers.providers.http import post_json
 from workers.telemetry.logs import redact
 
 MAX_ERROR_MESSAGE = 500
+_NONE = (None, None, None, None)
+
+
+#: chat messages as sent: OpenAI's shape (``role``, ``content`` text or parts, tool calls);
+#: each adapter maps them to its wire format
+WireMessages = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
     model: str
-    messages: list[dict[str, str]]
+    messages: WireMessages
     params: Params | None = None
     job_id: str | None = None
 
@@ -51,6 +58,7 @@ class EmbeddingCall:
     inputs: list[str]
     dimensions: int | None = None
     job_id: str | None = None
+    user: str | None = None  # OpenAI's end-user id, sent to OpenAI-type providers as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +71,31 @@ class ChatResponse:
     input_tokens: int
     output_tokens: int
     estimated: bool = False  # the provider reported no usage: the tokens are our estimate
+    tool_calls: list[ToolCallOut] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    choices: list[Choice] | None = None  # every answer, when the job asked for n > 1
+    system_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not isinstance(self.finish_reason, str):
             raise ValueError("content and finish reason must be strings")
         _check_tokens(self.input_tokens, self.output_tokens)
+
+    def output(self) -> ChatOutput:
+        """The answer as a result carries it."""
+        extras = (self.tool_calls, self.refusal, self.choices, self.logprobs)
+        if extras == _NONE and self.system_fingerprint is None:  # text only: the common case
+            return ChatOutput(text=self.text, finish_reason=self.finish_reason)
+        return ChatOutput(
+            text=self.text,
+            finish_reason=self.finish_reason,
+            tool_calls=self.tool_calls,
+            refusal=self.refusal,
+            logprobs=self.logprobs,
+            choices=self.choices,
+            system_fingerprint=self.system_fingerprint,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +266,21 @@ class transport_errors:  # used like a function: ``with transport_errors(name):`
             raise ProviderResponseError(message, provider=provider) from error
 
 
-def split_system(messages: list[dict[str, str]]) -> tuple[list[str], list[dict[str, str]]]:
-    """System messages' texts, and the rest of the conversation (for APIs that take the system
-    prompt apart: Anthropic, Gemini)."""
-    system = [m["content"] for m in messages if m["role"] == "system"]
-    return system, [m for m in messages if m["role"] != "system"]
+SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def split_system(messages: WireMessages) -> tuple[list[str], WireMessages]:
+    """System and developer messages' texts, and the rest of the conversation (for APIs that
+    take the system prompt apart: Anthropic, Gemini)."""
+    system = [text_of(m["content"]) for m in messages if m["role"] in SYSTEM_ROLES]
+    return system, [m for m in messages if m["role"] not in SYSTEM_ROLES]
+
+
+def text_of(content: str | list[dict[str, Any]] | None) -> str:
+    """A message's text: the string, or its text parts joined (other parts have none)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(part["text"] for part in content if part["type"] == "text")
 
 
 class JsonHttpProvider:

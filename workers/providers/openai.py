@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from broker.config import ProviderConfig
+from schemas.results import Choice, ToolCallOut
 from workers.calls import tokens
 from workers.providers.base import (
     ChatCall,
@@ -26,12 +27,18 @@ from workers.providers.base import (
 JOB_HEADER = "x-headway-job"
 
 
+#: parameters headway honours itself, never sent (embeddings are always asked for as floats:
+#: results carry numbers, exports encode base64 when the job asked for it)
+NOT_SENT: set[str] = {"dimensions", "encoding_format"}
+
+
 def chat_body(call: ChatCall, *, model: str | None = None) -> dict[str, Any]:
+    """Messages and parameters as they are: this is their native shape."""
     body: dict[str, Any] = {"messages": call.messages}
     if model is not None:
         body["model"] = model
     if call.params is not None:
-        body.update(call.params.model_dump(exclude_none=True, exclude={"dimensions"}))
+        body.update(call.params.model_dump(exclude_none=True, exclude=NOT_SENT))
     return body
 
 
@@ -41,27 +48,54 @@ def embedding_body(call: EmbeddingCall, *, model: str | None = None) -> dict[str
         body["model"] = model
     if call.dimensions is not None:
         body["dimensions"] = call.dimensions
+    if call.user is not None:
+        body["user"] = call.user
     return body
+
+
+def read_choice(choice: dict[str, Any], index: int) -> Choice:
+    message = choice["message"]
+    calls = message.get("tool_calls")
+    return Choice(
+        index=index,
+        text=message.get("content") or "",
+        finish_reason=choice.get("finish_reason") or "stop",
+        tool_calls=[ToolCallOut.model_validate(c) for c in calls] if calls else None,
+        refusal=message.get("refusal"),
+        logprobs=choice.get("logprobs"),
+    )
 
 
 def read_chat(data: Any, call: ChatCall) -> ChatResponse:
     """The reply; a missing ``usage`` (some compatible servers) is estimated and marked so."""
-    choice = data["choices"][0]
-    text = choice["message"].get("content") or ""
+    raw = data["choices"]
+    wanted = (call.params.n if call.params else None) or 1
+    if len(raw) != wanted:
+        raise ValueError(f"{len(raw)} choices for n = {wanted}")
+    choices = [read_choice(choice, index) for index, choice in enumerate(raw)]
+    first = choices[0]
     usage = data.get("usage")
     if usage is None:
-        return ChatResponse(
-            text=text,
-            finish_reason=choice.get("finish_reason") or "stop",
-            input_tokens=tokens.message_tokens(call.messages),
-            output_tokens=tokens.text_tokens(text) if text else 0,
-            estimated=True,
+        produced = "".join(
+            c.text + "".join(t.function.arguments for t in c.tool_calls or ()) for c in choices
         )
+        input_tokens = tokens.message_tokens(call.messages)
+        output_tokens, estimated = (tokens.text_tokens(produced) if produced else 0), True
+    else:
+        input_tokens = int(usage.get("prompt_tokens", 0))
+        output_tokens, estimated = int(usage.get("completion_tokens", 0)), False
+    fingerprint = data.get("system_fingerprint")
     return ChatResponse(
-        text=text,
-        finish_reason=choice.get("finish_reason") or "stop",
-        input_tokens=int(usage.get("prompt_tokens", 0)),
-        output_tokens=int(usage.get("completion_tokens", 0)),
+        text=first.text,
+        finish_reason=first.finish_reason,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        estimated=estimated,
+        tool_calls=first.tool_calls,
+        refusal=first.refusal,
+        logprobs=first.logprobs,
+        choices=choices if wanted > 1 else None,
+        system_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
     )
 
 

@@ -39,6 +39,7 @@ from workers.calls.routing import DeploymentState, Router
 from workers.calls.shared_pace import SharedPace
 from workers.calls.slots import CallSlots
 from workers.calls.tokens import Calibration
+from workers.content.features import Capabilities
 from workers.guardrails.screening import Guardrails
 from workers.intake.fetching import Fetcher
 from workers.intake.offsets import OffsetTracker
@@ -242,7 +243,8 @@ def job_path(
     access = AccessControl(config)
     cancellations = Cancellations(ledger.run, seams.clock, cancel_authenticator(config, access))
     guardrails = Guardrails(config, metrics.guardrail)
-    preparation = Preparation(config, access, TemplateCatalog(ledger.run), guardrails)
+    capabilities = Capabilities(config)
+    preparation = Preparation(config, access, TemplateCatalog(ledger.run), guardrails, capabilities)
 
     # calls: which deployment, and calling it
     deployments = DeploymentState(
@@ -259,7 +261,7 @@ def job_path(
         MicroBatcher(deployments.limits, settings.embed),
         metrics.provider_call,
     )
-    router = Router(deployments)
+    router = Router(deployments, capabilities=capabilities)
     admission = Admission(
         ledger.run,
         Budgets(router, ledger.run, owner, lease_s, seams.clock),

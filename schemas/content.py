@@ -1,0 +1,122 @@
+"""What a chat message may carry beyond text, in OpenAI's chat-completions shapes: content parts
+(text, images, files), tool definitions, and the tool calls an assistant made.
+
+Strict like every input: an unknown key is refused by name. Other providers' wire formats are
+mapped from these shapes in their adapters (``workers/providers/``); a part or a feature a
+deployment cannot take is refused at routing (``workers/providers/features.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: the most parts one message may have (OpenAI's own limit on images per request is far lower)
+MAX_PARTS = 500
+MAX_TOOLS = 128  # OpenAI's limit on tools per request
+#: function names: what every provider accepts (OpenAI: a-z, A-Z, 0-9, _ and -, 64 at most)
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+#: a data URL: ``data:<mime>;base64,<payload>``
+DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+);base64,", re.ASCII)
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def data_url_type(url: str) -> str | None:
+    """The MIME type of a ``data:…;base64,`` URL, or None for any other URL."""
+    match = DATA_URL.match(url)
+    return match.group(1).lower() if match else None
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Strict):
+    url: Annotated[str, Field(min_length=1)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _https_or_data(cls, url: str) -> str:
+        if url.startswith("https://"):
+            return url
+        mime = data_url_type(url)
+        if mime is None:
+            raise ValueError("an image URL is https:// or data:<image type>;base64,…")
+        if mime not in IMAGE_TYPES:
+            raise ValueError(f"{mime} is not an image type headway sends ({sorted(IMAGE_TYPES)})")
+        return url
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class FileData(_Strict):
+    """A PDF sent inline (OpenAI's ``file`` part): ``file_data`` is a data URL."""
+
+    file_data: Annotated[str, Field(min_length=1)]
+    filename: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+    @field_validator("file_data")
+    @classmethod
+    def _is_data_url(cls, data: str) -> str:
+        if data_url_type(data) != "application/pdf":
+            raise ValueError(
+                "file_data is a PDF as a data URL (data:application/pdf;base64,…); uploaded "
+                "file ids and other document types are not supported"
+            )
+        return data
+
+
+class FilePart(_Strict):
+    type: Literal["file"]
+    file: FileData
+
+
+ContentPart = Annotated[TextPart | ImagePart | FilePart, Field(discriminator="type")]
+Content = str | Annotated[list[ContentPart], Field(min_length=1, max_length=MAX_PARTS)]
+
+
+class FunctionCall(_Strict):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCall(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(_Strict):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+Tools = Annotated[list[Tool], Field(min_length=1, max_length=MAX_TOOLS)]

@@ -21,7 +21,10 @@
         └── PermanentProviderError   another attempt cannot help
             ├── ProviderBadRequest       HTTP 400/404/409/413/422 …
             ├── ProviderAuthError        HTTP 401/403
-            └── ProviderResponseError    2xx with a body we cannot read
+            ├── ProviderResponseError    2xx with a body we cannot read
+            └── ProviderContentFiltered  the provider refused the content (a content-policy
+                                             block): another deployment may take it when the
+                                             route's ``failover_on`` says so
 
 Job outcomes (rejected, expired, cancelled, failed) are values on a JobResult, not exceptions,
 once they leave a worker's internals. Third-party errors (httpx, aiokafka, SQLAlchemy) are
@@ -140,3 +143,9 @@ class ProviderAuthError(PermanentProviderError):
 
 class ProviderResponseError(PermanentProviderError):
     pass
+
+
+class ProviderContentFiltered(PermanentProviderError):
+    """A content-policy refusal: Azure's ``content_filter`` (an HTTP 400 or a finish reason),
+    Anthropic's ``stop_reason = refusal``, Gemini's safety blocks. Never retried on the same
+    deployment."""

@@ -8,6 +8,7 @@ deployment cannot take is refused at routing (``workers/providers/features.py``)
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -88,7 +89,18 @@ Content = str | Annotated[list[ContentPart], Field(min_length=1, max_length=MAX_
 
 class FunctionCall(_Strict):
     name: Annotated[str, Field(pattern=FUNCTION_NAME)]
-    arguments: str  # JSON text, as the model wrote it
+    arguments: str  # a JSON object's text, as the model wrote it
+
+    @field_validator("arguments")
+    @classmethod
+    def _a_json_object(cls, arguments: str) -> str:
+        try:
+            value = json.loads(arguments)
+        except ValueError:
+            raise ValueError("arguments: not JSON") from None
+        if not isinstance(value, dict):
+            raise ValueError("arguments: a JSON object's text")
+        return arguments
 
 
 class ToolCall(_Strict):

@@ -93,15 +93,12 @@ async def test_embeddings_come_back_in_input_order_with_requested_dimensions(
     assert reply.estimated is (wire == "gemini")  # Gemini reports no token counts
 
 
-async def test_anthropic_refuses_embeddings_and_response_format(
+async def test_anthropic_refuses_embeddings(
     simulator: SimulatorServer, http: httpx.AsyncClient
 ) -> None:
     provider = adapter(simulator, "anthropic", http)
     with pytest.raises(ProviderBadRequest, match="no embeddings"):
         await provider.embed(EmbeddingCall("e", ["x"]))
-    json_call = ChatCall("m", CHAT.messages, Params(response_format={"type": "json_object"}))
-    with pytest.raises(ProviderBadRequest, match="response_format"):
-        await provider.chat(json_call)
     assert simulator.stats.calls == 0
 
 

@@ -66,6 +66,9 @@ async def test_adapter_maps_the_documented_response(path: Path) -> None:
     for field in ("text", "finish_reason", "input_tokens", "output_tokens", "embeddings"):
         if field in expect:
             assert getattr(response, field) == expect[field], field
+    if "tool_calls" in expect:
+        assert response.tool_calls is not None
+        assert [c.model_dump() for c in response.tool_calls] == expect["tool_calls"]
     assert response.estimated is expect.get("estimated", False)
     if response.estimated:
         assert response.input_tokens > 0

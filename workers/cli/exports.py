@@ -18,8 +18,10 @@ little after a later-completed one), and drops the rows it already wrote.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import struct
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from enum import StrEnum
@@ -42,6 +44,10 @@ _STATUS_OF_CODE = {
     "cost_limit_exceeded": 400,
     "provider_error": 500,
     "internal_error": 500,
+    "unsupported_feature": 400,
+    "content_filtered": 400,
+    "invalid_output": 500,
+    "result_too_large": 500,
 }
 _NOT_RUN = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
 
@@ -129,32 +135,60 @@ def _created(result: dict[str, Any]) -> int:
     return int(datetime.fromisoformat(result["completed_at"]).timestamp())
 
 
+def _choice(answer: dict[str, Any], index: int) -> dict[str, Any]:
+    """One answer as OpenAI writes a choice: ``content`` null when the model only called
+    tools, ``tool_calls`` only when it did."""
+    calls = answer.get("tool_calls")
+    text = answer.get("text", "")
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if calls and not text else text,
+        "refusal": answer.get("refusal"),
+    }
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": answer.get("logprobs"),
+        "finish_reason": answer.get("finish_reason", "stop"),
+    }
+
+
 def _chat_body(result: dict[str, Any], ids: str) -> dict[str, Any]:
     output = result.get("output") or {}
-    return {
+    answers = output.get("choices") or [output]
+    body = {
         "id": f"chatcmpl-{ids[48:]}",
         "object": "chat.completion",
         "created": _created(result),
         "model": result.get("deployment"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": output.get("text", "")},
-                "logprobs": None,
-                "finish_reason": output.get("finish_reason", "stop"),
-            }
-        ],
+        "choices": [_choice(answer, index) for index, answer in enumerate(answers)],
         "usage": _usage(result),
     }
+    if output.get("system_fingerprint"):
+        body["system_fingerprint"] = output["system_fingerprint"]
+    return body
+
+
+def _encoded(vector: list[float]) -> str:
+    """A vector as OpenAI's ``encoding_format = "base64"`` sends it: little-endian float32."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _embedding_body(result: dict[str, Any]) -> dict[str, Any]:
-    vectors = (result.get("output") or {}).get("embeddings", [])
+    output = result.get("output") or {}
+    vectors = output.get("embeddings", [])
+    as_base64 = output.get("encoding_format") == "base64"
     usage = _usage(result)
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": index, "embedding": vector}
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": _encoded(vector) if as_base64 else vector,
+            }
             for index, vector in enumerate(vectors)
         ],
         "model": result.get("deployment"),

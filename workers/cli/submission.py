@@ -13,13 +13,28 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.jobs import JobRequest, Priority
+from schemas.jobs import EMBEDDING_ONLY, SHARED_PARAMS, JobRequest, Params, Priority
 from workers.intake.parsing import describe_validation_error
 
 OPENAI_BATCH_KEYS = {"custom_id", "method", "url", "body"}
 OPENAI_URL_KINDS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embedding"}
-OPENAI_CHAT_PARAMS = {"max_tokens", "temperature", "top_p", "stop", "seed", "response_format"}
-OPENAI_IGNORED = {"model", "n", "stream"}
+#: every body field of each endpoint maps to a job field or a parameter (whether a provider
+#: type honours it is decided at routing, by broker/capabilities.py); none is dropped
+OPENAI_PARAMS = {
+    "chat": set(Params.model_fields) - EMBEDDING_ONLY,
+    "embedding": EMBEDDING_ONLY | SHARED_PARAMS,
+}
+#: endpoints and fields refused line by line, with the reason
+OPENAI_REFUSED_URLS = {
+    "/v1/responses": "the Responses API is not supported; use /v1/chat/completions",
+    "/v1/completions": "the legacy completions API is not supported; use /v1/chat/completions",
+}
+OPENAI_REFUSED_FIELDS = {
+    "functions": "deprecated by OpenAI; use tools",
+    "function_call": "deprecated by OpenAI; use tool_choice",
+    "audio": "audio output is not supported",
+    "stream_options": "a batch job is not streamed",
+}
 
 
 @dataclass(frozen=True)
@@ -38,9 +53,13 @@ class ParsedFile:
 
 def _from_openai_batch(line: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     url = str(line.get("url", ""))
+    if url in OPENAI_REFUSED_URLS:
+        raise ValueError(f"url: {url}: {OPENAI_REFUSED_URLS[url]}")
     kind = OPENAI_URL_KINDS.get(url)
     if kind is None:
         raise ValueError(f"url: {url!r} is not one of {sorted(OPENAI_URL_KINDS)}")
+    if line.get("method", "POST") != "POST":
+        raise ValueError(f"method: {line.get('method')!r}: the batch API takes POST only")
     body = line.get("body")
     if not isinstance(body, dict):
         raise ValueError("body: must be an object")
@@ -49,18 +68,22 @@ def _from_openai_batch(line: dict[str, Any], overrides: Overrides) -> dict[str, 
     job["route"] = route
     params: dict[str, Any] = {}
     for key, value in body.items():
-        if key in OPENAI_IGNORED:
+        if key == "model":
+            continue  # the route: --route, or the model's name
+        if key == "stream":
+            if value:
+                raise ValueError("body.stream: a batch job is not streamed")
             continue
+        if key in OPENAI_REFUSED_FIELDS:
+            raise ValueError(f"body.{key}: {OPENAI_REFUSED_FIELDS[key]}")
         if kind == "chat" and key == "messages":
             job["messages"] = value
-        elif kind == "chat" and key in OPENAI_CHAT_PARAMS:
-            params[key] = value
         elif kind == "embedding" and key == "input":
             job["input"] = value
-        elif kind == "embedding" and key == "dimensions":
-            params["dimensions"] = value
+        elif key in OPENAI_PARAMS[kind]:
+            params[key] = value
         else:
-            raise ValueError(f"body.{key}: not supported for {url}")
+            raise ValueError(f"body.{key}: not a field of {url} that headway knows")
     if params:
         job["params"] = params
     return job

@@ -23,6 +23,7 @@ from broker.errors import (
     ProviderAuthError,
     ProviderBadRequest,
     ProviderConnectionError,
+    ProviderContentFiltered,
     ProviderError,
     ProviderOverloaded,
     ProviderRateLimited,
@@ -215,9 +216,18 @@ def raise_for_status(
         error = ProviderServerError(message, **kwargs)
     elif status in (401, 403):
         error = ProviderAuthError(message, **kwargs)
+    elif _error_code(response) == "content_filter":  # Azure OpenAI's content filter
+        error = ProviderContentFiltered(message, **kwargs)
     else:
         error = ProviderBadRequest(message, **kwargs)
     raise error
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    body = json_body(response)
+    error = body.get("error") if body else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def json_body(response: httpx.Response) -> dict[str, Any] | None:
@@ -252,6 +262,10 @@ class transport_errors:  # used like a function: ``with transport_errors(name):`
         if error is None:
             return
         provider = self.provider
+        if isinstance(error, ProviderError):  # raised by an adapter's reading: attribute it
+            if error.provider is None:
+                error.provider = provider
+            return
         if isinstance(error, httpx.TimeoutException):
             raise ProviderTimeout(f"timed out: {error!r}", provider=provider) from error
         if isinstance(error, httpx.TransportError):

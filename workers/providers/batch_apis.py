@@ -19,6 +19,7 @@ import httpx
 from broker.config import ProviderConfig
 from broker.errors import (
     ProviderBadRequest,
+    ProviderContentFiltered,
     ProviderError,
     ProviderRateLimited,
     ProviderServerError,
@@ -194,10 +195,13 @@ class OpenAIBatches(_Http):
             message = str((body.get("error") or {}).get("message") or f"HTTP {status}")
             return Outcome(custom_id, error=_item_error(self.name, status, message))
         call = calls[custom_id]
-        with transport_errors(self.name):
-            if isinstance(call, ChatCall):
-                return Outcome(custom_id, reply=openai.read_chat(body, call))
-            return Outcome(custom_id, reply=openai.read_embeddings(body, call))
+        try:
+            with transport_errors(self.name):
+                if isinstance(call, ChatCall):
+                    return Outcome(custom_id, reply=openai.read_chat(body, call))
+                return Outcome(custom_id, reply=openai.read_embeddings(body, call))
+        except ProviderContentFiltered as error:
+            return Outcome(custom_id, error=error)
 
 
 class AnthropicBatches(_Http):
@@ -242,18 +246,24 @@ class AnthropicBatches(_Http):
         content = await self.send("GET", url, self._headers)
         lines = [json.loads(text) for text in content.text.splitlines() if text.strip()]
         outcomes = {
-            line["custom_id"]: self._outcome(line)
+            line["custom_id"]: self._outcome(line, calls)
             for line in lines
             if line.get("custom_id") in calls
         }
         return [outcomes.get(cid) or Outcome(cid, expired=True) for cid in calls]
 
-    def _outcome(self, line: dict[str, Any]) -> Outcome:
+    def _outcome(self, line: dict[str, Any], calls: dict[str, Call]) -> Outcome:
         custom_id, result = line["custom_id"], line.get("result") or {}
         kind = result.get("type")
         if kind == "succeeded":
-            with transport_errors(self.name):
-                return Outcome(custom_id, reply=anthropic.read_message(result["message"]))
+            call = calls[custom_id]
+            forced = isinstance(call, ChatCall) and anthropic.forced(call)
+            try:
+                with transport_errors(self.name):
+                    reply = anthropic.read_message(result["message"], forced)
+            except ProviderContentFiltered as filtered:
+                return Outcome(custom_id, error=filtered)
+            return Outcome(custom_id, reply=reply)
         if kind == "errored":
             error = (result.get("error") or {}).get("error") or {}
             status = 400 if error.get("type") == "invalid_request_error" else 500

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from broker.config import ProviderConfig
+from broker.errors import ProviderContentFiltered
 from schemas.results import Choice, ToolCallOut
 from workers.calls import tokens
 from workers.providers.base import (
@@ -74,6 +75,8 @@ def read_chat(data: Any, call: ChatCall) -> ChatResponse:
         raise ValueError(f"{len(raw)} choices for n = {wanted}")
     choices = [read_choice(choice, index) for index, choice in enumerate(raw)]
     first = choices[0]
+    if first.finish_reason == "content_filter":  # Azure's filter, or a compatible server's
+        raise ProviderContentFiltered("the provider's content filter stopped the answer")
     usage = data.get("usage")
     if usage is None:
         produced = "".join(

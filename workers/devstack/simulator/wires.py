@@ -17,13 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from workers.devstack.simulator import behaviour
+from workers.devstack.simulator import answers, behaviour
 
 if TYPE_CHECKING:
     from workers.devstack.simulator.server import SimulatorServer
-
-ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens"}
-GEMINI_STOP = {"stop": "STOP", "length": "MAX_TOKENS"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,25 +147,29 @@ def openai_chat_reply(
         return sim.bad_request("you must provide a model parameter")
     if not isinstance(messages, list) or not messages:
         return sim.bad_request("'messages' must be a non-empty array")
-    if behaviour.is_poison(json.dumps(messages)):
+    everything = json.dumps(messages)
+    if behaviour.is_poison(everything):
         return sim.bad_request("Invalid 'messages': rejected content")
+    refused = _refused_parts(model, messages)
+    if refused is not None:
+        return sim.bad_request(refused)
     sim.count_chat(model, batch=batch)
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-    text, out_tokens, finish = behaviour.completion(messages, max_tokens)
-    in_tokens = behaviour.prompt_tokens(messages)
+    if _rich(body, everything):
+        ask = answers.from_openai(body)
+        choices, out_tokens = answers.openai_choices(ask, bool(body.get("logprobs")))
+        in_tokens = answers.input_tokens(messages)
+    else:
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        text, out_tokens, finish = behaviour.completion(messages, max_tokens)
+        in_tokens = behaviour.prompt_tokens(messages)
+        message = {"role": "assistant", "content": text}
+        choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
     reply: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ],
+        "choices": choices,
         "system_fingerprint": "fp_headway_sim",
     }
     if _usage_allowed(sim):
@@ -178,6 +179,29 @@ def openai_chat_reply(
             "total_tokens": in_tokens + out_tokens,
         }
     return reply
+
+
+RICH_FIELDS = ("tools", "response_format", "n", "logprobs")
+TEXT_ONLY = "text-only"  # a simulated model whose name has this refuses image and file parts
+
+
+def _rich(body: dict[str, Any], everything: str) -> bool:
+    """More than text in or out: tools, structured output, several answers, logprobs,
+    content parts — or a prompt asking for a refusal (``everything``: the messages' JSON)."""
+    if any(body.get(name) for name in RICH_FIELDS) or answers.CONTENT_FILTER in everything:
+        return True
+    return any(not isinstance(m.get("content"), str) for m in body["messages"])
+
+
+def _refused_parts(model: str, messages: list[Any]) -> str | None:
+    if TEXT_ONLY not in model:
+        return None
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") != "text":
+                return f"Invalid 'messages[{index}]': {model} does not support {part.get('type')}"
+    return None
 
 
 async def openai_embeddings(sim: SimulatorServer, request: web.Request) -> web.Response:
@@ -259,21 +283,25 @@ def anthropic_message_reply(
         )
     if behaviour.is_poison(json.dumps(messages)):
         return sim.bad_request("messages: rejected content")
+    neutral = answers.neutral_anthropic(messages)
+    if TEXT_ONLY in model and answers.has_media(neutral):
+        return sim.bad_request(f"messages: {model} does not support image or document input")
     sim.count_chat(model, batch=batch)
-    conversation = list(messages)
-    if isinstance(body.get("system"), str):
-        conversation.insert(0, {"role": "system", "content": body["system"]})
-    text, out_tokens, finish = behaviour.completion(conversation, body["max_tokens"])
+    system = body.get("system")
+    if isinstance(system, str):
+        neutral.insert(0, {"role": "system", "content": system})
+    ask = answers.from_anthropic(body, neutral)
+    content, stop_reason, out_tokens = answers.anthropic_content(ask)
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": ANTHROPIC_STOP[finish],
+        "content": content,
+        "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": behaviour.prompt_tokens(conversation),
+            "input_tokens": answers.input_tokens(neutral),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "output_tokens": out_tokens,
@@ -302,32 +330,21 @@ async def _gemini_generate(sim: SimulatorServer, request: web.Request, model: st
         return gemini_error(
             sim.bad_request("* GenerateContentRequest.contents: contents is not specified")
         )
-    messages = [
-        {
-            "role": "assistant" if item.get("role") == "model" else "user",
-            "content": "".join(p.get("text", "") for p in item.get("parts") or []),
-        }
-        for item in contents
-    ]
+    messages = answers.neutral_gemini(contents)
     if behaviour.is_poison(json.dumps(messages)):
         return gemini_error(sim.bad_request("* GenerateContentRequest.contents: rejected content"))
+    if TEXT_ONLY in model and answers.has_media(messages):
+        return gemini_error(sim.bad_request(f"* {model} does not support inline data"))
     system = body.get("systemInstruction")
     if isinstance(system, dict):
         text = "".join(p.get("text", "") for p in system.get("parts") or [])
         messages.insert(0, {"role": "system", "content": text})
     sim.count_chat(model)
-    max_tokens = (body.get("generationConfig") or {}).get("maxOutputTokens")
-    text, out_tokens, finish = behaviour.completion(messages, max_tokens)
-    in_tokens = behaviour.prompt_tokens(messages)
+    candidates, out_tokens = answers.gemini_candidates(answers.from_gemini(body, messages))
+    in_tokens = answers.input_tokens(messages)
     return web.json_response(
         {
-            "candidates": [
-                {
-                    "content": {"parts": [{"text": text}], "role": "model"},
-                    "finishReason": GEMINI_STOP[finish],
-                    "index": 0,
-                }
-            ],
+            "candidates": candidates,
             "usageMetadata": {
                 "promptTokenCount": in_tokens,
                 "candidatesTokenCount": out_tokens,

@@ -13,7 +13,7 @@ import tomllib
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -178,6 +178,8 @@ class RouteConfig(_Frozen):
     cache: CacheConfig | None = None  # None: no response cache on this route
     prefer_batch: bool = False  # send jobs through a batch deployment whatever their deadline
     guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
+    # refusals that move a job to the next deployment instead of ending it
+    failover_on: list[Literal["content_filter"]] = Field(default_factory=list)
 
     def split_of(self, template: str) -> list[TemplateSplit]:
         """The versions (and weights) jobs naming ``template`` without a version are split

@@ -22,9 +22,10 @@
             ├── ProviderBadRequest       HTTP 400/404/409/413/422 …
             ├── ProviderAuthError        HTTP 401/403
             ├── ProviderResponseError    2xx with a body we cannot read
-            └── ProviderContentFiltered  the provider refused the content (a content-policy
-                                             block): another deployment may take it when the
-                                             route's ``failover_on`` says so
+            ├── ProviderContentFiltered  the provider refused the content (a content-policy
+            │                                block): another deployment may take it when the
+            │                                route's ``failover_on`` says so
+            └── ProviderInvalidOutput    the answer failed the job's JSON schema, twice
 
 Job outcomes (rejected, expired, cancelled, failed) are values on a JobResult, not exceptions,
 once they leave a worker's internals. Third-party errors (httpx, aiokafka, SQLAlchemy) are
@@ -149,3 +150,8 @@ class ProviderContentFiltered(PermanentProviderError):
     """A content-policy refusal: Azure's ``content_filter`` (an HTTP 400 or a finish reason),
     Anthropic's ``stop_reason = refusal``, Gemini's safety blocks. Never retried on the same
     deployment."""
+
+
+class ProviderInvalidOutput(PermanentProviderError):
+    """The answer did not validate against the job's ``response_format`` — on the call and on
+    the one more call the executor makes on the same deployment."""

@@ -12,6 +12,8 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: the most parts one message may have (OpenAI's own limit on images per request is far lower)
@@ -132,3 +134,30 @@ class NamedToolChoice(_Strict):
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 Tools = Annotated[list[Tool], Field(min_length=1, max_length=MAX_TOOLS)]
+
+
+FORMAT_TYPES = ("text", "json_object", "json_schema")
+JSON_SCHEMA_KEYS = frozenset({"name", "description", "schema", "strict"})
+
+
+def check_response_format(value: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``response_format``, checked: its type, and for ``json_schema`` a name and a
+    valid JSON Schema (the answer is validated against it)."""
+    kind = value.get("type")
+    if kind not in FORMAT_TYPES or set(value) - {"type", "json_schema"}:
+        raise ValueError(f"response_format: {{'type': one of {FORMAT_TYPES}}} (+ json_schema)")
+    if kind != "json_schema":
+        return value
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or set(spec) - JSON_SCHEMA_KEYS:
+        raise ValueError(f"response_format.json_schema: an object of {sorted(JSON_SCHEMA_KEYS)}")
+    if not isinstance(spec.get("name"), str) or not re.match(FUNCTION_NAME, spec["name"]):
+        raise ValueError("response_format.json_schema.name: 1-64 letters, digits, '_' or '-'")
+    schema = spec.get("schema", {})
+    if not isinstance(schema, dict):
+        raise ValueError("response_format.json_schema.schema: a JSON Schema object")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as error:
+        raise ValueError(f"response_format.json_schema.schema: {error.message}") from None
+    return value

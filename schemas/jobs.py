@@ -17,7 +17,14 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.content import MAX_TOOLS, Content, ToolCall, ToolChoice, Tools
+from schemas.content import (
+    MAX_TOOLS,
+    Content,
+    ToolCall,
+    ToolChoice,
+    Tools,
+    check_response_format,
+)
 
 METADATA_MAX_BYTES = 16 * 1024
 EMBEDDING_MAX_INPUTS = 2048
@@ -92,7 +99,12 @@ class Message(_Strict):
     @property
     def plain(self) -> bool:
         """Only a role and text: what every provider takes as it is."""
-        return isinstance(self.content, str) and self.tool_calls is None and self.name is None
+        return (
+            isinstance(self.content, str)
+            and self.tool_calls is None
+            and self.name is None
+            and self.tool_call_id is None
+        )
 
 
 class TemplateRef(_Strict):
@@ -148,6 +160,11 @@ class Params(_Strict):
         if isinstance(value, list) and not 1 <= len(value) <= 4:
             raise ValueError("stop takes 1 to 4 sequences")
         return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _a_response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_response_format(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:

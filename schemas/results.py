@@ -74,6 +74,7 @@ class Choice(_Message):
     tool_calls: list[ToolCallOut] | None = None
     refusal: str | None = None
     logprobs: dict[str, Any] | None = None
+    parsed: Any | None = None
 
 
 class ChatOutput(_Message):

@@ -14,11 +14,13 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from broker.config import DeploymentConfig
+from broker.errors import ProviderInvalidOutput
 from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
 from workers.calls.executor import Execution, ProviderCall, embedding_output, provider_call
+from workers.content import structured
 from workers.ledger import batch_lane_rows as rows
 from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall, WireMessages
 from workers.providers.batch_apis import BatchAPI, Outcome
@@ -115,9 +117,14 @@ def execution_of(deployment: DeploymentConfig, outcome: Outcome, job: JobRequest
         return execution
     reply = outcome.reply
     assert reply is not None
+    checked: ChatOutput | str | None = None
     if isinstance(reply, ChatResponse):
         output: ChatOutput | EmbeddingOutput = reply.output()
         tokens_in, tokens_out = reply.input_tokens, reply.output_tokens
+        schema = structured.expected(job.params.response_format) if job.params else None
+        if schema is not None:
+            checked = structured.checked_output(reply.output(), schema)
+            output = checked if isinstance(checked, ChatOutput) else output
     else:
         output = embedding_output(job, reply.embeddings)
         tokens_in, tokens_out = reply.input_tokens, 0
@@ -129,5 +136,12 @@ def execution_of(deployment: DeploymentConfig, outcome: Outcome, job: JobRequest
         cost_usd=deployment.batch_cost_usd(tokens_in, tokens_out),
         estimated=reply.estimated,
     )
+    if isinstance(checked, str):  # paid for, not valid: a Batch API answer is not asked again
+        execution.calls = [call]
+        execution.error = ProviderInvalidOutput(
+            f"the answer does not match response_format (Batch API): {checked}",
+            provider=deployment.provider,
+        )
+        return execution
     execution.output, execution.served_by, execution.calls = output, call, [call]
     return execution

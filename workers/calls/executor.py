@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from broker.config import DeploymentConfig
 from broker.errors import (
     DeploymentsUnavailable,
     ProviderBadRequest,
+    ProviderContentFiltered,
     ProviderError,
+    ProviderInvalidOutput,
     ProviderOverloaded,
     ProviderRateLimited,
 )
@@ -34,6 +36,7 @@ from workers.calls.microbatch import MicroBatcher
 from workers.calls.retry import RetryPolicy
 from workers.calls.routing import DeploymentState
 from workers.calls.slots import CallSlots
+from workers.content import structured
 from workers.providers.base import ChatCall, EmbeddingCall, Provider, WireMessages
 
 #: (provider, model, outcome: "ok" or the error's class name, seconds) of each provider call
@@ -72,6 +75,10 @@ class Execution:
     calls: list[ProviderCall] = field(default_factory=list)
     error: ProviderError | None = None
     park_s: float | None = None  # a retryable error asks for a wait too long to sleep on
+    # the route's failover_on has content_filter: a deployment's content-policy refusal moves
+    # the job to the next one; the refusals so far, by deployment
+    failover_on_filter: bool = False
+    filtered: dict[str, ProviderContentFiltered] = field(default_factory=dict)
 
 
 class Executor:
@@ -103,14 +110,17 @@ class Executor:
         messages: WireMessages | None,
         deadline: float | None = None,
         park_after_s: float | None = None,
+        failover_on: Collection[str] = (),
     ) -> Execution:
         """Run the job down ``plan``; the outcome (output or last error) is on the Execution.
 
         When a retryable failure asks for a wait longer than ``park_after_s``, or the retry
         budget ends on a retryable failure, the job is not failed: ``park_s`` says how long it
         should wait at least (the pipeline parks it, up to its park limit).
+        ``failover_on`` (the route's): ``content_filter`` moves a job a deployment refused on
+        content policy to the next one; otherwise the refusal ends it.
         The caller holds one of :attr:`slots` (``workers/calls/slots.py``)."""
-        execution = Execution()
+        execution = Execution(failover_on_filter="content_filter" in failover_on)
         try:
             await self._retry.call(
                 lambda: self._round(job, plan, messages, execution),
@@ -136,6 +146,10 @@ class Executor:
 
         When every deployment refuses only for now — its pace (rpm/tpm), its adaptive
         concurrency, calls in doubt, a probe out — the round waits instead of spending a retry."""
+        if execution.filtered:  # refused on content policy: never asked again
+            plan = [d for d in plan if d.key not in execution.filtered]
+            if not plan:
+                raise list(execution.filtered.values())[-1]
         counts_tokens = any(d.tpm is not None for d in plan)
         raw_tokens = tokens.input_tokens(messages, job.inputs) if counts_tokens else 0
         while True:
@@ -153,6 +167,11 @@ class Executor:
                     continue
                 if await self._try(job, deployment, limiter, reserve, messages, execution, errors):
                     return
+            if execution.filtered:
+                errors = [e for e in errors if not isinstance(e, ProviderContentFiltered)]
+                plan = [d for d in plan if d.key not in execution.filtered]
+                if not plan:
+                    raise list(execution.filtered.values())[-1]
             if errors or not plan:
                 raise _round_failure(errors, plan, self.board)
             soonest = min(self.board[d.key].available_at() for d in plan)
@@ -259,6 +278,9 @@ class Executor:
                 limiter.finished(call.reserve, None, pushed_back=pushed_back)
             if isinstance(error, ProviderRateLimited):
                 health.rate_limited(error.retry_after)
+            elif isinstance(error, ProviderContentFiltered) and execution.failover_on_filter:
+                health.neutral()  # the content, not the deployment: on to the next one
+                execution.filtered[call.deployment.key] = error
             elif error.retryable:
                 health.failed()
             else:
@@ -300,23 +322,69 @@ class Executor:
             raise ProviderBadRequest(f"provider {deployment.provider!r} is not available")
         call = provider_call(job, deployment, messages)
         if isinstance(call, ChatCall):
-            chat = await provider.chat(call)
-            output: ChatOutput | EmbeddingOutput = chat.output()
-            tokens_in, tokens_out, estimated = chat.input_tokens, chat.output_tokens, chat.estimated
-            raw_estimate = tokens.message_tokens(call.messages)
+            await self._chat(job, deployment, provider, call, execution)
+            return
+        if _batched(job, deployment):
+            embedded = await self.micro_batcher.embed(
+                provider, deployment, job.inputs, call.dimensions, job.route
+            )
         else:
-            if _batched(job, deployment):
-                embedded = await self.micro_batcher.embed(
-                    provider, deployment, job.inputs, call.dimensions, job.route
-                )
-            else:
-                embedded = await provider.embed(call)
-            output = embedding_output(job, embedded.embeddings)
-            tokens_in, tokens_out, estimated = embedded.input_tokens, 0, embedded.estimated
-            raw_estimate = tokens.input_tokens(None, job.inputs)
+            embedded = await provider.embed(call)
+        raw_estimate = tokens.input_tokens(None, job.inputs)
+        served = self._served(
+            deployment, embedded.input_tokens, 0, embedded.estimated, raw_estimate
+        )
+        execution.calls.append(served)
+        execution.served_by = served
+        execution.output = embedding_output(job, embedded.embeddings)
+        execution.error = None
+
+    async def _chat(
+        self,
+        job: JobRequest,
+        deployment: DeploymentConfig,
+        provider: Provider,
+        call: ChatCall,
+        execution: Execution,
+    ) -> None:
+        """One chat call; an answer that fails the job's JSON schema is asked for once more on
+        the same deployment (both calls are paid for), then fails ``invalid_output``."""
+        schema = structured.expected(job.params.response_format) if job.params else None
+        raw_estimate = tokens.message_tokens(call.messages)
+        for asked in (1, 2):
+            chat = await provider.chat(call)
+            served = self._served(
+                deployment, chat.input_tokens, chat.output_tokens, chat.estimated, raw_estimate
+            )
+            execution.calls.append(served)
+            output = chat.output()
+            if schema is not None:
+                checked = structured.checked_output(output, schema)
+                if isinstance(checked, str):
+                    if asked == 1:
+                        continue
+                    raise ProviderInvalidOutput(
+                        f"the answer does not match response_format, asked twice: {checked}",
+                        provider=deployment.provider,
+                    )
+                output = checked
+            execution.served_by = served
+            execution.output = output
+            execution.error = None
+            return
+
+    def _served(
+        self,
+        deployment: DeploymentConfig,
+        tokens_in: int,
+        tokens_out: int,
+        estimated: bool,
+        raw_estimate: int,
+    ) -> ProviderCall:
+        """A call the provider answered, costed, its token counts teaching the calibration."""
         if not estimated:
             self.calibration.observe(deployment.key, raw_estimate, tokens_in)
-        served = ProviderCall(
+        return ProviderCall(
             provider=deployment.provider,
             deployment=deployment,
             input_tokens=tokens_in,
@@ -324,10 +392,6 @@ class Executor:
             cost_usd=deployment.cost_usd(tokens_in, tokens_out),
             estimated=estimated,
         )
-        execution.calls.append(served)
-        execution.served_by = served
-        execution.output = output
-        execution.error = None
 
 
 def _batched(job: JobRequest, deployment: DeploymentConfig) -> bool:

@@ -336,7 +336,12 @@ class JobPipeline:
         self, run: JobRun, plan: list[DeploymentConfig], deadline: float | None
     ) -> Execution:
         return await self.executor.execute(
-            run.job, plan, run.messages, deadline, park_after_s=self.calls.retry.park_after_s
+            run.job,
+            plan,
+            run.messages,
+            deadline,
+            park_after_s=self.calls.retry.park_after_s,
+            failover_on=run.route.failover_on,
         )
 
 

@@ -16,6 +16,7 @@ from broker.headers import RecordHeaders
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
 from workers.content.features import NOTHING, Capabilities, Needs, Unsupported, needs
+from workers.content.texts import texts_of, with_texts
 from workers.guardrails.normal import plain
 from workers.guardrails.screening import Guardrails, Screened
 from workers.pipeline.access import AccessControl, Rejection
@@ -96,9 +97,10 @@ class Preparation:
         return dataclasses.replace(prepared, need=need)
 
     async def _screen(self, prepared: Prepared) -> Prepared | Rejection:
-        """The job's inbound guardrails: blocked, or its texts as they may be sent."""
+        """The job's inbound guardrails: blocked, or its texts as they may be sent — every
+        text of its messages (text parts and tool-call arguments included)."""
         job, messages = prepared.job, prepared.messages
-        texts = [m["content"] for m in messages] if messages is not None else job.inputs
+        texts = texts_of(messages) if messages is not None else job.inputs
         extras = _parameter_texts(job)  # the provider receives these too
         screened = await self.guardrails.screen(
             texts + extras, job.tenant, job.route, prepared.route, job.job_id
@@ -108,14 +110,11 @@ class Preparation:
         for extra, after in zip(extras, screened.texts[len(texts) :], strict=True):
             if after not in (extra, plain(extra)):  # a parameter is sent as it is: not redacted
                 return Rejection(
-                    ErrorCode.CONTENT_BLOCKED, "params: stop or response_format holds PII"
+                    ErrorCode.CONTENT_BLOCKED, "params: stop, tools or response_format holds PII"
                 )
         screened.texts = screened.texts[: len(texts)]
         if messages is not None:
-            messages = [
-                {"role": m["role"], "content": text}
-                for m, text in zip(messages, screened.texts, strict=True)
-            ]
+            messages = with_texts(messages, screened.texts)
         else:
             redacted = screened.texts if isinstance(job.input, list) else screened.texts[0]
             job = job.model_copy(update={"input": redacted})
@@ -144,11 +143,14 @@ class Preparation:
 
 def _parameter_texts(job: JobRequest) -> list[str]:
     """Texts in a job's parameters that reach the provider: stop sequences, the response
-    format (its schema's names and descriptions)."""
+    format (its schema's names and descriptions), the tools (theirs)."""
     params = job.params
     if params is None:
         return []
     stop = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
     if params.response_format is not None:
         stop.append(json.dumps(params.response_format, ensure_ascii=False))
+    if params.tools is not None:  # names, descriptions, parameter schemas
+        tools = [tool.model_dump(exclude_none=True) for tool in params.tools]
+        stop.append(json.dumps(tools, ensure_ascii=False))
     return stop

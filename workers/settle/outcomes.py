@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from broker.config import TenantConfig
+from broker.errors import ProviderContentFiltered, ProviderError, ProviderInvalidOutput
 from broker.topics import Topics
 from schemas.jobs import PRINTABLE_PATTERN, JobKind, JobRequest
 from schemas.results import (
@@ -24,6 +25,7 @@ from schemas.results import (
     UsageEvent,
 )
 from workers.calls.executor import Execution, ProviderCall
+from workers.content import texts
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.models import RowStatus, to_nano
 from workers.ledger.records import Finish, UsageRecord
@@ -173,10 +175,18 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
     message = redact(str(error)) if error is not None else "no deployment could serve the job"
     return JobResult(
         status=JobStatus.FAILED,
-        error=JobError(code=ErrorCode.PROVIDER_ERROR, message=message),
+        error=JobError(code=_code(error), message=message),
         provider=error.provider if error is not None else None,
         **common,
     )
+
+
+def _code(error: ProviderError | None) -> ErrorCode:
+    if isinstance(error, ProviderContentFiltered):
+        return ErrorCode.CONTENT_FILTERED
+    if isinstance(error, ProviderInvalidOutput):
+        return ErrorCode.INVALID_OUTPUT
+    return ErrorCode.PROVIDER_ERROR
 
 
 async def guarded_result(
@@ -187,10 +197,16 @@ async def guarded_result(
     blocked: str | None = None
     output = execution.output
     if screened is not None and isinstance(output, ChatOutput):
-        verdict = await screened.check_output(output.text)
-        blocked = verdict.blocked
-        if blocked is None and verdict.text is not None and verdict.text != output.text:
-            execution.output = ChatOutput(text=verdict.text, finish_reason=output.finish_reason)
+        before = texts.output_texts(output)
+        after = []
+        for text in before:  # the answer's text and every tool call's arguments
+            verdict = await screened.check_output(text)
+            blocked = verdict.blocked
+            if blocked is not None:
+                break
+            after.append(verdict.text if verdict.text is not None else text)
+        if blocked is None and after != before:
+            execution.output = texts.with_output_texts(output, after)
     if screened is not None:
         who = dataclasses.replace(who, guardrail_flags=tuple(screened.flags))
     result = executed_result(who, execution)

@@ -9,7 +9,8 @@ Deterministic rules (tests and the demo rely on them):
 - a JSON schema to follow: the answer is the smallest valid instance of it; ``json_object``:
   ``{"summary": …}``. ``sim:invalid_json`` in the prompt: an instance missing its required
   fields (it still parses), ``sim:broken_json``: text that does not parse.
-- ``sim:content_filter`` in the prompt: the wire's content-policy refusal.
+- ``sim:content_filter`` in the prompt: the wire's content-policy refusal (not from a model
+  whose name has ``unfiltered``: a failover target).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ CONTENT_FILTER = "sim:content_filter"
 INVALID_JSON = "sim:invalid_json"
 BROKEN_JSON = "sim:broken_json"
 PARALLEL = "sim:parallel"
+UNFILTERED = "unfiltered"  # a simulated model with this in its name never refuses content
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class Ask:
     schema: dict[str, Any] | None = None  # the JSON schema to follow
     json_object: bool = False
     n: int = 1
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ def prompt(ask: Ask) -> str:
 
 def answer(ask: Ask, index: int = 0) -> Answer:
     everything = prompt(ask)
-    if CONTENT_FILTER in everything:
+    if CONTENT_FILTER in everything and UNFILTERED not in ask.model:
         return Answer("", "content_filter", output_tokens=0)
     last = ask.messages[-1] if ask.messages else {}
     if ask.tools and ask.tool_choice != "none" and last.get("role") != "tool":
@@ -154,7 +157,7 @@ def input_tokens(messages: list[dict[str, Any]]) -> int:
 # -- each wire's request, in neutral terms ---------------------------------------------------
 
 
-def from_openai(body: dict[str, Any]) -> Ask:
+def from_openai(body: dict[str, Any], model: str) -> Ask:
     tools = [
         (t["function"]["name"], t["function"].get("parameters") or {})
         for t in body.get("tools") or ()
@@ -173,6 +176,7 @@ def from_openai(body: dict[str, Any]) -> Ask:
         schema=schema if response_format.get("type") == "json_schema" else None,
         json_object=response_format.get("type") == "json_object",
         n=int(body.get("n") or 1),
+        model=model,
     )
 
 
@@ -188,10 +192,11 @@ def from_anthropic(body: dict[str, Any], messages: list[dict[str, Any]]) -> Ask:
         tools=tools,
         tool_choice=named,
         parallel=not choice.get("disable_parallel_tool_use", False),
+        model=str(body.get("model")),
     )
 
 
-def from_gemini(body: dict[str, Any], messages: list[dict[str, Any]]) -> Ask:
+def from_gemini(body: dict[str, Any], messages: list[dict[str, Any]], model: str) -> Ask:
     declarations = [
         (d["name"], d.get("parameters") or d.get("parametersJsonSchema") or {})
         for tool in body.get("tools") or ()
@@ -211,6 +216,7 @@ def from_gemini(body: dict[str, Any], messages: list[dict[str, Any]]) -> Ask:
         schema=schema,
         json_object=config.get("responseMimeType") == "application/json" and schema is None,
         n=int(config.get("candidateCount") or 1),
+        model=model,
     )
 
 

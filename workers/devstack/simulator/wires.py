@@ -155,7 +155,7 @@ def openai_chat_reply(
         return sim.bad_request(refused)
     sim.count_chat(model, batch=batch)
     if _rich(body, everything):
-        ask = answers.from_openai(body)
+        ask = answers.from_openai(body, model)
         choices, out_tokens = answers.openai_choices(ask, bool(body.get("logprobs")))
         in_tokens = answers.input_tokens(messages)
     else:
@@ -340,7 +340,7 @@ async def _gemini_generate(sim: SimulatorServer, request: web.Request, model: st
         text = "".join(p.get("text", "") for p in system.get("parts") or [])
         messages.insert(0, {"role": "system", "content": text})
     sim.count_chat(model)
-    candidates, out_tokens = answers.gemini_candidates(answers.from_gemini(body, messages))
+    candidates, out_tokens = answers.gemini_candidates(answers.from_gemini(body, messages, model))
     in_tokens = answers.input_tokens(messages)
     return web.json_response(
         {

@@ -114,7 +114,17 @@ def preparation() -> Preparation:
     "params",
     [
         {"stop": ["launch the codes"]},
-        {"response_format": {"type": "json_schema", "json_schema": {"name": "Launch the codes"}}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "codes", "description": "Launch the codes"},
+            }
+        },
+        {
+            "tools": [
+                {"type": "function", "function": {"name": "f", "description": "Launch the codes"}}
+            ]
+        },
         {"stop": "write to jane@example.com"},  # a parameter is sent as is: PII cannot stay
     ],
 )

@@ -37,7 +37,8 @@ from workers.calls.retry import RetryPolicy
 from workers.calls.routing import DeploymentState
 from workers.calls.slots import CallSlots
 from workers.content import structured
-from workers.providers.base import ChatCall, EmbeddingCall, Provider, WireMessages
+from workers.providers.base import ChatCall, Provider, WireMessages
+from workers.providers.requests import embedding_output, provider_call
 
 #: (provider, model, outcome: "ok" or the error's class name, seconds) of each provider call
 CallObserver = Callable[[str, str, str, float, bool], None]  # …, seconds, a retry?
@@ -400,25 +401,6 @@ def _batched(job: JobRequest, deployment: DeploymentConfig) -> bool:
     if job.kind is not JobKind.EMBEDDING or not deployment.max_batch_inputs:
         return False
     return job.params is None or job.params.user is None
-
-
-def provider_call(
-    job: JobRequest, deployment: DeploymentConfig, messages: WireMessages | None
-) -> ChatCall | EmbeddingCall:
-    """The call a job makes to one deployment (online or through its Batch API)."""
-    if job.kind is JobKind.CHAT:
-        return ChatCall(deployment.model, messages or [], tokens.call_params(job), job.job_id)
-    params = job.params
-    if params is None:
-        return EmbeddingCall(deployment.model, job.inputs, None, job.job_id)
-    return EmbeddingCall(deployment.model, job.inputs, params.dimensions, job.job_id, params.user)
-
-
-def embedding_output(job: JobRequest, embeddings: list[list[float]]) -> EmbeddingOutput:
-    encoding = job.params.encoding_format if job.params else None
-    if encoding is None:
-        return EmbeddingOutput(embeddings=embeddings)
-    return EmbeddingOutput(embeddings=embeddings, encoding_format=encoding)
 
 
 def _round_failure(

@@ -86,8 +86,14 @@ class ChatResponse:
     def output(self) -> ChatOutput:
         """The answer as a result carries it."""
         extras = (self.tool_calls, self.refusal, self.choices, self.logprobs)
-        if extras == _NONE and self.system_fingerprint is None:  # text only: the common case
-            return ChatOutput(text=self.text, finish_reason=self.finish_reason)
+        if extras == _NONE:  # text only: the common case
+            if self.system_fingerprint is None:
+                return ChatOutput(text=self.text, finish_reason=self.finish_reason)
+            return ChatOutput(
+                text=self.text,
+                finish_reason=self.finish_reason,
+                system_fingerprint=self.system_fingerprint,
+            )
         return ChatOutput(
             text=self.text,
             finish_reason=self.finish_reason,

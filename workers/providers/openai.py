@@ -67,12 +67,48 @@ def read_choice(choice: dict[str, Any], index: int) -> Choice:
     )
 
 
+def _text_only(choice: dict[str, Any]) -> bool:
+    message = choice["message"]
+    return (
+        not message.get("tool_calls")
+        and message.get("refusal") is None
+        and choice.get("logprobs") is None
+        and choice.get("finish_reason") != "content_filter"
+    )
+
+
+def _text_reply(choice: dict[str, Any], data: dict[str, Any], call: ChatCall) -> ChatResponse:
+    text = choice["message"].get("content") or ""
+    finish = choice.get("finish_reason") or "stop"
+    fingerprint = data.get("system_fingerprint")
+    fingerprint = fingerprint if isinstance(fingerprint, str) else None
+    usage = data.get("usage")
+    if usage is None:
+        return ChatResponse(
+            text=text,
+            finish_reason=finish,
+            input_tokens=tokens.message_tokens(call.messages),
+            output_tokens=tokens.text_tokens(text) if text else 0,
+            estimated=True,
+            system_fingerprint=fingerprint,
+        )
+    return ChatResponse(
+        text=text,
+        finish_reason=finish,
+        input_tokens=int(usage.get("prompt_tokens", 0)),
+        output_tokens=int(usage.get("completion_tokens", 0)),
+        system_fingerprint=fingerprint,
+    )
+
+
 def read_chat(data: Any, call: ChatCall) -> ChatResponse:
     """The reply; a missing ``usage`` (some compatible servers) is estimated and marked so."""
     raw = data["choices"]
     wanted = (call.params.n if call.params else None) or 1
     if len(raw) != wanted:
         raise ValueError(f"{len(raw)} choices for n = {wanted}")
+    if wanted == 1 and _text_only(raw[0]):  # the common case: no models beyond the response
+        return _text_reply(raw[0], data, call)
     choices = [read_choice(choice, index) for index, choice in enumerate(raw)]
     first = choices[0]
     if first.finish_reason == "content_filter":  # Azure's filter, or a compatible server's

@@ -269,3 +269,14 @@ def test_a_response_format_headway_cannot_check_is_refused_at_intake(
     response_format: dict[str, Any], named: str
 ) -> None:
     assert named in error_of(params={"response_format": response_format})
+
+
+def test_a_refusal_is_an_answer_and_a_schema_that_cannot_be_applied_is_an_error_not_a_crash() -> (
+    None
+):
+    from schemas.results import ChatOutput
+
+    refused = ChatOutput(text="", finish_reason="stop", refusal="I can't help with that.")
+    assert structured.checked_output(refused, {"type": "object"}) is refused
+    looping = {"$ref": "#"}
+    assert (structured.check("{}", looping).error or "").startswith("the schema cannot be applied")

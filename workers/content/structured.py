@@ -44,7 +44,11 @@ def check(text: str, schema: dict[str, Any]) -> Checked:
         value = json.loads(text)
     except ValueError as error:
         return Checked(error=f"the answer is not JSON: {error}")
-    found = next(iter(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value)), None)
+    try:
+        validator = _validator(json.dumps(schema, sort_keys=True))
+        found = next(iter(validator.iter_errors(value)), None)
+    except (RecursionError, ValueError, TypeError, LookupError) as error:  # a hostile schema
+        return Checked(parsed=value, error=f"the schema cannot be applied: {error!r}"[:500])
     if found is None:
         return Checked(parsed=value)
     where = "/".join(str(step) for step in found.absolute_path) or "(the answer)"
@@ -58,8 +62,8 @@ def _validator(schema_text: str) -> Draft202012Validator:
 
 def checked_output(output: ChatOutput, schema: dict[str, Any]) -> ChatOutput | str:
     """The output with its answers parsed, or why one of them is not valid. An answer that
-    called tools instead of writing JSON is not checked."""
-    if output.tool_calls:
+    called tools instead of writing JSON, or refused (OpenAI's ``refusal``), is not checked."""
+    if output.tool_calls or output.refusal is not None:  # no JSON was meant to be there
         return output
     first = check(output.text, schema)
     if first.error is not None:

@@ -194,7 +194,10 @@ def _block(part: dict[str, Any]) -> dict[str, Any]:
     data = media.inline(part["file"]["file_data"])
     assert data is not None  # the schema takes PDFs as data URLs only
     source = {"type": "base64", "media_type": data.mime, "data": data.payload}
-    return {"type": "document", "source": source}
+    document: dict[str, Any] = {"type": "document", "source": source}
+    if part["file"].get("filename"):
+        document["title"] = part["file"]["filename"]
+    return document
 
 
 def read_message(data: Any, forced: bool = False) -> ChatResponse:

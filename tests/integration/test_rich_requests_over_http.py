@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from broker.capabilities import BY_PROVIDER_TYPE, Feature
-from broker.config import ProviderConfig
 from broker.errors import ProviderBadRequest, ProviderContentFiltered
-from broker.settings import HttpSettings
 from schemas.jobs import Params
+from tests.integration.test_adapters_over_http import WIRES, adapter, http
 from workers.devstack.simulator import SimulatorServer
-from workers.providers.base import ChatCall, Provider
-from workers.providers.http import create_http_client
-from workers.providers.registry import build_provider
+from workers.providers.base import ChatCall
 
 pytestmark = pytest.mark.integration
 
-WIRES = ["openai", "openai_compatible", "azure_openai", "anthropic", "gemini"]
+__all__ = ["http"]  # the fixture, shared with the plain adapter specs
 WEATHER = {
     "type": "function",
     "function": {
@@ -61,25 +57,6 @@ PDF = base64.b64encode(b"%PDF-1.4\n1 0 obj << /Type /Page >> endobj\n%%EOF").dec
 
 def supports(wire: str, feature: Feature) -> bool:
     return feature in BY_PROVIDER_TYPE[wire]
-
-
-def base_url(sim: SimulatorServer, wire: str) -> str:
-    if wire in ("openai", "openai_compatible"):
-        return sim.base_url
-    if wire == "gemini":
-        return f"{sim.root_url}/v1beta"
-    return sim.root_url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with create_http_client(HttpSettings(64)) as client:
-        yield client
-
-
-def adapter(sim: SimulatorServer, wire: str, http: httpx.AsyncClient) -> Provider:
-    config = ProviderConfig(type=wire, base_url=base_url(sim, wire))  # type: ignore[arg-type]
-    return build_provider(wire, config, http)
 
 
 def ask(text: str, **params: object) -> ChatCall:

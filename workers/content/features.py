@@ -25,8 +25,8 @@ IMAGE_BYTES = {"anthropic": 5 * MB}
 REQUEST_INLINE_BYTES = {"anthropic": 32 * MB, "gemini": 20 * MB}
 DEFAULT_IMAGE_BYTES = 20 * MB
 
-#: parameters sent unchanged where the provider type has them: each is its own feature
-_PASSED_THROUGH = {
+#: parameters that are each a feature of their own (honoured where a provider type has them)
+_OWN_FEATURE = {
     feature.value: feature
     for feature in (
         Feature.LOGIT_BIAS,
@@ -103,7 +103,7 @@ def _parameters(params: Params, found: dict[Feature, str]) -> None:
         value = getattr(params, name)
         if value is None:
             continue
-        feature = _PASSED_THROUGH.get(name)
+        feature = _OWN_FEATURE.get(name)
         if feature is not None:
             found.setdefault(feature, f"params.{name}")
         elif name in ("tools", "tool_choice"):

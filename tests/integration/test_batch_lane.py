@@ -229,3 +229,34 @@ async def test_jobs_waiting_in_the_lane_for_a_cancelled_batch_end_cancelled_unse
     assert {copies[0]["status"] for copies in results.values()} == {"cancelled"}
     assert all(len(copies) == 1 for copies in results.values())
     assert sim.stats.batches == 0 and sim.stats.chat_calls == 0
+
+
+TOTAL = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "total",
+        "schema": {"type": "object", "properties": {"total": {"type": "number"}},
+                   "required": ["total"]},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("wire", ["simulator", "anthropic"])
+async def test_a_batch_answer_failing_its_schema_is_asked_once_more_online(
+    wire: str, make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    fixed = tolerant("fixed", "Total? sim:batch_invalid_json", params={"response_format": TOTAL})
+    broken = tolerant("broken", "Total? sim:invalid_json", params={"response_format": TOTAL})
+    async with SimulatorServer(SimulatorConfig(seed=8, batch_delay_s=0.3)) as sim:
+        settings = lane_settings(make_settings, sqlite_url)
+        async with running_worker(settings, lane_config(sim, wire)):
+            async with HeadwayClient(settings) as client:
+                await client.submit_many([fixed, broken])
+            results = await results_of(settings, 2)
+    good, bad = results["fixed"][0], results["broken"][0]
+    assert good["status"] == "succeeded" and good["output"]["parsed"] == {"total": 0}
+    assert good["attempts"] == 2
+    assert bad["status"] == "failed" and bad["error"]["code"] == "invalid_output"
+    assert sim.stats.batch_items == 2 and sim.stats.chat_calls == 2  # one online ask each
+    for result in (good, bad):  # the batch answer at half price, the online one in full
+        assert result["cost_usd"] > 0 and result["usage"]["input_tokens"] > 0

@@ -27,8 +27,9 @@ import time
 from collections.abc import Sequence
 
 from broker.config import DeploymentConfig, HeadwayConfig
+from broker.errors import ProviderInvalidOutput
 from broker.settings import BatchLaneSettings
-from schemas.jobs import JobKind
+from schemas.jobs import JobKind, JobRequest
 from schemas.results import JobResult, JobStatus
 from workers.batch_lane.items import (
     Handed,
@@ -40,6 +41,7 @@ from workers.batch_lane.items import (
     original_record,
     saved_headers,
 )
+from workers.calls.executor import Execution, Executor
 from workers.guardrails.screening import Screened
 from workers.intake.parsing import ValidJob, parse_job
 from workers.ledger import batch_lane_rows as rows
@@ -77,6 +79,7 @@ class BatchLane:
         owner: str,
         settings: BatchLaneSettings,
         cancellations: Cancellations,
+        executor: Executor | None = None,  # asks online once more for an invalid JSON answer
     ) -> None:
         self._config = config
         self._apis = apis
@@ -87,6 +90,7 @@ class BatchLane:
         self._owner = owner
         self.settings = settings
         self._cancellations = cancellations
+        self._executor = executor
         self._deployments = {
             d.key: d for route in config.routes.values() for d in route.deployments if d.batch
         }
@@ -251,7 +255,17 @@ class BatchLane:
         self, item: rows.Item, outcome: Outcome, deployment: DeploymentConfig
     ) -> None:
         who = identity(json.loads(item.who_json))
-        execution = execution_of(deployment, outcome, job_of(item))
+        job = job_of(item)
+        execution = execution_of(deployment, outcome, job)
+        executor = self._executor
+        if isinstance(execution.error, ProviderInvalidOutput) and executor is not None:
+            async with executor.slots.take():  # in doubt until its result is stored
+                execution = await _asked_again(executor, item, job, deployment, execution)
+                await self._settled(item, who, execution)
+            return
+        await self._settled(item, who, execution)
+
+    async def _settled(self, item: rows.Item, who: Identity, execution: Execution) -> None:
         screened = await self._screened(item)
         result = (
             await guarded_result(who, execution, screened)
@@ -331,3 +345,19 @@ def _within_bytes(items: list[rows.Item], max_bytes: int) -> list[rows.Item]:
 def _withheld(who: Identity, rejection: Rejection) -> JobResult:
     """The job's checks refuse it now (its config changed while it waited): no output."""
     return terminal_result(who, JobStatus.REJECTED, rejection.code, rejection.message)
+
+
+async def _asked_again(
+    executor: Executor,
+    item: rows.Item,
+    job: JobRequest,
+    deployment: DeploymentConfig,
+    first: Execution,
+) -> Execution:
+    """A Batch-API answer failing the job's JSON schema is asked for once more, online, on the
+    same deployment (its limits and health apply); both calls are paid."""
+    messages = json.loads(item.job_json)["messages"]
+    again = await executor.execute(job, [deployment], messages, reasks=0)
+    again.calls[:0] = first.calls
+    again.attempts += first.attempts
+    return again

@@ -80,6 +80,7 @@ class Execution:
     # the job to the next one; the refusals so far, by deployment
     failover_on_filter: bool = False
     filtered: dict[str, ProviderContentFiltered] = field(default_factory=dict)
+    reasks: int = 1  # how many more times an answer failing its JSON schema is asked for
 
 
 class Executor:
@@ -112,6 +113,7 @@ class Executor:
         deadline: float | None = None,
         park_after_s: float | None = None,
         failover_on: Collection[str] = (),
+        reasks: int = 1,
     ) -> Execution:
         """Run the job down ``plan``; the outcome (output or last error) is on the Execution.
 
@@ -119,9 +121,11 @@ class Executor:
         budget ends on a retryable failure, the job is not failed: ``park_s`` says how long it
         should wait at least (the pipeline parks it, up to its park limit).
         ``failover_on`` (the route's): ``content_filter`` moves a job a deployment refused on
-        content policy to the next one; otherwise the refusal ends it.
+        content policy to the next one; otherwise the refusal ends it. ``reasks``: how many
+        more answers to ask for when one fails the job's JSON schema (the batch lane, which
+        already has one, asks for none).
         The caller holds one of :attr:`slots` (``workers/calls/slots.py``)."""
-        execution = Execution(failover_on_filter="content_filter" in failover_on)
+        execution = Execution(failover_on_filter="content_filter" in failover_on, reasks=reasks)
         try:
             await self._retry.call(
                 lambda: self._round(job, plan, messages, execution),
@@ -352,7 +356,7 @@ class Executor:
         the same deployment (both calls are paid for), then fails ``invalid_output``."""
         schema = structured.expected(job.params.response_format) if job.params else None
         raw_estimate = tokens.message_tokens(call.messages)
-        for asked in (1, 2):
+        for asked in range(execution.reasks + 1):
             chat = await provider.chat(call)
             served = self._served(
                 deployment, chat.input_tokens, chat.output_tokens, chat.estimated, raw_estimate
@@ -362,7 +366,7 @@ class Executor:
             if schema is not None:
                 checked = structured.checked_output(output, schema)
                 if isinstance(checked, str):
-                    if asked == 1:
+                    if asked < execution.reasks:
                         continue
                     raise ProviderInvalidOutput(
                         f"the answer does not match response_format, asked twice: {checked}",

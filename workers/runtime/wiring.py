@@ -296,6 +296,7 @@ def job_path(
             owner,
             settings.batch_lane,
             cancellations,
+            executor,
         )
     endings = Endings(
         settlement,

@@ -8,7 +8,8 @@ Deterministic rules (tests and the demo rely on them):
   tool's parameter schema. After a tool's answer it writes text.
 - a JSON schema to follow: the answer is the smallest valid instance of it; ``json_object``:
   ``{"summary": …}``. ``sim:invalid_json`` in the prompt: an instance missing its required
-  fields (it still parses), ``sim:broken_json``: text that does not parse.
+  fields (it still parses), ``sim:broken_json``: text that does not parse,
+  ``sim:batch_invalid_json``: the invalid instance through a Batch API only.
 - ``sim:content_filter`` in the prompt: the wire's content-policy refusal (not from a model
   whose name has ``unfiltered``: a failover target).
 """
@@ -25,6 +26,7 @@ from workers.devstack.simulator import behaviour
 CONTENT_FILTER = "sim:content_filter"
 INVALID_JSON = "sim:invalid_json"
 BROKEN_JSON = "sim:broken_json"
+BATCH_INVALID_JSON = "sim:batch_invalid_json"  # invalid through a Batch API, valid online
 PARALLEL = "sim:parallel"
 UNFILTERED = "unfiltered"  # a simulated model with this in its name never refuses content
 
@@ -42,6 +44,7 @@ class Ask:
     json_object: bool = False
     n: int = 1
     model: str = ""
+    batch: bool = False  # asked through a Batch API
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ def _tool_calls(ask: Ask, everything: str) -> Answer:
         chosen = ask.tools
     calls = []
     for position, (name, parameters) in enumerate(chosen):
-        value = {} if INVALID_JSON in everything else instance(parameters or {"type": "object"})
+        value = {} if _invalid(ask, everything) else instance(parameters or {"type": "object"})
         arguments = json.dumps(value)
         digest = hashlib.sha256(f"{everything}:{position}".encode()).hexdigest()[:24]
         calls.append((f"call_{digest}", name, arguments))
@@ -94,10 +97,14 @@ def _tool_calls(ask: Ask, everything: str) -> Answer:
     return Answer("", "tool_calls", calls, tokens)
 
 
+def _invalid(ask: Ask, everything: str) -> bool:
+    return INVALID_JSON in everything or (ask.batch and BATCH_INVALID_JSON in everything)
+
+
 def _json(ask: Ask, everything: str, index: int) -> Answer:
     if BROKEN_JSON in everything:
         text = '{"summary": "unterminated'
-    elif INVALID_JSON in everything:
+    elif _invalid(ask, everything):
         text = "{}"
     elif ask.schema is not None:
         text = json.dumps(instance(ask.schema))
@@ -157,7 +164,7 @@ def input_tokens(messages: list[dict[str, Any]]) -> int:
 # -- each wire's request, in neutral terms ---------------------------------------------------
 
 
-def from_openai(body: dict[str, Any], model: str) -> Ask:
+def from_openai(body: dict[str, Any], model: str, batch: bool = False) -> Ask:
     tools = [
         (t["function"]["name"], t["function"].get("parameters") or {})
         for t in body.get("tools") or ()
@@ -177,10 +184,11 @@ def from_openai(body: dict[str, Any], model: str) -> Ask:
         json_object=response_format.get("type") == "json_object",
         n=int(body.get("n") or 1),
         model=model,
+        batch=batch,
     )
 
 
-def from_anthropic(body: dict[str, Any], messages: list[dict[str, Any]]) -> Ask:
+def from_anthropic(body: dict[str, Any], messages: list[dict[str, Any]], batch: bool) -> Ask:
     """``messages``: the conversation already in OpenAI shape (tool_use/tool_result mapped)."""
     tools = [(t["name"], t.get("input_schema") or {}) for t in body.get("tools") or ()]
     choice = body.get("tool_choice") or {}
@@ -193,6 +201,7 @@ def from_anthropic(body: dict[str, Any], messages: list[dict[str, Any]]) -> Ask:
         tool_choice=named,
         parallel=not choice.get("disable_parallel_tool_use", False),
         model=str(body.get("model")),
+        batch=batch,
     )
 
 

@@ -155,7 +155,7 @@ def openai_chat_reply(
         return sim.bad_request(refused)
     sim.count_chat(model, batch=batch)
     if _rich(body, everything):
-        ask = answers.from_openai(body, model)
+        ask = answers.from_openai(body, model, batch)
         choices, out_tokens = answers.openai_choices(ask, bool(body.get("logprobs")))
         in_tokens = answers.input_tokens(messages)
     else:
@@ -290,7 +290,7 @@ def anthropic_message_reply(
     system = body.get("system")
     if isinstance(system, str):
         neutral.insert(0, {"role": "system", "content": system})
-    ask = answers.from_anthropic(body, neutral)
+    ask = answers.from_anthropic(body, neutral, batch)
     content, stop_reason, out_tokens = answers.anthropic_content(ask)
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",

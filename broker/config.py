@@ -29,6 +29,10 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: a deployment's region, as the operator names it ("eu-west", "us-east-1", "on-prem-fra")
+Region = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+
+
 class ProviderType(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
@@ -91,6 +95,9 @@ class DeploymentConfig(_Frozen):
     # what this deployment can take beyond text, narrowing its provider type's row in
     # broker/capabilities.py (None: the whole row)
     capabilities: list[Feature] | None = None
+    # where the deployment processes data (free text, e.g. "eu-west"): what a tenant's or a
+    # route's allowed_regions are matched against; None = unknown, never inside a restriction
+    region: Region | None = None
 
     @cached_property
     def key(self) -> str:
@@ -180,6 +187,7 @@ class RouteConfig(_Frozen):
     guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
     # refusals that move a job to the next deployment instead of ending it
     failover_on: list[Literal["content_filter"]] = Field(default_factory=list)
+    allowed_regions: list[Region] | None = None  # data residency: None = any region
 
     def split_of(self, template: str) -> list[TemplateSplit]:
         """The versions (and weights) jobs naming ``template`` without a version are split
@@ -216,6 +224,7 @@ class TenantConfig(_Frozen):
     reply_topics: list[str] = Field(default_factory=list)
     weight: Annotated[float, Field(gt=0)] = 1.0
     guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
+    allowed_regions: list[Region] | None = None  # data residency: None = any region
 
 
 class HeadwayConfig(_Frozen):

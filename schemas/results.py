@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     INVALID_OUTPUT = "invalid_output"
     # the provider refused the content (a safety/content-policy block), and no failover took it
     CONTENT_FILTERED = "content_filtered"
+    # data residency: no deployment of the route is in a region the tenant and route allow
+    REGION_UNAVAILABLE = "region_unavailable"
 
 
 class _Message(BaseModel):
@@ -162,6 +164,11 @@ class JobResult(_Message):
     attempts: int = Field(default=0, ge=0)
     error: JobError | None = None
     completed_at: AwareDatetime
+    region: str | None = Field(
+        default=None,
+        description="headway extension: the region of the deployment that served the job "
+        "(its config's `region`), when it has one",
+    )
     output_expired: bool | None = Field(
         default=None,
         description="headway extension: true on a result republished for a job redelivered "
@@ -188,4 +195,7 @@ class UsageEvent(_Message):
     estimated: bool = Field(
         default=False,
         description="headway extension: tokens (and so cost) estimated; the provider reported none",
+    )
+    region: str | None = Field(
+        default=None, description="headway extension: the deployment's region, when it has one"
     )

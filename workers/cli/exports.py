@@ -47,6 +47,7 @@ _STATUS_OF_CODE = {
     "unsupported_feature": 400,
     "content_filtered": 400,
     "invalid_output": 500,
+    "region_unavailable": 403,
     "result_too_large": 500,
 }
 _NOT_RUN = {"expired": "batch_expired", "cancelled": "batch_cancelled"}

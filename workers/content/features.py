@@ -53,15 +53,31 @@ class Needs:
     features: dict[Feature, str] = field(default_factory=dict)  # feature → where first used
     largest_image: tuple[int, str] | None = None  # inline bytes, where
     inline_bytes: int = 0  # every inline image and file together
+    regions: frozenset[str] | None = None  # data residency: the regions allowed (None: any)
 
     def __bool__(self) -> bool:
-        return bool(self.features)
+        return bool(self.features) or self.regions is not None
 
 
 NOTHING = Needs()
 
 
-def needs(job: JobRequest, messages: Iterable[Mapping[str, Any]] | None) -> Needs:
+def allowed_regions(*restrictions: list[str] | None) -> frozenset[str] | None:
+    """The regions every restriction allows (a tenant's and a route's ``allowed_regions``);
+    None when nothing restricts."""
+    allowed: frozenset[str] | None = None
+    for restriction in restrictions:
+        if restriction is not None:
+            names = frozenset(restriction)
+            allowed = names if allowed is None else allowed & names
+    return allowed
+
+
+def needs(
+    job: JobRequest,
+    messages: Iterable[Mapping[str, Any]] | None,
+    regions: frozenset[str] | None = None,
+) -> Needs:
     found: dict[Feature, str] = {}
     largest: tuple[int, str] | None = None
     inline_bytes = 0
@@ -93,9 +109,9 @@ def needs(job: JobRequest, messages: Iterable[Mapping[str, Any]] | None) -> Need
                 inline_bytes += data.size if data is not None else 0
     if job.params is not None:
         _parameters(job.params, found)
-    if not found:
+    if not found and regions is None:
         return NOTHING
-    return Needs(found, largest, inline_bytes)
+    return Needs(found, largest, inline_bytes, regions)
 
 
 def _parameters(params: Params, found: dict[Feature, str]) -> None:
@@ -142,9 +158,12 @@ def refusal(need: Needs, capabilities: frozenset[Feature], provider_type: str) -
 
 @dataclass(frozen=True, slots=True)
 class Unsupported:
-    """No deployment of the route can take a part or a parameter of the job."""
+    """No deployment of the route can take the job: a part or a parameter
+    (``unsupported_feature``), or none is in a region the job may go to
+    (``region_unavailable``)."""
 
     message: str
+    code: str = "unsupported_feature"
 
 
 class Capabilities:
@@ -164,6 +183,15 @@ class Capabilities:
         first of them cannot."""
         if not need:
             return list(deployments)
+        if need.regions is not None:
+            inside = [d for d in deployments if d.region in need.regions]
+            if not inside:
+                return Unsupported(
+                    f"region: no deployment of route '{route}' is in the allowed regions "
+                    f"{sorted(need.regions)}",
+                    "region_unavailable",
+                )
+            deployments = inside
         able, first = [], None
         for deployment in deployments:
             why = self.refusal(deployment, need)

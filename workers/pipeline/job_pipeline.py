@@ -156,7 +156,7 @@ class JobPipeline:
         run.screened, run.need = prepared.screened, prepared.need
         if run.request is not None:
             request = run.request
-            run.hit = await with_ledger(lambda: self.cache.lookup(request, route))
+            run.hit = await with_ledger(lambda: self.cache.lookup(request, route, run.need))
             self.metrics.cache_lookup(job.route, "miss" if run.hit is None else "hit")
         if run.hit is None and tenant is not None and limited(tenant):
             with self.tracing.span("quota_wait"):

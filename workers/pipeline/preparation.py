@@ -15,7 +15,14 @@ from broker.errors import TemplateError
 from broker.headers import RecordHeaders
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
-from workers.content.features import NOTHING, Capabilities, Needs, Unsupported, needs
+from workers.content.features import (
+    NOTHING,
+    Capabilities,
+    Needs,
+    Unsupported,
+    allowed_regions,
+    needs,
+)
 from workers.content.texts import texts_of, with_texts
 from workers.guardrails.normal import plain
 from workers.guardrails.screening import Guardrails, Screened
@@ -82,18 +89,23 @@ class Preparation:
             if isinstance(screened, Rejection):
                 return screened
             prepared = screened
-        return self._able(prepared)
+        return self._able(prepared, tenant)
 
-    def _able(self, prepared: Prepared) -> Prepared | Rejection:
+    def _able(self, prepared: Prepared, tenant: TenantConfig | None) -> Prepared | Rejection:
         """The job with what it needs of a deployment; refused when no deployment of its route
-        can take it (a part or a parameter is never dropped)."""
-        need = needs(prepared.job, prepared.messages)
+        can take it (a part or a parameter is never dropped) or none is in a region its tenant
+        and route allow."""
+        regions = allowed_regions(
+            tenant.allowed_regions if tenant is not None else None,
+            prepared.route.allowed_regions,
+        )
+        need = needs(prepared.job, prepared.messages, regions)
         if not need:
             return prepared
         if self.capabilities is not None:
             able = self.capabilities.able(prepared.job.route, prepared.route.deployments, need)
             if isinstance(able, Unsupported):
-                return Rejection(ErrorCode.UNSUPPORTED_FEATURE, able.message)
+                return Rejection(ErrorCode(able.code), able.message)
         return dataclasses.replace(prepared, need=need)
 
     async def _screen(self, prepared: Prepared) -> Prepared | Rejection:

@@ -7,9 +7,10 @@ a scope — the tenant by default, or shared by all tenants (``scope = "global"`
 deployment of the route may answer from the cache: a route lists deployments that are
 interchangeable for its jobs.
 
-A hit is a result with ``cached = true`` and ``cost_usd = 0``, and one usage event with
-``cached = true``, cost 0 and the tokens the original call used (tokens *saved*). It makes no
-provider call, takes no quota and holds no budget.
+With data residency (``allowed_regions``) only entries made by deployments in the job's
+allowed regions are looked up. A hit is a result with ``cached = true`` and ``cost_usd = 0``,
+and one usage event with ``cached = true``, cost 0 and the tokens the original call used
+(tokens *saved*). It makes no provider call, takes no quota and holds no budget.
 
 Identical requests in flight in one worker at the same time are coalesced: the first calls
 the provider, the others wait for its answer and are served it as hits; if the first one
@@ -39,6 +40,7 @@ from broker.config import CacheScope, DeploymentConfig, RouteConfig
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
 from workers.calls.executor import Execution, ProviderCall
+from workers.content.features import NOTHING, Needs
 from workers.ledger import cache_rows as rows
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.transactions import Transact
@@ -128,10 +130,16 @@ class ResponseCache:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def lookup(self, request: Request, route: RouteConfig) -> Execution | None:
-        """A live entry of any of the route's deployments, in the route's order."""
+    async def lookup(
+        self, request: Request, route: RouteConfig, need: Needs = NOTHING
+    ) -> Execution | None:
+        """A live entry of any of the route's deployments, in the route's order — of those in
+        a region the job may go to (an answer made elsewhere is not served: data residency)."""
         now = self._clock()
-        keys = [(request.scope, request.key(d)) for d in route.deployments]
+        deployments = route.deployments
+        if need.regions is not None:
+            deployments = [d for d in deployments if d.region in need.regions]
+        keys = [(request.scope, request.key(d)) for d in deployments]
         found = {k: e for k in keys if (e := self._remembered(k, now)) is not None}
         if not found:
             entries: list[CacheEntry] = await self._run(lambda conn: rows.lookup(conn, keys, now))

@@ -169,6 +169,7 @@ def executed_result(who: Identity, execution: Execution) -> JobResult:
             output=execution.output,
             provider=served.provider,
             deployment=served.deployment.model,
+            region=served.deployment.region,
             **common,
         )
     error = execution.error
@@ -245,6 +246,7 @@ def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> l
             cached=call.cached,
             timestamp=now_utc(),
             estimated=call.estimated,
+            region=call.deployment.region,
         )
         for index, call in enumerate(calls)
     ]

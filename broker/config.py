@@ -33,6 +33,10 @@ class _Frozen(BaseModel):
 Region = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 
 
+#: a usage tag: a key of a job's metadata
+TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
 class ProviderType(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
@@ -225,6 +229,7 @@ class TenantConfig(_Frozen):
     weight: Annotated[float, Field(gt=0)] = 1.0
     guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
     allowed_regions: list[Region] | None = None  # data residency: None = any region
+    usage_tags: list[TagKey] | None = None  # None: the config's top-level usage_tags
 
 
 class HeadwayConfig(_Frozen):
@@ -232,6 +237,8 @@ class HeadwayConfig(_Frozen):
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     guardrails: dict[str, GuardrailPolicy] = Field(default_factory=dict)
+    # job metadata keys copied into usage events as tags (cost attribution; per tenant too)
+    usage_tags: list[TagKey] = Field(default_factory=list)
 
     def secret_env_names(self) -> set[str]:
         """The environment variables holding this config's secrets (to keep out of logs)."""
@@ -303,6 +310,13 @@ class HeadwayConfig(_Frozen):
         """What the deployment can take beyond text (broker/capabilities.py)."""
         row = BY_PROVIDER_TYPE[self.providers[deployment.provider].type]
         return row if deployment.capabilities is None else row & set(deployment.capabilities)
+
+    def usage_tags_of(self, name: str) -> list[str]:
+        """The metadata keys a tenant's usage events carry as tags."""
+        tenant = self.tenant(name)
+        if tenant is not None and tenant.usage_tags is not None:
+            return tenant.usage_tags
+        return self.usage_tags
 
     def weight_of(self, name: str) -> float:
         """The tenant's share weight in its lanes (1 for a tenant the config does not know)."""

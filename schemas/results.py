@@ -199,3 +199,8 @@ class UsageEvent(_Message):
     region: str | None = Field(
         default=None, description="headway extension: the deployment's region, when it has one"
     )
+    tags: dict[str, str] | None = Field(
+        default=None,
+        description="headway extension: the job's metadata values under the keys its tenant's "
+        "usage_tags name (non-strings as JSON text), for cost attribution",
+    )

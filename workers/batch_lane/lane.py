@@ -272,7 +272,8 @@ class BatchLane:
             if not isinstance(screened, Rejection)
             else _withheld(who, screened)
         )
-        events = usage_events(who, execution.calls, item.generation)
+        tags = self._config.usage_tags_of(who.tenant)
+        events = usage_events(who, execution.calls, item.generation, tags)
         # its cost counts in the budget period it was admitted in
         period = json.loads(item.job_json).get("budget_period")
         await self._settlement.finish(result, events, item.topic, budget_period=period)

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import sys
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
 
@@ -247,27 +249,58 @@ def cancel(
     console.print(f"cancel published: {command.model_dump_json(exclude_none=True)}")
 
 
+class UsageFormat(StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+USAGE_FIELDS = ("tenant", "group", "events", "input_tokens", "output_tokens", "cost_usd")
+
+
 def usage(
     tenant: Annotated[str | None, typer.Option()] = None,
     since: Annotated[datetime | None, typer.Option(help="ISO date or timestamp (UTC)")] = None,
+    by: Annotated[
+        str, typer.Option(help="route, batch, deployment, day, or tag:KEY (a usage tag)")
+    ] = "route",
+    form: Annotated[UsageFormat, typer.Option("--format")] = UsageFormat.TABLE,
 ) -> None:
-    """Spend and tokens by tenant and route."""
+    """Spend and tokens by tenant and route (or batch, deployment, day, usage tag); CSV and
+    JSON lines for finance."""
+    if by not in queries.USAGE_GROUPS and not (by.startswith("tag:") and len(by) > 4):
+        raise typer.BadParameter(
+            f"one of {', '.join(queries.USAGE_GROUPS)} or tag:KEY", param_hint="--by"
+        )
     start = (since.replace(tzinfo=since.tzinfo or UTC)).timestamp() if since else None
 
     async def main() -> list[queries.UsageLine]:
         engine = create_engine(load_settings().database_url)
         try:
-            return await queries.usage_summary(engine, tenant, start)
+            return await queries.usage_summary(engine, tenant, start, by)
         finally:
             await engine.dispose()
 
-    table = Table(title="usage")
-    for column in ("tenant", "route", "calls", "input tokens", "output tokens", "cost USD"):
+    lines = asyncio.run(main())
+    if form is UsageFormat.CSV:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(("tenant", by, *USAGE_FIELDS[2:]))
+        for line in lines:
+            writer.writerow([getattr(line, name) for name in USAGE_FIELDS])
+        return
+    if form is UsageFormat.JSON:
+        for line in lines:
+            row = {name: getattr(line, name) for name in USAGE_FIELDS}
+            row["by"] = by
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table(title=f"usage by {by}")
+    for column in ("tenant", by, "calls", "input tokens", "output tokens", "cost USD"):
         table.add_column(column)
-    for line in asyncio.run(main()):
+    for line in lines:
         table.add_row(
             line.tenant,
-            line.route,
+            line.group,
             str(line.events),
             f"{line.input_tokens:,}",
             f"{line.output_tokens:,}",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Integer, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workers.ledger.batch_lane_rows import BATCH_OWNER
@@ -50,11 +52,17 @@ class BatchStatus:
 @dataclass(frozen=True)
 class UsageLine:
     tenant: str
-    route: str
+    group: str  # the route, batch, deployment, day or tag value the line sums
     events: int
     input_tokens: int
     output_tokens: int
     cost_usd: float
+
+
+#: what ``headway usage --by`` groups a tenant's spend by (or ``tag:KEY``)
+USAGE_GROUPS = ("route", "batch", "deployment", "day")
+NO_VALUE = "(none)"
+DAY_S = 86_400
 
 
 async def batch_status(
@@ -163,26 +171,31 @@ async def batch_results(
 
 
 async def usage_summary(
-    engine: AsyncEngine, tenant: str | None = None, since: float | None = None
+    engine: AsyncEngine, tenant: str | None = None, since: float | None = None, by: str = "route"
 ) -> list[UsageLine]:
-    """Spend and tokens per tenant and route: usage events, and the daily sums of those past
-    their window (``since`` counts a summed day whole when it falls on or after since's day)."""
+    """Spend and tokens per tenant and ``by`` (a route, batch, deployment, UTC day, or
+    ``tag:KEY``'s value): usage events, and the daily sums of those past their window
+    (``since`` counts a summed day whole when it falls on or after since's day)."""
+    tag = by.removeprefix("tag:") if by.startswith("tag:") else None
+    if tag is None and by not in USAGE_GROUPS:
+        raise ValueError(f"by: one of {USAGE_GROUPS} or tag:KEY, not {by!r}")
+    grouped = "tags" if tag is not None else by
     events = select(
         UsageRow.tenant,
-        UsageRow.route,
+        _event_group(grouped, engine.dialect.name),
         func.count(),
         func.sum(UsageRow.input_tokens),
         func.sum(UsageRow.output_tokens),
         func.sum(UsageRow.cost_nusd),
-    ).group_by(UsageRow.tenant, UsageRow.route)
+    ).group_by(UsageRow.tenant, _event_group(grouped, engine.dialect.name))
     days = select(
         UsageDailyRow.tenant,
-        UsageDailyRow.route,
+        _daily_group(grouped),
         func.sum(UsageDailyRow.events),
         func.sum(UsageDailyRow.input_tokens),
         func.sum(UsageDailyRow.output_tokens),
         func.sum(UsageDailyRow.cost_nusd),
-    ).group_by(UsageDailyRow.tenant, UsageDailyRow.route)
+    ).group_by(UsageDailyRow.tenant, _daily_group(grouped))
     if tenant is not None:
         events = events.where(UsageRow.tenant == tenant)
         days = days.where(UsageDailyRow.tenant == tenant)
@@ -192,13 +205,39 @@ async def usage_summary(
     totals: dict[tuple[str, str], list[int]] = {}
     async with engine.connect() as conn:
         for statement in (events, days):
-            for t, r, n, i, o, c in await conn.execute(statement):
-                sums = totals.setdefault((t, r), [0, 0, 0, 0])
-                for at, value in enumerate((n, i, o, c)):
-                    sums[at] += int(value or 0)
+            for t, value, n, i, o, c in await conn.execute(statement):
+                key = (t, _group_value(grouped, value, tag))
+                sums = totals.setdefault(key, [0, 0, 0, 0])
+                for at, count in enumerate((n, i, o, c)):
+                    sums[at] += int(count or 0)
     return [
-        UsageLine(t, r, n, i, o, from_nano(c)) for (t, r), (n, i, o, c) in sorted(totals.items())
+        UsageLine(t, g, n, i, o, from_nano(c)) for (t, g), (n, i, o, c) in sorted(totals.items())
     ]
+
+
+def _event_group(by: str, dialect: str) -> ColumnElement[Any]:
+    if by == "day":  # the UTC day's number; a day's name is made in Python
+        # a literal, not a parameter: the same expression in SELECT and GROUP BY
+        day_s: ColumnElement[Any] = literal_column(str(DAY_S))
+        if dialect == "postgresql":
+            return func.floor(UsageRow.timestamp / day_s)
+        return cast(UsageRow.timestamp / day_s, Integer)  # SQLite truncates: the floor here
+    found: ColumnElement[Any] = getattr(UsageRow, {"batch": "batch_id"}.get(by, by))
+    return found
+
+
+def _daily_group(by: str) -> ColumnElement[Any]:
+    found: ColumnElement[Any] = getattr(UsageDailyRow, {"batch": "batch_id"}.get(by, by))
+    return found
+
+
+def _group_value(by: str, value: Any, tag: str | None) -> str:
+    if tag is not None:  # canonical JSON of the event's tags ('' or NULL: none)
+        found = json.loads(value).get(tag) if value else None
+        return found if isinstance(found, str) else NO_VALUE
+    if by == "day" and not isinstance(value, str):
+        return utc_day(int(value) * DAY_S)
+    return str(value) if value else NO_VALUE
 
 
 async def tenant_spend_usd(engine: AsyncEngine, tenant: str) -> float:

@@ -64,6 +64,7 @@ class UsageRecord:
     cached: bool
     timestamp: float
     payload: str
+    tags: str | None = None  # canonical JSON of the event's usage tags
 
 
 @dataclass(frozen=True, slots=True)

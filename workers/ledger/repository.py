@@ -336,6 +336,7 @@ class LedgerRepository:
                 u.cached,
                 u.timestamp,
                 u.payload,
+                u.tags,
             )  # USAGE_COLUMNS, in order
             for f in finishes
             for u in f.usage

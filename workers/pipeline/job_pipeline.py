@@ -274,7 +274,9 @@ class JobPipeline:
                 return None
         execution.attempts += parked.attempts
         result = await guarded_result(who, execution, run.screened)
-        events = usage_events(who, execution.calls, generation)
+        events = usage_events(
+            who, execution.calls, generation, self.config.usage_tags_of(who.tenant)
+        )
         outcome = await self.settlement.finish(
             result, events, topic, ticket, entry, stored=slot.release
         )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -230,7 +232,27 @@ def event_id(tenant: str, job_id: str, generation: int, index: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> list[UsageEvent]:
+#: the longest tag value kept (a longer metadata value is cut)
+MAX_TAG_CHARS = 256
+
+
+def usage_tags(metadata: dict[str, Any] | None, keys: Sequence[str]) -> dict[str, str] | None:
+    """The job's metadata under ``keys`` as tags: strings as they are, other values as JSON."""
+    if not keys or not metadata:
+        return None
+    tags = {}
+    for key in keys:
+        if key in metadata:
+            value = metadata[key]
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            tags[key] = text[:MAX_TAG_CHARS]
+    return tags or None
+
+
+def usage_events(
+    who: Identity, calls: list[ProviderCall], generation: int, tag_keys: Sequence[str] = ()
+) -> list[UsageEvent]:
+    tags = usage_tags(who.metadata, tag_keys)
     return [
         UsageEvent(
             event_id=event_id(who.tenant, who.job_id, generation, index),
@@ -247,6 +269,7 @@ def usage_events(who: Identity, calls: list[ProviderCall], generation: int) -> l
             timestamp=now_utc(),
             estimated=call.estimated,
             region=call.deployment.region,
+            tags=tags,
         )
         for index, call in enumerate(calls)
     ]
@@ -287,6 +310,7 @@ def finish_record(
                 cached=event.cached,
                 timestamp=event.timestamp.timestamp(),
                 payload=payload,
+                tags=json.dumps(event.tags, sort_keys=True) if event.tags else None,
             )
             for event, payload in events
         ),

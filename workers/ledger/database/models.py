@@ -133,6 +133,7 @@ class UsageRow(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     timestamp: Mapped[float] = mapped_column(Float)
     payload: Mapped[str] = mapped_column(Text)
+    tags: Mapped[str | None] = mapped_column(Text)  # canonical JSON of the usage tags
 
     __table_args__ = (
         Index("ix_usage_tenant_time", "tenant", "timestamp"),
@@ -152,6 +153,7 @@ class UsageDailyRow(Base):
     provider: Mapped[str] = mapped_column(String(128), primary_key=True)
     deployment: Mapped[str] = mapped_column(String(256), primary_key=True)
     batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)  # '' for none
+    tags: Mapped[str] = mapped_column(String(1024), primary_key=True)  # canonical JSON, '' none
     events: Mapped[int] = mapped_column(BigInteger)
     input_tokens: Mapped[int] = mapped_column(BigInteger)
     output_tokens: Mapped[int] = mapped_column(BigInteger)

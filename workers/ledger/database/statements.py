@@ -66,6 +66,7 @@ USAGE_COLUMNS = (
     "cached",
     "timestamp",
     "payload",
+    "tags",
 )
 
 # the most bound parameters one statement may carry: PostgreSQL's wire limit is 32,767 and

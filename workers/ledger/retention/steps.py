@@ -45,7 +45,7 @@ KEPT = tuple(column.key for column in COLUMNS if column.key != "error_code")
 
 
 #: what a row of ``usage_daily`` sums over
-DAY_KEY = ("day", "tenant", "route", "provider", "deployment", "batch_id")
+DAY_KEY = ("day", "tenant", "route", "provider", "deployment", "batch_id", "tags")
 
 
 def _error_code(conn: Connection) -> ColumnElement[Any]:
@@ -122,6 +122,7 @@ async def roll_up_usage(conn: Connection, before: float, limit: int) -> int:
             UsageRow.input_tokens,
             UsageRow.output_tokens,
             UsageRow.cost_nusd,
+            UsageRow.tags,
         )
         .where(usage_due(before))
         .order_by(UsageRow.timestamp)
@@ -133,8 +134,11 @@ async def roll_up_usage(conn: Connection, before: float, limit: int) -> int:
     if not rows:
         return 0
     days: dict[tuple[str, ...], list[int]] = {}
-    for _, at, tenant, route, provider, deployment, batch_id, tokens_in, tokens_out, cost in rows:
-        key = (utc_day(at), tenant, route, provider, deployment, batch_id or "")
+    for row in rows:
+        _, at, tenant, route, provider, deployment, batch_id, tokens_in, tokens_out, cost, tags = (
+            row
+        )
+        key = (utc_day(at), tenant, route, provider, deployment, batch_id or "", tags or "")
         sums = days.setdefault(key, [0, 0, 0, 0])
         sums[0] += 1
         sums[1] += int(tokens_in)
@@ -142,7 +146,7 @@ async def roll_up_usage(conn: Connection, before: float, limit: int) -> int:
         sums[3] += int(cost)
     table = UsageDailyRow.__table__
     upsert = dialect_insert(conn)
-    for (day, tenant, route, provider, deployment, batch_id), sums in sorted(days.items()):
+    for (day, tenant, route, provider, deployment, batch_id, tags), sums in sorted(days.items()):
         statement = upsert(table).values(
             day=day,
             tenant=tenant,
@@ -150,6 +154,7 @@ async def roll_up_usage(conn: Connection, before: float, limit: int) -> int:
             provider=provider,
             deployment=deployment,
             batch_id=batch_id,
+            tags=tags,
             events=sums[0],
             input_tokens=sums[1],
             output_tokens=sums[2],

@@ -274,6 +274,7 @@ class Executor:
         retry = execution.attempts > 1
         started = time.monotonic()
         health, limiter = call.health, call.limiter
+        answered_before = len(execution.calls)
         try:
             await self._call(job, call.deployment, messages, execution)
         except ProviderError as error:
@@ -298,8 +299,9 @@ class Executor:
                 limiter.finished(call.reserve, None, pushed_back=False)
             health.neutral()
             raise
-        served = execution.served_by
-        used = served.input_tokens + served.output_tokens if served is not None else None
+        # every answer of this attempt (a JSON answer asked for again is two): what was used
+        answered = execution.calls[answered_before:]
+        used = sum(c.input_tokens + c.output_tokens for c in answered) if answered else None
         if limiter is not None:
             limiter.finished(call.reserve, used, pushed_back=False)
             if self.pace is not None:

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
         _LEDGER.probe_s,
         description="while the database is unreachable, how often the worker asks again",
     )
+    budget_gauges_s: Annotated[float, Field(gt=0)] = Field(
+        15.0,
+        description="how often /metrics' budget gauges (spent, remaining per tenant) are read "
+        "from the ledger",
+    )
     buffer_max_jobs: Annotated[int, Field(ge=1)] = _BUFFER.max_jobs
     buffer_max_bytes: Annotated[int, Field(ge=1024)] = _BUFFER.max_bytes
     buffer_spill: bool = Field(

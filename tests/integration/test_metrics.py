@@ -4,13 +4,14 @@ provider call, nothing in flight, circuits closed, ready. Real broker, HTTP and 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.client import HeadwayClient
-from broker.config import development_config
+from broker.config import TenantConfig, development_config
 from broker.settings import Settings
 from tests.helpers import chat_job, read_topic, running_worker
 from workers.devstack.simulator import SimulatorServer
@@ -83,3 +84,29 @@ async def test_metrics_after_a_batch_count_jobs_tokens_cost_and_calls(
     }
     assert circuits and set(circuits.values()) == {0}
     assert value(found, "headway_consumer_lag", lane="normal") == 0
+
+
+async def test_budget_gauges_show_each_budgeted_tenants_spend_and_what_is_left(
+    make_settings: Callable[..., Settings], sqlite_url: str, simulator: SimulatorServer
+) -> None:
+    settings = make_settings(database_url=sqlite_url, http_port=0, budget_gauges_s=0.2)
+    config = development_config(simulator.base_url).model_copy(
+        update={"tenants": {"demo": TenantConfig(budget_usd=1.0), "free": TenantConfig()}}
+    )
+    async with running_worker(settings, config) as worker:
+        async with HeadwayClient(settings) as client:
+            await client.submit_many([chat_job(f"b-{i}") for i in range(5)])
+        await read_topic(settings.kafka_bootstrap or "", settings.topics.results, until_keys=5)
+        usage = await read_topic(
+            settings.kafka_bootstrap or "", settings.topics.usage, until_keys=1, timeout_s=30
+        )
+        await asyncio.sleep(0.6)  # a refresh after the last finish
+        assert worker.probes is not None
+        url = f"http://127.0.0.1:{worker.probes.port}/metrics"
+        async with httpx.AsyncClient() as http:
+            found = samples((await http.get(url)).text)
+    spent = sum(event["cost_usd"] for event in usage.by_key["demo"])
+    assert len(usage.by_key["demo"]) == 5 and spent > 0
+    assert abs(value(found, "headway_budget_spent_usd", tenant="demo") - spent) < 1e-9
+    assert abs(value(found, "headway_budget_remaining_usd", tenant="demo") - (1.0 - spent)) < 1e-9
+    assert ("headway_budget_spent_usd", frozenset({("tenant", "free")})) not in found

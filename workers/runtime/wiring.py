@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
@@ -27,6 +29,7 @@ from broker.kafka import consumer_options, producer_options
 from broker.record_batches import RecordBatchSender
 from broker.settings import Settings
 from schemas.control import ControlCommand
+from workers.admission.budget_gauges import BudgetGauges
 from workers.admission.budgets import Budgets
 from workers.admission.gate import Admission
 from workers.batch_lane.lane import BatchLane
@@ -104,7 +107,9 @@ class Parts:
     publisher: Publisher
     pipeline: JobPipeline
     control: AIOKafkaConsumer  # the control topic's reader, followed by its cancellations
-    pruner: Pruner | None  # None: this worker does not prune the ledger (``prune_s`` = 0)
+    # what runs beside the jobs until the worker stops: the ledger's pruner (unless
+    # ``prune_s`` = 0), the budget gauges' refresh (when a tenant has a budget)
+    background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()
 
 
 def buffers(settings: Settings, config: HeadwayConfig) -> Buffers:
@@ -214,11 +219,16 @@ async def wire(
     )
     control = await open_control_reader(settings)
     stack.push_async_callback(control.stop)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     retention = settings.retention
-    pruner = None
     if retention.prune_s > 0:
         pruner = Pruner(ledger.run, engine, retention, owner=group.owner, clock=seams.clock)
-    return Parts(producer, ledger, publisher, pipeline, control, pruner)
+        background.append(pruner.run_forever)
+    if any(tenant.budget_usd is not None for tenant in config.tenants.values()):
+        gauges = BudgetGauges(config, ledger.run, seams.clock)
+        telemetry.metrics.budget_gauges(spent=gauges.spent, remaining=gauges.remaining)
+        background.append(functools.partial(gauges.run_forever, settings.budget_gauges_s))
+    return Parts(producer, ledger, publisher, pipeline, control, tuple(background))
 
 
 def job_path(

@@ -175,8 +175,7 @@ class Worker:
             self._tasks.append(asyncio.create_task(prune))
         if self.pipeline.batch_lane is not None:
             self._tasks.append(asyncio.create_task(self.pipeline.batch_lane.run_forever()))
-        if parts.pruner is not None:
-            self._tasks.append(asyncio.create_task(parts.pruner.run_forever()))
+        self._tasks += [asyncio.create_task(run()) for run in parts.background]
         if self.spill is not None:
             self._tasks.append(asyncio.create_task(self.spill.refill_forever()))
 

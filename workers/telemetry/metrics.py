@@ -213,5 +213,10 @@ class Metrics:
         )
         self.gauge("headway_ready", "", lambda: {"": float(ready())})
 
+    def budget_gauges(self, *, spent: Gauges, remaining: Gauges) -> None:
+        """Each budgeted tenant's spend in its current period, and what is left of it."""
+        self.gauge("headway_budget_spent_usd", "tenant", spent)
+        self.gauge("headway_budget_remaining_usd", "tenant", remaining)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

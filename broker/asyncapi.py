@@ -16,6 +16,7 @@ from faststream.specification import AsyncAPI
 
 from broker.settings import Settings
 from broker.topics import LANES, Topics
+from schemas.alerts import AlertEvent
 from schemas.control import ControlCommand
 from schemas.jobs import JobRequest
 from schemas.results import JobResult, UsageEvent
@@ -57,6 +58,13 @@ def describe(topics: Topics) -> KafkaBroker:
         title=f"{topics.usage}:UsageEvent",
         description="one per provider call that returned usage, one per cache hit; key = tenant",
         schema=UsageEvent,
+    )
+    broker.publisher(
+        topics.alerts,
+        title=f"{topics.alerts}:AlertEvent",
+        description="a budget crossed a threshold, was exhausted, or reset; key = tenant; one "
+        "event_id per alert (dedupe by it); readers ignore fields they do not know",
+        schema=AlertEvent,
     )
     broker.publisher(
         topics.dlq,

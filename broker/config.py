@@ -33,6 +33,8 @@ class _Frozen(BaseModel):
 Region = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 
 
+#: a fraction of a budget (0.8 = 80 %) whose crossing is alerted
+AlertThreshold = Annotated[float, Field(gt=0, le=10)]
 #: a usage tag: a key of a job's metadata
 TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
@@ -230,6 +232,7 @@ class TenantConfig(_Frozen):
     guardrails: list[str] = Field(default_factory=list)  # names of [guardrails.NAME] policies
     allowed_regions: list[Region] | None = None  # data residency: None = any region
     usage_tags: list[TagKey] | None = None  # None: the config's top-level usage_tags
+    budget_alerts: list[AlertThreshold] | None = None  # None: the config's top-level list
 
 
 class HeadwayConfig(_Frozen):
@@ -239,6 +242,8 @@ class HeadwayConfig(_Frozen):
     guardrails: dict[str, GuardrailPolicy] = Field(default_factory=dict)
     # job metadata keys copied into usage events as tags (cost attribution; per tenant too)
     usage_tags: list[TagKey] = Field(default_factory=list)
+    # the fractions of a budget whose crossing publishes an AlertEvent (per tenant too)
+    budget_alerts: list[AlertThreshold] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
 
     def secret_env_names(self) -> set[str]:
         """The environment variables holding this config's secrets (to keep out of logs)."""
@@ -317,6 +322,12 @@ class HeadwayConfig(_Frozen):
         if tenant is not None and tenant.usage_tags is not None:
             return tenant.usage_tags
         return self.usage_tags
+
+    def alert_thresholds(self, name: str) -> list[float]:
+        tenant = self.tenant(name)
+        if tenant is not None and tenant.budget_alerts is not None:
+            return tenant.budget_alerts
+        return self.budget_alerts
 
     def weight_of(self, name: str) -> float:
         """The tenant's share weight in its lanes (1 for a tenant the config does not know)."""

@@ -71,8 +71,20 @@ class Topics:
     def control(self) -> str:
         return f"{self.prefix}.control"
 
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}.alerts"
+
     def all(self) -> list[str]:
-        return [*self.job_lanes, self.results, self.usage, self.retry, self.dlq, self.control]
+        return [
+            *self.job_lanes,
+            self.results,
+            self.usage,
+            self.retry,
+            self.dlq,
+            self.control,
+            self.alerts,
+        ]
 
 
 def result_headers(tenant: str, batch_id: str | None) -> list[tuple[str, bytes]]:

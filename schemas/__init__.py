@@ -5,6 +5,7 @@ Outside clients need none of this package: the JSON Schemas generated from these
 are committed under ``schemas/json/``.
 """
 
+from schemas.alerts import AlertEvent
 from schemas.control import ControlCommand
 from schemas.jobs import (
     EmbeddingInput,
@@ -27,6 +28,7 @@ from schemas.results import (
 )
 
 __all__ = [
+    "AlertEvent",
     "ChatOutput",
     "ControlCommand",
     "EmbeddingInput",

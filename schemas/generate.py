@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.alerts import AlertEvent
 from schemas.control import ControlCommand
 from schemas.jobs import JobRequest
 from schemas.results import JobResult, UsageEvent
@@ -21,6 +22,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "JobResult": JobResult,
     "UsageEvent": UsageEvent,
     "ControlCommand": ControlCommand,
+    "AlertEvent": AlertEvent,
 }
 
 

@@ -50,6 +50,7 @@ def spawn_worker(
         "job_partitions",
         "shutdown_grace_s",
         "enable_idempotence",
+        "budget_gauges_s",
     ]
     env = {**os.environ}
     for name in names:

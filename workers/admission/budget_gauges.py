@@ -1,4 +1,5 @@
-"""Budget spent and remaining per tenant, as gauges a scrape reads from memory.
+"""Budget spent and remaining per tenant, as gauges a scrape reads from memory — and, from the
+same reading, the budget alerts (``budget_alerts.py``).
 
 Every budgeted tenant's spend in its current period is read from the ledger every
 ``HEADWAY_BUDGET_GAUGES_S`` (one small query over every worker's spend: the ``budgets`` rows), so
@@ -16,7 +17,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select, tuple_
 
 from broker.config import HeadwayConfig
-from workers.admission.budgets import period_key
+from workers.admission.budget_alerts import AlertPublisher
+from workers.admission.periods import period_key
 from workers.admission.quotas import Clock
 from workers.ledger.database.models import BudgetRow, from_nano
 from workers.ledger.database.transactions import Connection, Transact
@@ -27,10 +29,17 @@ REFRESH_S = 15.0
 
 
 class BudgetGauges:
-    def __init__(self, config: HeadwayConfig, run: Transact, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: HeadwayConfig,
+        run: Transact,
+        clock: Clock,
+        alerts: AlertPublisher | None = None,  # notices and publishes budget alerts
+    ) -> None:
         self._config = config
         self._run = run
         self._clock = clock
+        self._alerts = alerts
         self._spent: dict[str, float] = {}
 
     def _budgeted(self) -> dict[str, tuple[str, str, float]]:
@@ -73,6 +82,9 @@ class BudgetGauges:
         while True:
             try:
                 await self.refresh()
+                if self._alerts is not None:
+                    await self._alerts.notice(self._spent)
+                    await self._alerts.publish_pending()
             except Exception as error:  # the ledger's outage is reported elsewhere
-                log.debug("budget gauges not refreshed: %s", error)
+                log.warning("budget gauges or alerts not refreshed: %s", error)
             await asyncio.sleep(every_s)

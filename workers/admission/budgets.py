@@ -20,38 +20,22 @@ of its route.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from broker.config import BudgetPeriod, OnBudgetExhausted, RouteConfig, TenantConfig
+from broker.config import OnBudgetExhausted, RouteConfig, TenantConfig
 from schemas.jobs import JobRequest
+from workers.admission import budget_alerts
+from workers.admission.periods import period_end, period_key
 from workers.admission.quotas import Clock, Wait
 from workers.calls import tokens
 from workers.calls.routing import Router
 from workers.ledger.database.models import from_nano, to_nano
 from workers.ledger.database.transactions import Transact
-from workers.ledger.quota_rows import BudgetLedger, Hold
+from workers.ledger.quota_rows import BudgetLedger, Hold, account_period
 from workers.providers.base import WireMessages
 
 DEFER_HOP_S = 300.0  # a deferred job looks again at least this often (a raised budget applies)
 HOLDS_WAIT_S = 0.1  # how soon a job kept out only by running jobs' holds looks again
-
-
-def period_key(period: BudgetPeriod, at: datetime) -> str:
-    if period is BudgetPeriod.DAY:
-        return f"day:{at:%Y-%m-%d}"
-    if period is BudgetPeriod.MONTH:
-        return f"month:{at:%Y-%m}"
-    return "total"
-
-
-def period_end(period: BudgetPeriod, at: datetime) -> datetime | None:
-    """When the period containing ``at`` resets (None: it never does)."""
-    if period is BudgetPeriod.DAY:
-        return datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
-    if period is BudgetPeriod.MONTH:
-        year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
-        return datetime(year, month, 1, tzinfo=UTC)
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +107,12 @@ class Budgets:
             f"{from_nano(hold.amount_nusd):.6f})"
         )
         park = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
+        account_name, period = account_period(hold.period, hold.tenant)
+        exhausted = budget_alerts.alert(
+            account_name, period, "budget_exhausted", from_nano(reserved.spent_nusd),
+            tenant.budget_usd, at,
+        )  # fmt: skip
+        await self._run(lambda conn: budget_alerts.insert_alerts(conn, [exhausted], now))
         return OverBudget(message, park, max(retry_s, 1.0))
 
     async def drop(self, hold: Hold) -> None:

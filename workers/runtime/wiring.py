@@ -29,6 +29,7 @@ from broker.kafka import consumer_options, producer_options
 from broker.record_batches import RecordBatchSender
 from broker.settings import Settings
 from schemas.control import ControlCommand
+from workers.admission.budget_alerts import AlertPublisher
 from workers.admission.budget_gauges import BudgetGauges
 from workers.admission.budgets import Budgets
 from workers.admission.gate import Admission
@@ -225,7 +226,10 @@ async def wire(
         pruner = Pruner(ledger.run, engine, retention, owner=group.owner, clock=seams.clock)
         background.append(pruner.run_forever)
     if any(tenant.budget_usd is not None for tenant in config.tenants.values()):
-        gauges = BudgetGauges(config, ledger.run, seams.clock)
+        alerts = AlertPublisher(
+            config, ledger.run, publisher.publish, topics, group.owner, seams.clock
+        )
+        gauges = BudgetGauges(config, ledger.run, seams.clock, alerts)
         telemetry.metrics.budget_gauges(spent=gauges.spent, remaining=gauges.remaining)
         background.append(functools.partial(gauges.run_forever, settings.budget_gauges_s))
     return Parts(producer, ledger, publisher, pipeline, control, tuple(background))

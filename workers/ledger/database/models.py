@@ -226,6 +226,25 @@ class BudgetRow(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class BudgetAlertRow(Base):
+    """One budget alert, keyed by what it alerts (one insert wins across workers); published
+    to the alerts topic once ``published_at`` is set."""
+
+    __tablename__ = "budget_alerts"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    threshold: Mapped[str] = mapped_column(String(16), primary_key=True)  # '' for none
+    event_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # the AlertEvent's JSON
+    created_at: Mapped[float] = mapped_column(Float)
+    published_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_budget_alerts_unpublished", "published_at"),)
+
+
 class BudgetHoldRow(Base):
     """A running job's reserved maximum cost; counts against the budget until the job
     settles or its worker stops renewing it."""

@@ -1,0 +1,119 @@
+"""Budget alerts exactly once, on SQLite and PostgreSQL: two workers noticing the same crossing
+write one alert; one worker at a time publishes; a worker killed between publishing and marking
+leaves the alert to be published again as the same event (same id); an exhausted period of a
+deferring tenant is followed by a reset in the next."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from broker.config import parse_config
+from broker.topics import Topics
+from workers.admission.budget_alerts import AlertPublisher, alert, insert_alerts
+from workers.ledger.database.models import BudgetAlertRow
+from workers.ledger.database.transactions import Connection, Transactions
+from workers.settle.publisher import Outgoing
+
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC).timestamp()
+DAY = 86_400.0
+CONFIG = parse_config(
+    {
+        "providers": {"p": {"type": "openai", "base_url": "http://127.0.0.1:9"}},
+        "routes": {"r": {"kind": "chat", "deployments": [{"provider": "p", "model": "m"}]}},
+        "budget_alerts": [0.5, 0.8, 1.0],
+        "tenants": {
+            "acme": {"budget_usd": 10.0},
+            "patient": {"budget_usd": 1.0, "on_budget_exhausted": "defer"},
+        },
+    }
+)
+
+
+class Sink:
+    """A publish function recording what it was given; ``fail_after`` raises after recording
+    (the worker dies after the broker took the records, before it marks them)."""
+
+    def __init__(self, fail_after: bool = False) -> None:
+        self.sent: list[Outgoing] = []
+        self.fail_after = fail_after
+
+    async def __call__(self, records: Sequence[Outgoing]) -> None:
+        self.sent.extend(records)
+        await asyncio.sleep(0.01)
+        if self.fail_after:
+            raise RuntimeError("killed before marking")
+
+
+def publisher(ledger: Transactions, owner: str, sink: Sink, now: float = T0) -> AlertPublisher:
+    return AlertPublisher(CONFIG, ledger.run, sink, Topics("hw"), owner, lambda: now)
+
+
+async def alerts(ledger: Transactions) -> list[tuple[str, str, str, float | None]]:
+    async def read(conn: Connection) -> list[tuple[str, str, str, float | None]]:
+        rows = await conn.execute(
+            select(
+                BudgetAlertRow.kind,
+                BudgetAlertRow.threshold,
+                BudgetAlertRow.period,
+                BudgetAlertRow.published_at,
+            ).order_by(BudgetAlertRow.kind, BudgetAlertRow.threshold)
+        )
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    return await ledger.run(read)
+
+
+async def test_two_workers_noticing_the_same_crossing_write_and_publish_it_once(
+    ledger: Transactions,
+) -> None:
+    sink = Sink()
+    first, second = publisher(ledger, "w1", sink), publisher(ledger, "w2", sink)
+
+    await asyncio.gather(first.notice({"acme": 8.5}), second.notice({"acme": 8.5}))
+    await asyncio.gather(first.publish_pending(), second.publish_pending())
+    await asyncio.gather(first.publish_pending(), second.publish_pending())
+
+    assert [(k, t) for k, t, _, _ in await alerts(ledger)] == [
+        ("budget_threshold", "0.5"), ("budget_threshold", "0.8"),
+    ]  # fmt: skip
+    events = [json.loads(record.value or b"") for record in sink.sent]
+    assert sorted(e["threshold"] for e in events) == [0.5, 0.8]
+    assert len({e["event_id"] for e in events}) == 2 and {r.key for r in sink.sent} == {b"acme"}
+    assert events[0]["spent_usd"] == 8.5 and events[0]["budget_usd"] == 10.0
+    assert events[0]["period"] == "day" and events[0]["scope"] == "tenant"
+
+
+async def test_a_worker_killed_after_publishing_leaves_the_same_event_to_publish_again(
+    ledger: Transactions,
+) -> None:
+    dying, healthy = Sink(fail_after=True), Sink()
+    await publisher(ledger, "w1", dying).notice({"acme": 10.0})
+
+    with pytest.raises(RuntimeError):
+        await publisher(ledger, "w1", dying).publish_pending()
+    published = await publisher(ledger, "w2", healthy).publish_pending()
+
+    assert published == 3
+    first = {json.loads(r.value or b"")["event_id"] for r in dying.sent}
+    again = {json.loads(r.value or b"")["event_id"] for r in healthy.sent}
+    assert first == again and len(again) == 3  # the same three events, by id
+    assert all(published_at is not None for *_, published_at in await alerts(ledger))
+
+
+async def test_a_deferring_tenants_exhausted_period_is_followed_by_a_reset(
+    ledger: Transactions,
+) -> None:
+    yesterday = datetime.fromtimestamp(T0 - DAY, UTC)
+    exhausted = alert("patient", "day:2026-12-02", "budget_exhausted", 1.0, 1.0, yesterday)
+    await ledger.run(lambda conn: insert_alerts(conn, [exhausted], T0 - DAY))
+
+    await publisher(ledger, "w1", Sink()).notice({"patient": 0.0, "acme": 0.0})
+
+    kinds = {(kind, period) for kind, _, period, _ in await alerts(ledger)}
+    assert kinds == {("budget_exhausted", "day:2026-12-02"), ("budget_reset", "day:2026-12-03")}

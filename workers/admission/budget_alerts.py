@@ -1,0 +1,218 @@
+"""Budget alerts, exactly once across workers: a row per alert, then a publish per row.
+
+An alert is a ``budget_alerts`` row keyed by what it alerts — (scope, scope key, period, kind,
+threshold) — inserted with ``ON CONFLICT DO NOTHING``: however many workers notice 80 % crossed
+at once, one row exists. Thresholds are noticed by every worker's budget-gauge refresh (the
+spend it just read); ``budget_exhausted`` by the admission that first refuses a job for want of
+budget; ``budget_reset`` by the refresh that finds a deferring tenant in a new period after an
+exhausted one. Rows are born unpublished; one worker at a time (the ``alerts`` lease) publishes
+them to ``<prefix>.alerts`` and marks them. The event id derives from the row's key, so a worker
+killed between publishing and marking leaves a row the next holder publishes again *as the same
+event* — readers dedupe by ``event_id``; a worker killed before the insert commits leaves nothing
+to publish, and the next refresh notices the crossing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, or_, select, update
+
+from broker.config import HeadwayConfig, OnBudgetExhausted
+from broker.topics import Topics
+from schemas.alerts import AlertEvent
+from workers.admission.periods import period_key, period_start, previous_period
+from workers.ledger.database.models import BudgetAlertRow
+from workers.ledger.database.statements import dialect_insert
+from workers.ledger.database.transactions import Connection, Transact
+from workers.ledger.retention.steps import release_lease, take_lease
+from workers.settle.publisher import Outgoing
+
+log = logging.getLogger(__name__)
+
+LEASE = "alerts"
+LEASE_S = 10.0  # a publisher killed mid-publish holds it this long at most
+PUBLISH_BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    scope: str
+    scope_key: str
+    period: str  # the budget period's key: day:2026-12-03, month:2026-12, total
+    kind: str
+    threshold: str  # '' for kinds without one
+    event: AlertEvent
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.scope, self.scope_key, self.period, self.kind, self.threshold)
+
+
+def event_id(scope: str, scope_key: str, period: str, kind: str, threshold: str) -> str:
+    digest = hashlib.sha256("\x00".join((scope, scope_key, period, kind, threshold)).encode())
+    return "alert-" + digest.hexdigest()[:40]
+
+
+def alert(
+    tenant: str,
+    period: str,
+    kind: str,
+    spent_usd: float,
+    budget_usd: float,
+    at: datetime,
+    threshold: float | None = None,
+) -> Alert:
+    """A tenant-scoped alert (``tenant`` is the budget's account)."""
+    mark = "" if threshold is None else f"{threshold:g}"
+    event = AlertEvent(
+        event_id=event_id("tenant", tenant, period, kind, mark),
+        kind=kind,
+        scope="tenant",
+        tenant=tenant,
+        threshold=threshold,
+        spent_usd=spent_usd,
+        budget_usd=budget_usd,
+        period=period.partition(":")[0],
+        period_start=period_start(period),
+        at=at,
+    )
+    return Alert("tenant", tenant, period, kind, mark, event)
+
+
+async def insert_alerts(conn: Connection, alerts: Sequence[Alert], now: float) -> None:
+    for found in alerts:
+        scope, scope_key, period, kind, threshold = found.key
+        await conn.execute(
+            dialect_insert(conn)(BudgetAlertRow)
+            .values(
+                scope=scope,
+                scope_key=scope_key,
+                period=period,
+                kind=kind,
+                threshold=threshold,
+                event_id=found.event.event_id,
+                payload=found.event.model_dump_json(),
+                created_at=now,
+                published_at=None,
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+def crossed(config: HeadwayConfig, spent: dict[str, float], now: datetime) -> list[Alert]:
+    """Each budgeted tenant's thresholds its spend in the current period has reached."""
+    found = []
+    for name, spent_usd in spent.items():
+        tenant = config.tenants.get(name)
+        if tenant is None or tenant.budget_usd is None:
+            continue
+        period = period_key(tenant.budget_period, now)
+        for threshold in config.alert_thresholds(name):
+            if spent_usd >= threshold * tenant.budget_usd:
+                found.append(
+                    alert(name, period, "budget_threshold", spent_usd, tenant.budget_usd, now,
+                          threshold)
+                )  # fmt: skip
+    return found
+
+
+class AlertPublisher:
+    """Notices alerts from spend, and publishes unpublished ones under the ``alerts`` lease."""
+
+    def __init__(
+        self,
+        config: HeadwayConfig,
+        run: Transact,
+        publish: Callable[[Sequence[Outgoing]], Awaitable[None]],
+        topics: Topics,
+        owner: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._run = run
+        self._publish = publish
+        self._topics = topics
+        self._owner = owner
+        self._clock = clock
+
+    async def notice(self, spent: dict[str, float]) -> None:
+        now = self._clock()
+        at = datetime.fromtimestamp(now, UTC)
+        alerts = crossed(self._config, spent, at)
+        resets = await self._run(lambda conn: self._resets(conn, spent, at))
+        if alerts or resets:
+            await self._run(lambda conn: insert_alerts(conn, [*alerts, *resets], now))
+
+    async def _resets(self, conn: Connection, spent: dict[str, float], at: datetime) -> list[Alert]:
+        """``budget_reset`` for each deferring tenant whose previous period was exhausted."""
+        wanted: dict[tuple[str, str], tuple[str, float]] = {}
+        for name in spent:
+            tenant = self._config.tenants.get(name)
+            if tenant is None or tenant.budget_usd is None:
+                continue
+            if tenant.on_budget_exhausted is not OnBudgetExhausted.DEFER:
+                continue
+            before = previous_period(tenant.budget_period, at)
+            if before is not None:
+                wanted[(name, before)] = (period_key(tenant.budget_period, at), tenant.budget_usd)
+        if not wanted:
+            return []
+        rows = await conn.execute(
+            select(BudgetAlertRow.scope_key, BudgetAlertRow.period).where(
+                BudgetAlertRow.scope == "tenant",
+                BudgetAlertRow.kind == "budget_exhausted",
+                or_(*(and_(BudgetAlertRow.scope_key == n, BudgetAlertRow.period == p)
+                      for n, p in wanted)),
+            )
+        )  # fmt: skip
+        return [
+            alert(name, wanted[(name, before)][0], "budget_reset", spent[name],
+                  wanted[(name, before)][1], at)
+            for name, before in rows
+        ]  # fmt: skip
+
+    async def publish_pending(self) -> int:
+        """Publish unpublished alerts (oldest first) if this worker holds the lease."""
+        now = self._clock()
+        held = await self._run(
+            lambda conn: take_lease(conn, LEASE, self._owner, now, now + LEASE_S)
+        )
+        if not held:
+            return 0
+        try:
+            rows = await self._run(self._unpublished)
+            if not rows:
+                return 0
+            records = [
+                Outgoing(self._topics.alerts, tenant.encode(), payload.encode())
+                for tenant, payload, _ in rows
+            ]
+            await self._publish(records)
+            ids = [event for _, _, event in rows]
+            await self._run(lambda conn: _mark(conn, ids, self._clock()))
+            return len(rows)
+        finally:
+            await self._run(lambda conn: release_lease(conn, LEASE, self._owner))
+
+    @staticmethod
+    async def _unpublished(conn: Connection) -> list[tuple[str, str, str]]:
+        rows = await conn.execute(
+            select(BudgetAlertRow.scope_key, BudgetAlertRow.payload, BudgetAlertRow.event_id)
+            .where(BudgetAlertRow.published_at.is_(None))
+            .order_by(BudgetAlertRow.created_at)
+            .limit(PUBLISH_BATCH)
+        )
+        return [(key, payload, event) for key, payload, event in rows]
+
+
+async def _mark(conn: Connection, event_ids: list[str], now: float) -> None:
+    await conn.execute(
+        update(BudgetAlertRow)
+        .where(BudgetAlertRow.event_id.in_(event_ids))
+        .values(published_at=now)
+    )

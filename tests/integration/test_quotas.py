@@ -27,7 +27,13 @@ from workers.calls.limits import LimitBoard
 from workers.calls.routing import DeploymentState, Router
 from workers.calls.tokens import Calibration
 from workers.ledger.database.engine import create_engine
-from workers.ledger.database.models import BudgetHoldRow, BudgetRow, QuotaGrantRow, RowStatus
+from workers.ledger.database.models import (
+    BudgetAlertRow,
+    BudgetHoldRow,
+    BudgetRow,
+    QuotaGrantRow,
+    RowStatus,
+)
 from workers.ledger.records import Finish, UsageRecord
 from workers.ledger.repository import LedgerRepository
 from workers.ledger.writer import LedgerWriter
@@ -300,3 +306,6 @@ async def test_a_deferring_budget_says_when_to_look_again(replicas: Any) -> None
         outcome = await replica.admission.admit(request, tenant, route, messages_of(request))
     assert isinstance(outcome, OverBudget) and outcome.park
     assert outcome.retry_s == 300.0  # looks again every 5 minutes until the period resets
+    async with replica.engine.connect() as conn:  # the refusal is alerted, once
+        alerted = (await conn.execute(select(BudgetAlertRow.kind, BudgetAlertRow.period))).all()
+    assert [tuple(row) for row in alerted] == [("budget_exhausted", "day:2023-11-14")]

@@ -233,6 +233,10 @@ class TenantConfig(_Frozen):
     allowed_regions: list[Region] | None = None  # data residency: None = any region
     usage_tags: list[TagKey] | None = None  # None: the config's top-level usage_tags
     budget_alerts: list[AlertThreshold] | None = None  # None: the config's top-level list
+    # budget alerts are POSTed here too (JSON AlertEvent), signed with HMAC-SHA256 under the
+    # secret in alert_webhook_secret_env when it is set
+    alert_webhook_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    alert_webhook_secret_env: str | None = None
 
 
 class HeadwayConfig(_Frozen):
@@ -249,6 +253,9 @@ class HeadwayConfig(_Frozen):
         """The environment variables holding this config's secrets (to keep out of logs)."""
         names = {p.api_key_env for p in self.providers.values() if p.api_key_env}
         names |= {t.signing_secret_env for t in self.tenants.values() if t.signing_secret_env}
+        names |= {
+            t.alert_webhook_secret_env for t in self.tenants.values() if t.alert_webhook_secret_env
+        }
         return names
 
     @model_validator(mode="after")

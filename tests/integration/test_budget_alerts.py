@@ -1,7 +1,8 @@
 """Budget alerts exactly once, on SQLite and PostgreSQL: two workers noticing the same crossing
 write one alert; one worker at a time publishes; a worker killed between publishing and marking
 leaves the alert to be published again as the same event (same id); an exhausted period of a
-deferring tenant is followed by a reset in the next."""
+deferring tenant is followed by a reset in the next; a tenant's webhook gets each alert once,
+signed, after a retry over real HTTP."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import httpx
 import pytest
+from aiohttp import web
 from sqlalchemy import select
 
 from broker.config import parse_config
+from broker.embedded import free_port
 from broker.topics import Topics
+from workers.admission.alert_webhooks import SIGNATURE_HEADER, Target, Webhooks, signature
 from workers.admission.budget_alerts import AlertPublisher, alert, insert_alerts
 from workers.ledger.database.models import BudgetAlertRow
 from workers.ledger.database.transactions import Connection, Transactions
@@ -117,3 +122,40 @@ async def test_a_deferring_tenants_exhausted_period_is_followed_by_a_reset(
 
     kinds = {(kind, period) for kind, _, period, _ in await alerts(ledger)}
     assert kinds == {("budget_exhausted", "day:2026-12-02"), ("budget_reset", "day:2026-12-03")}
+
+
+async def test_alerts_are_posted_signed_to_the_tenants_webhook_retried_and_delivered_once(
+    ledger: Transactions,
+) -> None:
+    received: list[tuple[bytes, str]] = []
+    answers = iter([500, 200, 200, 200])
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
+        return web.Response(status=next(answers))
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        targets = {"acme": Target(f"http://127.0.0.1:{port}/hook", b"s3cret")}
+        async with httpx.AsyncClient() as client:
+            webhooks = Webhooks(targets, client, wait_s=0.01)
+            sink = Sink()
+            alerts_of = AlertPublisher(
+                CONFIG, ledger.run, sink, Topics("hw"), "w1", lambda: T0, webhooks
+            )
+            await alerts_of.notice({"acme": 5.0, "patient": 0.6})
+            await alerts_of.publish_pending()
+            await alerts_of.publish_pending()  # nothing left to publish or deliver
+    finally:
+        await runner.cleanup()
+
+    [event] = [json.loads(r.value or b"") for r in sink.sent if r.key == b"acme"]
+    assert len(received) == 2  # a 500, then the delivery
+    body, signed = received[-1]
+    assert json.loads(body) == event and signed == signature(b"s3cret", body)
+    assert {r.key for r in sink.sent} == {b"acme", b"patient"}  # patient: the topic only

@@ -9,11 +9,14 @@ exhausted one. Rows are born unpublished; one worker at a time (the ``alerts`` l
 them to ``<prefix>.alerts`` and marks them. The event id derives from the row's key, so a worker
 killed between publishing and marking leaves a row the next holder publishes again *as the same
 event* — readers dedupe by ``event_id``; a worker killed before the insert commits leaves nothing
-to publish, and the next refresh notices the crossing again.
+to publish, and the next refresh notices the crossing again. Tenants with an
+``alert_webhook_url`` get each alert POSTed after it is on the topic (``alert_webhooks.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +28,7 @@ from sqlalchemy import and_, or_, select, update
 from broker.config import HeadwayConfig, OnBudgetExhausted
 from broker.topics import Topics
 from schemas.alerts import AlertEvent
+from workers.admission.alert_webhooks import Webhooks
 from workers.admission.periods import period_key, period_start, previous_period
 from workers.ledger.database.models import BudgetAlertRow
 from workers.ledger.database.statements import dialect_insert
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 LEASE = "alerts"
 LEASE_S = 10.0  # a publisher killed mid-publish holds it this long at most
 PUBLISH_BATCH = 200
+DELIVERY_S = 30.0  # the longest a round of webhook deliveries may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,7 @@ class AlertPublisher:
         topics: Topics,
         owner: str,
         clock: Callable[[], float],
+        webhooks: Webhooks | None = None,  # tenants' alert webhooks, delivered after the topic
     ) -> None:
         self._config = config
         self._run = run
@@ -139,6 +145,7 @@ class AlertPublisher:
         self._topics = topics
         self._owner = owner
         self._clock = clock
+        self._webhooks = webhooks
 
     async def notice(self, spent: dict[str, float]) -> None:
         now = self._clock()
@@ -186,18 +193,28 @@ class AlertPublisher:
             return 0
         try:
             rows = await self._run(self._unpublished)
-            if not rows:
-                return 0
-            records = [
-                Outgoing(self._topics.alerts, tenant.encode(), payload.encode())
-                for tenant, payload, _ in rows
-            ]
-            await self._publish(records)
-            ids = [event for _, _, event in rows]
-            await self._run(lambda conn: _mark(conn, ids, self._clock()))
+            if rows:
+                records = [
+                    Outgoing(self._topics.alerts, tenant.encode(), payload.encode())
+                    for tenant, payload, _ in rows
+                ]
+                await self._publish(records)
+                ids = [event for _, _, event in rows]
+                await self._run(lambda conn: _mark(conn, ids, self._clock()))
+            if self._webhooks is not None and self._webhooks.tenants:
+                async with asyncio.timeout(DELIVERY_S):
+                    await self._deliver(self._webhooks)
             return len(rows)
         finally:
             await self._run(lambda conn: release_lease(conn, LEASE, self._owner))
+
+    async def _deliver(self, webhooks: Webhooks) -> None:
+        """POST each published, undelivered alert of a tenant with a webhook; mark it."""
+        tenants = webhooks.tenants
+        rows = await self._run(lambda conn: _undelivered(conn, tenants))
+        for tenant, payload, event in rows:
+            if await webhooks.deliver(tenant, payload.encode()):
+                await self._run(functools.partial(_delivered, event=event, now=self._clock()))
 
     @staticmethod
     async def _unpublished(conn: Connection) -> list[tuple[str, str, str]]:
@@ -208,6 +225,26 @@ class AlertPublisher:
             .limit(PUBLISH_BATCH)
         )
         return [(key, payload, event) for key, payload, event in rows]
+
+
+async def _undelivered(conn: Connection, tenants: list[str]) -> list[tuple[str, str, str]]:
+    rows = await conn.execute(
+        select(BudgetAlertRow.scope_key, BudgetAlertRow.payload, BudgetAlertRow.event_id)
+        .where(
+            BudgetAlertRow.published_at.is_not(None),
+            BudgetAlertRow.delivered_at.is_(None),
+            BudgetAlertRow.scope_key.in_(tenants),
+        )
+        .order_by(BudgetAlertRow.created_at)
+        .limit(PUBLISH_BATCH)
+    )
+    return [(key, payload, event) for key, payload, event in rows]
+
+
+async def _delivered(conn: Connection, event: str, now: float) -> None:
+    await conn.execute(
+        update(BudgetAlertRow).where(BudgetAlertRow.event_id == event).values(delivered_at=now)
+    )
 
 
 async def _mark(conn: Connection, event_ids: list[str], now: float) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from broker.kafka import consumer_options, producer_options
 from broker.record_batches import RecordBatchSender
 from broker.settings import Settings
 from schemas.control import ControlCommand
+from workers.admission import alert_webhooks
+from workers.admission.alert_webhooks import Webhooks
 from workers.admission.budget_alerts import AlertPublisher
 from workers.admission.budget_gauges import BudgetGauges
 from workers.admission.budgets import Budgets
@@ -226,8 +229,9 @@ async def wire(
         pruner = Pruner(ledger.run, engine, retention, owner=group.owner, clock=seams.clock)
         background.append(pruner.run_forever)
     if any(tenant.budget_usd is not None for tenant in config.tenants.values()):
+        webhooks = Webhooks(alert_webhooks.targets(config, os.environ), http)
         alerts = AlertPublisher(
-            config, ledger.run, publisher.publish, topics, group.owner, seams.clock
+            config, ledger.run, publisher.publish, topics, group.owner, seams.clock, webhooks
         )
         gauges = BudgetGauges(config, ledger.run, seams.clock, alerts)
         telemetry.metrics.budget_gauges(spent=gauges.spent, remaining=gauges.remaining)

@@ -241,6 +241,7 @@ class BudgetAlertRow(Base):
     payload: Mapped[str] = mapped_column(Text)  # the AlertEvent's JSON
     created_at: Mapped[float] = mapped_column(Float)
     published_at: Mapped[float | None] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float)  # to the tenant's webhook
 
     __table_args__ = (Index("ix_budget_alerts_unpublished", "published_at"),)
 

@@ -19,12 +19,11 @@ from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
-from workers.calls.executor import Execution, ProviderCall
 from workers.content import structured
 from workers.ledger import batch_lane_rows as rows
 from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall, WireMessages
 from workers.providers.batch_apis import BatchAPI, Outcome
-from workers.providers.requests import embedding_output, provider_call
+from workers.providers.requests import Execution, ProviderCall, embedding_output, provider_call
 from workers.settle.outcomes import Identity
 
 

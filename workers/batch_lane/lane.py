@@ -41,7 +41,7 @@ from workers.batch_lane.items import (
     original_record,
     saved_headers,
 )
-from workers.calls.executor import Execution, Executor
+from workers.calls.executor import Executor
 from workers.guardrails.screening import Screened
 from workers.intake.parsing import ValidJob, parse_job
 from workers.ledger import batch_lane_rows as rows
@@ -50,6 +50,7 @@ from workers.pipeline.access import Rejection
 from workers.pipeline.cancellations import Cancellations
 from workers.pipeline.preparation import Preparation
 from workers.providers.batch_apis import BatchAPI, Outcome
+from workers.providers.requests import Execution
 from workers.settle.outcomes import (
     CANCELLED,
     Identity,

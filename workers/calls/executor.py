@@ -15,7 +15,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from broker.config import DeploymentConfig
 from broker.errors import (
@@ -28,7 +28,6 @@ from broker.errors import (
     ProviderRateLimited,
 )
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ChatOutput, EmbeddingOutput
 from workers.calls import tokens
 from workers.calls.health import DeploymentHealth, HealthBoard
 from workers.calls.limits import DeploymentLimiter
@@ -38,24 +37,16 @@ from workers.calls.routing import DeploymentState
 from workers.calls.slots import CallSlots
 from workers.content import structured
 from workers.providers.base import ChatCall, Provider, WireMessages
-from workers.providers.requests import embedding_output, provider_call
+from workers.providers.requests import (
+    Execution,
+    ProviderCall,
+    embedding_output,
+    provider_call,
+)
 
 #: (provider, model, outcome: "ok" or the error's class name, seconds) of each provider call
 CallObserver = Callable[[str, str, str, float, bool], None]  # …, seconds, a retry?
 ROOM_WAIT_S = 1.0  # longest wait for a deployment's calls in doubt to resolve before re-checking
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderCall:
-    """One provider call that returned usage."""
-
-    provider: str
-    deployment: DeploymentConfig
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    estimated: bool = False  # the provider reported no usage; tokens are our estimate
-    cached: bool = False  # answered from the response cache: no call made, cost 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +57,6 @@ class _Admitted:
     health: DeploymentHealth
     limiter: DeploymentLimiter | None  # None: the micro-batcher paces combined requests
     reserve: int
-
-
-@dataclass(slots=True)
-class Execution:
-    attempts: int = 0
-    output: ChatOutput | EmbeddingOutput | None = None
-    served_by: ProviderCall | None = None
-    calls: list[ProviderCall] = field(default_factory=list)
-    error: ProviderError | None = None
-    park_s: float | None = None  # a retryable error asks for a wait too long to sleep on
-    # the route's failover_on has content_filter: a deployment's content-policy refusal moves
-    # the job to the next one; the refusals so far, by deployment
-    failover_on_filter: bool = False
-    filtered: dict[str, ProviderContentFiltered] = field(default_factory=dict)
-    reasks: int = 1  # how many more times an answer failing its JSON schema is asked for
 
 
 class Executor:
@@ -151,10 +127,7 @@ class Executor:
 
         When every deployment refuses only for now — its pace (rpm/tpm), its adaptive
         concurrency, calls in doubt, a probe out — the round waits instead of spending a retry."""
-        if execution.filtered:  # refused on content policy: never asked again
-            plan = [d for d in plan if d.key not in execution.filtered]
-            if not plan:
-                raise list(execution.filtered.values())[-1]
+        plan = _unfiltered(plan, execution)  # refused on content policy: never asked again
         counts_tokens = any(d.tpm is not None for d in plan)
         raw_tokens = tokens.input_tokens(messages, job.inputs) if counts_tokens else 0
         while True:
@@ -174,9 +147,7 @@ class Executor:
                     return
             if execution.filtered:
                 errors = [e for e in errors if not isinstance(e, ProviderContentFiltered)]
-                plan = [d for d in plan if d.key not in execution.filtered]
-                if not plan:
-                    raise list(execution.filtered.values())[-1]
+                plan = _unfiltered(plan, execution)
             if errors or not plan:
                 raise _round_failure(errors, plan, self.board)
             soonest = min(self.board[d.key].available_at() for d in plan)
@@ -391,14 +362,7 @@ class Executor:
         """A call the provider answered, costed, its token counts teaching the calibration."""
         if not estimated:
             self.calibration.observe(deployment.key, raw_estimate, tokens_in)
-        return ProviderCall(
-            provider=deployment.provider,
-            deployment=deployment,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost_usd=deployment.cost_usd(tokens_in, tokens_out),
-            estimated=estimated,
-        )
+        return ProviderCall.answered(deployment, tokens_in, tokens_out, estimated)
 
 
 def _batched(job: JobRequest, deployment: DeploymentConfig) -> bool:
@@ -407,6 +371,17 @@ def _batched(job: JobRequest, deployment: DeploymentConfig) -> bool:
     if job.kind is not JobKind.EMBEDDING or not deployment.max_batch_inputs:
         return False
     return job.params is None or job.params.user is None
+
+
+def _unfiltered(plan: list[DeploymentConfig], execution: Execution) -> list[DeploymentConfig]:
+    """The plan without the deployments that refused the job on content policy; the last
+    refusal when none is left."""
+    if not execution.filtered:
+        return plan
+    left = [d for d in plan if d.key not in execution.filtered]
+    if not left:
+        raise list(execution.filtered.values())[-1]
+    return left
 
 
 def _round_failure(

@@ -24,7 +24,6 @@ from workers.admission.gate import Ticket, limited
 from workers.admission.quotas import Wait
 from workers.batch_lane.eligibility import batch_deployment
 from workers.batch_lane.items import Handed
-from workers.calls.executor import Execution
 from workers.calls.routing import CostLimited
 from workers.calls.slots import CallSlot, CallSlots
 from workers.content.features import NOTHING, Needs, Unsupported
@@ -40,6 +39,7 @@ from workers.pipeline.parking import Parked
 from workers.pipeline.parts import Calls, Checks, Endings, Telemetry
 from workers.pipeline.response_cache import Request, normalise, served_from
 from workers.providers.base import WireMessages
+from workers.providers.requests import Execution
 from workers.settle.outcomes import (
     CANCELLED,
     EXPIRED_BEFORE_START,

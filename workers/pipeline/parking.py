@@ -20,8 +20,8 @@ from broker.headers import header_int
 from broker.settings import RetrySettings
 from broker.topics import HEADER_ATTEMPTS, HEADER_RETRY_COUNT
 from schemas.jobs import JobRequest
-from workers.calls.executor import Execution
 from workers.ledger.writer import LedgerWriter
+from workers.providers.requests import Execution
 from workers.settle.publisher import Publisher
 from workers.settle.settlement import with_ledger
 from workers.telemetry.metrics import Metrics

@@ -39,12 +39,12 @@ from pydantic import TypeAdapter
 from broker.config import CacheScope, DeploymentConfig, RouteConfig
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
-from workers.calls.executor import Execution, ProviderCall
 from workers.content.features import NOTHING, Needs
 from workers.ledger import cache_rows as rows
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.transactions import Transact
 from workers.providers.base import WireMessages
+from workers.providers.requests import Execution, ProviderCall
 
 log = logging.getLogger(__name__)
 

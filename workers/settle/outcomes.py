@@ -26,11 +26,11 @@ from schemas.results import (
     TokenUsage,
     UsageEvent,
 )
-from workers.calls.executor import Execution, ProviderCall
 from workers.content import texts
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.models import RowStatus, to_nano
 from workers.ledger.records import Finish, UsageRecord
+from workers.providers.requests import Execution, ProviderCall
 from workers.telemetry.logs import redact
 
 if TYPE_CHECKING:

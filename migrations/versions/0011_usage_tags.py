@@ -2,9 +2,9 @@
 
 ``usage_events.tags`` holds them as canonical JSON (sorted keys; NULL when none);
 ``usage_daily`` sums per tag set too, so ``headway usage --by tag:KEY`` reads the same before
-and after the retention window. ``usage_daily`` is rebuilt with ``tags`` in its primary key
-(its rows so far get ``''``: no tags), portably: a new table, the rows copied, the old one
-dropped.
+and after the retention window: it keeps the tag set (``tags``, of any size) and, in its
+primary key, the set's SHA-256 (``tags_key``, ``''`` for none — its rows so far). It is rebuilt
+portably: a new table, the rows copied, the old one dropped.
 
 Revision ID: 0011
 Revises: 0010
@@ -35,8 +35,10 @@ def _daily(name: str, *, tags: bool) -> None:
         sa.Column("batch_id", sa.String(128), primary_key=True),
     ]
     if tags:
-        columns.append(sa.Column("tags", sa.String(1024), primary_key=True))
+        columns.append(sa.Column("tags_key", sa.String(64), primary_key=True))
     columns += [sa.Column(column, sa.BigInteger(), nullable=False) for column in SUMS]
+    if tags:
+        columns.append(sa.Column("tags", sa.Text()))
     op.create_table(name, *columns)
 
 
@@ -45,7 +47,9 @@ def _swap(*, tags: bool) -> None:
     _daily("usage_daily_new", tags=tags)
     kept = ", ".join((*KEY, *SUMS))
     if tags:
-        op.execute(f"INSERT INTO usage_daily_new ({kept}, tags) SELECT {kept}, '' FROM usage_daily")
+        op.execute(
+            f"INSERT INTO usage_daily_new ({kept}, tags_key) SELECT {kept}, '' FROM usage_daily"
+        )
     else:  # downgrade: tag sets fold into one row per key
         sums = ", ".join(f"SUM({column})" for column in SUMS)
         key = ", ".join(KEY)

@@ -132,3 +132,37 @@ async def test_the_cli_writes_spend_by_tag_as_csv_and_json_lines_for_finance(
         ("b1", 0.75, "batch"), ("b2", 3.0, "batch"),
     ]  # fmt: skip
     assert wrong.returncode != 0 and "tag:KEY" in wrong.stderr
+
+
+async def test_tag_sets_of_any_size_roll_up(ledger: Transactions, engine: AsyncEngine) -> None:
+    repository = LedgerRepository("w1", 60.0, lambda: T0)
+    await ledger.run(
+        functools.partial(
+            repository.claim_many, claims=[Claim("acme", "big", None, "chat", "summarize")]
+        )
+    )
+    keys = [f"key_{i}" for i in range(6)]
+    tags = usage_tags({key: "é" * 300 for key in keys}, keys)  # 6 x 256, JSON-escaped: ~9 KB
+    at = datetime.fromtimestamp(T0, UTC)
+    values: dict[str, Any] = {
+        "job_id": "big", "tenant": "acme", "route": "summarize", "status": "succeeded",
+        "provider": "p", "deployment": "small", "output": {"text": "x", "finish_reason": "stop"},
+        "cost_usd": 0.5, "completed_at": at.isoformat(),
+    }  # fmt: skip
+    result = JobResult.model_validate(values)
+    event = UsageEvent(
+        event_id=event_id("acme", "big", 1, 0), tenant="acme", job_id="big", route="summarize",
+        provider="p", deployment="small", input_tokens=10, output_tokens=2, cost_usd=0.5,
+        timestamp=at, tags=tags,
+    )  # fmt: skip
+    finish = finish_record(result, result.model_dump_json(), [(event, event.model_dump_json())])
+    await ledger.run(functools.partial(repository.finish_many, finishes=[finish]))
+    before = sums(await queries.usage_summary(engine, "acme", by="tag:key_0"))
+
+    settings = RetentionSettings(results_h=24, usage_h=1, jobs_d=8, usage_days_d=30)
+    pruner = Pruner(ledger.run, engine, settings, owner="w1", clock=lambda: T0 + 3 * DAY)
+    report = await pruner.prune()
+
+    assert report.usage_rolled_up == 1
+    assert sums(await queries.usage_summary(engine, "acme", by="tag:key_0")) == before
+    assert before == {"é" * 256: (10, 0.5)}

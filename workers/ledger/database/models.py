@@ -153,11 +153,12 @@ class UsageDailyRow(Base):
     provider: Mapped[str] = mapped_column(String(128), primary_key=True)
     deployment: Mapped[str] = mapped_column(String(256), primary_key=True)
     batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)  # '' for none
-    tags: Mapped[str] = mapped_column(String(1024), primary_key=True)  # canonical JSON, '' none
+    tags_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of tags, ''
     events: Mapped[int] = mapped_column(BigInteger)
     input_tokens: Mapped[int] = mapped_column(BigInteger)
     output_tokens: Mapped[int] = mapped_column(BigInteger)
     cost_nusd: Mapped[int] = mapped_column(BigInteger)
+    tags: Mapped[str | None] = mapped_column(Text)  # canonical JSON of the tag set; None: none
 
     __table_args__ = (Index("ix_usage_daily_tenant", "tenant", "day"),)
 

@@ -15,6 +15,7 @@ them, and returns how many it handled: its caller repeats it until a step return
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,7 +46,7 @@ KEPT = tuple(column.key for column in COLUMNS if column.key != "error_code")
 
 
 #: what a row of ``usage_daily`` sums over
-DAY_KEY = ("day", "tenant", "route", "provider", "deployment", "batch_id", "tags")
+DAY_KEY = ("day", "tenant", "route", "provider", "deployment", "batch_id", "tags_key")
 
 
 def _error_code(conn: Connection) -> ColumnElement[Any]:
@@ -154,7 +155,8 @@ async def roll_up_usage(conn: Connection, before: float, limit: int) -> int:
             provider=provider,
             deployment=deployment,
             batch_id=batch_id,
-            tags=tags,
+            tags_key=hashlib.sha256(tags.encode()).hexdigest() if tags else "",
+            tags=tags or None,
             events=sums[0],
             input_tokens=sums[1],
             output_tokens=sums[2],

@@ -101,13 +101,24 @@ def identity(data: dict[str, Any]) -> Identity:
     return Identity(**{**data, "kind": kind, "guardrail_flags": flags})
 
 
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What :func:`new_item` kept of a handed-over job, read back once."""
+
+    job: JobRequest
+    messages: WireMessages | None
+    budget_period: str | None  # the period its cost counts in: the one it was admitted in
+
+    @classmethod
+    def of(cls, item: rows.Item) -> Saved:
+        saved = json.loads(item.job_json)
+        job = JobRequest.model_validate(saved["job"])
+        return cls(job, saved["messages"], saved.get("budget_period"))
+
+
 def call_of(item: rows.Item, deployment: DeploymentConfig) -> ChatCall | EmbeddingCall:
-    saved = json.loads(item.job_json)
-    return provider_call(JobRequest.model_validate(saved["job"]), deployment, saved["messages"])
-
-
-def job_of(item: rows.Item) -> JobRequest:
-    return JobRequest.model_validate(json.loads(item.job_json)["job"])
+    saved = Saved.of(item)
+    return provider_call(saved.job, deployment, saved.messages)
 
 
 def execution_of(deployment: DeploymentConfig, outcome: Outcome, job: JobRequest) -> Execution:
@@ -118,13 +129,14 @@ def execution_of(deployment: DeploymentConfig, outcome: Outcome, job: JobRequest
     reply = outcome.reply
     assert reply is not None
     checked: ChatOutput | str | None = None
+    output: ChatOutput | EmbeddingOutput
     if isinstance(reply, ChatResponse):
-        output: ChatOutput | EmbeddingOutput = reply.output()
+        output = answer = reply.output()
         tokens_in, tokens_out = reply.input_tokens, reply.output_tokens
         schema = structured.expected(job.params.response_format) if job.params else None
         if schema is not None:
-            checked = structured.checked_output(reply.output(), schema)
-            output = checked if isinstance(checked, ChatOutput) else output
+            checked = structured.checked_output(answer, schema)
+            output = checked if isinstance(checked, ChatOutput) else answer
     else:
         output = embedding_output(job, reply.embeddings)
         tokens_in, tokens_out = reply.input_tokens, 0

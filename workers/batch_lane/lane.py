@@ -29,14 +29,14 @@ from collections.abc import Sequence
 from broker.config import DeploymentConfig, HeadwayConfig
 from broker.errors import ProviderInvalidOutput
 from broker.settings import BatchLaneSettings
-from schemas.jobs import JobKind, JobRequest
+from schemas.jobs import JobKind
 from schemas.results import JobResult, JobStatus
 from workers.batch_lane.items import (
     Handed,
+    Saved,
     call_of,
     execution_of,
     identity,
-    job_of,
     new_item,
     original_record,
     saved_headers,
@@ -256,17 +256,19 @@ class BatchLane:
         self, item: rows.Item, outcome: Outcome, deployment: DeploymentConfig
     ) -> None:
         who = identity(json.loads(item.who_json))
-        job = job_of(item)
-        execution = execution_of(deployment, outcome, job)
+        saved = Saved.of(item)
+        execution = execution_of(deployment, outcome, saved.job)
         executor = self._executor
         if isinstance(execution.error, ProviderInvalidOutput) and executor is not None:
             async with executor.slots.take():  # in doubt until its result is stored
-                execution = await _asked_again(executor, item, job, deployment, execution)
-                await self._settled(item, who, execution)
+                execution = await _asked_again(executor, saved, deployment, execution)
+                await self._settled(item, who, execution, saved.budget_period)
             return
-        await self._settled(item, who, execution)
+        await self._settled(item, who, execution, saved.budget_period)
 
-    async def _settled(self, item: rows.Item, who: Identity, execution: Execution) -> None:
+    async def _settled(
+        self, item: rows.Item, who: Identity, execution: Execution, period: str | None
+    ) -> None:
         screened = await self._screened(item)
         result = (
             await guarded_result(who, execution, screened)
@@ -275,8 +277,6 @@ class BatchLane:
         )
         tags = self._config.usage_tags_of(who.tenant)
         events = usage_events(who, execution.calls, item.generation, tags)
-        # its cost counts in the budget period it was admitted in
-        period = json.loads(item.job_json).get("budget_period")
         await self._settlement.finish(result, events, item.topic, budget_period=period)
 
     async def _screened(self, item: rows.Item) -> Screened | Rejection | None:
@@ -350,16 +350,11 @@ def _withheld(who: Identity, rejection: Rejection) -> JobResult:
 
 
 async def _asked_again(
-    executor: Executor,
-    item: rows.Item,
-    job: JobRequest,
-    deployment: DeploymentConfig,
-    first: Execution,
+    executor: Executor, saved: Saved, deployment: DeploymentConfig, first: Execution
 ) -> Execution:
     """A Batch-API answer failing the job's JSON schema is asked for once more, online, on the
     same deployment (its limits and health apply); both calls are paid."""
-    messages = json.loads(item.job_json)["messages"]
-    again = await executor.execute(job, [deployment], messages, reasks=0)
+    again = await executor.execute(saved.job, [deployment], saved.messages, reasks=0)
     again.calls[:0] = first.calls
     again.attempts += first.attempts
     return again

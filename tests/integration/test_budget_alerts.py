@@ -20,7 +20,8 @@ from broker.config import parse_config
 from broker.embedded import free_port
 from broker.topics import Topics
 from workers.admission.alert_webhooks import SIGNATURE_HEADER, Target, Webhooks, signature
-from workers.admission.budget_alerts import AlertPublisher, alert, insert_alerts
+from workers.admission.budget_alerts import AlertPublisher, Spend, alert, insert_alerts
+from workers.admission.periods import period_key
 from workers.ledger.database.models import BudgetAlertRow
 from workers.ledger.database.transactions import Connection, Transactions
 from workers.settle.publisher import Outgoing
@@ -55,6 +56,17 @@ class Sink:
             raise RuntimeError("killed before marking")
 
 
+def spends(at: float = T0, **spent: float) -> list[Spend]:
+    """Each tenant's spend in its current period, as a budget refresh reads it."""
+    when = datetime.fromtimestamp(at, UTC)
+    found = []
+    for name, usd in spent.items():
+        tenant = CONFIG.tenants[name]
+        assert tenant.budget_usd is not None
+        found.append(Spend(name, period_key(tenant.budget_period, when), tenant.budget_usd, usd))
+    return found
+
+
 def publisher(ledger: Transactions, owner: str, sink: Sink, now: float = T0) -> AlertPublisher:
     return AlertPublisher(CONFIG, ledger.run, sink, Topics("hw"), owner, lambda: now)
 
@@ -80,7 +92,7 @@ async def test_two_workers_noticing_the_same_crossing_write_and_publish_it_once(
     sink = Sink()
     first, second = publisher(ledger, "w1", sink), publisher(ledger, "w2", sink)
 
-    await asyncio.gather(first.notice({"acme": 8.5}), second.notice({"acme": 8.5}))
+    await asyncio.gather(first.notice(spends(acme=8.5)), second.notice(spends(acme=8.5)))
     await asyncio.gather(first.publish_pending(), second.publish_pending())
     await asyncio.gather(first.publish_pending(), second.publish_pending())
 
@@ -98,7 +110,7 @@ async def test_a_worker_killed_after_publishing_leaves_the_same_event_to_publish
     ledger: Transactions,
 ) -> None:
     dying, healthy = Sink(fail_after=True), Sink()
-    await publisher(ledger, "w1", dying).notice({"acme": 10.0})
+    await publisher(ledger, "w1", dying).notice(spends(acme=10.0))
 
     with pytest.raises(RuntimeError):
         await publisher(ledger, "w1", dying).publish_pending()
@@ -118,7 +130,7 @@ async def test_a_deferring_tenants_exhausted_period_is_followed_by_a_reset(
     exhausted = alert("patient", "day:2026-12-02", "budget_exhausted", 1.0, 1.0, yesterday)
     await ledger.run(lambda conn: insert_alerts(conn, [exhausted], T0 - DAY))
 
-    await publisher(ledger, "w1", Sink()).notice({"patient": 0.0, "acme": 0.0})
+    await publisher(ledger, "w1", Sink()).notice(spends(patient=0.0, acme=0.0))
 
     kinds = {(kind, period) for kind, _, period, _ in await alerts(ledger)}
     assert kinds == {("budget_exhausted", "day:2026-12-02"), ("budget_reset", "day:2026-12-03")}
@@ -148,7 +160,7 @@ async def test_alerts_are_posted_signed_to_the_tenants_webhook_retried_and_deliv
             alerts_of = AlertPublisher(
                 CONFIG, ledger.run, sink, Topics("hw"), "w1", lambda: T0, webhooks
             )
-            await alerts_of.notice({"acme": 5.0, "patient": 0.6})
+            await alerts_of.notice(spends(acme=5.0, patient=0.6))
             await alerts_of.publish_pending()
             await alerts_of.publish_pending()  # nothing left to publish or deliver
     finally:

@@ -29,7 +29,7 @@ from broker.config import HeadwayConfig, OnBudgetExhausted
 from broker.topics import Topics
 from schemas.alerts import AlertEvent
 from workers.admission.alert_webhooks import Webhooks
-from workers.admission.periods import period_key, period_start, previous_period
+from workers.admission.periods import period_start, previous_period
 from workers.ledger.database.models import BudgetAlertRow
 from workers.ledger.database.statements import dialect_insert
 from workers.ledger.database.transactions import Connection, Transact
@@ -109,21 +109,24 @@ async def insert_alerts(conn: Connection, alerts: Sequence[Alert], now: float) -
         )
 
 
-def crossed(config: HeadwayConfig, spent: dict[str, float], now: datetime) -> list[Alert]:
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """A budgeted tenant's spend in its current period, as one refresh read it."""
+
+    tenant: str
+    period: str  # the period's key
+    budget_usd: float
+    spent_usd: float
+
+
+def crossed(config: HeadwayConfig, spends: Sequence[Spend], at: datetime) -> list[Alert]:
     """Each budgeted tenant's thresholds its spend in the current period has reached."""
-    found = []
-    for name, spent_usd in spent.items():
-        tenant = config.tenants.get(name)
-        if tenant is None or tenant.budget_usd is None:
-            continue
-        period = period_key(tenant.budget_period, now)
-        for threshold in config.alert_thresholds(name):
-            if spent_usd >= threshold * tenant.budget_usd:
-                found.append(
-                    alert(name, period, "budget_threshold", spent_usd, tenant.budget_usd, now,
-                          threshold)
-                )  # fmt: skip
-    return found
+    return [
+        alert(s.tenant, s.period, "budget_threshold", s.spent_usd, s.budget_usd, at, threshold)
+        for s in spends
+        for threshold in config.alert_thresholds(s.tenant)
+        if s.spent_usd >= threshold * s.budget_usd
+    ]
 
 
 class AlertPublisher:
@@ -147,26 +150,23 @@ class AlertPublisher:
         self._clock = clock
         self._webhooks = webhooks
 
-    async def notice(self, spent: dict[str, float]) -> None:
+    async def notice(self, spends: Sequence[Spend]) -> None:
         now = self._clock()
         at = datetime.fromtimestamp(now, UTC)
-        alerts = crossed(self._config, spent, at)
-        resets = await self._run(lambda conn: self._resets(conn, spent, at))
+        alerts = crossed(self._config, spends, at)
+        resets = await self._run(lambda conn: self._resets(conn, spends, at))
         if alerts or resets:
             await self._run(lambda conn: insert_alerts(conn, [*alerts, *resets], now))
 
-    async def _resets(self, conn: Connection, spent: dict[str, float], at: datetime) -> list[Alert]:
+    async def _resets(self, conn: Connection, spends: Sequence[Spend], at: datetime) -> list[Alert]:
         """``budget_reset`` for each deferring tenant whose previous period was exhausted."""
-        wanted: dict[tuple[str, str], tuple[str, float]] = {}
-        for name in spent:
-            tenant = self._config.tenants.get(name)
-            if tenant is None or tenant.budget_usd is None:
-                continue
-            if tenant.on_budget_exhausted is not OnBudgetExhausted.DEFER:
-                continue
-            before = previous_period(tenant.budget_period, at)
-            if before is not None:
-                wanted[(name, before)] = (period_key(tenant.budget_period, at), tenant.budget_usd)
+        wanted: dict[tuple[str, str], Spend] = {}
+        for spend in spends:
+            tenant = self._config.tenants[spend.tenant]
+            if tenant.on_budget_exhausted is OnBudgetExhausted.DEFER:
+                before = previous_period(tenant.budget_period, at)
+                if before is not None:
+                    wanted[(spend.tenant, before)] = spend
         if not wanted:
             return []
         rows = await conn.execute(
@@ -177,11 +177,13 @@ class AlertPublisher:
                       for n, p in wanted)),
             )
         )  # fmt: skip
-        return [
-            alert(name, wanted[(name, before)][0], "budget_reset", spent[name],
-                  wanted[(name, before)][1], at)
-            for name, before in rows
-        ]  # fmt: skip
+        resets = []
+        for name, before in rows:
+            spend = wanted[(name, before)]
+            resets.append(
+                alert(name, spend.period, "budget_reset", spend.spent_usd, spend.budget_usd, at)
+            )
+        return resets
 
     async def publish_pending(self) -> int:
         """Publish unpublished alerts (oldest first) if this worker holds the lease."""

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, tuple_
 
 from broker.config import HeadwayConfig
-from workers.admission.budget_alerts import AlertPublisher
+from workers.admission.budget_alerts import AlertPublisher, Spend
 from workers.admission.periods import period_key
 from workers.admission.quotas import Clock
 from workers.ledger.database.models import BudgetRow, from_nano
@@ -40,19 +40,16 @@ class BudgetGauges:
         self._run = run
         self._clock = clock
         self._alerts = alerts
-        self._spent: dict[str, float] = {}
+        self._spends: list[Spend] = []
 
-    def _budgeted(self) -> dict[str, tuple[str, str, float]]:
-        """tenant → (account, current period key, budget) for every budgeted tenant."""
+    async def refresh(self) -> None:
+        """Read each budgeted tenant's spend in its current period."""
         now = datetime.fromtimestamp(self._clock(), UTC)
-        return {
+        budgeted = {  # tenant → its account, current period key, budget
             name: (self._config.account(name), period_key(tenant.budget_period, now), budget)
             for name, tenant in self._config.tenants.items()
             if (budget := tenant.budget_usd) is not None
         }
-
-    async def refresh(self) -> None:
-        budgeted = self._budgeted()
         if not budgeted:
             return
         keys = sorted({(account, period) for account, period, _ in budgeted.values()})
@@ -66,24 +63,23 @@ class BudgetGauges:
             return {(account, period): int(spent) for account, period, spent in rows}
 
         spent = await self._run(read)
-        self._spent = {
-            name: from_nano(spent.get((account, period), 0))
-            for name, (account, period, _) in budgeted.items()
-        }
+        self._spends = [
+            Spend(name, period, budget, from_nano(spent.get((account, period), 0)))
+            for name, (account, period, budget) in budgeted.items()
+        ]
 
     def spent(self) -> dict[str, float]:
-        return dict(self._spent)
+        return {s.tenant: s.spent_usd for s in self._spends}
 
     def remaining(self) -> dict[str, float]:
-        budgets = {name: budget for name, (_, _, budget) in self._budgeted().items()}
-        return {name: max(0.0, budgets[name] - spent) for name, spent in self._spent.items()}
+        return {s.tenant: max(0.0, s.budget_usd - s.spent_usd) for s in self._spends}
 
     async def run_forever(self, every_s: float = REFRESH_S) -> None:
         while True:
             try:
                 await self.refresh()
                 if self._alerts is not None:
-                    await self._alerts.notice(self._spent)
+                    await self._alerts.notice(self._spends)
                     await self._alerts.publish_pending()
             except Exception as error:  # the ledger's outage is reported elsewhere
                 log.warning("budget gauges or alerts not refreshed: %s", error)

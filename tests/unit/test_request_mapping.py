@@ -65,3 +65,18 @@ def test_anthropic_reads_the_forced_tools_input_as_the_answers_text() -> None:
 
     assert json.loads(answer.text) == {"total": 3}
     assert answer.finish_reason == "stop" and answer.tool_calls is None
+
+
+def test_a_structured_answer_without_its_forced_tool_is_a_broken_answer_not_a_crash() -> None:
+    from broker.errors import ProviderResponseError
+    from workers.providers.base import transport_errors
+
+    reply = {
+        "content": [{"type": "text", "text": "I'd rather chat."}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 5, "output_tokens": 2},
+    }
+
+    broken = pytest.raises(ProviderResponseError, match="no 'respond' tool_use block")
+    with broken, transport_errors("anthropic"):
+        anthropic.read_message(reply, forced=True)

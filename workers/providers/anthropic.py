@@ -210,7 +210,9 @@ def read_message(data: Any, forced: bool = False) -> ChatResponse:
     uses = [block for block in blocks if block.get("type") == "tool_use"]
     calls = None
     if forced:
-        answer = next(b for b in uses if b["name"] == ANSWER_TOOL)
+        answer = next((b for b in uses if b["name"] == ANSWER_TOOL), None)
+        if answer is None:  # a broken answer: mapped to ProviderResponseError by the caller
+            raise ValueError(f"no {ANSWER_TOOL!r} tool_use block for the structured answer")
         text, stop_reason = json.dumps(answer["input"]), "end_turn"
     elif uses:
         calls = [

@@ -149,6 +149,11 @@ class HeadwayClient:
 
     async def cancel(self, command: ControlCommand) -> None:
         """Publish a cancel command (signed like jobs when this client has a secret)."""
+        await self.control(command)
+
+    async def control(self, command: ControlCommand) -> None:
+        """Publish a control command — a cancel, a batch's budget — to the control topic,
+        signed like jobs when this client has a secret."""
         value = command.model_dump_json(exclude_none=True).encode()
         headers: list[tuple[str, bytes]] = []
         if self._signing_secret is not None:

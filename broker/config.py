@@ -215,6 +215,16 @@ class RouteConfig(_Frozen):
         return self
 
 
+class TeamConfig(_Frozen):
+    """``[teams.NAME]``: a budget its tenants (``team = "NAME"``) share; a job needs room in
+    its tenant's budget and its team's."""
+
+    budget_usd: Annotated[float, Field(ge=0)]
+    budget_period: BudgetPeriod = BudgetPeriod.MONTH
+    on_budget_exhausted: OnBudgetExhausted = OnBudgetExhausted.REJECT
+    budget_alerts: list[AlertThreshold] | None = None  # None: the config's top-level list
+
+
 class TenantConfig(_Frozen):
     rpm: Annotated[int, Field(ge=1)] | None = None
     tpm: Annotated[int, Field(ge=1)] | None = None
@@ -223,6 +233,7 @@ class TenantConfig(_Frozen):
     budget_period: BudgetPeriod = BudgetPeriod.DAY
     on_budget_exhausted: OnBudgetExhausted = OnBudgetExhausted.REJECT
     allowed_routes: list[str] | None = None
+    team: str | None = None  # its jobs need room in [teams.NAME]'s budget too
     signing_secret_env: str | None = None
     #: apply a cancel for this tenant only when signed with its signing secret
     require_signed_cancels: bool = False
@@ -243,6 +254,7 @@ class HeadwayConfig(_Frozen):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
     guardrails: dict[str, GuardrailPolicy] = Field(default_factory=dict)
     # job metadata keys copied into usage events as tags (cost attribution; per tenant too)
     usage_tags: list[TagKey] = Field(default_factory=list)
@@ -289,6 +301,9 @@ class HeadwayConfig(_Frozen):
                     raise ValueError(
                         f"{where}.guardrails: no policy named {name!r} in [guardrails]"
                     )
+        for team_name in self.teams:
+            if not re.match(TENANT_PATTERN, team_name):
+                raise ValueError(f"teams.{team_name}: a team name is spelled like a tenant's")
         for tenant_name, tenant in self.tenants.items():
             if not re.match(TENANT_PATTERN, tenant_name):
                 raise ValueError(
@@ -299,6 +314,8 @@ class HeadwayConfig(_Frozen):
                 raise ValueError(
                     f"tenants.{tenant_name}.require_signed_cancels: needs signing_secret_env"
                 )
+            if tenant.team is not None and tenant.team not in self.teams:
+                raise ValueError(f"tenants.{tenant_name}.team: no team named {tenant.team!r}")
             for route_name in tenant.allowed_routes or []:
                 if route_name not in self.routes:
                     raise ValueError(
@@ -330,10 +347,11 @@ class HeadwayConfig(_Frozen):
             return tenant.usage_tags
         return self.usage_tags
 
-    def alert_thresholds(self, name: str) -> list[float]:
-        tenant = self.tenant(name)
-        if tenant is not None and tenant.budget_alerts is not None:
-            return tenant.budget_alerts
+    def alert_thresholds(self, name: str, scope: str = "tenant") -> list[float]:
+        """The alerted fractions of a tenant's budget (and its batches'), or a team's."""
+        owner = self.teams.get(name) if scope == "team" else self.tenant(name)
+        if owner is not None and owner.budget_alerts is not None:
+            return owner.budget_alerts
         return self.budget_alerts
 
     def weight_of(self, name: str) -> float:

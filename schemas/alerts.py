@@ -1,7 +1,7 @@
-"""AlertEvent: what workers publish on ``headway.alerts`` when a budget crosses a threshold,
-is exhausted, or resets (issue 24). Key = tenant. An output: readers ignore fields they do not
-know (README "Compatibility"); ``event_id`` is the same for every copy of one alert — dedupe by
-it."""
+"""AlertEvent: what workers publish on ``headway.alerts`` when a budget (a tenant's, a team's
+or a batch's) crosses a threshold, is exhausted, or resets (issue 24). Key = tenant (the team
+for a team's budget). An output: readers ignore fields they do not know (README
+"Compatibility"); ``event_id`` is the same for every copy of one alert — dedupe by it."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ class AlertEvent(BaseModel):
     event_id: str = Field(description="one id per (scope, budget, period, kind, threshold)")
     kind: Literal["budget_threshold", "budget_exhausted", "budget_reset"] | str
     scope: Literal["tenant", "team", "batch"] | str
-    tenant: str
-    team: str | None = None
-    batch_id: str | None = None
+    tenant: str | None = Field(description="the tenant (its account); null for a team's budget")
+    team: str | None = Field(default=None, description="scope team: the team")
+    batch_id: str | None = Field(default=None, description="scope batch: the tenant's batch")
     threshold: float | None = Field(
         default=None, description="budget_threshold: the fraction crossed (0.8 = 80 %)"
     )

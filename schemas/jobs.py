@@ -210,6 +210,9 @@ class JobRequest(_Strict):
     batch_id: BatchId | None = None
     deadline: AwareDatetime | None = None
     max_cost_usd: Annotated[float, Field(ge=0)] | None = None
+    #: the cap of this job's batch (USD, the batch's whole life): the first job to carry it
+    #: sets it; jobs carrying another value are refused until an operator sets the cap
+    batch_budget_usd: Annotated[float, Field(ge=0, le=1e9)] | None = None
     reply_topic: TopicName | None = None
     metadata: dict[str, Any] | None = None
 
@@ -231,6 +234,8 @@ class JobRequest(_Strict):
 
     @model_validator(mode="after")
     def _body_matches_kind(self) -> JobRequest:
+        if self.batch_budget_usd is not None and self.batch_id is None:
+            raise ValueError("batch_budget_usd: caps a batch; the job needs a batch_id")
         if self.kind is JobKind.CHAT:
             if self.input is not None:
                 raise ValueError("input: not allowed for kind 'chat' (use messages or template)")

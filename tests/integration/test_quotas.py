@@ -254,7 +254,7 @@ async def test_budget_holds_concurrent_jobs_within_the_limit_and_settles_actual_
 
         async def settle(request: JobRequest, ticket: Ticket, cost: int) -> None:
             assert ticket.hold is not None
-            finish = finish_with_cost(request, cost, ticket.hold.period, clock.now)
+            finish = finish_with_cost(request, cost, ticket.hold.key, clock.now)
             replica = workers[int(request.job_id[1:]) % 2]
             async with replica.engine.begin() as conn:
                 await replica.writer.repository.finish_many(conn, [finish])

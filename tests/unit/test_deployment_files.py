@@ -186,7 +186,7 @@ def exposed_metric_names() -> set[str]:
         ready=lambda: True,
         spilled=lambda: {"normal": 1.0},
     )
-    metrics.budget_gauges(spent=lambda: {"t": 1.0}, remaining=lambda: {"t": 2.0})
+    metrics.budget_gauges(spent=lambda scope: {"t": 1.0}, remaining=lambda scope: {"t": 2.0})
     names = set()
     for family in text_string_to_metric_families(metrics.render().decode()):
         names |= {sample.name for sample in family.samples}

@@ -17,6 +17,7 @@ from schemas.jobs import Priority
 from tests.fakes import Harness, ScriptedProvider, config_of, pipeline_for
 from tests.helpers import chat_job
 from workers.admission.budgets import OverBudget
+from workers.admission.gate import limited
 from workers.admission.quotas import Wait
 from workers.intake.parsing import parse_job
 from workers.providers.base import ChatResponse
@@ -73,6 +74,9 @@ class Admits:
     def __init__(self, verdict: Any) -> None:
         self.verdict = verdict
         self.released = 0
+
+    def limits(self, job: Any, tenant: Any) -> bool:
+        return limited(tenant)
 
     async def admit(self, *args: Any) -> Any:
         return self.verdict

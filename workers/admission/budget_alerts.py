@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
-from broker.config import HeadwayConfig, OnBudgetExhausted
+from broker.config import BudgetPeriod, HeadwayConfig, OnBudgetExhausted, TeamConfig, TenantConfig
 from broker.topics import Topics
 from schemas.alerts import AlertEvent
 from workers.admission.alert_webhooks import Webhooks
@@ -64,21 +64,26 @@ def event_id(scope: str, scope_key: str, period: str, kind: str, threshold: str)
 
 
 def alert(
-    tenant: str,
+    name: str,
     period: str,
     kind: str,
     spent_usd: float,
     budget_usd: float,
     at: datetime,
     threshold: float | None = None,
+    scope: str = "tenant",
 ) -> Alert:
-    """A tenant-scoped alert (``tenant`` is the budget's account)."""
+    """An alert of a budget: ``name`` is a tenant's account, a team's name, or a batch's
+    ``tenant/batch_id`` (``scope``)."""
     mark = "" if threshold is None else f"{threshold:g}"
+    tenant, batch_id = name.split("/", 1) if scope == "batch" else (name, None)
     event = AlertEvent(
-        event_id=event_id("tenant", tenant, period, kind, mark),
+        event_id=event_id(scope, name, period, kind, mark),
         kind=kind,
-        scope="tenant",
-        tenant=tenant,
+        scope=scope,
+        tenant=None if scope == "team" else tenant,
+        team=name if scope == "team" else None,
+        batch_id=batch_id,
         threshold=threshold,
         spent_usd=spent_usd,
         budget_usd=budget_usd,
@@ -86,7 +91,7 @@ def alert(
         period_start=period_start(period),
         at=at,
     )
-    return Alert("tenant", tenant, period, kind, mark, event)
+    return Alert(scope, name, period, kind, mark, event)
 
 
 async def insert_alerts(conn: Connection, alerts: Sequence[Alert], now: float) -> None:
@@ -111,22 +116,43 @@ async def insert_alerts(conn: Connection, alerts: Sequence[Alert], now: float) -
 
 @dataclass(frozen=True, slots=True)
 class Spend:
-    """A budgeted tenant's spend in its current period, as one refresh read it."""
+    """A budget's spend in its current period, as one refresh read it: a tenant's (``name``
+    = its account), a team's, or a capped batch's (``tenant/batch_id``)."""
 
-    tenant: str
+    name: str
     period: str  # the period's key
     budget_usd: float
     spent_usd: float
+    scope: str = "tenant"
+
+    @property
+    def tenant(self) -> str:
+        """Whose thresholds apply: the tenant's (a batch's tenant's), or the team's."""
+        return self.name.split("/", 1)[0]
 
 
 def crossed(config: HeadwayConfig, spends: Sequence[Spend], at: datetime) -> list[Alert]:
-    """Each budgeted tenant's thresholds its spend in the current period has reached."""
+    """Each budget's thresholds its spend in the current period has reached."""
     return [
-        alert(s.tenant, s.period, "budget_threshold", s.spent_usd, s.budget_usd, at, threshold)
+        alert(s.name, s.period, "budget_threshold", s.spent_usd, s.budget_usd, at, threshold,
+              s.scope)
         for s in spends
-        for threshold in config.alert_thresholds(s.tenant)
+        for threshold in config.alert_thresholds(s.tenant, s.scope)
         if s.spent_usd >= threshold * s.budget_usd
-    ]
+    ]  # fmt: skip
+
+
+def _deferring(config: HeadwayConfig, spend: Spend) -> BudgetPeriod | None:
+    """The period of a deferring tenant's or team's budget (None: it rejects, or is a
+    batch's: a batch's cap never resets)."""
+    owner: TeamConfig | TenantConfig | None = None
+    if spend.scope == "team":
+        owner = config.teams.get(spend.name)
+    elif spend.scope == "tenant":
+        owner = config.tenants.get(spend.name)
+    if owner is None or owner.on_budget_exhausted is not OnBudgetExhausted.DEFER:
+        return None
+    return owner.budget_period
 
 
 class AlertPublisher:
@@ -160,28 +186,26 @@ class AlertPublisher:
 
     async def _resets(self, conn: Connection, spends: Sequence[Spend], at: datetime) -> list[Alert]:
         """``budget_reset`` for each deferring tenant whose previous period was exhausted."""
-        wanted: dict[tuple[str, str], Spend] = {}
+        wanted: dict[tuple[str, str, str], Spend] = {}
         for spend in spends:
-            tenant = self._config.tenants[spend.tenant]
-            if tenant.on_budget_exhausted is OnBudgetExhausted.DEFER:
-                before = previous_period(tenant.budget_period, at)
-                if before is not None:
-                    wanted[(spend.tenant, before)] = spend
+            period = _deferring(self._config, spend)
+            before = None if period is None else previous_period(period, at)
+            if before is not None:
+                wanted[(spend.scope, spend.name, before)] = spend
         if not wanted:
             return []
         rows = await conn.execute(
-            select(BudgetAlertRow.scope_key, BudgetAlertRow.period).where(
-                BudgetAlertRow.scope == "tenant",
+            select(BudgetAlertRow.scope, BudgetAlertRow.scope_key, BudgetAlertRow.period).where(
                 BudgetAlertRow.kind == "budget_exhausted",
-                or_(*(and_(BudgetAlertRow.scope_key == n, BudgetAlertRow.period == p)
-                      for n, p in wanted)),
+                or_(*(and_(BudgetAlertRow.scope == s, BudgetAlertRow.scope_key == n,
+                           BudgetAlertRow.period == p) for s, n, p in wanted)),
             )
         )  # fmt: skip
         resets = []
-        for name, before in rows:
-            spend = wanted[(name, before)]
+        for scope, name, before in rows:
+            s = wanted[(scope, name, before)]
             resets.append(
-                alert(name, spend.period, "budget_reset", spend.spent_usd, spend.budget_usd, at)
+                alert(name, s.period, "budget_reset", s.spent_usd, s.budget_usd, at, None, scope)
             )
         return resets
 
@@ -196,9 +220,9 @@ class AlertPublisher:
         try:
             rows = await self._run(self._unpublished)
             if rows:
-                records = [
-                    Outgoing(self._topics.alerts, tenant.encode(), payload.encode())
-                    for tenant, payload, _ in rows
+                records = [  # key: the tenant (a batch's tenant), or the team
+                    Outgoing(self._topics.alerts, key.split("/", 1)[0].encode(), payload.encode())
+                    for key, payload, _ in rows
                 ]
                 await self._publish(records)
                 ids = [event for _, _, event in rows]
@@ -214,8 +238,8 @@ class AlertPublisher:
         """POST each published, undelivered alert of a tenant with a webhook; mark it."""
         tenants = webhooks.tenants
         rows = await self._run(lambda conn: _undelivered(conn, tenants))
-        for tenant, payload, event in rows:
-            if await webhooks.deliver(tenant, payload.encode()):
+        for key, payload, event in rows:  # a tenant's alerts, and its batches'
+            if await webhooks.deliver(key.split("/", 1)[0], payload.encode()):
                 await self._run(functools.partial(_delivered, event=event, now=self._clock()))
 
     @staticmethod
@@ -235,12 +259,27 @@ async def _undelivered(conn: Connection, tenants: list[str]) -> list[tuple[str, 
         .where(
             BudgetAlertRow.published_at.is_not(None),
             BudgetAlertRow.delivered_at.is_(None),
-            BudgetAlertRow.scope_key.in_(tenants),
+            or_(
+                and_(BudgetAlertRow.scope == "tenant", BudgetAlertRow.scope_key.in_(tenants)),
+                and_(
+                    BudgetAlertRow.scope == "batch",
+                    or_(
+                        *(
+                            BudgetAlertRow.scope_key.startswith(f"{t}/", autoescape=True)
+                            for t in tenants
+                        )
+                    ),
+                ),
+            ),
         )
         .order_by(BudgetAlertRow.created_at)
         .limit(PUBLISH_BATCH)
     )
     return [(key, payload, event) for key, payload, event in rows]
+
+
+def _batch_of(tenant: str) -> ColumnElement[bool]:
+    return BudgetAlertRow.scope_key.startswith(f"{tenant}/", autoescape=True)
 
 
 async def _delivered(conn: Connection, event: str, now: float) -> None:

@@ -1,5 +1,7 @@
-"""Money budgets per tenant and period: reserve a job's maximum cost before the call, settle
-to its actual cost after.
+"""Money budgets: reserve a job's maximum cost before the call, settle to its actual cost
+after — in each budget the job needs room in: its tenant's (per period), its team's
+(``[teams.NAME]``, per period) and its batch's (a cap for the batch's life, from the jobs'
+``batch_budget_usd`` or ``headway budget set``). A job runs only when all of them have room.
 
 Periods are UTC calendar days (``day:2026-11-22``), months (``month:2026-11``) or ``total``.
 A job's cost counts in the period in which it was admitted. The reservation is held in the
@@ -19,11 +21,13 @@ of its route.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from broker.config import OnBudgetExhausted, RouteConfig, TenantConfig
+from broker.config import BudgetPeriod, OnBudgetExhausted, RouteConfig, TeamConfig, TenantConfig
 from schemas.jobs import JobRequest
+from schemas.results import ErrorCode
 from workers.admission import budget_alerts
 from workers.admission.periods import period_end, period_key
 from workers.admission.quotas import Clock, Wait
@@ -31,11 +35,12 @@ from workers.calls import tokens
 from workers.calls.routing import Router
 from workers.ledger.database.models import from_nano, to_nano
 from workers.ledger.database.transactions import Transact
-from workers.ledger.quota_rows import BudgetLedger, Hold, account_period
+from workers.ledger.quota_rows import Budget, BudgetLedger, Hold, Reserved
 from workers.providers.base import WireMessages
 
 DEFER_HOP_S = 300.0  # a deferred job looks again at least this often (a raised budget applies)
 HOLDS_WAIT_S = 0.1  # how soon a job kept out only by running jobs' holds looks again
+TOTAL = "total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,34 @@ class OverBudget:
     message: str
     park: bool  # on_budget_exhausted = "defer": park the job until the next period
     retry_s: float
+    code: ErrorCode = ErrorCode.BUDGET_EXCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One budget of a job, as the messages and alerts name it."""
+
+    kind: str  # tenant | team | batch
+    name: str  # the tenant's account, the team's name, or ``tenant/batch``
+    period: BudgetPeriod
+    budget: Budget
+    park: bool  # what the budget's owner asked for when it is exhausted
+
+    def label(self) -> str:
+        return "budget" if self.kind == "tenant" else f"{self.kind} {self.name!r} budget"
+
+
+def batch_account(tenant: str, batch_id: str) -> str:
+    """The account of a batch's budget (a tenant name holds no '/' nor ':')."""
+    return f"batch:{tenant}/{batch_id}"
+
+
+def team_account(team: str) -> str:
+    return f"team:{team}"
+
+
+#: whether an operator has set a cap on a tenant's batch (``BatchCaps.capped``)
+Capped = Callable[[str, str], bool]
 
 
 class Budgets:
@@ -55,19 +88,58 @@ class Budgets:
         owner: str,
         lease_s: float,
         clock: Clock,
+        teams: Mapping[str, TeamConfig] | None = None,
+        capped: Capped | None = None,
     ) -> None:
         self._router = router
         self._run = run
         self._owner = owner
         self._lease_s = lease_s
         self._clock = clock
+        self._teams = teams or {}
+        self._capped = capped
         self._ledger = BudgetLedger()
+
+    def applies(self, job: JobRequest, tenant: TenantConfig) -> bool:
+        """Whether the job counts against any budget (those that do not pay nothing here)."""
+        return tenant.budget_usd is not None or tenant.team is not None or self._batch_capped(job)
+
+    def _batch_capped(self, job: JobRequest) -> bool:
+        if job.batch_id is None:
+            return False
+        if job.batch_budget_usd is not None:
+            return True
+        return self._capped is not None and self._capped(job.tenant, job.batch_id)
 
     def max_cost_usd(
         self, job: JobRequest, route: RouteConfig, messages: WireMessages | None
     ) -> float:
         raw = tokens.input_tokens(messages, job.inputs)
         return max(self._router.estimated_cost(d, job, raw) for d in route.deployments)
+
+    def scopes(
+        self, job: JobRequest, tenant: TenantConfig, account: str, at: datetime
+    ) -> list[Scope]:
+        """The job's budgets in lock order: tenant, team, batch."""
+        found: list[Scope] = []
+        if tenant.budget_usd is not None:
+            period = f"{account}/{period_key(tenant.budget_period, at)}"
+            budget = Budget(period, to_nano(tenant.budget_usd))
+            park = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
+            found.append(Scope("tenant", account, tenant.budget_period, budget, park))
+        team = self._teams.get(tenant.team) if tenant.team is not None else None
+        if tenant.team is not None and team is not None:
+            period = f"{team_account(tenant.team)}/{period_key(team.budget_period, at)}"
+            budget = Budget(period, to_nano(team.budget_usd))
+            park = team.on_budget_exhausted is OnBudgetExhausted.DEFER
+            found.append(Scope("team", tenant.team, team.budget_period, budget, park))
+        if job.batch_id is not None and self._batch_capped(job):
+            seed = None if job.batch_budget_usd is None else to_nano(job.batch_budget_usd)
+            budget = Budget(f"{batch_account(job.tenant, job.batch_id)}/{TOTAL}", None, seed)
+            park = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
+            name = f"{job.tenant}/{job.batch_id}"
+            found.append(Scope("batch", name, BudgetPeriod.TOTAL, budget, park))
+        return found
 
     async def reserve(
         self,
@@ -78,43 +150,61 @@ class Budgets:
         account: str | None = None,
     ) -> Hold | OverBudget | Wait:
         """``account``: whose budget the job counts against (its tenant's by default)."""
-        assert tenant.budget_usd is not None
         now = self._clock()
         at = datetime.fromtimestamp(now, UTC)
-        hold = Hold(
-            job.tenant,
-            job.job_id,
-            f"{account or job.tenant}/{period_key(tenant.budget_period, at)}",
-            max(1, to_nano(self.max_cost_usd(job, route, messages))),
-        )
-        limit = to_nano(tenant.budget_usd)
+        scopes = self.scopes(job, tenant, account or job.tenant, at)
+        amount = max(1, to_nano(self.max_cost_usd(job, route, messages)))
+        hold = Hold(job.tenant, job.job_id, tuple(s.budget.period for s in scopes), amount)
+        budgets = [scope.budget for scope in scopes]
         reserved = await self._run(
             lambda conn: self._ledger.reserve(
-                conn, hold, limit, self._owner, now, now + self._lease_s
+                conn, hold, budgets, self._owner, now, now + self._lease_s
             )
         )
         if reserved.ok:
             return hold
+        scope = scopes[reserved.refused]
+        if reserved.conflict:
+            message = (
+                f"batch_budget_usd: {job.batch_budget_usd} differs from the cap "
+                f"{from_nano(reserved.limit_nusd or 0):.2f} USD an earlier job of batch "
+                f"{job.batch_id!r} set (an operator changes it with `headway budget set`)"
+            )
+            return OverBudget(message, False, 1.0, ErrorCode.INVALID_REQUEST)
+        assert reserved.limit_nusd is not None
+        limit = reserved.limit_nusd
         if reserved.spent_nusd + hold.amount_nusd <= limit:
             # only running jobs' holds stand in the way: their actual costs may leave room
             return Wait(HOLDS_WAIT_S, "budget", HOLDS_WAIT_S)
-        end = period_end(tenant.budget_period, at)
-        retry_s = DEFER_HOP_S if end is None else min(DEFER_HOP_S, end.timestamp() - now)
-        message = (
-            f"budget: {tenant.budget_usd:.2f} USD per {tenant.budget_period.value} would be "
-            f"exceeded (spent {from_nano(reserved.spent_nusd):.6f}, held by running jobs "
-            f"{from_nano(reserved.held_nusd):.6f}, this job up to "
-            f"{from_nano(hold.amount_nusd):.6f})"
-        )
-        park = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
-        account_name, period = account_period(hold.period, hold.tenant)
+        await self._exhausted(scope, reserved, at, now)
+        return OverBudget(_message(scope, reserved, hold), scope.park, _retry_s(scope, at, now))
+
+    async def _exhausted(self, scope: Scope, reserved: Reserved, at: datetime, now: float) -> None:
+        assert reserved.limit_nusd is not None
+        period = scope.budget.period.rpartition("/")[2]
         exhausted = budget_alerts.alert(
-            account_name, period, "budget_exhausted", from_nano(reserved.spent_nusd),
-            tenant.budget_usd, at,
+            scope.name, period, "budget_exhausted", from_nano(reserved.spent_nusd),
+            from_nano(reserved.limit_nusd), at, scope=scope.kind,
         )  # fmt: skip
         await self._run(lambda conn: budget_alerts.insert_alerts(conn, [exhausted], now))
-        return OverBudget(message, park, max(retry_s, 1.0))
 
     async def drop(self, hold: Hold) -> None:
         """The job ends without a finish that settles it (parked, finished elsewhere)."""
         await self._run(lambda conn: self._ledger.drop(conn, hold.tenant, hold.job_id, self._owner))
+
+
+def _message(scope: Scope, reserved: Reserved, hold: Hold) -> str:
+    assert reserved.limit_nusd is not None
+    per = "in all" if scope.period is BudgetPeriod.TOTAL else f"per {scope.period.value}"
+    return (
+        f"{scope.label()}: {from_nano(reserved.limit_nusd):.2f} USD {per} would be "
+        f"exceeded (spent {from_nano(reserved.spent_nusd):.6f}, held by running jobs "
+        f"{from_nano(reserved.held_nusd):.6f}, this job up to "
+        f"{from_nano(hold.amount_nusd):.6f})"
+    )
+
+
+def _retry_s(scope: Scope, at: datetime, now: float) -> float:
+    end = period_end(scope.period, at)
+    retry_s = DEFER_HOP_S if end is None else min(DEFER_HOP_S, end.timestamp() - now)
+    return max(retry_s, 1.0)

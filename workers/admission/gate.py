@@ -2,8 +2,8 @@
 
 ``admit`` returns a :class:`Ticket` (started; ``release`` it when the job ends), a
 :class:`~workers.admission.quotas.Wait` (over a quota: the scheduler sets the tenant aside until
-then) or an :class:`~workers.admission.budgets.OverBudget`. Tenants with none of these limits
-never get here (:func:`limited`), so unlimited traffic pays nothing for them.
+then) or an :class:`~workers.admission.budgets.OverBudget`. Jobs under none of these limits
+never get here (:meth:`Admission.limits`), so unlimited traffic pays nothing for them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def limited(tenant: TenantConfig) -> bool:
+    """Whether the tenant has a quota or a budget of its own."""
     return (
         tenant.rpm is not None
         or tenant.tpm is not None
@@ -76,6 +77,10 @@ class Admission:
         self._tpm: dict[str, TokenLease] = {}
         self._slots: dict[str, SlotGrant] = {}
 
+    def limits(self, job: JobRequest, tenant: TenantConfig) -> bool:
+        """Whether the job is under a quota or a budget (its tenant's, team's or batch's)."""
+        return limited(tenant) or self.budgets.applies(job, tenant)
+
     async def admit(
         self,
         job: JobRequest,
@@ -88,7 +93,7 @@ class Admission:
         refused: Wait | OverBudget | None
         try:
             refused = await self._quotas(ticket, job, tenant, messages)
-            if refused is None and tenant.budget_usd is not None:
+            if refused is None and self.budgets.applies(job, tenant):
                 held = await self.budgets.reserve(job, tenant, route, messages, account)
                 if isinstance(held, OverBudget | Wait):
                     refused = held

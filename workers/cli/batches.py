@@ -1,5 +1,6 @@
 """The batch commands of ``headway`` (CONTRACT §8): ``submit``, ``results``, ``status``,
-``cancel``, ``usage`` — publish jobs and read back what became of them."""
+``cancel``, ``usage``, ``budget set`` — publish jobs, steer them, and read back what became
+of them."""
 
 from __future__ import annotations
 
@@ -35,6 +36,24 @@ SUBSCRIPTION_IDLE_S = 5.0  # without --follow: a subscription ends after this lo
 def register(app: typer.Typer) -> None:
     for command in (submit, results, status, cancel, usage):
         app.command()(command)
+    budget_app = typer.Typer(no_args_is_help=True, help="batches' budgets")
+    budget_app.command("set")(budget_set)
+    app.add_typer(budget_app, name="budget")
+
+
+def _secret(signing_secret_env: str | None) -> str | None:
+    if signing_secret_env is None:
+        return None
+    secret = os.environ.get(signing_secret_env)
+    if not secret:
+        raise typer.BadParameter(f"environment variable {signing_secret_env} is not set")
+    return secret
+
+
+SIGNING_HELP = (
+    "sign the command with the secret in this environment variable (tenants with "
+    "require_signed_cancels apply only signed commands)"
+)
 
 
 def submit(
@@ -214,6 +233,12 @@ def status(
         table.add_row("  of which in provider batches", str(found.in_batch_lane))
     table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
     table.add_row("spend USD", f"{found.cost_usd:.6f}")
+    for cap in found.caps:
+        who = "" if tenant is not None else f" ({cap.tenant})"
+        table.add_row(
+            f"budget USD{who}",
+            f"{cap.spent_usd:.6f} of {cap.budget_usd:.2f} ({cap.source})",
+        )
     console.print(table)
     if backlog is not None and not backlog.complete:
         err.print(f"read the first {backlog.records:,} lane records only (--scan-limit)")
@@ -225,28 +250,35 @@ def cancel(
     tenant: Annotated[str, typer.Option()],
     batch: Annotated[str | None, typer.Option()] = None,
     job: Annotated[str | None, typer.Option()] = None,
-    signing_secret_env: Annotated[
-        str | None,
-        typer.Option(
-            help="sign the command with the secret in this environment variable (tenants "
-            "with require_signed_cancels apply only signed cancels)"
-        ),
-    ] = None,
+    signing_secret_env: Annotated[str | None, typer.Option(help=SIGNING_HELP)] = None,
 ) -> None:
     """Publish a cancel command for a job or a batch."""
     command = ControlCommand(action="cancel", tenant=tenant, job_id=job, batch_id=batch)
-    secret = None
-    if signing_secret_env is not None:
-        secret = os.environ.get(signing_secret_env)
-        if not secret:
-            raise typer.BadParameter(f"environment variable {signing_secret_env} is not set")
+    _publish(command, _secret(signing_secret_env))
+    console.print(f"cancel published: {command.model_dump_json(exclude_none=True)}")
 
+
+def budget_set(
+    tenant: Annotated[str, typer.Option()],
+    batch: Annotated[str, typer.Option()],
+    usd: Annotated[float, typer.Option(min=0, help="the batch's cap, in USD, for its life")],
+    signing_secret_env: Annotated[str | None, typer.Option(help=SIGNING_HELP)] = None,
+) -> None:
+    """Set (raise, lower) a batch's budget: every worker applies it within seconds; the later
+    of two sets wins."""
+    command = ControlCommand(
+        action="set_budget", tenant=tenant, batch_id=batch, budget_usd=usd, at=datetime.now(UTC)
+    )
+    _publish(command, _secret(signing_secret_env))
+    console.print(f"budget published: {command.model_dump_json(exclude_none=True)}")
+
+
+def _publish(command: ControlCommand, secret: str | None) -> None:
     async def main() -> None:
         async with HeadwayClient(load_settings(), signing_secret=secret) as client:
-            await client.cancel(command)
+            await client.control(command)
 
     asyncio.run(main())
-    console.print(f"cancel published: {command.model_dump_json(exclude_none=True)}")
 
 
 class UsageFormat(StrEnum):

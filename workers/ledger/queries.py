@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workers.ledger.batch_lane_rows import BATCH_OWNER
 from workers.ledger.database.models import (
+    BudgetRow,
     FinishedJobRow,
     JobRow,
     RowStatus,
@@ -28,6 +29,16 @@ from workers.ledger.spill_rows import queued_statement
 KNOWN_CHUNK = 500  # job ids asked of the ledger in one statement
 
 
+@dataclass(frozen=True)
+class BatchCap:
+    """A batch's budget: its cap, what its capped jobs spent, and who set it (job, operator)."""
+
+    tenant: str
+    budget_usd: float
+    spent_usd: float
+    source: str
+
+
 @dataclass
 class BatchStatus:
     batch_id: str
@@ -38,6 +49,7 @@ class BatchStatus:
     in_batch_lane: int = 0  # running jobs waiting for (or in) a provider batch
     queued: int = 0  # spilled jobs waiting in the ledger, not started yet
     in_lanes: int = 0  # jobs in the lanes (unread, or buffered by a worker), not started yet
+    caps: list[BatchCap] = field(default_factory=list)  # the batch's budget, per tenant
 
     @property
     def total(self) -> int:
@@ -111,7 +123,30 @@ async def batch_status(
         status.in_batch_lane = int(await conn.scalar(lane) or 0)
         status.queued = int(await conn.scalar(queued) or 0)
         status.in_lanes = len(in_lanes) - len(await _known(conn, batch_id, in_lanes))
+        status.caps = await _caps(conn, batch_id, tenant)
     return status
+
+
+async def _caps(conn: AsyncConnection, batch_id: str, tenant: str | None) -> list[BatchCap]:
+    """The batch's budget rows (``batch:<tenant>/<batch id>``, period ``total``)."""
+    account = BudgetRow.tenant
+    where = (
+        account == f"batch:{tenant}/{batch_id}"
+        if tenant is not None
+        else account.startswith("batch:", autoescape=True)
+        & account.endswith(f"/{batch_id}", autoescape=True)
+    )
+    rows = await conn.execute(
+        select(account, BudgetRow.spent_nusd, BudgetRow.limit_nusd, BudgetRow.limit_source)
+        .where(where, BudgetRow.period == "total", BudgetRow.limit_nusd.is_not(None))
+        .order_by(account)
+    )
+    caps = []
+    for name, spent, limit, source in rows:
+        owner, _, batch = name[len("batch:") :].partition("/")
+        if batch == batch_id and limit is not None:  # not another tenant's ".../x/<batch id>"
+            caps.append(BatchCap(owner, from_nano(limit), from_nano(spent), source or "job"))
+    return caps
 
 
 async def _known(conn: AsyncConnection, batch_id: str, jobs: Collection[Key]) -> set[Key]:

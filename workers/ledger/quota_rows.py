@@ -191,27 +191,60 @@ class QuotaLedger:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A job's reserved maximum cost in a budget period. ``period`` names the account it
-    counts against too (:func:`account_period`); the hold itself is the job's own."""
+    """A job's reserved maximum cost, held in each of its budgets: ``periods`` name them as
+    ``<account>/<period>`` (:func:`account_period`) — its tenant's first, then its team's and
+    its batch's when it has them."""
 
     tenant: str
     job_id: str
-    period: str
+    periods: tuple[str, ...]
     amount_nusd: int
+
+    @property
+    def key(self) -> str:
+        """The periods as one text, as a finish and a handed-over job carry them."""
+        return PERIODS_SEPARATOR.join(self.periods)
+
+
+#: between a hold's periods in its text: no account or period holds a control character
+PERIODS_SEPARATOR = "\n"
+
+
+def periods_of(key: str) -> tuple[str, ...]:
+    """A hold's periods from its text (:attr:`Hold.key`; one period from before scopes)."""
+    return tuple(key.split(PERIODS_SEPARATOR))
 
 
 def account_period(period: str, tenant: str) -> tuple[str, str]:
     """(account, budget period) of a hold's ``account/period``; an unqualified period is the
-    tenant's own account's."""
-    account, slash, bare = period.partition("/")
+    tenant's own account's. A batch's account may hold '/': the period never does."""
+    account, slash, bare = period.rpartition("/")
     return (account, bare) if slash else (tenant, period)
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """One budget a job needs room in: its ``account/period`` and its limit — from the config,
+    or (``limit_nusd`` None) the cap stored on the budget's row, which ``seed_nusd`` (a job's
+    ``batch_budget_usd``) sets when none is stored yet."""
+
+    period: str
+    limit_nusd: int | None
+    seed_nusd: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Reserved:
+    """Held in every budget (``ok``), or the first budget without room: its spend, the
+    other jobs' live holds and its limit; ``conflict``: the job's seed differs from the cap
+    another job set."""
+
     ok: bool
     spent_nusd: int
     held_nusd: int  # other jobs' live holds
+    refused: int = -1  # the index of the budget without room
+    limit_nusd: int | None = None
+    conflict: bool = False
 
 
 class BudgetLedger:
@@ -221,61 +254,86 @@ class BudgetLedger:
     async def reserve(
         conn: Connection,
         hold: Hold,
-        limit_nusd: int,
+        budgets: list[Budget],
         owner: str,
         now: float,
         expires_at: float,
     ) -> Reserved:
-        """Hold the job's maximum cost if its account's spend + live holds (of every tenant
-        of the account) + it stay within the limit."""
-        account, period = account_period(hold.period, hold.tenant)
-        insert = dialect_insert(conn)(BudgetRow).values(
-            tenant=account, period=period, spent_nusd=0, updated_at=now
-        )
-        spent = (
-            await conn.execute(  # an upsert that takes the budget row's lock
-                insert.on_conflict_do_update(
-                    index_elements=["tenant", "period"], set_={"updated_at": now}
-                ).returning(BudgetRow.spent_nusd)
+        """Hold the job's maximum cost in every budget if each one's spend + live holds (of
+        every job of the account) + it stay within its limit. The budget rows' locks are
+        taken in the order given (tenant, team, batch), so two workers cannot deadlock."""
+        held_in: list[Budget] = []
+        for index, budget in enumerate(budgets):
+            account, period = account_period(budget.period, hold.tenant)
+            insert = dialect_insert(conn)(BudgetRow).values(
+                tenant=account,
+                period=period,
+                spent_nusd=0,
+                updated_at=now,
+                limit_nusd=budget.seed_nusd if budget.limit_nusd is None else None,
+                limit_source="job" if budget.limit_nusd is None and budget.seed_nusd else None,
             )
-        ).scalar_one()
-        held = (
-            await conn.execute(
-                select(func.coalesce(func.sum(BudgetHoldRow.amount_nusd), 0)).where(
-                    BudgetHoldRow.period == hold.period,
-                    or_(BudgetHoldRow.tenant != hold.tenant, BudgetHoldRow.job_id != hold.job_id),
-                    BudgetHoldRow.expires_at > now,
+            set_: dict[str, Any] = {"updated_at": now}
+            if budget.limit_nusd is None and budget.seed_nusd is not None:  # the first seed wins
+                set_["limit_nusd"] = func.coalesce(BudgetRow.limit_nusd, budget.seed_nusd)
+                set_["limit_source"] = func.coalesce(BudgetRow.limit_source, "job")
+            row = (
+                await conn.execute(  # an upsert that takes the budget row's lock
+                    insert.on_conflict_do_update(
+                        index_elements=["tenant", "period"], set_=set_
+                    ).returning(BudgetRow.spent_nusd, BudgetRow.limit_nusd, BudgetRow.limit_source)
                 )
+            ).one()
+            spent, stored, source = int(row[0]), row[1], row[2]
+            limit = budget.limit_nusd if budget.limit_nusd is not None else stored
+            if (
+                budget.limit_nusd is None
+                and budget.seed_nusd is not None
+                and source == "job"
+                and stored != budget.seed_nusd
+            ):
+                return Reserved(False, spent, 0, index, stored, conflict=True)
+            if limit is None:  # a batch without a cap: nothing to hold
+                continue
+            held = (
+                await conn.execute(
+                    select(func.coalesce(func.sum(BudgetHoldRow.amount_nusd), 0)).where(
+                        BudgetHoldRow.period == budget.period,
+                        or_(
+                            BudgetHoldRow.tenant != hold.tenant,
+                            BudgetHoldRow.job_id != hold.job_id,
+                        ),
+                        BudgetHoldRow.expires_at > now,
+                    )
+                )
+            ).scalar_one()
+            if spent + int(held) + hold.amount_nusd > int(limit):
+                return Reserved(False, spent, int(held), index, int(limit))
+            held_in.append(budget)
+        for budget in held_in:
+            values = {"amount_nusd": hold.amount_nusd, "owner": owner, "expires_at": expires_at}
+            await conn.execute(
+                dialect_insert(conn)(BudgetHoldRow)
+                .values(tenant=hold.tenant, job_id=hold.job_id, period=budget.period, **values)
+                .on_conflict_do_update(index_elements=["tenant", "job_id", "period"], set_=values)
             )
-        ).scalar_one()
-        if int(spent) + int(held) + hold.amount_nusd > limit_nusd:
-            return Reserved(False, int(spent), int(held))
-        values = {
-            "period": hold.period,
-            "amount_nusd": hold.amount_nusd,
-            "owner": owner,
-            "expires_at": expires_at,
-        }
-        await conn.execute(
-            dialect_insert(conn)(BudgetHoldRow)
-            .values(tenant=hold.tenant, job_id=hold.job_id, **values)
-            .on_conflict_do_update(index_elements=["tenant", "job_id"], set_=values)
-        )
-        return Reserved(True, int(spent), int(held))
+        return Reserved(True, 0, 0)
 
     @staticmethod
     async def settle(
-        conn: Connection, tenant: str, job_id: str, period: str, cost_nusd: int, owner: str
+        conn: Connection, tenant: str, job_id: str, key: str, cost_nusd: int, owner: str
     ) -> None:
-        """Add a job's actual cost to its period's spend and drop its hold (this worker's, or
-        the batch lane's when the job went through a provider batch)."""
-        account, bare = account_period(period, tenant)
+        """Add a job's actual cost to the spend of each of its budgets (``key``:
+        :attr:`Hold.key`) and drop its holds (this worker's, or the batch lane's when the job
+        went through a provider batch)."""
         if cost_nusd:
-            await conn.execute(
-                update(BudgetRow)
-                .where(BudgetRow.tenant == account, BudgetRow.period == bare)
-                .values(spent_nusd=BudgetRow.spent_nusd + cost_nusd)
-            )
+            for period in periods_of(key):
+                account, bare = account_period(period, tenant)
+                await conn.execute(
+                    update(BudgetRow)
+                    .where(BudgetRow.tenant == account, BudgetRow.period == bare)
+                    .values(spent_nusd=BudgetRow.spent_nusd + cost_nusd)
+                )
         await conn.execute(
             delete(BudgetHoldRow).where(
                 BudgetHoldRow.tenant == tenant,

@@ -1,4 +1,4 @@
-"""Cancelled jobs and batches, as every worker knows them.
+"""Cancelled jobs and batches, as every worker knows them; and batches' caps, handed on.
 
 ``headway cancel`` publishes a ControlCommand to ``headway.control``. Every worker reads the
 whole (small) control topic from its start, without a consumer group, and stores each command
@@ -12,6 +12,8 @@ Anyone who may write to the control topic may cancel any tenant's jobs, unless t
 ``require_signed_cancels`` (with its ``signing_secret_env``): then only a command signed like
 its jobs (``headway-signature``) is applied. A command that cannot be read, is not signed as
 required, or holds a value the ledger refuses is logged and skipped: the follower never stops.
+The same applies to ``set_budget`` commands (``headway budget set``), which this follower hands
+to :class:`workers.admission.batch_caps.BatchCaps`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from broker.headers import RecordHeaders
 from broker.kafka import require_bootstrap, topic_partitions
 from broker.settings import Settings
 from schemas.control import ControlCommand
+from workers.admission.batch_caps import BatchCaps
 from workers.intake.undecodable import UNDECODABLE, Batches, StepPast
 from workers.ledger.database.models import CancellationRow
 from workers.ledger.database.statements import dialect_insert
@@ -68,10 +71,13 @@ class Cancellations:
         run: Transact,
         clock: Callable[[], float] = time.time,
         authenticate: Authenticate = _anyone,
+        caps: BatchCaps | None = None,
     ) -> None:
         """``run``: runs ledger work in a transaction (``LedgerWriter.run``);
-        ``authenticate``: whether a command's record may act for its tenant."""
+        ``authenticate``: whether a command's record may act for its tenant; ``caps``: where
+        ``set_budget`` commands go (None: they are logged and skipped)."""
         self._run = run
+        self._caps = caps
         self._clock = clock
         self._authenticate = authenticate
         self._next: dict[TopicPartition, int] = {}
@@ -85,7 +91,11 @@ class Cancellations:
         return batch_id is not None and (tenant, batch_id) in self._batches
 
     async def record(self, command: ControlCommand) -> None:
-        """Store a cancel command (idempotent) and apply it here at once."""
+        """Store a command (idempotent) and apply it here at once."""
+        if command.action == "set_budget":
+            if self._caps is not None:
+                await self._caps.set(command)
+            return
         scope, target = _scope(command)
         values: dict[str, Any] = {
             "tenant": command.tenant,
@@ -107,6 +117,8 @@ class Cancellations:
         for tenant, scope, target in rows:
             self._add(tenant, scope, target)
         self._seen_up_to = now
+        if self._caps is not None:
+            await self._caps.refresh()
 
     async def follow(self, control: AIOKafkaConsumer) -> None:
         """Store each command of the control topic in the ledger. A command the ledger cannot

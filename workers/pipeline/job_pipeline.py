@@ -20,7 +20,7 @@ from broker.topics import HEADER_ONLINE, HEADER_REPLAY, Topics
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ErrorCode
 from workers.admission.budgets import OverBudget
-from workers.admission.gate import Ticket, limited
+from workers.admission.gate import Ticket
 from workers.admission.quotas import Wait
 from workers.batch_lane.eligibility import batch_deployment
 from workers.batch_lane.items import Handed
@@ -158,7 +158,7 @@ class JobPipeline:
             request = run.request
             run.hit = await with_ledger(lambda: self.cache.lookup(request, route, run.need))
             self.metrics.cache_lookup(job.route, "miss" if run.hit is None else "hit")
-        if run.hit is None and tenant is not None and limited(tenant):
+        if run.hit is None and tenant is not None and self.admission.limits(job, tenant):
             with self.tracing.span("quota_wait"):
                 admitted = await with_ledger(
                     lambda: self.admission.admit(job, tenant, route, messages)
@@ -168,7 +168,7 @@ class JobPipeline:
             if isinstance(admitted, OverBudget):
                 if admitted.park:
                     return Wait(admitted.retry_s, "budget", park=True)
-                ending = Ending.rejected(ErrorCode.BUDGET_EXCEEDED, admitted.message)
+                ending = Ending.rejected(admitted.code, admitted.message)
                 await self.settlement.end(who, ending, topic)
                 return None
             run.ticket = admitted
@@ -302,7 +302,7 @@ class JobPipeline:
         lane = self.batch_lane
         assert lane is not None
         ticket = run.ticket
-        period = ticket.hold.period if ticket is not None and ticket.hold is not None else None
+        period = ticket.hold.key if ticket is not None and ticket.hold is not None else None
         handed = Handed(
             run.job, run.who, deployment, run.messages, run.topic, run.record, generation, period
         )

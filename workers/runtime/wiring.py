@@ -32,6 +32,7 @@ from broker.settings import Settings
 from schemas.control import ControlCommand
 from workers.admission import alert_webhooks
 from workers.admission.alert_webhooks import Webhooks
+from workers.admission.batch_caps import BatchCaps
 from workers.admission.budget_alerts import AlertPublisher
 from workers.admission.budget_gauges import BudgetGauges
 from workers.admission.budgets import Budgets
@@ -112,7 +113,7 @@ class Parts:
     pipeline: JobPipeline
     control: AIOKafkaConsumer  # the control topic's reader, followed by its cancellations
     # what runs beside the jobs until the worker stops: the ledger's pruner (unless
-    # ``prune_s`` = 0), the budget gauges' refresh (when a tenant has a budget)
+    # ``prune_s`` = 0), the budgets' gauges and alerts
     background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()
 
 
@@ -228,14 +229,14 @@ async def wire(
     if retention.prune_s > 0:
         pruner = Pruner(ledger.run, engine, retention, owner=group.owner, clock=seams.clock)
         background.append(pruner.run_forever)
-    if any(tenant.budget_usd is not None for tenant in config.tenants.values()):
-        webhooks = Webhooks(alert_webhooks.targets(config, os.environ), http)
-        alerts = AlertPublisher(
-            config, ledger.run, publisher.publish, topics, group.owner, seams.clock, webhooks
-        )
-        gauges = BudgetGauges(config, ledger.run, seams.clock, alerts)
-        telemetry.metrics.budget_gauges(spent=gauges.spent, remaining=gauges.remaining)
-        background.append(functools.partial(gauges.run_forever, settings.budget_gauges_s))
+    # budgets' gauges and alerts: always, as any batch may be given a cap at any time
+    webhooks = Webhooks(alert_webhooks.targets(config, os.environ), http)
+    alerts = AlertPublisher(
+        config, ledger.run, publisher.publish, topics, group.owner, seams.clock, webhooks
+    )
+    gauges = BudgetGauges(config, ledger.run, seams.clock, alerts)
+    telemetry.metrics.budget_gauges(spent=gauges.spent, remaining=gauges.remaining)
+    background.append(functools.partial(gauges.run_forever, settings.budget_gauges_s))
     return Parts(producer, ledger, publisher, pipeline, control, tuple(background))
 
 
@@ -259,7 +260,10 @@ def job_path(
 
     # checks: may the job run, and how
     access = AccessControl(config)
-    cancellations = Cancellations(ledger.run, seams.clock, cancel_authenticator(config, access))
+    caps = BatchCaps(ledger.run, seams.clock)
+    cancellations = Cancellations(
+        ledger.run, seams.clock, cancel_authenticator(config, access), caps
+    )
     guardrails = Guardrails(config, metrics.guardrail)
     capabilities = Capabilities(config)
     preparation = Preparation(config, access, TemplateCatalog(ledger.run), guardrails, capabilities)
@@ -282,7 +286,7 @@ def job_path(
     router = Router(deployments, capabilities=capabilities)
     admission = Admission(
         ledger.run,
-        Budgets(router, ledger.run, owner, lease_s, seams.clock),
+        Budgets(router, ledger.run, owner, lease_s, seams.clock, config.teams, caps.capped),
         owner,
         lease_s,
         clock=seams.clock,

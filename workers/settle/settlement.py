@@ -113,7 +113,7 @@ class Settlement:
         hold = ticket.hold if ticket is not None else None
         # the budget hold is settled, and the cache entry stored, in the transaction that
         # stores the usage events
-        period = hold.period if hold is not None else budget_period
+        period = hold.key if hold is not None else budget_period
         record = finish_record(result, result_json, payloads, budget_period=period, cache=cache)
         with self.tracing.span("ledger finish"):
             outcome: FinishOutcome = await with_ledger(lambda: self.ledger.finish(record))

@@ -213,10 +213,17 @@ class Metrics:
         )
         self.gauge("headway_ready", "", lambda: {"": float(ready())})
 
-    def budget_gauges(self, *, spent: Gauges, remaining: Gauges) -> None:
-        """Each budgeted tenant's spend in its current period, and what is left of it."""
-        self.gauge("headway_budget_spent_usd", "tenant", spent)
-        self.gauge("headway_budget_remaining_usd", "tenant", remaining)
+    def budget_gauges(
+        self,
+        *,
+        spent: Callable[[str], Mapping[str, float]],
+        remaining: Callable[[str], Mapping[str, float]],
+    ) -> None:
+        """Each budgeted tenant's and team's spend in its current period, and what is left."""
+        self.gauge("headway_budget_spent_usd", "tenant", lambda: spent("tenant"))
+        self.gauge("headway_budget_remaining_usd", "tenant", lambda: remaining("tenant"))
+        self.gauge("headway_team_budget_spent_usd", "team", lambda: spent("team"))
+        self.gauge("headway_team_budget_remaining_usd", "team", lambda: remaining("team"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -216,15 +216,21 @@ class QuotaGrantRow(Base):
 
 
 class BudgetRow(Base):
-    """A tenant's spend in one budget period (``day:2026-11-22``, ``month:2026-11``,
-    ``total``), in nano-USD; updated in the same transaction as the usage events it sums."""
+    """A budget's spend in one period (``day:2026-11-22``, ``month:2026-11``, ``total``), in
+    nano-USD; updated in the same transaction as the usage events it sums. ``tenant`` names
+    the budget's account: a tenant's (``acme``), a team's (``team:research``) or a batch's
+    (``batch:acme/backfill-7``). A batch's cap lives here too (``limit_nusd``); the config's
+    budgets leave it NULL."""
 
     __tablename__ = "budgets"
 
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
     spent_nusd: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[float] = mapped_column(Float)
+    limit_nusd: Mapped[int | None] = mapped_column(BigInteger)
+    limit_source: Mapped[str | None] = mapped_column(String(16))  # 'job' | 'operator'
+    limit_set_at: Mapped[float | None] = mapped_column(Float)  # when the operator set it
 
 
 class BudgetAlertRow(Base):
@@ -234,7 +240,7 @@ class BudgetAlertRow(Base):
     __tablename__ = "budget_alerts"
 
     scope: Mapped[str] = mapped_column(String(16), primary_key=True)
-    scope_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scope_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     threshold: Mapped[str] = mapped_column(String(16), primary_key=True)  # '' for none
@@ -248,14 +254,15 @@ class BudgetAlertRow(Base):
 
 
 class BudgetHoldRow(Base):
-    """A running job's reserved maximum cost; counts against the budget until the job
-    settles or its worker stops renewing it."""
+    """A running job's reserved maximum cost in one of its budgets (a row per budget: its
+    tenant's, its team's, its batch's); counts against that budget until the job settles or
+    its worker stops renewing it."""
 
     __tablename__ = "budget_holds"
 
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
     job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    period: Mapped[str] = mapped_column(String(96))  # <account>/<budget period>
+    period: Mapped[str] = mapped_column(String(224), primary_key=True)  # <account>/<period>
     amount_nusd: Mapped[int] = mapped_column(BigInteger)
     owner: Mapped[str] = mapped_column(String(256))
     expires_at: Mapped[float] = mapped_column(Float)

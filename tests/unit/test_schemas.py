@@ -117,6 +117,30 @@ def test_a_cancel_names_exactly_one_target() -> None:
         )
 
 
+def test_a_budget_set_names_a_batch_its_cap_and_when_and_nothing_else() -> None:
+    good = {"action": "set_budget", "tenant": "t", "batch_id": "b", "budget_usd": 5.0}
+    command = ControlCommand.model_validate({**good, "at": "2026-12-03T10:00:00Z"})
+    assert command.budget_usd == 5.0 and command.at is not None
+    for wrong in (
+        good,  # no at
+        {**good, "at": "2026-12-03T10:00:00"},  # a time without its zone
+        {**good, "at": "2026-12-03T10:00:00Z", "job_id": "j"},
+        {**good, "at": "2026-12-03T10:00:00Z", "budget_usd": -1},
+        {"action": "set_budget", "tenant": "t", "budget_usd": 1, "at": "2026-12-03T10:00:00Z"},
+        {"action": "cancel", "tenant": "t", "batch_id": "b", "budget_usd": 1.0},
+    ):
+        with pytest.raises(ValidationError):
+            ControlCommand.model_validate(wrong)
+
+
+def test_a_batch_budget_needs_the_jobs_batch() -> None:
+    assert JobRequest.model_validate(chat(batch_id="b", batch_budget_usd=2.5)).batch_budget_usd
+    with pytest.raises(ValidationError, match="batch_budget_usd: caps a batch"):
+        JobRequest.model_validate(chat(batch_budget_usd=2.5))
+    with pytest.raises(ValidationError):
+        JobRequest.model_validate(chat(batch_id="b", batch_budget_usd=-1))
+
+
 def test_results_and_usage_events_have_the_contract_fields() -> None:
     result = json.loads(
         JobResult.model_validate(

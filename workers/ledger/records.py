@@ -86,7 +86,7 @@ class Finish:
     output_tokens: int = 0
     cost_nusd: int = 0
     usage: Sequence[UsageRecord] = field(default_factory=tuple)
-    budget_period: str | None = None  # the job holds a budget reservation in this period
+    budget_period: str | None = None  # the job holds budget reservations: Hold.key
     cache: CacheEntry | None = None  # the provider's answer, kept for identical requests
 
     @property

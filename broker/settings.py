@@ -92,6 +92,8 @@ class RetentionSettings:
     usage_h: float = 24.0  # usage events, before they are summed into days
     jobs_d: float = 8.0  # what is kept of a moved job (deduplication): the lanes' retention + 1
     usage_days_d: float = 400.0  # the daily usage sums
+    audit_d: float = 400.0  # audit records
+    audit_captures_d: float = 30.0  # captured prompts and outputs (audit_capture)
     prune_s: float = 300.0  # how often a worker prunes (0: never; ``headway ledger prune``)
     batch: int = 1000  # rows per pruning transaction
 
@@ -282,6 +284,13 @@ class Settings(BaseSettings):
     retain_usage_days_d: Annotated[float, Field(ge=0)] = Field(
         _RETAIN.usage_days_d, description="days the daily usage sums are kept"
     )
+    retain_audit_d: Annotated[float, Field(ge=0)] = Field(
+        _RETAIN.audit_d, description="days the audit trail's records are kept"
+    )
+    retain_audit_captures_d: Annotated[float, Field(ge=0)] = Field(
+        _RETAIN.audit_captures_d,
+        description="days captured prompts and outputs (audit_capture) are kept",
+    )
     prune_s: Annotated[float, Field(ge=0)] = Field(
         _RETAIN.prune_s,
         description="how often a worker prunes the ledger, one worker at a time (0: never)",
@@ -389,6 +398,8 @@ class Settings(BaseSettings):
             usage_h=self.retain_usage_h,
             jobs_d=self.retain_jobs_d,
             usage_days_d=self.retain_usage_days_d,
+            audit_d=self.retain_audit_d,
+            audit_captures_d=self.retain_audit_captures_d,
             prune_s=self.prune_s,
             batch=self.prune_batch,
         )

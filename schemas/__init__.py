@@ -6,6 +6,7 @@ are committed under ``schemas/json/``.
 """
 
 from schemas.alerts import AlertEvent
+from schemas.audit import AuditRecord
 from schemas.control import ControlCommand
 from schemas.jobs import (
     EmbeddingInput,
@@ -29,6 +30,7 @@ from schemas.results import (
 
 __all__ = [
     "AlertEvent",
+    "AuditRecord",
     "ChatOutput",
     "ControlCommand",
     "EmbeddingInput",

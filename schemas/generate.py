@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.alerts import AlertEvent
+from schemas.audit import AuditRecord
 from schemas.control import ControlCommand
 from schemas.jobs import JobRequest
 from schemas.results import JobResult, UsageEvent
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "UsageEvent": UsageEvent,
     "ControlCommand": ControlCommand,
     "AlertEvent": AlertEvent,
+    "AuditRecord": AuditRecord,
 }
 
 

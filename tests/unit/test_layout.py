@@ -29,6 +29,7 @@ ORDER = [
     "batch_lane",
     "settle",
     "ledger",
+    "audit",
     "telemetry",
     "cli",
     "devstack",

@@ -19,6 +19,7 @@ from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
+from workers.audit.facts import AuditFacts
 from workers.content import structured
 from workers.ledger import batch_lane_rows as rows
 from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall, WireMessages
@@ -92,13 +93,15 @@ def who_json(who: Identity) -> dict[str, Any]:
     data = {name: getattr(who, name) for name in Identity.__dataclass_fields__}
     data["kind"] = who.kind.value if who.kind is not None else None
     data["guardrail_flags"] = list(who.guardrail_flags)
+    data["audit"] = who.audit.as_json() if who.audit is not None else None
     return data
 
 
 def identity(data: dict[str, Any]) -> Identity:
     kind = JobKind(data["kind"]) if data.get("kind") else None
     flags = tuple(data.get("guardrail_flags") or ())
-    return Identity(**{**data, "kind": kind, "guardrail_flags": flags})
+    audit = AuditFacts.from_json(data.get("audit"))  # absent: handed over before audits
+    return Identity(**{**data, "kind": kind, "guardrail_flags": flags, "audit": audit})
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,7 +277,9 @@ class BatchLane:
         )
         tags = self._config.usage_tags_of(who.tenant)
         events = usage_events(who, execution.calls, item.generation, tags)
-        await self._settlement.finish(result, events, item.topic, budget_period=period)
+        await self._settlement.finish(
+            result, events, item.topic, budget_period=period, audit=who.audit
+        )
 
     async def _screened(self, item: rows.Item) -> Screened | Rejection | None:
         """The job's guardrails for the output check, prepared again from its record (PII

@@ -1,12 +1,19 @@
-"""``headway ledger prune``: keep the ledger small now, as the workers do every ``prune_s``."""
+"""``headway ledger prune``: keep the ledger small now, as the workers do every ``prune_s``;
+``headway audit``: read the audit trail."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
+from schemas.audit import AuditRecord
+from workers.audit import rows as audit_rows
 from workers.cli.support import console, load_settings
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.transactions import transactions_for
@@ -43,7 +50,8 @@ def ledger_prune(
     console.print(
         f"{report.moved} finished jobs {verb} moved out of jobs (results expired), "
         f"{report.usage_rolled_up} usage events {verb} summed by day, "
-        f"{report.finished_deleted} old jobs and {report.usage_days_deleted} daily usage rows "
+        f"{report.finished_deleted} old jobs, {report.usage_days_deleted} daily usage rows, "
+        f"{report.audit_deleted} audit records and {report.captures_deleted} captures "
         f"{verb} deleted"
     )
     if not dry_run:
@@ -52,3 +60,74 @@ def ledger_prune(
             f"took {report.seconds:.1f} s, longest batch {report.longest_batch_s:.2f} s; "
             f"indexes rebuilt: {rebuilt}"
         )
+
+
+def _record(row: dict[str, Any]) -> AuditRecord:
+    def at(value: float | None) -> datetime | None:
+        return None if value is None else datetime.fromtimestamp(value, UTC)
+
+    def parsed(text: str | None) -> Any:
+        return None if text is None else json.loads(text)
+
+    return AuditRecord.model_validate(
+        {
+            **row,
+            "submitted_at": at(row["submitted_at"]),
+            "completed_at": at(row["completed_at"]),
+            "guardrails": parsed(row["guardrails"]),
+            "cost_usd": row["cost_nusd"] / 1_000_000_000,
+            "captured_prompt": parsed(row["captured_prompt"]),
+            "captured_output": parsed(row["captured_output"]),
+        }
+    )
+
+
+def audit(
+    tenant: Annotated[str, typer.Option()],
+    since: Annotated[
+        datetime | None, typer.Option(help="ISO date or timestamp (UTC): completed since")
+    ] = None,
+    job: Annotated[str | None, typer.Option(help="one job's records")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="AuditRecord JSON lines (schemas/json/)")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1)] = 10_000,
+) -> None:
+    """A tenant's audit trail: who submitted what, what ran where, what it cost, the
+    guardrails' decisions, digests of prompt and output (and captures, when kept)."""
+    start = (since.replace(tzinfo=since.tzinfo or UTC)).timestamp() if since else None
+
+    async def main() -> list[dict[str, Any]]:
+        engine = create_engine(load_settings().database_url)
+        try:
+            return await audit_rows.read(engine, tenant, start, job, limit)
+        finally:
+            await engine.dispose()
+
+    records = [_record(row) for row in asyncio.run(main())]
+    if as_json:
+        for record in records:
+            sys.stdout.write(record.model_dump_json() + "\n")
+        return
+    table = Table(title=f"audit trail of {tenant}")
+    for column in (
+        "completed",
+        "job",
+        "batch",
+        "route",
+        "deployment",
+        "region",
+        "signed by",
+        "status",
+        "cost USD",
+        "prompt sha256",
+    ):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            f"{r.completed_at:%Y-%m-%d %H:%M:%S}", r.job_id, r.batch_id or "", r.route or "",
+            r.deployment or "", r.region or "", r.signed_by or "",
+            r.status + (f" ({r.error_code})" if r.error_code else ""), f"{r.cost_usd:.6f}",
+            (r.prompt_sha256 or "")[:16],
+        )  # fmt: skip
+    console.print(table)

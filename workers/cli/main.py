@@ -21,7 +21,7 @@ from broker.errors import HeadwayError
 from broker.settings import Settings
 from workers.cli.batches import register as register_batch_commands
 from workers.cli.dlq import dlq_app
-from workers.cli.ledger import ledger_app
+from workers.cli.ledger import audit, ledger_app
 from workers.cli.support import console, err
 from workers.cli.support import load_settings as _settings
 from workers.cli.templates import templates_app
@@ -39,6 +39,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(templates_app, name="templates")
+app.command()(audit)
 T = TypeVar("T")
 
 

@@ -68,6 +68,25 @@ class UsageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What a job's audit record adds to its finish (workers/audit/): who signed it, what ran
+    where, the guardrails' decisions, digests, and captures by the tenant's policy."""
+
+    submitted_at: float | None  # the job record's timestamp
+    signed_by: str | None  # the tenant's signing key that signed it (env name#fingerprint)
+    template: str | None
+    template_version: int | None
+    region: str | None
+    guardrails: str | None  # JSON: what the guardrails noticed, and a block's reason
+    error_code: str | None
+    prompt_sha256: str | None
+    output_sha256: str | None
+    capture: str  # digest | redacted | full
+    prompt_text: str | None = None  # captured (redacted or full), kept apart
+    output_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """A terminal result to store for (tenant, job_id)."""
 
@@ -88,6 +107,7 @@ class Finish:
     usage: Sequence[UsageRecord] = field(default_factory=tuple)
     budget_period: str | None = None  # the job holds budget reservations: Hold.key
     cache: CacheEntry | None = None  # the provider's answer, kept for identical requests
+    audit: AuditEntry | None = None  # its audit record, written when the result is stored
 
     @property
     def key(self) -> Key:

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import select, tuple_, update
 
+from workers.audit import rows as audit_rows
 from workers.ledger import cache_rows
 from workers.ledger.database.models import JobRow, RowStatus, UsageRow, held_by
 from workers.ledger.database.statements import FINISH_COLUMNS, dialect_insert, statements
@@ -197,8 +198,11 @@ class LedgerRepository:
         params = [(*self._finish_row(f), f.tenant, f.job_id) for f in finishes]
         result = await conn.exec_driver_sql(sql.finish, params)
         if result.rowcount == len(finishes):  # SQLite reports executemany's row count
+            await audit_rows.insert(conn, finishes)
             return [Stored() for _ in finishes]
-        return await self._which_were_stored(conn, finishes)
+        outcomes = await self._which_were_stored(conn, finishes)
+        await _audit_stored(conn, finishes, outcomes)
+        return outcomes
 
     async def _which_were_stored(
         self, conn: Connection, finishes: Sequence[Finish]
@@ -233,6 +237,7 @@ class LedgerRepository:
         outcomes: list[FinishOutcome] = []
         for finish in finishes:
             outcomes.append(await self._stored_or_insert(conn, finish))
+        await _audit_stored(conn, finishes, outcomes)
         return outcomes
 
     async def _stored_or_insert(self, conn: Connection, finish: Finish) -> FinishOutcome:
@@ -383,3 +388,11 @@ class LedgerRepository:
             .where(JobRow.lease_owner == self.owner, JobRow.status == RowStatus.RUNNING.value)
             .values(lease_expires_at=0.0)
         )
+
+
+async def _audit_stored(
+    conn: Connection, finishes: Sequence[Finish], outcomes: Sequence[FinishOutcome]
+) -> None:
+    """Audit records for the finishes stored here (not for one another finisher stored)."""
+    stored = [f for f, o in zip(finishes, outcomes, strict=True) if isinstance(o, Stored)]
+    await audit_rows.insert(conn, stored)

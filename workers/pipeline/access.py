@@ -22,6 +22,7 @@ from broker.headers import RecordHeaders, header_bytes
 from broker.topics import HEADER_SIGNATURE
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
+from workers.audit.facts import key_id
 
 SIGNATURE_SCHEME = "v1="
 
@@ -48,6 +49,8 @@ class AccessControl:
     def __init__(self, config: HeadwayConfig, environ: Mapping[str, str] = os.environ) -> None:
         self._config = config
         self._secrets: dict[str, bytes] = {}
+        #: tenant entry → its signing key's id (the audit trail's "signed by")
+        self.key_ids: dict[str, str] = {}
         for name, tenant in config.tenants.items():
             variable = tenant.signing_secret_env
             if variable is None:
@@ -58,6 +61,7 @@ class AccessControl:
                     f"tenants.{name}.signing_secret_env: environment variable {variable} is not set"
                 )
             self._secrets[name] = secret.encode()
+            self.key_ids[name] = key_id(variable, self._secrets[name])
 
     def check(
         self,

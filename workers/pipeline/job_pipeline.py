@@ -105,6 +105,7 @@ class JobPipeline:
         self.replays = checks.replays
         self.cache = checks.cache
         self.admission = checks.admission
+        self.auditor = checks.auditor
         self.executor = calls.executor
         self.settlement = endings.settlement
         self.parking = endings.parking
@@ -131,7 +132,7 @@ class JobPipeline:
     async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> Wait | None:
         self.tracing.describe(job)
         tenant = self.config.tenant(job.tenant)
-        who = Identity.of(job)
+        who = Identity.of(job, self.auditor.facts(job, record.timestamp))
         value, headers = record.value or b"", record.headers
         prepared = await with_ledger(lambda: self.preparation.prepare(job, tenant, value, headers))
         if isinstance(prepared, Rejection):
@@ -278,7 +279,7 @@ class JobPipeline:
             who, execution.calls, generation, self.config.usage_tags_of(who.tenant)
         )
         outcome = await self.settlement.finish(
-            result, events, topic, ticket, entry, stored=slot.release
+            result, events, topic, ticket, entry, stored=slot.release, audit=who.audit
         )
         if entry is not None and isinstance(outcome, Stored):
             self.cache.remember(entry)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from broker.settings import RetrySettings
 from workers.admission.gate import Admission
+from workers.audit.facts import Auditor
 from workers.batch_lane.lane import BatchLane
 from workers.calls.executor import Executor
 from workers.calls.routing import Router
@@ -28,7 +29,8 @@ from workers.telemetry.tracing import Tracing
 @dataclass(frozen=True, slots=True)
 class Checks:
     """Whether, and how, a job may run: access, templates and guardrails (preparation),
-    cancels, genuine replays, the response cache, admission, one claimant per job."""
+    cancels, genuine replays, the response cache, admission, one claimant per job; and what
+    its audit record keeps of the request."""
 
     preparation: Preparation
     cancellations: Cancellations
@@ -36,6 +38,7 @@ class Checks:
     cache: ResponseCache
     admission: Admission
     claimants: Claimants
+    auditor: Auditor
 
 
 @dataclass(frozen=True, slots=True)

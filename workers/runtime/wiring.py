@@ -37,6 +37,7 @@ from workers.admission.budget_alerts import AlertPublisher
 from workers.admission.budget_gauges import BudgetGauges
 from workers.admission.budgets import Budgets
 from workers.admission.gate import Admission
+from workers.audit.facts import Auditor
 from workers.batch_lane.lane import BatchLane
 from workers.calls.executor import Executor
 from workers.calls.health import HealthBoard
@@ -294,7 +295,13 @@ def job_path(
         account=config.account,
     )
     checks = Checks(
-        preparation, cancellations, replays, ResponseCache(ledger.run), admission, Claimants()
+        preparation,
+        cancellations,
+        replays,
+        ResponseCache(ledger.run),
+        admission,
+        Claimants(),
+        Auditor(config, access.key_ids),
     )
 
     # endings: settled, parked, dead-lettered, or handed to the provider Batch-API lane

@@ -26,6 +26,8 @@ from schemas.results import (
     TokenUsage,
     UsageEvent,
 )
+from workers.audit.facts import AuditFacts
+from workers.audit.facts import entry as audit_entry
 from workers.content import texts
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.database.models import RowStatus, to_nano
@@ -55,10 +57,14 @@ class Identity:
     template: str | None = None  # the prompt template and version rendered, when one was
     template_version: int | None = None
     guardrail_flags: tuple[str, ...] = ()  # what guardrails noticed and allowed
+    # not echoed: what the job's audit record keeps of its request (None: nothing was read)
+    audit: AuditFacts | None = None
 
     @classmethod
-    def of(cls, job: JobRequest) -> Identity:
-        return cls(job.job_id, job.tenant, job.batch_id, job.kind, job.route, job.metadata)
+    def of(cls, job: JobRequest, audit: AuditFacts | None = None) -> Identity:
+        return cls(
+            job.job_id, job.tenant, job.batch_id, job.kind, job.route, job.metadata, audit=audit
+        )
 
     @classmethod
     def from_raw(cls, job_id: str, tenant: str, raw: dict[str, Any]) -> Identity:
@@ -282,7 +288,11 @@ def finish_record(
     *,
     budget_period: str | None = None,
     cache: CacheEntry | None = None,
+    audit: AuditFacts | None = None,
 ) -> Finish:
+    """What the ledger stores of a terminal result: the job's row, its usage events, the
+    budget settlement, a cache entry, and its audit record (``audit``: what was known of the
+    request)."""
     return Finish(
         tenant=result.tenant,
         job_id=result.job_id,
@@ -316,4 +326,5 @@ def finish_record(
         ),
         budget_period=budget_period,
         cache=cache,
+        audit=audit_entry(result, audit),
     )

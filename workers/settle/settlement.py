@@ -23,6 +23,7 @@ from broker.errors import LedgerUnavailable
 from broker.topics import Topics, result_headers
 from schemas.results import ErrorCode, JobError, JobResult, JobStatus, UsageEvent
 from workers.admission.gate import Ticket
+from workers.audit.facts import AuditFacts
 from workers.ledger.cache_rows import CacheEntry
 from workers.ledger.records import AlreadyFinished, FinishOutcome, Key, Stored
 from workers.ledger.writer import LedgerWriter
@@ -99,6 +100,7 @@ class Settlement:
         cache: CacheEntry | None = None,
         budget_period: str | None = None,
         stored: Callable[[], None] | None = None,
+        audit: AuditFacts | None = None,
     ) -> FinishOutcome:
         """Store the result of a claimed job, then publish what is stored. Its cost is settled
         in the budget period of its ticket's hold, or in ``budget_period`` (a job whose hold
@@ -114,7 +116,9 @@ class Settlement:
         # the budget hold is settled, and the cache entry stored, in the transaction that
         # stores the usage events
         period = hold.key if hold is not None else budget_period
-        record = finish_record(result, result_json, payloads, budget_period=period, cache=cache)
+        record = finish_record(
+            result, result_json, payloads, budget_period=period, cache=cache, audit=audit
+        )
         with self.tracing.span("ledger finish"):
             outcome: FinishOutcome = await with_ledger(lambda: self.ledger.finish(record))
         if stored is not None:
@@ -145,14 +149,14 @@ class Settlement:
         if not store:
             await self.publish_unstored(result, topic)
         elif claimed:
-            await self.finish(result, [], topic, ticket)
+            await self.finish(result, [], topic, ticket, audit=who.audit)
         else:
-            await self.settle(result, topic)
+            await self.settle(result, topic, who.audit)
 
-    async def settle(self, result: JobResult, topic: str) -> None:
+    async def settle(self, result: JobResult, topic: str, audit: AuditFacts | None = None) -> None:
         """Store and publish the result of a job that never ran (rejected, cancelled, …)."""
         result_json = result.model_dump_json()
-        record = finish_record(result, result_json, [])
+        record = finish_record(result, result_json, [], audit=audit)
         outcome: FinishOutcome = await with_ledger(lambda: self.ledger.settle(record))
         if isinstance(outcome, Stored):
             self.metrics.job_ended(result)

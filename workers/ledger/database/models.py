@@ -420,3 +420,52 @@ class FairShareRow(Base):
     waiting: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index("ix_fair_shares_order", "lane", "vtime"),)
+
+
+class AuditRow(Base):
+    """One audit record per stored terminal result (workers/audit/): insert-only — no code
+    updates it, and a trigger refuses an UPDATE on SQLite and PostgreSQL; the pruner deletes
+    records past ``HEADWAY_RETAIN_AUDIT_D``. A job run again (a replay) gets another record."""
+
+    __tablename__ = "audit_records"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    completed_at: Mapped[float] = mapped_column(Float, primary_key=True)
+    submitted_at: Mapped[float | None] = mapped_column(Float)
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str | None] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(128))
+    template: Mapped[str | None] = mapped_column(String(128))
+    template_version: Mapped[int | None] = mapped_column(Integer)
+    provider: Mapped[str | None] = mapped_column(String(128))
+    deployment: Mapped[str | None] = mapped_column(String(256))
+    region: Mapped[str | None] = mapped_column(String(64))
+    signed_by: Mapped[str | None] = mapped_column(String(160))
+    guardrails: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nusd: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_sha256: Mapped[str | None] = mapped_column(String(64))
+    output_sha256: Mapped[str | None] = mapped_column(String(64))
+    capture: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_audit_records_tenant", "tenant", "completed_at"),)
+
+
+class AuditCaptureRow(Base):
+    """A captured prompt and output (``audit_capture = "redacted" | "full"``), apart from the
+    audit record so it has its own retention (``HEADWAY_RETAIN_AUDIT_CAPTURES_D``)."""
+
+    __tablename__ = "audit_captures"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    completed_at: Mapped[float] = mapped_column(Float, primary_key=True)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_audit_captures_completed", "completed_at"),)

@@ -22,11 +22,18 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.settings import RetentionSettings
+from workers.audit import rows as audit_rows
 from workers.ledger.database.transactions import Connection, Transact
 from workers.ledger.retention import steps
 
 log = logging.getLogger(__name__)
 LEASE = "prune"
+#: which rows each step is due to handle at a cutoff (a dry run counts them)
+DUE = {
+    **steps.DUE,
+    audit_rows.delete_records: audit_rows.records_due,
+    audit_rows.delete_captures: audit_rows.captures_due,
+}
 HOUR, DAY = 3600.0, 86_400.0
 
 
@@ -38,6 +45,8 @@ class PruneReport:
     usage_rolled_up: int = 0  # usage events summed into days and deleted
     finished_deleted: int = 0  # moved jobs past the lanes' retention, deleted
     usage_days_deleted: int = 0  # daily usage sums past theirs
+    audit_deleted: int = 0  # audit records past theirs
+    captures_deleted: int = 0  # captured prompts and outputs past theirs
     reindexed: list[str] = field(default_factory=list)
     held: bool = True  # False: another worker holds the lease; nothing was done
     seconds: float = 0.0
@@ -69,6 +78,8 @@ class Pruner:
             ("usage_rolled_up", steps.roll_up_usage, now - s.usage_h * HOUR),
             ("finished_deleted", steps.delete_finished, now - s.jobs_d * DAY),
             ("usage_days_deleted", steps.delete_usage_days, now - s.usage_days_d * DAY),
+            ("audit_deleted", audit_rows.delete_records, now - s.audit_d * DAY),
+            ("captures_deleted", audit_rows.delete_captures, now - s.audit_captures_d * DAY),
         ]
 
     async def prune(self, *, dry_run: bool = False) -> PruneReport:
@@ -120,9 +131,7 @@ class Pruner:
         async def counts(conn: Connection) -> list[int]:
             return [
                 int(
-                    (
-                        await conn.execute(select(func.count()).where(steps.DUE[step](before)))
-                    ).scalar_one()
+                    (await conn.execute(select(func.count()).where(DUE[step](before)))).scalar_one()
                 )
                 for _, step, before in cutoffs
             ]

@@ -1,0 +1,158 @@
+"""What a job's audit record says beyond its stored result.
+
+Known before the job runs (:class:`AuditFacts`, worked out once from the request by
+:class:`Auditor`): when it was submitted (its record's timestamp), which of its tenant's
+signing keys signed it, the SHA-256 of its prompt, and — for a tenant with ``audit_capture =
+"redacted"`` or ``"full"`` — the prompt to keep. Known when it ends (:func:`entry`): where it
+ran, the guardrails' decisions, status, cost, and the SHA-256 of its output.
+
+**Digests anyone can recompute** from the messages they sent and the result they received: the
+SHA-256 of the canonical JSON (keys sorted, no spaces, UTF-8 unescaped) of the job's
+``messages`` (null fields left out), or of its ``template`` reference, or its ``input``; and of
+the result's ``output`` as published. A redacted capture replaces PII in every string of the
+prompt and output by placeholders (``[EMAIL_1]``) with the kinds the tenant's and route's
+guardrails redact — all kinds when they name none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from broker.config import DEFAULT_TENANT, HeadwayConfig
+from schemas.jobs import JobRequest
+from schemas.results import ErrorCode, JobResult
+from workers.guardrails.pii import PiiKind, Redaction
+from workers.ledger.records import AuditEntry
+
+KEY_ID_LABEL = b"headway signing key id"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFacts:
+    submitted_at: float | None
+    signed_by: str | None
+    prompt_sha256: str | None
+    capture: str = "digest"  # digest | redacted | full
+    prompt_text: str | None = None  # the prompt kept (redacted or whole), when capturing
+    pii: tuple[str, ...] = ()  # a redacted capture's PII kinds (the output's too)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> AuditFacts | None:
+        if not data:
+            return None
+        return cls(**{**data, "pii": tuple(data.get("pii") or ())})
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prompt_of(job: JobRequest) -> Any:
+    """The job's prompt as it gave it: messages, template reference, or embedding input."""
+    if job.messages is not None:
+        return [
+            {"role": m.role, "content": m.content}
+            if m.plain
+            else m.model_dump(mode="json", exclude_none=True)
+            for m in job.messages
+        ]
+    if job.template is not None:
+        return job.template.model_dump(mode="json", exclude_none=True)
+    return job.input
+
+
+def key_id(variable: str, secret: bytes) -> str:
+    """Names a signing key without revealing it: its variable and a keyed fingerprint."""
+    return f"{variable}#{hmac.new(secret, KEY_ID_LABEL, hashlib.sha256).hexdigest()[:12]}"
+
+
+def redacted(value: Any, redaction: Redaction) -> Any:
+    """``value`` with PII in each of its strings replaced by placeholders."""
+    if isinstance(value, str):
+        return redaction.redact(value)
+    if isinstance(value, list):
+        return [redacted(item, redaction) for item in value]
+    if isinstance(value, dict):
+        return {key: redacted(item, redaction) for key, item in value.items()}
+    return value
+
+
+class Auditor:
+    def __init__(self, config: HeadwayConfig, signers: Mapping[str, str]) -> None:
+        """``signers``: tenant entry → the key id of its signing secret (a tenant without one
+        accepts unsigned jobs: its records say no key)."""
+        self._config = config
+        self._signers = signers
+
+    def facts(self, job: JobRequest, timestamp_ms: int | None) -> AuditFacts:
+        tenant = self._config.tenant(job.tenant)
+        entry = job.tenant if job.tenant in self._config.tenants else DEFAULT_TENANT
+        prompt = prompt_of(job)
+        text = canonical(prompt)
+        capture = tenant.audit_capture if tenant is not None else "digest"
+        kept: str | None = None
+        pii: tuple[str, ...] = ()
+        if capture == "full":
+            kept = text
+        elif capture == "redacted":
+            pii = self._pii_kinds(job)
+            kept = canonical(redacted(prompt, Redaction(frozenset(map(PiiKind, pii)))))
+        return AuditFacts(
+            None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms / 1000,
+            self._signers.get(entry),
+            sha256_hex(text),
+            capture,
+            kept,
+            pii,
+        )
+
+    def _pii_kinds(self, job: JobRequest) -> tuple[str, ...]:
+        tenant = self._config.tenant(job.tenant)
+        route = self._config.routes.get(job.route)
+        names = [*(tenant.guardrails if tenant else []), *(route.guardrails if route else [])]
+        kinds = {k.value for n in names for k in self._config.guardrails[n].redact_pii}
+        return tuple(sorted(kinds or {kind.value for kind in PiiKind}))
+
+
+def entry(result: JobResult, facts: AuditFacts | None) -> AuditEntry:
+    """The audit record's part beyond the finish, from the result and what was known before."""
+    output = None if result.output is None else result.output.model_dump(mode="json")
+    output_text = None if output is None else canonical(output)
+    code = result.error.code if result.error is not None else None
+    decisions: dict[str, Any] = {}
+    if result.guardrail_flags:
+        decisions["flags"] = list(result.guardrail_flags)
+    if code == ErrorCode.CONTENT_BLOCKED and result.error is not None:
+        decisions["blocked"] = result.error.message
+    capture = facts.capture if facts is not None else "digest"
+    kept: str | None = None
+    if facts is not None and output is not None and capture == "full":
+        kept = output_text
+    elif facts is not None and output is not None and capture == "redacted":
+        kept = canonical(redacted(output, Redaction(frozenset(map(PiiKind, facts.pii)))))
+    return AuditEntry(
+        submitted_at=facts.submitted_at if facts else None,
+        signed_by=facts.signed_by if facts else None,
+        template=result.template,
+        template_version=result.template_version,
+        region=result.region,
+        guardrails=canonical(decisions) if decisions else None,
+        error_code=None if code is None else str(code),
+        prompt_sha256=facts.prompt_sha256 if facts else None,
+        output_sha256=None if output_text is None else sha256_hex(output_text),
+        capture=capture,
+        prompt_text=facts.prompt_text if facts else None,
+        output_text=kept,
+    )

@@ -1,0 +1,136 @@
+"""The audit trail's SQL: records written with the results they describe, read by ``headway
+audit``, deleted only by the pruner past their retention.
+
+Records are inserted in the transaction that stores the results (``LedgerRepository``), for
+the results stored there and no others — so a job has an audit record for each terminal result
+stored, and a finish that lost to another finisher adds none. Nothing here updates a row (a
+trigger refuses it, migration 0015).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workers.ledger.database.models import AuditCaptureRow, AuditRow
+from workers.ledger.database.statements import dialect_insert
+from workers.ledger.database.transactions import Connection
+from workers.ledger.records import Finish
+
+
+def _record(finish: Finish) -> dict[str, Any]:
+    audit = finish.audit
+    assert audit is not None
+    return {
+        "tenant": finish.tenant,
+        "job_id": finish.job_id,
+        "completed_at": finish.completed_at,
+        "submitted_at": audit.submitted_at,
+        "batch_id": finish.batch_id,
+        "kind": finish.kind,
+        "route": finish.route,
+        "template": audit.template,
+        "template_version": audit.template_version,
+        "provider": finish.provider,
+        "deployment": finish.deployment,
+        "region": audit.region,
+        "signed_by": audit.signed_by,
+        "guardrails": audit.guardrails,
+        "status": finish.status.value,
+        "error_code": audit.error_code,
+        "attempts": finish.attempts,
+        "input_tokens": finish.input_tokens,
+        "output_tokens": finish.output_tokens,
+        "cost_nusd": finish.cost_nusd,
+        "prompt_sha256": audit.prompt_sha256,
+        "output_sha256": audit.output_sha256,
+        "capture": audit.capture,
+    }
+
+
+async def insert(conn: Connection, finishes: Sequence[Finish]) -> None:
+    """The audit records (and captures) of stored finishes: one statement each, batched."""
+    audited = [f for f in finishes if f.audit is not None]
+    if not audited:
+        return
+    insert_ = dialect_insert(conn)
+    await conn.execute(insert_(AuditRow).on_conflict_do_nothing(), [_record(f) for f in audited])
+    captured = [
+        {
+            "tenant": f.tenant,
+            "job_id": f.job_id,
+            "completed_at": f.completed_at,
+            "prompt": f.audit.prompt_text,
+            "output": f.audit.output_text,
+        }
+        for f in audited
+        if f.audit is not None and f.audit.capture != "digest"
+    ]
+    if captured:
+        await conn.execute(insert_(AuditCaptureRow).on_conflict_do_nothing(), captured)
+
+
+async def read(
+    engine: AsyncEngine,
+    tenant: str,
+    since: float | None = None,
+    job_id: str | None = None,
+    limit: int = 10_000,
+) -> list[dict[str, Any]]:
+    """A tenant's audit records, oldest first, with their captures when kept."""
+    statement = select(AuditRow, AuditCaptureRow.prompt, AuditCaptureRow.output).outerjoin(
+        AuditCaptureRow,
+        tuple_(AuditCaptureRow.tenant, AuditCaptureRow.job_id, AuditCaptureRow.completed_at)
+        == tuple_(AuditRow.tenant, AuditRow.job_id, AuditRow.completed_at),
+    )
+    statement = statement.where(AuditRow.tenant == tenant)
+    if since is not None:
+        statement = statement.where(AuditRow.completed_at >= since)
+    if job_id is not None:
+        statement = statement.where(AuditRow.job_id == job_id)
+    statement = statement.order_by(AuditRow.completed_at, AuditRow.job_id).limit(limit)
+    found = []
+    async with engine.connect() as conn:
+        for row, prompt, output in await conn.execute(statement):
+            values = {c.name: getattr(row, c.key) for c in AuditRow.__table__.columns}
+            values["captured_prompt"], values["captured_output"] = prompt, output
+            found.append(values)
+    return found
+
+
+def records_due(before: float) -> ColumnElement[bool]:
+    return AuditRow.completed_at < before
+
+
+def captures_due(before: float) -> ColumnElement[bool]:
+    return AuditCaptureRow.completed_at < before
+
+
+async def delete_records(conn: Connection, before: float, limit: int) -> int:
+    """Delete up to ``limit`` audit records completed before ``before``."""
+    return await _delete(conn, AuditRow, before, limit)
+
+
+async def delete_captures(conn: Connection, before: float, limit: int) -> int:
+    """Delete up to ``limit`` captures of jobs completed before ``before``."""
+    return await _delete(conn, AuditCaptureRow, before, limit)
+
+
+async def _delete(
+    conn: Connection, table: type[AuditRow] | type[AuditCaptureRow], before: float, limit: int
+) -> int:
+    key = tuple_(table.tenant, table.job_id, table.completed_at)
+    chosen = (
+        select(table.tenant, table.job_id, table.completed_at)
+        .where(table.completed_at < before)
+        .order_by(table.completed_at)
+        .limit(limit)
+    )
+    keys = [tuple(row) for row in await conn.execute(chosen)]
+    if not keys:
+        return 0
+    await conn.execute(delete(table).where(key.in_(keys)))
+    return len(keys)

@@ -46,7 +46,7 @@ class AuditRecord(BaseModel):
     prompt_sha256: str | None = Field(
         default=None,
         description="SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of the "
-        "job's messages (null fields left out), template reference or input",
+        "job's messages, template reference or input, as the job gave them",
     )
     output_sha256: str | None = Field(
         default=None, description="SHA-256 of the canonical JSON of the result's output"

@@ -135,6 +135,7 @@ class MemoryLedger:
         self.rows: dict[tuple[str, str], _Row] = {}
         self.ran = 0
         self.refused: set[str] = set()  # job ids whose values the database refuses
+        self.audits: list[Finish] = []  # the finishes whose audit records were written
 
     def finished(self, tenant: str, job_id: str) -> Any:
         row = self.rows[(tenant, job_id)]
@@ -172,6 +173,8 @@ class MemoryLedger:
             return AlreadyFinished(row.result_json, list(row.usage))
         row.result_json, row.status, row.owner = finish.result_json, finish.status, None
         row.usage = [usage.payload for usage in finish.usage]
+        if finish.audit is not None:  # written with the result it describes, and only then
+            self.audits.append(finish)
         return Stored()
 
     async def release(self, key: tuple[str, str]) -> None:

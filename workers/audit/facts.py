@@ -8,10 +8,10 @@ ran, the guardrails' decisions, status, cost, and the SHA-256 of its output.
 
 **Digests anyone can recompute** from the messages they sent and the result they received: the
 SHA-256 of the canonical JSON (keys sorted, no spaces, UTF-8 unescaped) of the job's
-``messages`` (null fields left out), or of its ``template`` reference, or its ``input``; and of
-the result's ``output`` as published. A redacted capture replaces PII in every string of the
-prompt and output by placeholders (``[EMAIL_1]``) with the kinds the tenant's and route's
-guardrails redact — all kinds when they name none.
+``messages``, or of its ``template`` reference, or its ``input``, as the job gave them (the
+fields it set, defaults not added); and of the result's ``output`` as published. A redacted
+capture replaces PII in every string of the prompt and output by placeholders (``[EMAIL_1]``)
+with the kinds the tenant's and route's guardrails redact — all kinds when they name none.
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ def prompt_of(job: JobRequest) -> Any:
         return [
             {"role": m.role, "content": m.content}
             if m.plain
-            else m.model_dump(mode="json", exclude_none=True)
+            else m.model_dump(mode="json", exclude_unset=True)
             for m in job.messages
         ]
     if job.template is not None:
-        return job.template.model_dump(mode="json", exclude_none=True)
+        return job.template.model_dump(mode="json", exclude_unset=True)
     return job.input
 
 

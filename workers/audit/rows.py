@@ -81,10 +81,16 @@ async def read(
     limit: int = 10_000,
 ) -> list[dict[str, Any]]:
     """A tenant's audit records, oldest first, with their captures when kept."""
-    statement = select(AuditRow, AuditCaptureRow.prompt, AuditCaptureRow.output).outerjoin(
+    columns = list(AuditRow.__table__.columns)
+    statement = select(
+        *columns,
+        AuditCaptureRow.prompt.label("captured_prompt"),
+        AuditCaptureRow.output.label("captured_output"),
+    ).outerjoin(
         AuditCaptureRow,
-        tuple_(AuditCaptureRow.tenant, AuditCaptureRow.job_id, AuditCaptureRow.completed_at)
-        == tuple_(AuditRow.tenant, AuditRow.job_id, AuditRow.completed_at),
+        (AuditCaptureRow.tenant == AuditRow.tenant)
+        & (AuditCaptureRow.job_id == AuditRow.job_id)
+        & (AuditCaptureRow.completed_at == AuditRow.completed_at),
     )
     statement = statement.where(AuditRow.tenant == tenant)
     if since is not None:
@@ -92,12 +98,8 @@ async def read(
     if job_id is not None:
         statement = statement.where(AuditRow.job_id == job_id)
     statement = statement.order_by(AuditRow.completed_at, AuditRow.job_id).limit(limit)
-    found = []
     async with engine.connect() as conn:
-        for row, prompt, output in await conn.execute(statement):
-            values = {c.name: getattr(row, c.key) for c in AuditRow.__table__.columns}
-            values["captured_prompt"], values["captured_output"] = prompt, output
-            found.append(values)
+        found = [dict(row._mapping) for row in await conn.execute(statement)]
     return found
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,5 +140,37 @@ async def test_every_stored_result_has_one_audit_record_saying_who_what_where_an
         assert report.audit_deleted == 4
         assert await asyncio.to_thread(audit_lines, "--tenant", "acme") == []
         await transactions.close()
+    finally:
+        await engine.dispose()
+
+
+GRANTS = Path(__file__).parents[2] / "deploy" / "postgres" / "audit-grants.sql"
+ROW = (
+    "INSERT INTO audit_records (tenant, job_id, completed_at, status, attempts, input_tokens, "
+    "output_tokens, cost_nusd, capture) VALUES ('t', 'j', 1.0, 'succeeded', 1, 1, 1, 1, 'digest')"
+)
+
+
+async def test_the_grants_let_the_workers_role_append_and_read_the_trail_never_change_it(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.begin() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.execute(GRANTS.read_text())  # type: ignore[union-attr]
+        async with engine.begin() as conn:
+            await conn.execute(text("SET ROLE headway_worker"))
+            await conn.execute(text(ROW))
+            assert (await conn.execute(text("SELECT count(*) FROM audit_records"))).scalar() == 1
+            await conn.execute(text("SELECT count(*) FROM jobs"))  # the rest of the ledger too
+        for statement in ("DELETE FROM audit_records", "TRUNCATE audit_captures"):
+            with pytest.raises(sqlalchemy.exc.DBAPIError, match="permission denied"):
+                async with engine.begin() as conn:
+                    await conn.execute(text("SET ROLE headway_worker"))
+                    await conn.execute(text(statement))
+        async with engine.begin() as conn:  # the pruning role deletes what is past retention
+            await conn.execute(text("SET ROLE headway_pruner"))
+            await conn.execute(text("DELETE FROM audit_records WHERE completed_at < 2"))
     finally:
         await engine.dispose()

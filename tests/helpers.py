@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -138,3 +139,14 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> 
             return True
         await asyncio.sleep(0.05)
     return condition()
+
+
+def point_cli_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``headway`` commands run in-process (CliRunner) use this test's broker, topics and
+    ledger."""
+    for name, value in {
+        "HEADWAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "HEADWAY_TOPIC_PREFIX": settings.topic_prefix,
+        "HEADWAY_DATABASE_URL": settings.database_url,
+    }.items():
+        monkeypatch.setenv(name, value)

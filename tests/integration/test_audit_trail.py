@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from broker.client import HeadwayClient
 from broker.config import GuardrailPolicy, TenantConfig, development_config
 from broker.settings import RetentionSettings, Settings
-from tests.helpers import chat_job, read_topic, running_worker
+from tests.helpers import chat_job, point_cli_at, read_topic, running_worker
 from workers.cli.main import app
 from workers.devstack.simulator import SimulatorServer
 from workers.ledger.database.engine import create_engine
@@ -54,12 +54,7 @@ async def test_every_stored_result_has_one_audit_record_saying_who_what_where_an
 ) -> None:
     monkeypatch.setenv(SECRET_ENV, "acme-secret")
     settings = make_settings(database_url=database_url)
-    for name, value in {
-        "HEADWAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "HEADWAY_TOPIC_PREFIX": settings.topic_prefix,
-        "HEADWAY_DATABASE_URL": database_url,
-    }.items():
-        monkeypatch.setenv(name, value or "")
+    point_cli_at(settings, monkeypatch)
     base = development_config(simulator.base_url)
     acme = TenantConfig(signing_secret_env=SECRET_ENV, guardrails=["pii"], audit_capture="redacted")
     config = base.model_copy(

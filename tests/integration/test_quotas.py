@@ -97,24 +97,28 @@ class Replica:
         budgets = Budgets(router, self.writer.run, owner, LEASE_S, clock)
         self.admission = Admission(self.writer.run, budgets, owner, LEASE_S, clock=clock)
 
-    async def close(self) -> None:
-        await self.engine.dispose()
+def pool_of(
+    kind: Callable[[str, str, Clock], Any], url: str
+) -> Callable[[int, Clock], contextlib.AbstractAsyncContextManager[list[Any]]]:
+    """``count`` workers (``kind``: how one is built) over the database at ``url``."""
+
+    @contextlib.asynccontextmanager
+    async def make(count: int, clock: Clock) -> AsyncIterator[list[Any]]:
+        made = [kind(url, f"worker-{i}", clock) for i in range(count)]
+        try:
+            yield made
+        finally:
+            for replica in made:
+                await replica.engine.dispose()
+
+    return make
 
 
 @pytest.fixture
 def replicas(
     database_url: str,
-) -> Callable[[int, Clock], contextlib.AbstractAsyncContextManager[list[Replica]]]:
-    @contextlib.asynccontextmanager
-    async def make(count: int, clock: Clock) -> AsyncIterator[list[Replica]]:
-        made = [Replica(database_url, f"worker-{i}", clock) for i in range(count)]
-        try:
-            yield made
-        finally:
-            for replica in made:
-                await replica.close()
-
-    return make
+) -> Callable[[int, Clock], contextlib.AbstractAsyncContextManager[list[Any]]]:
+    return pool_of(Replica, database_url)
 
 
 async def test_rpm_holds_in_every_sliding_minute_across_two_workers(replicas: Any) -> None:

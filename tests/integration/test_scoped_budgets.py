@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,9 +26,9 @@ from broker.topics import Topics
 from schemas.control import ControlCommand
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
-from tests.helpers import chat_job, read_topic, running_worker
+from tests.helpers import chat_job, point_cli_at, read_topic, running_worker
 from tests.integration.test_budget_alerts import Sink
-from tests.integration.test_quotas import Clock, finish_with_cost, messages_of
+from tests.integration.test_quotas import Clock, finish_with_cost, messages_of, pool_of
 from workers.admission.batch_caps import BatchCaps
 from workers.admission.budget_alerts import AlertPublisher
 from workers.admission.budget_gauges import BudgetGauges
@@ -125,17 +125,8 @@ class Replica:
 @pytest.fixture
 def replicas(
     database_url: str,
-) -> Callable[[int, Clock], contextlib.AbstractAsyncContextManager[list[Replica]]]:
-    @contextlib.asynccontextmanager
-    async def make(count: int, clock: Clock) -> AsyncIterator[list[Replica]]:
-        made = [Replica(database_url, f"worker-{i}", clock) for i in range(count)]
-        try:
-            yield made
-        finally:
-            for replica in made:
-                await replica.engine.dispose()
-
-    return make
+) -> Callable[[int, Clock], contextlib.AbstractAsyncContextManager[list[Any]]]:
+    return pool_of(Replica, database_url)
 
 
 def owner(workers: list[Replica], request: JobRequest) -> Replica:
@@ -317,12 +308,7 @@ async def test_headway_budget_set_caps_a_running_workers_batch_over_the_control_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = make_settings(database_url=database_url)
-    for name, value in {
-        "HEADWAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "HEADWAY_TOPIC_PREFIX": settings.topic_prefix,
-        "HEADWAY_DATABASE_URL": database_url,
-    }.items():
-        monkeypatch.setenv(name, value or "")
+    point_cli_at(settings, monkeypatch)
     config = development_config(simulator.base_url)
     bootstrap = settings.kafka_bootstrap or ""
     async with running_worker(settings, config) as worker, HeadwayClient(settings) as client:

@@ -16,48 +16,47 @@ from sqlalchemy import ColumnElement, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.ledger.database.models import AuditCaptureRow, AuditRow
-from workers.ledger.database.statements import dialect_insert
+from workers.ledger.database.statements import dialect_insert, statements
 from workers.ledger.database.transactions import Connection
-from workers.ledger.records import Finish
+from workers.ledger.records import AuditEntry, Finish
 
 
-def _record(finish: Finish) -> dict[str, Any]:
-    audit = finish.audit
-    assert audit is not None
-    return {
-        "tenant": finish.tenant,
-        "job_id": finish.job_id,
-        "completed_at": finish.completed_at,
-        "submitted_at": audit.submitted_at,
-        "batch_id": finish.batch_id,
-        "kind": finish.kind,
-        "route": finish.route,
-        "template": audit.template,
-        "template_version": audit.template_version,
-        "provider": finish.provider,
-        "deployment": finish.deployment,
-        "region": audit.region,
-        "signed_by": audit.signed_by,
-        "guardrails": audit.guardrails,
-        "status": finish.status.value,
-        "error_code": audit.error_code,
-        "attempts": finish.attempts,
-        "input_tokens": finish.input_tokens,
-        "output_tokens": finish.output_tokens,
-        "cost_nusd": finish.cost_nusd,
-        "prompt_sha256": audit.prompt_sha256,
-        "output_sha256": audit.output_sha256,
-        "capture": audit.capture,
-    }
+def _record(finish: Finish, audit: AuditEntry) -> tuple[Any, ...]:
+    """The values of AUDIT_COLUMNS, in order."""
+    return (
+        finish.tenant,
+        finish.job_id,
+        finish.completed_at,
+        audit.submitted_at,
+        finish.batch_id,
+        finish.kind,
+        finish.route,
+        audit.template,
+        audit.template_version,
+        finish.provider,
+        finish.deployment,
+        audit.region,
+        audit.signed_by,
+        audit.guardrails,
+        finish.status.value,
+        audit.error_code,
+        finish.attempts,
+        finish.input_tokens,
+        finish.output_tokens,
+        finish.cost_nusd,
+        audit.prompt_sha256,
+        audit.output_sha256,
+        audit.capture,
+    )
 
 
 async def insert(conn: Connection, finishes: Sequence[Finish]) -> None:
-    """The audit records (and captures) of stored finishes: one statement each, batched."""
-    audited = [f for f in finishes if f.audit is not None]
-    if not audited:
+    """The audit records (and captures) of stored finishes: driver SQL, one executemany (the
+    hot path: ``workers/ledger/database/statements.py``)."""
+    records = [_record(f, f.audit) for f in finishes if f.audit is not None]
+    if not records:
         return
-    insert_ = dialect_insert(conn)
-    await conn.execute(insert_(AuditRow).on_conflict_do_nothing(), [_record(f) for f in audited])
+    await conn.exec_driver_sql(statements(conn.dialect.name).audit_insert, records)
     captured = [
         {
             "tenant": f.tenant,
@@ -66,11 +65,12 @@ async def insert(conn: Connection, finishes: Sequence[Finish]) -> None:
             "prompt": f.audit.prompt_text,
             "output": f.audit.output_text,
         }
-        for f in audited
+        for f in finishes
         if f.audit is not None and f.audit.capture != "digest"
     ]
     if captured:
-        await conn.execute(insert_(AuditCaptureRow).on_conflict_do_nothing(), captured)
+        insert_ = dialect_insert(conn)(AuditCaptureRow).on_conflict_do_nothing()
+        await conn.execute(insert_, captured)
 
 
 async def read(

@@ -1,6 +1,7 @@
-"""The ledger's hot statements as driver SQL: claim, finish and usage inserts, per dialect.
+"""The ledger's hot statements as driver SQL: claim, finish, usage and audit inserts, per
+dialect.
 
-Every job passes through these three statements, in batches of up to ``ledger_batch_max``.
+Every job passes through these four statements, in batches of up to ``ledger_batch_max``.
 Through SQLAlchemy's compiled-statement path they cost ~80 µs of CPU per job (parameter
 processing per row, insertmanyvalues); handed to the driver as plain SQL with positional
 parameters, ~15 µs (``docs/performance.md``). Column names come from the models, so the SQL
@@ -15,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 
-from workers.ledger.database.models import JobRow, RowStatus, UsageRow
+from workers.ledger.database.models import AuditRow, JobRow, RowStatus, UsageRow
 from workers.ledger.database.transactions import Connection
 
 CLAIM_COLUMNS = (
@@ -69,6 +70,32 @@ USAGE_COLUMNS = (
     "tags",
 )
 
+AUDIT_COLUMNS = (
+    "tenant",
+    "job_id",
+    "completed_at",
+    "submitted_at",
+    "batch_id",
+    "kind",
+    "route",
+    "template",
+    "template_version",
+    "provider",
+    "deployment",
+    "region",
+    "signed_by",
+    "guardrails",
+    "status",
+    "error_code",
+    "attempts",
+    "input_tokens",
+    "output_tokens",
+    "cost_nusd",
+    "prompt_sha256",
+    "output_sha256",
+    "capture",
+)
+
 # the most bound parameters one statement may carry: PostgreSQL's wire limit is 32,767 and
 # SQLite's default limit is 32,766 (999 before SQLite 3.32)
 MAX_PARAMETERS = {"postgresql": 32_767, "sqlite": 32_766}
@@ -82,6 +109,7 @@ def _check(table_columns: Sequence[str], wanted: Sequence[str]) -> None:
 
 _check([c.name for c in JobRow.__table__.columns], CLAIM_COLUMNS + FINISH_COLUMNS)
 _check([c.name for c in UsageRow.__table__.columns], USAGE_COLUMNS)
+_check([c.name for c in AuditRow.__table__.columns], AUDIT_COLUMNS)
 
 
 class Statements:
@@ -93,7 +121,8 @@ class Statements:
         self.dialect = dialect
         self.claim_rows_max = min(1000, MAX_PARAMETERS[dialect] // len(CLAIM_COLUMNS))
         self.finish = self._finish()
-        self.usage_insert = self._usage_insert()
+        self.usage_insert = self._insert(UsageRow.__tablename__, USAGE_COLUMNS)
+        self.audit_insert = self._insert(AuditRow.__tablename__, AUDIT_COLUMNS)
         self._claim_inserts: dict[int, str] = {}
 
     def placeholders(self, count: int, start: int = 1) -> list[str]:
@@ -134,10 +163,10 @@ class Statements:
             f"AND status = '{RowStatus.RUNNING.value}'"
         )
 
-    def _usage_insert(self) -> str:
-        marks = self.placeholders(len(USAGE_COLUMNS))
+    def _insert(self, table: str, columns: Sequence[str]) -> str:
+        marks = self.placeholders(len(columns))
         return (
-            f"INSERT INTO {UsageRow.__tablename__} ({','.join(USAGE_COLUMNS)}) "
+            f"INSERT INTO {table} ({','.join(columns)}) "
             f"VALUES ({','.join(marks)}) ON CONFLICT DO NOTHING"
         )
 

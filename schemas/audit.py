@@ -43,13 +43,15 @@ class AuditRecord(BaseModel):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     cost_usd: float = Field(ge=0)
-    prompt_sha256: str | None = Field(
+    request_sha256: str | None = Field(
         default=None,
-        description="SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of the "
-        "job's messages, template reference or input, as the job gave them",
+        description="SHA-256 of the job record's value exactly as received (the JobRequest "
+        "bytes a headway-signature covers, prompt included)",
     )
-    output_sha256: str | None = Field(
-        default=None, description="SHA-256 of the canonical JSON of the result's output"
+    result_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the result record's value exactly as published (the JobResult "
+        "bytes, output included)",
     )
     capture: Literal["digest", "redacted", "full"] | str
     captured_prompt: Any = Field(

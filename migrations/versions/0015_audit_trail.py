@@ -61,8 +61,8 @@ def upgrade() -> None:
         sa.Column("input_tokens", sa.BigInteger(), nullable=False),
         sa.Column("output_tokens", sa.BigInteger(), nullable=False),
         sa.Column("cost_nusd", sa.BigInteger(), nullable=False),
-        sa.Column("prompt_sha256", sa.String(64)),
-        sa.Column("output_sha256", sa.String(64)),
+        sa.Column("request_sha256", sa.String(64)),
+        sa.Column("result_sha256", sa.String(64)),
         sa.Column("capture", sa.String(16), nullable=False),
     )
     op.create_index("ix_audit_records_tenant", "audit_records", ["tenant", "completed_at"])

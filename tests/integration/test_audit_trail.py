@@ -1,9 +1,9 @@
 """The audit trail over a real broker and database (SQLite and PostgreSQL): every stored result
 has one audit record saying who submitted it (which signing key), what ran where (route,
-deployment, region), the guardrails' decisions, status and cost, with digests anyone can
-recompute from what they sent and received; a tenant's captures are PII-redacted by its
-guardrails and kept apart; records cannot be updated; the pruner removes captures and records
-past their own retentions; ``headway audit`` reads them back."""
+deployment, region), the guardrails' decisions, status and cost, with digests of the exact
+request and result records anyone holding them checks with one hash; a tenant's captures are
+PII-redacted by its guardrails and kept apart; records cannot be updated; the pruner removes
+captures and records past their own retentions; ``headway audit`` reads them back."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from broker.client import HeadwayClient
 from broker.config import GuardrailPolicy, TenantConfig, development_config
 from broker.settings import RetentionSettings, Settings
+from schemas.jobs import Priority
 from tests.helpers import chat_job, point_cli_at, read_topic, running_worker
 from workers.cli.main import app
 from workers.devstack.simulator import SimulatorServer
@@ -34,10 +35,12 @@ SECRET_ENV = "HEADWAY_TEST_AUDIT_SECRET"
 DAY = 86_400.0
 
 
-def sha256_of_canonical(value: Any) -> str:
-    """How a reader recomputes a digest from the JSON it sent or received."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def digests(collected: Any) -> dict[str, str]:
+    """job_id → SHA-256 of its record's value, as a holder of the records computes it."""
+    return {
+        json.loads(record.value)["job_id"]: hashlib.sha256(record.value).hexdigest()
+        for record in collected.records
+    }
 
 
 def audit_lines(*args: str) -> list[dict[str, Any]]:
@@ -85,7 +88,11 @@ async def test_every_stored_result_has_one_audit_record_saying_who_what_where_an
         await signed.submit_many(acme_jobs)
         await unsigned.submit(chat_job("d-1"))
         results = await read_topic(bootstrap, settings.topics.results, until_keys=4)
+        requests = await read_topic(
+            bootstrap, settings.topics.jobs(Priority.NORMAL), until_keys=1, until_records=4
+        )
     outcome = {key: copies[0] for key, copies in results.by_key.items()}
+    sent_digests, result_digests = digests(requests), digests(results)
 
     records = await asyncio.to_thread(audit_lines, "--tenant", "acme")
     by_job = {r["job_id"]: r for r in records}
@@ -95,8 +102,8 @@ async def test_every_stored_result_has_one_audit_record_saying_who_what_where_an
     assert (ok["status"], ok["batch_id"], ok["route"]) == ("succeeded", "b1", "summarize")
     assert (ok["provider"], ok["deployment"]) == ("simulator", "sim-chat-mini")
     assert ok["cost_usd"] == pytest.approx(outcome["ok-1"]["cost_usd"]) and ok["cost_usd"] > 0
-    assert ok["prompt_sha256"] == sha256_of_canonical(sent["messages"])
-    assert ok["output_sha256"] == sha256_of_canonical(outcome["ok-1"]["output"])
+    assert ok["request_sha256"] == sent_digests["ok-1"]  # the bytes its signature covers
+    assert ok["result_sha256"] == result_digests["ok-1"]
     assert ok["submitted_at"] is not None and ok["submitted_at"] <= ok["completed_at"]
     assert ok["capture"] == "redacted"
     assert ok["captured_prompt"] == [
@@ -106,11 +113,12 @@ async def test_every_stored_result_has_one_audit_record_saying_who_what_where_an
     assert ok["captured_output"]["text"] == outcome["ok-1"]["output"]["text"]
     blocked = by_job["blocked-1"]
     assert (blocked["status"], blocked["error_code"]) == ("rejected", "content_blocked")
-    assert "classified" in blocked["guardrails"]["blocked"] and blocked["output_sha256"] is None
+    assert "classified" in blocked["guardrails"]["blocked"]
+    assert blocked["result_sha256"] == result_digests["blocked-1"]
     assert by_job["noroute-1"]["error_code"] == "unknown_route"
     [demo] = await asyncio.to_thread(audit_lines, "--tenant", "demo", "--job", "d-1")
     assert (demo["signed_by"], demo["capture"], demo["captured_prompt"]) == (None, "digest", None)
-    assert demo["prompt_sha256"] == sha256_of_canonical(chat_job("d-1")["messages"])
+    assert demo["request_sha256"] == sent_digests["d-1"]
 
     engine = create_engine(database_url)
     try:
@@ -129,7 +137,7 @@ async def test_every_stored_result_has_one_audit_record_saying_who_what_where_an
         report = await Pruner(run, engine, captures_only, owner="p", clock=clock).prune()
         assert (report.captures_deleted, report.audit_deleted) == (3, 0)  # acme's three
         records = await asyncio.to_thread(audit_lines, "--tenant", "acme", "--job", "ok-1")
-        assert records[0]["captured_prompt"] is None and records[0]["prompt_sha256"]
+        assert records[0]["captured_prompt"] is None and records[0]["request_sha256"]
         everything = RetentionSettings(audit_d=1.0, audit_captures_d=1.0)
         report = await Pruner(run, engine, everything, owner="p", clock=clock).prune()
         assert report.audit_deleted == 4

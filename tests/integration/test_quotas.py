@@ -97,6 +97,7 @@ class Replica:
         budgets = Budgets(router, self.writer.run, owner, LEASE_S, clock)
         self.admission = Admission(self.writer.run, budgets, owner, LEASE_S, clock=clock)
 
+
 def pool_of(
     kind: Callable[[str, str, Clock], Any], url: str
 ) -> Callable[[int, Clock], contextlib.AbstractAsyncContextManager[list[Any]]]:

@@ -1,7 +1,7 @@
-"""What a job's audit record says, on in-memory fakes: digests a reader recomputes from what it
-sent and received, the signing key named without revealing it, captures by the tenant's
-policy (redacted with its guardrails' PII kinds, or all kinds), the guardrails' decisions, and a
-record only for a result that was stored."""
+"""What a job's audit record says, on in-memory fakes: digests of the exact request and result
+bytes, the signing key named without revealing it, captures by the tenant's policy (redacted
+with its guardrails' PII kinds, or all kinds), the guardrails' decisions, and a record only for
+a result that was stored."""
 
 from __future__ import annotations
 
@@ -42,11 +42,6 @@ CONFIG: HeadwayConfig = config_of(
 TEXT = "Mail ann@example.com or call +44 20 7946 0958"
 
 
-def canonical_sha256(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def job(tenant: str, **overrides: Any) -> JobRequest:
     raw = chat_job("j", tenant=tenant, **overrides)
     return JobRequest.model_validate(raw)
@@ -64,23 +59,27 @@ def result(**overrides: Any) -> JobResult:
     return JobResult.model_validate({**values, **overrides})
 
 
-def test_the_prompt_digest_is_what_a_reader_recomputes_from_the_json_it_sent() -> None:
-    auditor = Auditor(CONFIG, {})
+def test_the_request_digest_is_of_the_bytes_received_and_captures_keep_the_prompt_as_given() -> (
+    None
+):
     parts = [{"role": "user", "content": [{"type": "text", "text": "ünïcode"}], "name": "n"}]
+    embedding = {"job_id": "j", "tenant": "whole", "kind": "embedding", "route": "embed",
+                 "input": ["a", "b"]}  # fmt: skip
     for sent, field in (
-        (chat_job("j", tenant="plain", messages=[{"role": "user", "content": TEXT}]), "messages"),
-        (chat_job("j", tenant="plain", messages=parts), "messages"),
-        (chat_job("j", tenant="plain", messages=None, template={"name": "t"}), "template"),
-        (
-            {"job_id": "j", "tenant": "plain", "kind": "embedding", "route": "embed",
-             "input": ["a", "b"]},
-            "input",
-        ),
-    ):  # fmt: skip
-        facts = auditor.facts(JobRequest.model_validate(sent), 1_764_720_000_000)
-        assert facts.prompt_sha256 == canonical_sha256(sent[field])
+        (chat_job("j", tenant="whole", messages=[{"role": "user", "content": TEXT}]), "messages"),
+        (chat_job("j", tenant="whole", messages=parts), "messages"),
+        (chat_job("j", tenant="whole", messages=None, template={"name": "t"}), "template"),
+        (embedding, "input"),
+    ):
+        value = json.dumps(sent).encode()
+        facts = Auditor(CONFIG, {}).facts(
+            JobRequest.model_validate_json(value), value, 1_764_720_000_000
+        )
+        assert facts.request_sha256 == hashlib.sha256(value).hexdigest()
         assert facts.submitted_at == 1_764_720_000.0
-        assert (facts.capture, facts.prompt_text) == ("digest", None)
+        assert json.loads(facts.prompt_text or "") == sent[field]  # as the job gave it
+    plain = job("plain")
+    assert Auditor(CONFIG, {}).facts(plain, b"{}", None).prompt_text is None  # digest only
 
 
 def test_a_signing_key_is_named_by_its_variable_and_an_id_that_does_not_reveal_it() -> None:
@@ -89,16 +88,16 @@ def test_a_signing_key_is_named_by_its_variable_and_an_id_that_does_not_reveal_i
     assert "s3cret" not in named and named == key_id("ACME_SECRET", b"s3cret-value")
     assert named != key_id("ACME_SECRET", b"another-secret")  # a rotated key reads differently
     auditor = Auditor(CONFIG, {"plain": named})
-    assert auditor.facts(job("plain"), None).signed_by == named
-    assert auditor.facts(job("whole"), None).signed_by is None
+    assert auditor.facts(job("plain"), b"", None).signed_by == named
+    assert auditor.facts(job("whole"), b"", None).signed_by is None
 
 
 def test_captures_follow_the_tenants_policy_and_its_guardrails_pii_kinds() -> None:
     auditor = Auditor(CONFIG, {})
     messages = [{"role": "user", "content": TEXT}]
-    whole = auditor.facts(job("whole", messages=messages), None)
+    whole = auditor.facts(job("whole", messages=messages), b"", None)
     assert whole.prompt_text is not None and json.loads(whole.prompt_text) == messages
-    careful = auditor.facts(job("careful", messages=messages), None)
+    careful = auditor.facts(job("careful", messages=messages), b"", None)
     assert careful.pii == ("email", "phone")  # the tenant's policy and the route's
     assert json.loads(careful.prompt_text or "") == [
         {"role": "user", "content": "Mail [EMAIL_1] or call [PHONE_1]"}
@@ -107,14 +106,15 @@ def test_captures_follow_the_tenants_policy_and_its_guardrails_pii_kinds() -> No
     raw["routes"]["summarize"]["guardrails"] = []
     raw["tenants"]["careful"]["guardrails"] = []
     elsewhere = config_of(raw)
-    unguarded = Auditor(elsewhere, {}).facts(job("careful", messages=messages), None)
+    unguarded = Auditor(elsewhere, {}).facts(job("careful", messages=messages), b"", None)
     assert "ip" in unguarded.pii and "secret" in unguarded.pii  # … then every kind
 
 
-def test_the_record_part_beyond_the_finish_digests_the_output_and_names_decisions() -> None:
+def test_the_record_part_beyond_the_finish_digests_the_result_and_names_decisions() -> None:
     facts = AuditFacts(1.0, "K#1", "p" * 64, "redacted", "[]", ("email",))
-    done = entry(result(guardrail_flags=["injection"]), facts)
-    assert done.output_sha256 == canonical_sha256(result().output.model_dump(mode="json"))  # type: ignore[union-attr]
+    flagged = result(guardrail_flags=["injection"])
+    done = entry(flagged, flagged.model_dump_json(), facts)
+    assert done.result_sha256 == hashlib.sha256(flagged.model_dump_json().encode()).hexdigest()
     assert (
         json.loads(done.output_text or "")["text"]
         == "Done: Mail [EMAIL_1] or call +44 20 7946 0958"
@@ -126,8 +126,8 @@ def test_the_record_part_beyond_the_finish_digests_the_output_and_names_decision
         output=None,
         error=JobError(code=ErrorCode.CONTENT_BLOCKED, message="blocked term 'x'"),
     )
-    refused = entry(blocked, None)  # a job whose request could not be read: what is known
-    assert (refused.output_sha256, refused.prompt_sha256, refused.output_text) == (None,) * 3
+    refused = entry(blocked, "{}", None)  # a job whose request could not be read: what is known
+    assert (refused.request_sha256, refused.output_text) == (None, None)
     assert refused.error_code == "content_blocked"
     assert json.loads(refused.guardrails or "") == {"blocked": "blocked term 'x'"}
     assert refused.capture == "digest"
@@ -150,8 +150,9 @@ async def test_a_pipeline_writes_one_audit_record_with_the_result_it_stores() ->
     [stored] = built.ledger.audits
     audit = stored.audit
     assert audit is not None and stored.status.value == JobStatus.SUCCEEDED.value
-    assert audit.prompt_sha256 == canonical_sha256(sent["messages"])
+    assert audit.request_sha256 == hashlib.sha256(built.record(sent).value or b"").hexdigest()
     published = built.ledger.finished("whole", "a-1")
-    assert audit.output_sha256 == canonical_sha256(published["output"])
+    stored = built.ledger.rows[("whole", "a-1")].result_json or ""
+    assert audit.result_sha256 == hashlib.sha256(stored.encode()).hexdigest()
     assert (audit.region, audit.capture) == ("eu-west", "full")
     assert json.loads(audit.output_text or "") == published["output"]

@@ -2,16 +2,20 @@
 
 Known before the job runs (:class:`AuditFacts`, worked out once from the request by
 :class:`Auditor`): when it was submitted (its record's timestamp), which of its tenant's
-signing keys signed it, the SHA-256 of its prompt, and — for a tenant with ``audit_capture =
-"redacted"`` or ``"full"`` — the prompt to keep. Known when it ends (:func:`entry`): where it
-ran, the guardrails' decisions, status, cost, and the SHA-256 of its output.
+signing keys signed it, the SHA-256 of the request that carried its prompt, and — for a tenant
+with ``audit_capture = "redacted"`` or ``"full"`` — the prompt to keep. Known when it ends
+(:func:`entry`): where it ran, the guardrails' decisions, status, cost, and the SHA-256 of the
+result that carried its output.
 
-**Digests anyone can recompute** from the messages they sent and the result they received: the
-SHA-256 of the canonical JSON (keys sorted, no spaces, UTF-8 unescaped) of the job's
-``messages``, or of its ``template`` reference, or its ``input``, as the job gave them (the
-fields it set, defaults not added); and of the result's ``output`` as published. A redacted
-capture replaces PII in every string of the prompt and output by placeholders (``[EMAIL_1]``)
-with the kinds the tenant's and route's guardrails redact — all kinds when they name none.
+**Digests of the bytes exchanged**: ``request_sha256`` is the SHA-256 of the job record's value
+exactly as received — the bytes a ``headway-signature`` covers, prompt included — and
+``result_sha256`` of the result record's value exactly as published (and stored: a redelivery
+republishes the same bytes), output included. Anyone holding either record checks it against
+the trail with one hash, in any language, with no canonical form to agree on; and both cost a
+hash of bytes the worker already holds (the job's path pays ~2 µs, not a re-serialisation). A
+redacted capture replaces PII in every string of the prompt and output by placeholders
+(``[EMAIL_1]``) with the kinds the tenant's and route's guardrails redact — all kinds when
+they name none.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ KEY_ID_LABEL = b"headway signing key id"
 class AuditFacts:
     submitted_at: float | None
     signed_by: str | None
-    prompt_sha256: str | None
+    request_sha256: str | None
     capture: str = "digest"  # digest | redacted | full
     prompt_text: str | None = None  # the prompt kept (redacted or whole), when capturing
     pii: tuple[str, ...] = ()  # a redacted capture's PII kinds (the output's too)
@@ -52,11 +56,8 @@ class AuditFacts:
 
 
 def canonical(value: Any) -> str:
+    """A capture's JSON text: keys sorted, no spaces, UTF-8 unescaped."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def prompt_of(job: JobRequest) -> Any:
@@ -96,23 +97,22 @@ class Auditor:
         self._config = config
         self._signers = signers
 
-    def facts(self, job: JobRequest, timestamp_ms: int | None) -> AuditFacts:
+    def facts(self, job: JobRequest, value: bytes, timestamp_ms: int | None) -> AuditFacts:
+        """``value``: the job record's bytes as received."""
         tenant = self._config.tenant(job.tenant)
         entry = job.tenant if job.tenant in self._config.tenants else DEFAULT_TENANT
-        prompt = prompt_of(job)
-        text = canonical(prompt)
         capture = tenant.audit_capture if tenant is not None else "digest"
         kept: str | None = None
         pii: tuple[str, ...] = ()
         if capture == "full":
-            kept = text
+            kept = canonical(prompt_of(job))
         elif capture == "redacted":
             pii = self._pii_kinds(job)
-            kept = canonical(redacted(prompt, Redaction(frozenset(map(PiiKind, pii)))))
+            kept = canonical(redacted(prompt_of(job), Redaction(frozenset(map(PiiKind, pii)))))
         return AuditFacts(
             None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms / 1000,
             self._signers.get(entry),
-            sha256_hex(text),
+            hashlib.sha256(value).hexdigest(),
             capture,
             kept,
             pii,
@@ -126,22 +126,23 @@ class Auditor:
         return tuple(sorted(kinds or {kind.value for kind in PiiKind}))
 
 
-def entry(result: JobResult, facts: AuditFacts | None) -> AuditEntry:
-    """The audit record's part beyond the finish, from the result and what was known before."""
-    output = None if result.output is None else result.output.model_dump(mode="json")
-    output_text = None if output is None else canonical(output)
-    code = result.error.code if result.error is not None else None
+def entry(result: JobResult, result_json: str, facts: AuditFacts | None) -> AuditEntry:
+    """The audit record's part beyond the finish: from the result, the bytes it is stored and
+    published as (``result_json``), and what was known of the request."""
+    error = result.error
+    code = error.code if error is not None else None
     decisions: dict[str, Any] = {}
     if result.guardrail_flags:
         decisions["flags"] = list(result.guardrail_flags)
-    if code == ErrorCode.CONTENT_BLOCKED and result.error is not None:
-        decisions["blocked"] = result.error.message
+    if code == ErrorCode.CONTENT_BLOCKED and error is not None:
+        decisions["blocked"] = error.message
     capture = facts.capture if facts is not None else "digest"
     kept: str | None = None
-    if facts is not None and output is not None and capture == "full":
-        kept = output_text
-    elif facts is not None and output is not None and capture == "redacted":
-        kept = canonical(redacted(output, Redaction(frozenset(map(PiiKind, facts.pii)))))
+    if facts is not None and result.output is not None and capture != "digest":
+        output = result.output.model_dump(mode="json")
+        if capture == "redacted":
+            output = redacted(output, Redaction(frozenset(map(PiiKind, facts.pii))))
+        kept = canonical(output)
     return AuditEntry(
         submitted_at=facts.submitted_at if facts else None,
         signed_by=facts.signed_by if facts else None,
@@ -150,8 +151,8 @@ def entry(result: JobResult, facts: AuditFacts | None) -> AuditEntry:
         region=result.region,
         guardrails=canonical(decisions) if decisions else None,
         error_code=None if code is None else str(code),
-        prompt_sha256=facts.prompt_sha256 if facts else None,
-        output_sha256=None if output_text is None else sha256_hex(output_text),
+        request_sha256=facts.request_sha256 if facts else None,
+        result_sha256=hashlib.sha256(result_json.encode()).hexdigest(),
         capture=capture,
         prompt_text=facts.prompt_text if facts else None,
         output_text=kept,

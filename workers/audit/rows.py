@@ -44,8 +44,8 @@ def _record(finish: Finish, audit: AuditEntry) -> tuple[Any, ...]:
         finish.input_tokens,
         finish.output_tokens,
         finish.cost_nusd,
-        audit.prompt_sha256,
-        audit.output_sha256,
+        audit.request_sha256,
+        audit.result_sha256,
         audit.capture,
     )
 

@@ -120,7 +120,7 @@ def audit(
         "signed by",
         "status",
         "cost USD",
-        "prompt sha256",
+        "request sha256",
     ):
         table.add_column(column)
     for r in records:
@@ -128,6 +128,6 @@ def audit(
             f"{r.completed_at:%Y-%m-%d %H:%M:%S}", r.job_id, r.batch_id or "", r.route or "",
             r.deployment or "", r.region or "", r.signed_by or "",
             r.status + (f" ({r.error_code})" if r.error_code else ""), f"{r.cost_usd:.6f}",
-            (r.prompt_sha256 or "")[:16],
+            (r.request_sha256 or "")[:16],
         )  # fmt: skip
     console.print(table)

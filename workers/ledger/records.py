@@ -70,7 +70,8 @@ class UsageRecord:
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """What a job's audit record adds to its finish (workers/audit/): who signed it, what ran
-    where, the guardrails' decisions, digests, and captures by the tenant's policy."""
+    where, the guardrails' decisions, digests of the request and result records' bytes, and
+    captures by the tenant's policy."""
 
     submitted_at: float | None  # the job record's timestamp
     signed_by: str | None  # the tenant's signing key that signed it (env name#fingerprint)
@@ -79,8 +80,8 @@ class AuditEntry:
     region: str | None
     guardrails: str | None  # JSON: what the guardrails noticed, and a block's reason
     error_code: str | None
-    prompt_sha256: str | None
-    output_sha256: str | None
+    request_sha256: str | None
+    result_sha256: str | None
     capture: str  # digest | redacted | full
     prompt_text: str | None = None  # captured (redacted or full), kept apart
     output_text: str | None = None

@@ -132,8 +132,8 @@ class JobPipeline:
     async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> Wait | None:
         self.tracing.describe(job)
         tenant = self.config.tenant(job.tenant)
-        who = Identity.of(job, self.auditor.facts(job, record.timestamp))
         value, headers = record.value or b"", record.headers
+        who = Identity.of(job, self.auditor.facts(job, value, record.timestamp))
         prepared = await with_ledger(lambda: self.preparation.prepare(job, tenant, value, headers))
         if isinstance(prepared, Rejection):
             ending = Ending.rejected(prepared.code, prepared.message)

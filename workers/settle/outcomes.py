@@ -326,5 +326,5 @@ def finish_record(
         ),
         budget_period=budget_period,
         cache=cache,
-        audit=audit_entry(result, audit),
+        audit=audit_entry(result, result_json, audit),
     )

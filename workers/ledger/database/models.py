@@ -449,8 +449,8 @@ class AuditRow(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_nusd: Mapped[int] = mapped_column(BigInteger, default=0)
-    prompt_sha256: Mapped[str | None] = mapped_column(String(64))
-    output_sha256: Mapped[str | None] = mapped_column(String(64))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    result_sha256: Mapped[str | None] = mapped_column(String(64))
     capture: Mapped[str] = mapped_column(String(16))
 
     __table_args__ = (Index("ix_audit_records_tenant", "tenant", "completed_at"),)

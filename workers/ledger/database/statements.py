@@ -91,8 +91,8 @@ AUDIT_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "cost_nusd",
-    "prompt_sha256",
-    "output_sha256",
+    "request_sha256",
+    "result_sha256",
     "capture",
 )
 

@@ -156,3 +156,14 @@ async def test_a_pipeline_writes_one_audit_record_with_the_result_it_stores() ->
     assert audit.result_sha256 == hashlib.sha256(stored.encode()).hexdigest()
     assert (audit.region, audit.capture) == ("eu-west", "full")
     assert json.loads(audit.output_text or "") == published["output"]
+
+
+async def test_a_job_that_never_ran_is_audited_with_the_digest_of_what_was_received() -> None:
+    built = pipeline_for(CONFIG, {"p": ScriptedProvider("p")})
+    invalid = {**chat_job("bad-1", tenant="plain"), "temperature": 3}  # not a field of a job
+    record = built.record(invalid)
+    assert await built.pipeline.handle(record) is None
+    [stored] = built.ledger.audits
+    assert stored.audit is not None and stored.status.value == JobStatus.REJECTED.value
+    assert stored.audit.request_sha256 == hashlib.sha256(record.value or b"").hexdigest()
+    assert stored.audit.error_code == "invalid_request" and stored.audit.signed_by is None

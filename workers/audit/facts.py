@@ -45,6 +45,11 @@ class AuditFacts:
     prompt_text: str | None = None  # the prompt kept (redacted or whole), when capturing
     pii: tuple[str, ...] = ()  # a redacted capture's PII kinds (the output's too)
 
+    @classmethod
+    def of_record(cls, value: bytes | None, timestamp_ms: int | None) -> AuditFacts:
+        """What is known of a record that never became a runnable job (the poison path)."""
+        return cls(_seconds(timestamp_ms), None, hashlib.sha256(value or b"").hexdigest())
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -53,6 +58,10 @@ class AuditFacts:
         if not data:
             return None
         return cls(**{**data, "pii": tuple(data.get("pii") or ())})
+
+
+def _seconds(timestamp_ms: int | None) -> float | None:
+    return None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms / 1000
 
 
 def canonical(value: Any) -> str:
@@ -110,7 +119,7 @@ class Auditor:
             pii = self._pii_kinds(job)
             kept = canonical(redacted(prompt_of(job), Redaction(frozenset(map(PiiKind, pii)))))
         return AuditFacts(
-            None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms / 1000,
+            _seconds(timestamp_ms),
             self._signers.get(entry),
             hashlib.sha256(value).hexdigest(),
             capture,

@@ -13,12 +13,15 @@ without the tenant's secret can neither squat a job id nor have output sent anyw
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiokafka import ConsumerRecord
 
 from broker.config import HeadwayConfig, TenantConfig
 from broker.errors import LedgerRefused
 from broker.topics import Topics
 from schemas.results import ErrorCode, JobStatus
+from workers.audit.facts import AuditFacts
 from workers.intake.parsing import Intake, InvalidJob, Unreadable, ValidJob
 from workers.pipeline.access import AccessControl, Rejection
 from workers.settle.outcomes import Ending, Identity, result_topic
@@ -63,6 +66,9 @@ class PoisonPath:
             who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
             tenant = self.config.tenant(intake.tenant)
         if who is not None:
+            who = dataclasses.replace(
+                who, audit=AuditFacts.of_record(record.value, record.timestamp)
+            )
             message = f"headway could not process this job ({reason[:300]}); it is in the DLQ"
             ending = Ending(JobStatus.FAILED, code, message)
             if self._refusal(record, who.tenant, tenant) is not None:
@@ -79,6 +85,9 @@ class PoisonPath:
         await self.publisher.dead_letter(record, f"invalid_request: {intake.reason}")
         if intake.job_id is not None and intake.tenant is not None:
             who = Identity.from_raw(intake.job_id, intake.tenant, intake.raw)
+            who = dataclasses.replace(
+                who, audit=AuditFacts.of_record(record.value, record.timestamp)
+            )
             tenant = self.config.tenant(intake.tenant)
             topic = self.tenant_topic(tenant)
             refused = self._refusal(record, intake.tenant, tenant)
@@ -106,3 +115,7 @@ class PoisonPath:
     def tenant_topic(self, tenant: TenantConfig | None) -> str:
         """The tenant's own results topic (never a reply topic the record asks for)."""
         return result_topic(None, tenant, self.topics)
+
+
+def _audited(record: ConsumerRecord[bytes, bytes]) -> AuditFacts:
+    return AuditFacts.of_record(record.value, record.timestamp)

@@ -33,10 +33,11 @@ $$
 
 
 def _key() -> list[sa.Column[object]]:
+    """In time order within a tenant: inserts append, ``--since`` reads a range."""
     return [
         sa.Column("tenant", sa.String(64), primary_key=True),
-        sa.Column("job_id", sa.String(128), primary_key=True),
         sa.Column("completed_at", sa.Float(), primary_key=True),
+        sa.Column("job_id", sa.String(128), primary_key=True),
     ]
 
 
@@ -64,8 +65,9 @@ def upgrade() -> None:
         sa.Column("request_sha256", sa.String(64)),
         sa.Column("result_sha256", sa.String(64)),
         sa.Column("capture", sa.String(16), nullable=False),
+        sqlite_with_rowid=False,  # SQLite keeps rows in the key: one B-tree less per insert
     )
-    op.create_index("ix_audit_records_tenant", "audit_records", ["tenant", "completed_at"])
+    op.create_index("ix_audit_records_job", "audit_records", ["tenant", "job_id"])
     op.create_table(
         "audit_captures",
         *_key(),
@@ -98,5 +100,5 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS headway_refuse_update()")
     op.drop_index("ix_audit_captures_completed", table_name="audit_captures")
     op.drop_table("audit_captures")
-    op.drop_index("ix_audit_records_tenant", table_name="audit_records")
+    op.drop_index("ix_audit_records_job", table_name="audit_records")
     op.drop_table("audit_records")

@@ -138,7 +138,7 @@ async def test_every_stored_result_has_one_audit_record_saying_who_what_where_an
         assert (report.captures_deleted, report.audit_deleted) == (3, 0)  # acme's three
         records = await asyncio.to_thread(audit_lines, "--tenant", "acme", "--job", "ok-1")
         assert records[0]["captured_prompt"] is None and records[0]["request_sha256"]
-        everything = RetentionSettings(audit_d=1.0, audit_captures_d=1.0)
+        everything = RetentionSettings(audit_d=1.0, audit_captures_d=1.0, batch=1)  # per tenant
         report = await Pruner(run, engine, everything, owner="p", clock=clock).prune()
         assert report.audit_deleted == 4
         assert await asyncio.to_thread(audit_lines, "--tenant", "acme") == []

@@ -429,9 +429,11 @@ class AuditRow(Base):
 
     __tablename__ = "audit_records"
 
+    # keyed in time order within a tenant (appends, and `--since` reads a range of the key);
+    # SQLite keeps the rows in that key (WITHOUT ROWID): one B-tree less to write per job
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     completed_at: Mapped[float] = mapped_column(Float, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     submitted_at: Mapped[float | None] = mapped_column(Float)
     batch_id: Mapped[str | None] = mapped_column(String(128))
     kind: Mapped[str | None] = mapped_column(String(16))
@@ -453,7 +455,10 @@ class AuditRow(Base):
     result_sha256: Mapped[str | None] = mapped_column(String(64))
     capture: Mapped[str] = mapped_column(String(16))
 
-    __table_args__ = (Index("ix_audit_records_tenant", "tenant", "completed_at"),)
+    __table_args__ = (
+        Index("ix_audit_records_job", "tenant", "job_id"),
+        {"sqlite_with_rowid": False},
+    )
 
 
 class AuditCaptureRow(Base):
@@ -463,8 +468,8 @@ class AuditCaptureRow(Base):
     __tablename__ = "audit_captures"
 
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     completed_at: Mapped[float] = mapped_column(Float, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     prompt: Mapped[str | None] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)
 

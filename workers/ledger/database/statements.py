@@ -72,8 +72,8 @@ USAGE_COLUMNS = (
 
 AUDIT_COLUMNS = (
     "tenant",
-    "job_id",
     "completed_at",
+    "job_id",
     "submitted_at",
     "batch_id",
     "kind",

@@ -211,6 +211,17 @@ async def test_a_batch_cap_set_by_its_first_job_holds_across_workers(replicas: A
         assert isinstance(await workers[0].admit(job("lab-a", "o2", batch_id="b/1")), Ticket)
 
 
+async def test_a_zero_cap_set_by_a_job_stops_its_batch_and_is_its_cap(replicas: Any) -> None:
+    clock = Clock()
+    async with replicas(1, clock) as (worker,):
+        first = await worker.admit(job("solo", "z1", batch_id="zero", batch_budget_usd=0.0))
+        assert isinstance(first, OverBudget) and first.code is ErrorCode.BUDGET_EXCEEDED
+        other = await worker.admit(job("solo", "z2", batch_id="zero", batch_budget_usd=5.0))
+        assert isinstance(other, OverBudget) and other.code is ErrorCode.INVALID_REQUEST
+        [cap] = (await queries.batch_status(worker.engine, "zero", "solo")).caps
+        assert (cap.budget_usd, cap.source) == (0.0, "job")
+
+
 async def test_an_operators_cap_starts_from_the_batchs_spend_and_the_later_set_wins(
     replicas: Any,
 ) -> None:

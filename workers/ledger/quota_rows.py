@@ -271,7 +271,9 @@ class BudgetLedger:
                 spent_nusd=0,
                 updated_at=now,
                 limit_nusd=budget.seed_nusd if budget.limit_nusd is None else None,
-                limit_source="job" if budget.limit_nusd is None and budget.seed_nusd else None,
+                limit_source=(
+                    "job" if budget.limit_nusd is None and budget.seed_nusd is not None else None
+                ),
             )
             set_: dict[str, Any] = {"updated_at": now}
             if budget.limit_nusd is None and budget.seed_nusd is not None:  # the first seed wins

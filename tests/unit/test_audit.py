@@ -47,6 +47,17 @@ def job(tenant: str, **overrides: Any) -> JobRequest:
     return JobRequest.model_validate(raw)
 
 
+def facts_of(
+    auditor: Auditor,
+    request: JobRequest,
+    value: bytes = b"",
+    timestamp_ms: int | None = None,
+    config: HeadwayConfig = CONFIG,
+) -> AuditFacts:
+    """What the pipeline asks of the auditor for a job read from ``value``."""
+    return auditor.facts(request, config.tenant(request.tenant), value, timestamp_ms)
+
+
 def result(**overrides: Any) -> JobResult:
     values: dict[str, Any] = {
         "job_id": "j",
@@ -72,14 +83,13 @@ def test_the_request_digest_is_of_the_bytes_received_and_captures_keep_the_promp
         (embedding, "input"),
     ):
         value = json.dumps(sent).encode()
-        facts = Auditor(CONFIG, {}).facts(
-            JobRequest.model_validate_json(value), value, 1_764_720_000_000
-        )
+        request = JobRequest.model_validate_json(value)
+        facts = facts_of(Auditor(CONFIG, {}), request, value, 1_764_720_000_000)
         assert facts.request_sha256 == hashlib.sha256(value).hexdigest()
         assert facts.submitted_at == 1_764_720_000.0
         assert json.loads(facts.prompt_text or "") == sent[field]  # as the job gave it
     plain = job("plain")
-    assert Auditor(CONFIG, {}).facts(plain, b"{}", None).prompt_text is None  # digest only
+    assert facts_of(Auditor(CONFIG, {}), plain, b"{}").prompt_text is None  # digest only
 
 
 def test_a_signing_key_is_named_by_its_variable_and_an_id_that_does_not_reveal_it() -> None:
@@ -88,16 +98,16 @@ def test_a_signing_key_is_named_by_its_variable_and_an_id_that_does_not_reveal_i
     assert "s3cret" not in named and named == key_id("ACME_SECRET", b"s3cret-value")
     assert named != key_id("ACME_SECRET", b"another-secret")  # a rotated key reads differently
     auditor = Auditor(CONFIG, {"plain": named})
-    assert auditor.facts(job("plain"), b"", None).signed_by == named
-    assert auditor.facts(job("whole"), b"", None).signed_by is None
+    assert facts_of(auditor, job("plain")).signed_by == named
+    assert facts_of(auditor, job("whole")).signed_by is None
 
 
 def test_captures_follow_the_tenants_policy_and_its_guardrails_pii_kinds() -> None:
     auditor = Auditor(CONFIG, {})
     messages = [{"role": "user", "content": TEXT}]
-    whole = auditor.facts(job("whole", messages=messages), b"", None)
+    whole = facts_of(auditor, job("whole", messages=messages))
     assert whole.prompt_text is not None and json.loads(whole.prompt_text) == messages
-    careful = auditor.facts(job("careful", messages=messages), b"", None)
+    careful = facts_of(auditor, job("careful", messages=messages))
     assert careful.pii == ("email", "phone")  # the tenant's policy and the route's
     assert json.loads(careful.prompt_text or "") == [
         {"role": "user", "content": "Mail [EMAIL_1] or call [PHONE_1]"}
@@ -106,7 +116,9 @@ def test_captures_follow_the_tenants_policy_and_its_guardrails_pii_kinds() -> No
     raw["routes"]["summarize"]["guardrails"] = []
     raw["tenants"]["careful"]["guardrails"] = []
     elsewhere = config_of(raw)
-    unguarded = Auditor(elsewhere, {}).facts(job("careful", messages=messages), b"", None)
+    unguarded = facts_of(
+        Auditor(elsewhere, {}), job("careful", messages=messages), config=elsewhere
+    )
     assert "ip" in unguarded.pii and "secret" in unguarded.pii  # … then every kind
 
 

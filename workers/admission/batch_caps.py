@@ -23,19 +23,13 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, union_all
 
 from schemas.control import ControlCommand
-from workers.admission.budgets import TOTAL, batch_account
 from workers.ledger.database.models import BudgetRow, FinishedJobRow, JobRow, to_nano
 from workers.ledger.database.statements import dialect_insert
 from workers.ledger.database.transactions import Connection, Transact
+from workers.ledger.quota_rows import TOTAL, batch_account, batch_of, capped_batches
 
-PREFIX = "batch:"
 CLOCK_SLACK_S = 5.0  # re-read this far back: workers' clocks and commits are not instant
 REMEMBERED_S = 30 * 86_400.0  # a starting worker learns the caps of batches used this recently
-
-
-def _key(account: str) -> tuple[str, str]:
-    tenant, _, batch_id = account[len(PREFIX) :].partition("/")
-    return tenant, batch_id
 
 
 async def _spent_so_far(conn: Connection, tenant: str, batch_id: str) -> int:
@@ -80,14 +74,7 @@ async def store_cap(
 
 
 async def _capped_since(conn: Connection, since: float) -> list[str]:
-    rows = await conn.execute(
-        select(BudgetRow.tenant).where(
-            BudgetRow.tenant.startswith(PREFIX, autoescape=True),
-            BudgetRow.period == TOTAL,
-            BudgetRow.limit_nusd.is_not(None),
-            BudgetRow.updated_at >= since,
-        )
-    )
+    rows = await conn.execute(select(BudgetRow.tenant).where(*capped_batches(since)))
     return [account for (account,) in rows]
 
 
@@ -115,5 +102,5 @@ class BatchCaps:
         now = self._clock()
         since = max(self._seen_up_to - CLOCK_SLACK_S, now - REMEMBERED_S)
         accounts = await self._run(lambda conn: _capped_since(conn, since))
-        self._capped.update(_key(account) for account in accounts)
+        self._capped.update(batch_of(account) for account in accounts)
         self._seen_up_to = now

@@ -128,7 +128,7 @@ class Spend:
     @property
     def tenant(self) -> str:
         """Whose thresholds apply: the tenant's (a batch's tenant's), or the team's."""
-        return self.name.split("/", 1)[0]
+        return owner_of(self.name)
 
 
 def crossed(config: HeadwayConfig, spends: Sequence[Spend], at: datetime) -> list[Alert]:
@@ -221,7 +221,7 @@ class AlertPublisher:
             rows = await self._run(self._unpublished)
             if rows:
                 records = [  # key: the tenant (a batch's tenant), or the team
-                    Outgoing(self._topics.alerts, key.split("/", 1)[0].encode(), payload.encode())
+                    Outgoing(self._topics.alerts, owner_of(key).encode(), payload.encode())
                     for key, payload, _ in rows
                 ]
                 await self._publish(records)
@@ -239,7 +239,7 @@ class AlertPublisher:
         tenants = webhooks.tenants
         rows = await self._run(lambda conn: _undelivered(conn, tenants))
         for key, payload, event in rows:  # a tenant's alerts, and its batches'
-            if await webhooks.deliver(key.split("/", 1)[0], payload.encode()):
+            if await webhooks.deliver(owner_of(key), payload.encode()):
                 await self._run(functools.partial(_delivered, event=event, now=self._clock()))
 
     @staticmethod
@@ -261,15 +261,7 @@ async def _undelivered(conn: Connection, tenants: list[str]) -> list[tuple[str, 
             BudgetAlertRow.delivered_at.is_(None),
             or_(
                 and_(BudgetAlertRow.scope == "tenant", BudgetAlertRow.scope_key.in_(tenants)),
-                and_(
-                    BudgetAlertRow.scope == "batch",
-                    or_(
-                        *(
-                            BudgetAlertRow.scope_key.startswith(f"{t}/", autoescape=True)
-                            for t in tenants
-                        )
-                    ),
-                ),
+                and_(BudgetAlertRow.scope == "batch", or_(*(_batch_of(t) for t in tenants))),
             ),
         )
         .order_by(BudgetAlertRow.created_at)
@@ -279,7 +271,14 @@ async def _undelivered(conn: Connection, tenants: list[str]) -> list[tuple[str, 
 
 
 def _batch_of(tenant: str) -> ColumnElement[bool]:
+    """A batch alert's scope key is ``tenant/batch_id``."""
     return BudgetAlertRow.scope_key.startswith(f"{tenant}/", autoescape=True)
+
+
+def owner_of(scope_key: str) -> str:
+    """Whose an alert is: the tenant (a batch's ``tenant/batch_id`` too), or the team — its
+    Kafka key, the webhook it goes to, the thresholds that apply."""
+    return scope_key.split("/", 1)[0]
 
 
 async def _delivered(conn: Connection, event: str, now: float) -> None:

@@ -21,16 +21,15 @@ from sqlalchemy import select, tuple_
 
 from broker.config import HeadwayConfig
 from workers.admission.budget_alerts import AlertPublisher, Spend
-from workers.admission.budgets import TOTAL, team_account
 from workers.admission.periods import period_key
 from workers.admission.quotas import Clock
 from workers.ledger.database.models import BudgetRow, from_nano
 from workers.ledger.database.transactions import Connection, Transact
+from workers.ledger.quota_rows import TOTAL, batch_of, capped_batches, team_account
 
 log = logging.getLogger(__name__)
 
 REFRESH_S = 15.0
-BATCH_PREFIX = "batch:"
 BATCH_ACTIVE_S = 2 * 86_400.0  # a capped batch's alerts are noticed while it runs, and a day on
 
 
@@ -86,14 +85,11 @@ class BudgetGauges:
                 spent = {(account, period): int(used) for account, period, used in rows}
             batches = await conn.execute(
                 select(BudgetRow.tenant, BudgetRow.spent_nusd, BudgetRow.limit_nusd).where(
-                    BudgetRow.tenant.startswith(BATCH_PREFIX, autoescape=True),
-                    BudgetRow.period == TOTAL,
-                    BudgetRow.limit_nusd.is_not(None),
-                    BudgetRow.updated_at > at - BATCH_ACTIVE_S,
+                    *capped_batches(at - BATCH_ACTIVE_S)
                 )
             )
             capped = [
-                Spend(account[len(BATCH_PREFIX) :], TOTAL, from_nano(int(limit)),
+                Spend("/".join(batch_of(account)), TOTAL, from_nano(int(limit)),
                       from_nano(int(used)), "batch")
                 for account, used, limit in batches
                 if limit is not None

@@ -35,12 +35,20 @@ from workers.calls import tokens
 from workers.calls.routing import Router
 from workers.ledger.database.models import from_nano, to_nano
 from workers.ledger.database.transactions import Transact
-from workers.ledger.quota_rows import Budget, BudgetLedger, Hold, Reserved
+from workers.ledger.quota_rows import (
+    TOTAL,
+    Budget,
+    BudgetLedger,
+    Hold,
+    Reserved,
+    account_period,
+    batch_account,
+    team_account,
+)
 from workers.providers.base import WireMessages
 
 DEFER_HOP_S = 300.0  # a deferred job looks again at least this often (a raised budget applies)
 HOLDS_WAIT_S = 0.1  # how soon a job kept out only by running jobs' holds looks again
-TOTAL = "total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +73,6 @@ class Scope:
 
     def label(self) -> str:
         return "budget" if self.kind == "tenant" else f"{self.kind} {self.name!r} budget"
-
-
-def batch_account(tenant: str, batch_id: str) -> str:
-    """The account of a batch's budget (a tenant name holds no '/' nor ':')."""
-    return f"batch:{tenant}/{batch_id}"
-
-
-def team_account(team: str) -> str:
-    return f"team:{team}"
 
 
 #: whether an operator has set a cap on a tenant's batch (``BatchCaps.capped``)
@@ -127,7 +126,7 @@ class Budgets:
             budget = Budget(period, to_nano(tenant.budget_usd))
             park = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
             found.append(Scope("tenant", account, tenant.budget_period, budget, park))
-        team = self._teams.get(tenant.team) if tenant.team is not None else None
+        team = self._teams.get(tenant.team or "")
         if tenant.team is not None and team is not None:
             period = f"{team_account(tenant.team)}/{period_key(team.budget_period, at)}"
             budget = Budget(period, to_nano(team.budget_usd))
@@ -181,7 +180,7 @@ class Budgets:
 
     async def _exhausted(self, scope: Scope, reserved: Reserved, at: datetime, now: float) -> None:
         assert reserved.limit_nusd is not None
-        period = scope.budget.period.rpartition("/")[2]
+        _, period = account_period(scope.budget.period, scope.name)
         exhausted = budget_alerts.alert(
             scope.name, period, "budget_exhausted", from_nano(reserved.spent_nusd),
             from_nano(reserved.limit_nusd), at, scope=scope.kind,

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from broker.config import DEFAULT_TENANT, HeadwayConfig
+from broker.config import HeadwayConfig, TenantConfig
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode, JobResult
 from workers.guardrails.pii import PiiKind, Redaction
@@ -101,34 +101,34 @@ def redacted(value: Any, redaction: Redaction) -> Any:
 
 class Auditor:
     def __init__(self, config: HeadwayConfig, signers: Mapping[str, str]) -> None:
-        """``signers``: tenant entry → the key id of its signing secret (a tenant without one
-        accepts unsigned jobs: its records say no key)."""
+        """``signers``: tenant entry (its account) → the key id of its signing secret (a tenant
+        without one accepts unsigned jobs: its records say no key)."""
         self._config = config
         self._signers = signers
 
-    def facts(self, job: JobRequest, value: bytes, timestamp_ms: int | None) -> AuditFacts:
-        """``value``: the job record's bytes as received."""
-        tenant = self._config.tenant(job.tenant)
-        entry = job.tenant if job.tenant in self._config.tenants else DEFAULT_TENANT
+    def facts(
+        self, job: JobRequest, tenant: TenantConfig | None, value: bytes, timestamp_ms: int | None
+    ) -> AuditFacts:
+        """``tenant``: the job's tenant's settings (as the pipeline found them); ``value``: the
+        job record's bytes as received."""
         capture = tenant.audit_capture if tenant is not None else "digest"
         kept: str | None = None
         pii: tuple[str, ...] = ()
         if capture == "full":
             kept = canonical(prompt_of(job))
         elif capture == "redacted":
-            pii = self._pii_kinds(job)
+            pii = self._pii_kinds(job, tenant)
             kept = canonical(redacted(prompt_of(job), Redaction(frozenset(map(PiiKind, pii)))))
         return AuditFacts(
             _seconds(timestamp_ms),
-            self._signers.get(entry),
+            self._signers.get(self._config.account(job.tenant)),
             hashlib.sha256(value).hexdigest(),
             capture,
             kept,
             pii,
         )
 
-    def _pii_kinds(self, job: JobRequest) -> tuple[str, ...]:
-        tenant = self._config.tenant(job.tenant)
+    def _pii_kinds(self, job: JobRequest, tenant: TenantConfig | None) -> tuple[str, ...]:
         route = self._config.routes.get(job.route)
         names = [*(tenant.guardrails if tenant else []), *(route.guardrails if route else [])]
         kinds = {k.value for n in names for k in self._config.guardrails[n].redact_pii}

@@ -16,6 +16,7 @@ from schemas.audit import AuditRecord
 from workers.audit import rows as audit_rows
 from workers.cli.support import console, load_settings
 from workers.ledger.database.engine import create_engine
+from workers.ledger.database.models import from_nano
 from workers.ledger.database.transactions import transactions_for
 from workers.ledger.retention.pruner import Pruner, PruneReport
 
@@ -75,7 +76,7 @@ def _record(row: dict[str, Any]) -> AuditRecord:
             "submitted_at": at(row["submitted_at"]),
             "completed_at": at(row["completed_at"]),
             "guardrails": parsed(row["guardrails"]),
-            "cost_usd": row["cost_nusd"] / 1_000_000_000,
+            "cost_usd": from_nano(row["cost_nusd"]),
             "captured_prompt": parsed(row["captured_prompt"]),
             "captured_output": parsed(row["captured_output"]),
         }

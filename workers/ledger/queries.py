@@ -21,6 +21,7 @@ from workers.ledger.database.models import (
     UsageRow,
     from_nano,
 )
+from workers.ledger.quota_rows import BATCH_ACCOUNT, TOTAL, batch_account, batch_of
 from workers.ledger.records import Key
 from workers.ledger.retention import finished_rows
 from workers.ledger.retention.steps import utc_day
@@ -131,19 +132,19 @@ async def _caps(conn: AsyncConnection, batch_id: str, tenant: str | None) -> lis
     """The batch's budget rows (``batch:<tenant>/<batch id>``, period ``total``)."""
     account = BudgetRow.tenant
     where = (
-        account == f"batch:{tenant}/{batch_id}"
+        account == batch_account(tenant, batch_id)
         if tenant is not None
-        else account.startswith("batch:", autoescape=True)
+        else account.startswith(BATCH_ACCOUNT, autoescape=True)
         & account.endswith(f"/{batch_id}", autoescape=True)
     )
     rows = await conn.execute(
         select(account, BudgetRow.spent_nusd, BudgetRow.limit_nusd, BudgetRow.limit_source)
-        .where(where, BudgetRow.period == "total", BudgetRow.limit_nusd.is_not(None))
+        .where(where, BudgetRow.period == TOTAL, BudgetRow.limit_nusd.is_not(None))
         .order_by(account)
     )
     caps = []
     for name, spent, limit, source in rows:
-        owner, _, batch = name[len("batch:") :].partition("/")
+        owner, batch = batch_of(name)
         if batch == batch_id and limit is not None:  # not another tenant's ".../x/<batch id>"
             caps.append(BatchCap(owner, from_nano(limit), from_nano(spent), source or "job"))
     return caps

@@ -222,6 +222,36 @@ def account_period(period: str, tenant: str) -> tuple[str, str]:
     return (account, bare) if slash else (tenant, period)
 
 
+#: the period of a budget that never resets (a batch's cap)
+TOTAL = "total"
+BATCH_ACCOUNT = "batch:"
+
+
+def team_account(team: str) -> str:
+    return f"team:{team}"
+
+
+def batch_account(tenant: str, batch_id: str) -> str:
+    """The account of a tenant's batch's budget (a tenant name holds no '/' nor ':')."""
+    return f"{BATCH_ACCOUNT}{tenant}/{batch_id}"
+
+
+def batch_of(account: str) -> tuple[str, str]:
+    """(tenant, batch id) of a batch's account (:func:`batch_account`)."""
+    tenant, _, batch_id = account[len(BATCH_ACCOUNT) :].partition("/")
+    return tenant, batch_id
+
+
+def capped_batches(since: float) -> tuple[ColumnElement[bool], ...]:
+    """The budget rows of batches with a cap, reserved in or set since ``since``."""
+    return (
+        BudgetRow.tenant.startswith(BATCH_ACCOUNT, autoescape=True),
+        BudgetRow.period == TOTAL,
+        BudgetRow.limit_nusd.is_not(None),
+        BudgetRow.updated_at >= since,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """One budget a job needs room in: its ``account/period`` and its limit — from the config,

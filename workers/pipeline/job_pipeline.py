@@ -133,7 +133,7 @@ class JobPipeline:
         self.tracing.describe(job)
         tenant = self.config.tenant(job.tenant)
         value, headers = record.value or b"", record.headers
-        who = Identity.of(job, self.auditor.facts(job, value, record.timestamp))
+        who = Identity.of(job, self.auditor.facts(job, tenant, value, record.timestamp))
         prepared = await with_ledger(lambda: self.preparation.prepare(job, tenant, value, headers))
         if isinstance(prepared, Rejection):
             ending = Ending.rejected(prepared.code, prepared.message)

@@ -31,7 +31,7 @@ services:
 # The suite in two tiers, each in two pytest processes (tests are isolated by topic prefix,
 # database and port), then its chaos scenarios on their own (they time kills and outages):
 #   fast tier    — the embedded broker (Tansu): everything but the Apache-only scenarios
-#   Apache tier  — Apache Kafka 4.x (KRaft): the integration suite again on one broker, then
+#   Apache tier  — Apache Kafka 4.x (KRaft): the integration and hostile suites again on one broker, then
 #                  the chaos scenarios of APACHE_CHAOS on three
 # `make test PYTEST_ARGS="tests/unit -x"` runs just what it names, in one process.
 TEST_PROCESSES ?= 2
@@ -44,7 +44,8 @@ ifdef PYTEST_ARGS
 else
 	$(PYTEST) -n $(TEST_PROCESSES) -m "not chaos and not apache"
 	$(PYTEST) -m "chaos and not apache" tests/chaos
-	HEADWAY_TEST_KAFKA=apache $(PYTEST) -n $(TEST_PROCESSES) -m "not chaos" tests/integration
+	HEADWAY_TEST_KAFKA=apache $(PYTEST) -n $(TEST_PROCESSES) -m "not chaos" tests/integration \
+		tests/hostile
 	HEADWAY_TEST_KAFKA=apache HEADWAY_TEST_KAFKA_BROKERS=3 $(PYTEST) -m chaos $(APACHE_CHAOS)
 endif
 

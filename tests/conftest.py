@@ -39,12 +39,15 @@ if KAFKA not in ("tansu", "apache"):
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Markers by what a test is, not by what its author remembered: every test in
-    tests/integration is ``integration``; one on PostgreSQL is ``postgres``; one on its own
-    three brokers needs Apache Kafka (``apache``) whatever the session's broker."""
+    tests/integration is ``integration``, every one in tests/hostile ``hostile``; one on
+    PostgreSQL is ``postgres``; one on its own three brokers needs Apache Kafka (``apache``)
+    whatever the session's broker."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+        if "hostile" in item.path.parts:
+            item.add_marker(pytest.mark.hostile)
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("database_url") == "postgres"
         if "postgres_url" in fixtures or on_postgres:

@@ -14,7 +14,7 @@ from broker.config import TenantConfig, development_config
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from tests.helpers import chat_job, read_topic, running_worker
-from tests.hostile import RawName, hostile_producer, send_all
+from tests.hostile.producer import RawName, hostile_producer, send_all
 from workers.devstack.simulator import SimulatorServer
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.transactions import AsyncTransactions

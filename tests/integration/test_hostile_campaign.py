@@ -39,7 +39,7 @@ from broker.topics import (
 )
 from schemas.jobs import Priority
 from tests.helpers import chat_job, committed, read_topic, running_worker
-from tests.hostile import Header, RawName, hostile_producer
+from tests.hostile.producer import Header, RawName, hostile_producer
 from workers.devstack.simulator import SimulatorServer
 
 CAMPAIGN_SEED = int(os.environ.get("HEADWAY_CAMPAIGN_SEED", "19"))

@@ -26,7 +26,7 @@ from broker.topics import (
 )
 from schemas.jobs import Priority
 from tests.helpers import chat_job, committed, read_topic, running_worker
-from tests.hostile import Header, RawName, hostile_producer, send_all
+from tests.hostile.producer import Header, RawName, hostile_producer, send_all
 from workers.devstack.simulator import SimulatorServer
 from workers.ledger.records import Finish
 from workers.telemetry.tracing import Tracing

@@ -5,7 +5,6 @@ of them."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from schemas.control import ControlCommand
 from schemas.jobs import Priority
 from workers.cli.exports import ResultFormat, batch_lines, openai_batch_line
 from workers.cli.submission import Overrides, parse_file
-from workers.cli.support import console, err, load_settings
+from workers.cli.support import console, csv_writer, err, load_settings, shown
 from workers.intake.backlog import LaneBacklog, batch_in_lanes
 from workers.ledger import queries
 from workers.ledger.database.engine import create_engine
@@ -71,7 +70,7 @@ def submit(
     """Publish the jobs of a JSONL file."""
     parsed = parse_file(file, Overrides(tenant, batch, priority, route))
     for message in parsed.errors[:20]:
-        err.print(f"[red]{file}[/] {message}")
+        err.print(f"[red]{shown(file)}[/] {shown(message)}")
     if parsed.errors and not skip_invalid:
         raise HeadwayError(
             f"{len(parsed.errors)} invalid lines; nothing was published "
@@ -83,7 +82,7 @@ def submit(
             return await client.submit_many(parsed.jobs)
 
     count = asyncio.run(main())
-    console.print(f"published {count} jobs" + (f" (batch {batch})" if batch else ""))
+    console.print(f"published {count} jobs" + (f" (batch {shown(batch)})" if batch else ""))
 
 
 def results(
@@ -126,7 +125,7 @@ def results(
 
     written = asyncio.run(main())
     if out:
-        console.print(f"wrote {written} results to {out}")
+        console.print(f"wrote {written} results to {shown(out)}")
 
 
 async def _from_ledger(
@@ -219,7 +218,7 @@ def status(
             await engine.dispose()
 
     found, backlog, unread = asyncio.run(main())
-    table = Table(title=f"batch {batch}: {found.finished}/{found.total} finished")
+    table = Table(title=f"batch {shown(batch)}: {found.finished}/{found.total} finished")
     table.add_column("status")
     table.add_column("jobs", justify="right")
     if backlog is not None:
@@ -228,22 +227,24 @@ def status(
     if found.queued:
         table.add_row("queued (spilled, in the ledger)", str(found.queued))
     for name, jobs in sorted(found.by_status.items()):
-        table.add_row(name, str(jobs))
+        table.add_row(shown(name), str(jobs))
     if found.in_batch_lane:
         table.add_row("  of which in provider batches", str(found.in_batch_lane))
     table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
     table.add_row("spend USD", f"{found.cost_usd:.6f}")
     for cap in found.caps:
-        who = "" if tenant is not None else f" ({cap.tenant})"
+        who = "" if tenant is not None else f" ({shown(cap.tenant)})"
         table.add_row(
             f"budget USD{who}",
-            f"{cap.spent_usd:.6f} of {cap.budget_usd:.2f} ({cap.source})",
+            f"{cap.spent_usd:.6f} of {cap.budget_usd:.2f} ({shown(cap.source)})",
         )
     console.print(table)
     if backlog is not None and not backlog.complete:
         err.print(f"read the first {backlog.records:,} lane records only (--scan-limit)")
     if unread:
-        err.print(f"[yellow]the lanes were not read[/] ({unread}): jobs not read yet not counted")
+        err.print(
+            f"[yellow]the lanes were not read[/] ({shown(unread)}): jobs not read yet not counted"
+        )
 
 
 def cancel(
@@ -255,7 +256,7 @@ def cancel(
     """Publish a cancel command for a job or a batch."""
     command = ControlCommand(action="cancel", tenant=tenant, job_id=job, batch_id=batch)
     _publish(command, _secret(signing_secret_env))
-    console.print(f"cancel published: {command.model_dump_json(exclude_none=True)}")
+    console.print(f"cancel published: {shown(command.model_dump_json(exclude_none=True))}")
 
 
 def budget_set(
@@ -270,7 +271,7 @@ def budget_set(
         action="set_budget", tenant=tenant, batch_id=batch, budget_usd=usd, at=datetime.now(UTC)
     )
     _publish(command, _secret(signing_secret_env))
-    console.print(f"budget published: {command.model_dump_json(exclude_none=True)}")
+    console.print(f"budget published: {shown(command.model_dump_json(exclude_none=True))}")
 
 
 def _publish(command: ControlCommand, secret: str | None) -> None:
@@ -315,7 +316,7 @@ def usage(
 
     lines = asyncio.run(main())
     if form is UsageFormat.CSV:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = csv_writer(sys.stdout)
         writer.writerow(("tenant", by, *USAGE_FIELDS[2:]))
         for line in lines:
             writer.writerow([getattr(line, name) for name in USAGE_FIELDS])
@@ -326,13 +327,13 @@ def usage(
             row["by"] = by
             sys.stdout.write(json.dumps(row) + "\n")
         return
-    table = Table(title=f"usage by {by}")
+    table = Table(title=f"usage by {shown(by)}")
     for column in ("tenant", by, "calls", "input tokens", "output tokens", "cost USD"):
-        table.add_column(column)
+        table.add_column(shown(column))
     for line in lines:
         table.add_row(
-            line.tenant,
-            line.group,
+            shown(line.tenant),
+            shown(line.group),
             str(line.events),
             f"{line.input_tokens:,}",
             f"{line.output_tokens:,}",

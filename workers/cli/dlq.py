@@ -7,12 +7,11 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from broker import dlq
 from broker.errors import ConfigError
-from workers.cli.support import console, load_settings
+from workers.cli.support import console, load_settings, shown
 
 dlq_app = typer.Typer(no_args_is_help=True, help="the dead-letter topic")
 
@@ -58,10 +57,10 @@ def dlq_list(
         table.add_row(
             f"{letter.partition}:{letter.offset}",
             letter.at.strftime("%Y-%m-%d %H:%M:%S"),
-            escape((letter.key or b"").decode("utf-8", "replace")[:64]),
-            escape(f"{letter.sources[-1] if letter.sources else '?'}@{letter.source_offset}"),
+            shown((letter.key or b"").decode("utf-8", "replace")[:64]),
+            shown(f"{letter.sources[-1] if letter.sources else '?'}@{letter.source_offset}"),
             str(len(letter.value or b"")),
-            escape(letter.error[:200]),
+            shown(letter.error[:200]),
         )
     console.print(table)
 
@@ -78,7 +77,8 @@ def dlq_replay(
     report = asyncio.run(dlq.replay(load_settings(), selection, dry_run=dry_run))
     verb = "would replay" if dry_run else "replayed"
     where = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
-    console.print(f"{verb} {report.replayed} dead letters" + (f" ({where})" if where else ""))
+    listed = f" ({shown(where)})" if where else ""
+    console.print(f"{verb} {report.replayed} dead letters{listed}")
     if report.skipped:
         console.print(
             f"skipped {report.skipped} without a value (undecodable records: each names the "

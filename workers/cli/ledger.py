@@ -14,7 +14,7 @@ from rich.table import Table
 
 from schemas.audit import AuditRecord
 from workers.audit import rows as audit_rows
-from workers.cli.support import console, load_settings
+from workers.cli.support import console, load_settings, shown
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import from_nano
 from workers.ledger.database.transactions import transactions_for
@@ -110,7 +110,7 @@ def audit(
         for record in records:
             sys.stdout.write(record.model_dump_json() + "\n")
         return
-    table = Table(title=f"audit trail of {tenant}")
+    table = Table(title=f"audit trail of {shown(tenant)}")
     for column in (
         "completed",
         "job",
@@ -126,9 +126,10 @@ def audit(
         table.add_column(column)
     for r in records:
         table.add_row(
-            f"{r.completed_at:%Y-%m-%d %H:%M:%S}", r.job_id, r.batch_id or "", r.route or "",
-            r.deployment or "", r.region or "", r.signed_by or "",
-            r.status + (f" ({r.error_code})" if r.error_code else ""), f"{r.cost_usd:.6f}",
-            (r.request_sha256 or "")[:16],
+            f"{r.completed_at:%Y-%m-%d %H:%M:%S}", shown(r.job_id), shown(r.batch_id or ""),
+            shown(r.route or ""), shown(r.deployment or ""), shown(r.region or ""),
+            shown(r.signed_by or ""),
+            shown(r.status + (f" ({r.error_code})" if r.error_code else "")),
+            f"{r.cost_usd:.6f}", shown((r.request_sha256 or "")[:16]),
         )  # fmt: skip
     console.print(table)

@@ -22,7 +22,7 @@ from broker.settings import Settings
 from workers.cli.batches import register as register_batch_commands
 from workers.cli.dlq import dlq_app
 from workers.cli.ledger import audit, ledger_app
-from workers.cli.support import console, err
+from workers.cli.support import console, err, shown
 from workers.cli.support import load_settings as _settings
 from workers.cli.templates import templates_app
 from workers.ledger.database.engine import upgrade
@@ -204,12 +204,12 @@ def topics_create() -> None:
     )
     created = report.created
     console.print(
-        f"created {len(created)} topics ({replicas}): {', '.join(created)}"
+        f"created {len(created)} topics ({replicas}): {shown(', '.join(created))}"
         if created
         else "all topics exist"
     )
     for shortfall in report.shortfalls:
-        err.print(f"warning: {shortfall}")
+        err.print(f"warning: {shown(shortfall)}")
 
 
 @db_app.command("upgrade")
@@ -217,7 +217,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply the ledger's Alembic migrations."""
     settings = _settings()
     _run(upgrade(settings.database_url, revision))
-    console.print(f"ledger at {settings.database_url} is at {revision}")
+    console.print(f"ledger at {shown(settings.database_url)} is at {shown(revision)}")
 
 
 @app.command()
@@ -315,11 +315,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(n) returns n
     except HeadwayError as error:
-        err.print(f"[red]error:[/] {error}")
+        err.print(f"[red]error:[/] {shown(error)}")
         sys.exit(2)
     except KafkaConnectionError as error:
         where = os.environ.get("HEADWAY_KAFKA_BOOTSTRAP", "the bootstrap address")
-        err.print(f"[red]error:[/] cannot reach Kafka at {where}: {error}")
+        err.print(f"[red]error:[/] cannot reach Kafka at {shown(where)}: {shown(error)}")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

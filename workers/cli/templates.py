@@ -14,7 +14,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.errors import HeadwayError
-from workers.cli.support import console, load_settings
+from workers.cli.support import console, load_settings, shown
 from workers.ledger import template_rows as store
 from workers.ledger.database.engine import create_engine
 from workers.templates.rendering import load_file
@@ -47,7 +47,7 @@ def templates_push(
 
     for spec, pushed in zip(specs, _in_transaction(push_all), strict=True):
         said = "pushed as" if pushed.created else "unchanged, still"
-        console.print(f"{spec.name}: {said} version {pushed.version}")
+        console.print(f"{shown(spec.name)}: {said} version {pushed.version}")
 
 
 @templates_app.command("list")
@@ -65,7 +65,7 @@ def templates_list(
             if item.created_at is None
             else datetime.fromtimestamp(item.created_at, UTC).isoformat(timespec="seconds")
         )
-        table.add_row(item.name, str(item.version), pushed, item.description)
+        table.add_row(shown(item.name), str(item.version), pushed, shown(item.description))
     console.print(table)
 
 

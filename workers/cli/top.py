@@ -23,6 +23,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from workers.cli.support import shown
+
 Labels = tuple[tuple[str, str], ...]
 CIRCUITS = {0.0: "closed", 1.0: "half-open", 2.0: "open"}
 
@@ -132,7 +134,7 @@ def _statuses(current: Snapshot, previous: Snapshot | None, seconds: float) -> T
     before = _rows(previous.jobs) if previous is not None else {}
     for row, total in sorted(_rows(current.jobs).items()):
         rate = _rate(total, before.get(row), seconds) if previous is not None else 0.0
-        table.add_row(*row, f"{total:,.0f}", f"{rate:,.1f}")
+        table.add_row(*map(shown, row), f"{total:,.0f}", f"{rate:,.1f}")
     return table
 
 
@@ -144,7 +146,8 @@ def _spend(current: Snapshot, previous: Snapshot | None, seconds: float) -> Tabl
     tokens = _rows(current.tokens)
     for row, total in sorted(_rows(current.cost).items()):
         per_hour = _rate(total, before.get(row), seconds) * 3600 if previous is not None else 0.0
-        table.add_row(*row, f"{total:,.6f}", f"{per_hour:,.4f}", f"{tokens.get(row, 0):,.0f}")
+        figures = (f"{total:,.6f}", f"{per_hour:,.4f}", f"{tokens.get(row, 0):,.0f}")
+        table.add_row(*map(shown, row), *figures)
     return table
 
 
@@ -162,12 +165,12 @@ async def run_top(
     """Refresh every ``interval_s`` until Ctrl-C (or ``frames`` frames: scripts and tests)."""
     targets = [u if u.endswith("/metrics") else u.rstrip("/") + "/metrics" for u in urls]
     previous: Snapshot | None = None
-    shown = 0
+    drawn = 0
     async with httpx.AsyncClient(timeout=max(1.0, interval_s)) as client:
         with Live(console=console, auto_refresh=False, transient=False) as live:
-            while frames is None or shown < frames:
+            while frames is None or drawn < frames:
                 current = await scrape(targets, client)
                 live.update(render(current, previous), refresh=True)
-                previous, shown = current, shown + 1
-                if frames is None or shown < frames:
+                previous, drawn = current, drawn + 1
+                if frames is None or drawn < frames:
                     await asyncio.sleep(interval_s)

@@ -16,6 +16,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas import json_schema
+
 #: the most parts one message may have (OpenAI's own limit on images per request is far lower)
 MAX_PARTS = 500
 MAX_TOOLS = 128  # OpenAI's limit on tools per request
@@ -142,7 +144,7 @@ JSON_SCHEMA_KEYS = frozenset({"name", "description", "schema", "strict"})
 
 def check_response_format(value: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's ``response_format``, checked: its type, and for ``json_schema`` a name and a
-    valid JSON Schema (the answer is validated against it)."""
+    valid JSON Schema that a worker applies to the answer (``schemas/json_schema.py``)."""
     kind = value.get("type")
     if kind not in FORMAT_TYPES or set(value) - {"type", "json_schema"}:
         raise ValueError(f"response_format: {{'type': one of {FORMAT_TYPES}}} (+ json_schema)")
@@ -156,6 +158,7 @@ def check_response_format(value: dict[str, Any]) -> dict[str, Any]:
     schema = spec.get("schema", {})
     if not isinstance(schema, dict):
         raise ValueError("response_format.json_schema.schema: a JSON Schema object")
+    json_schema.admit(schema, "response_format.json_schema.schema")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as error:

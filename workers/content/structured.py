@@ -1,7 +1,8 @@
 """Structured output: the answer of a job with a JSON ``response_format``, parsed and checked.
 
 ``json_object``: the answer must parse as a JSON object. ``json_schema``: it must also be valid
-against the job's schema (``jsonschema``, draft 2020-12 — a maintained validator, not our own).
+against the job's schema (``jsonschema``, draft 2020-12, never retrieving a reference:
+``schema_check``).
 The executor asks the same deployment once more when the first answer fails the check, then
 fails the job ``invalid_output`` with the first validation error and where it is.
 """
@@ -10,15 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from schemas.results import ChatOutput
+from workers.content import schema_check
 
-#: a schema's validator, kept per schema text (a batch's jobs share one schema)
-_CACHED_SCHEMAS = 256
+UNUSABLE = "the schema cannot be applied: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +42,16 @@ def check(text: str, schema: dict[str, Any]) -> Checked:
         value = json.loads(text)
     except ValueError as error:
         return Checked(error=f"the answer is not JSON: {error}")
+    except RecursionError:
+        return Checked(error="the answer is not JSON headway reads: nested too deeply")
     try:
-        validator = _validator(json.dumps(schema, sort_keys=True))
-        found = next(iter(validator.iter_errors(value)), None)
-    except (RecursionError, ValueError, TypeError, LookupError) as error:  # a hostile schema
-        return Checked(parsed=value, error=f"the schema cannot be applied: {error!r}"[:500])
+        found = schema_check.first_error(schema, value)
+    except schema_check.Unusable as unusable:  # a hostile or broken schema: said in words
+        return Checked(parsed=value, error=f"{UNUSABLE}{unusable}")
     if found is None:
         return Checked(parsed=value)
     where = "/".join(str(step) for step in found.absolute_path) or "(the answer)"
     return Checked(parsed=value, error=f"{where}: {found.message}")
-
-
-@lru_cache(maxsize=_CACHED_SCHEMAS)
-def _validator(schema_text: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_text))
 
 
 def checked_output(output: ChatOutput, schema: dict[str, Any]) -> ChatOutput | str:

@@ -3,6 +3,7 @@ hostile specs of ``headway`` reads (results, status, usage, audit) find there.""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ class Done:
     cost_usd: float = 0.01
     tags: dict[str, str] = field(default_factory=dict)
     submitted_at: float | None = T0 - 5
+    #: ``submitted_at`` stored exactly (as a worker from before the clamp at write did)
+    as_is: bool = False
 
 
 async def store_finished(database_url: str, jobs: list[Done], at: float = T0) -> None:
@@ -58,7 +61,11 @@ async def store_finished(database_url: str, jobs: list[Done], at: float = T0) ->
             )  # fmt: skip
             facts = AuditFacts(job.submitted_at, None, "0" * 64)
             events = [(event, event.model_dump_json())]
-            finishes.append(finish_record(result, result.model_dump_json(), events, audit=facts))
+            finish = finish_record(result, result.model_dump_json(), events, audit=facts)
+            if job.as_is and finish.audit is not None:
+                audit = dataclasses.replace(finish.audit, submitted_at=job.submitted_at)
+                finish = dataclasses.replace(finish, audit=audit)
+            finishes.append(finish)
         await ledger.run(functools.partial(repository.finish_many, finishes=finishes))
     finally:
         await ledger.close()

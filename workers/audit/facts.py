@@ -60,6 +60,12 @@ class AuditFacts:
         return cls(**{**data, "pii": tuple(data.get("pii") or ())})
 
 
+def _submitted_at(facts: AuditFacts | None, result: JobResult) -> float | None:
+    if facts is None or facts.submitted_at is None:
+        return None
+    return min(facts.submitted_at, result.completed_at.timestamp())
+
+
 def _seconds(timestamp_ms: int | None) -> float | None:
     return None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms / 1000
 
@@ -137,7 +143,9 @@ class Auditor:
 
 def entry(result: JobResult, result_json: str, facts: AuditFacts | None) -> AuditEntry:
     """The audit record's part beyond the finish: from the result, the bytes it is stored and
-    published as (``result_json``), and what was known of the request."""
+    published as (``result_json``), and what was known of the request. ``submitted_at`` (the
+    record's timestamp, which its producer chooses) is at most ``completed_at``: a job is
+    never submitted after it completed, and a far-future date (year 287168) is no date."""
     error = result.error
     code = error.code if error is not None else None
     decisions: dict[str, Any] = {}
@@ -153,7 +161,7 @@ def entry(result: JobResult, result_json: str, facts: AuditFacts | None) -> Audi
             output = redacted(output, Redaction(frozenset(map(PiiKind, facts.pii))))
         kept = canonical(output)
     return AuditEntry(
-        submitted_at=facts.submitted_at if facts else None,
+        submitted_at=_submitted_at(facts, result),
         signed_by=facts.signed_by if facts else None,
         template=result.template,
         template_version=result.template_version,

@@ -63,18 +63,30 @@ def ledger_prune(
         )
 
 
-def _record(row: dict[str, Any]) -> AuditRecord:
-    def at(value: float | None) -> datetime | None:
-        return None if value is None else datetime.fromtimestamp(value, UTC)
+#: the instants a datetime can hold, as seconds since the epoch
+EARLIEST_S = datetime.min.replace(tzinfo=UTC).timestamp()
+LATEST_S = datetime.max.replace(tzinfo=UTC).timestamp()
 
+
+def instant(value: float | None) -> datetime | None:
+    """A stored time as a datetime; one outside the years 1-9999 (a record timestamp its
+    producer set far off, stored before submitted_at was clamped) as the nearest it can be."""
+    if value is None:
+        return None
+    if value >= LATEST_S:
+        return datetime.max.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(max(value, EARLIEST_S), UTC)
+
+
+def _record(row: dict[str, Any]) -> AuditRecord:
     def parsed(text: str | None) -> Any:
         return None if text is None else json.loads(text)
 
     return AuditRecord.model_validate(
         {
             **row,
-            "submitted_at": at(row["submitted_at"]),
-            "completed_at": at(row["completed_at"]),
+            "submitted_at": instant(row["submitted_at"]),
+            "completed_at": instant(row["completed_at"]),
             "guardrails": parsed(row["guardrails"]),
             "cost_usd": from_nano(row["cost_nusd"]),
             "captured_prompt": parsed(row["captured_prompt"]),

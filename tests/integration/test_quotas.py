@@ -25,7 +25,7 @@ from workers.admission.quotas import Wait, over_admission_bound
 from workers.calls.health import HealthBoard
 from workers.calls.limits import LimitBoard
 from workers.calls.routing import DeploymentState, Router
-from workers.calls.tokens import Calibration
+from workers.calls.tokens import BilledInput, Calibration
 from workers.ledger.database.engine import create_engine
 from workers.ledger.database.models import (
     BudgetAlertRow,
@@ -75,8 +75,10 @@ def job(job_id: str, **overrides: Any) -> JobRequest:
     return JobRequest.model_validate(chat_job(job_id, tenant="acme", **overrides))
 
 
-def messages_of(request: JobRequest) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in request.messages or []]
+def billed_of(request: JobRequest) -> BilledInput:
+    """The job's billed input, as the pipeline hands it to admission."""
+    messages = [{"role": m.role, "content": m.content} for m in request.messages or []]
+    return BilledInput(request, messages)
 
 
 class Replica:
@@ -132,9 +134,7 @@ async def test_rpm_holds_in_every_sliding_minute_across_two_workers(replicas: An
             clock.now += 0.1
             for replica in (one, two):
                 request = job(f"j{step}-{replica.owner}")
-                outcome = await replica.admission.admit(
-                    request, tenant, route, messages_of(request)
-                )
+                outcome = await replica.admission.admit(request, tenant, route, billed_of(request))
                 if isinstance(outcome, Ticket):
                     admitted.append(clock.now)
                     await replica.admission.release(outcome, 10, started=True)
@@ -157,7 +157,7 @@ async def test_concurrent_takers_cannot_pass_the_bucket_at_one_instant(replicas:
         async def attempt(index: int) -> bool:
             replica = workers[index % 2]
             request = job(f"c{index}")
-            outcome = await replica.admission.admit(request, tenant, route, messages_of(request))
+            outcome = await replica.admission.admit(request, tenant, route, billed_of(request))
             return isinstance(outcome, Ticket)
 
         results = await asyncio.gather(*(attempt(i) for i in range(100)))
@@ -175,7 +175,7 @@ async def test_max_in_flight_is_exact_across_workers_and_a_dead_workers_slots_re
 
         async def attempt(index: int, replica: Replica) -> bool:
             request = job(f"s{index}")
-            outcome = await replica.admission.admit(request, tenant, route, messages_of(request))
+            outcome = await replica.admission.admit(request, tenant, route, billed_of(request))
             return isinstance(outcome, Ticket)
 
         doomed = workers[2]
@@ -201,15 +201,15 @@ async def test_tpm_reserves_the_estimate_and_settles_to_reported_usage(replicas:
     route = route_config().routes["summarize"]
     async with replicas(1, clock) as (replica,):
         request = job("t1", params={"max_tokens": 60})
-        first = await replica.admission.admit(request, tenant, route, messages_of(request))
+        first = await replica.admission.admit(request, tenant, route, billed_of(request))
         assert isinstance(first, Ticket) and first.tpm_reserved > 60
         second = await replica.admission.admit(
-            job("t2", params={"max_tokens": 60}), tenant, route, messages_of(request)
+            job("t2", params={"max_tokens": 60}), tenant, route, billed_of(request)
         )
         assert isinstance(second, Wait) and second.reason == "tpm"
         await replica.admission.release(first, 10, started=True)  # used far less
         third = await replica.admission.admit(
-            job("t3", params={"max_tokens": 60}), tenant, route, messages_of(request)
+            job("t3", params={"max_tokens": 60}), tenant, route, billed_of(request)
         )
         assert isinstance(third, Ticket)  # the unused tokens went back to the bucket
 
@@ -253,7 +253,7 @@ async def test_budget_holds_concurrent_jobs_within_the_limit_and_settles_actual_
         async def attempt(index: int) -> tuple[JobRequest, Ticket | OverBudget | Wait]:
             request = job(f"b{index}", params={"max_tokens": 100})
             outcome = await workers[index % 2].admission.admit(
-                request, tenant, route, messages_of(request)
+                request, tenant, route, billed_of(request)
             )
             return request, outcome
 
@@ -308,7 +308,7 @@ async def test_a_deferring_budget_says_when_to_look_again(replicas: Any) -> None
     )
     async with replicas(1, clock) as (replica,):
         request = job("d1")
-        outcome = await replica.admission.admit(request, tenant, route, messages_of(request))
+        outcome = await replica.admission.admit(request, tenant, route, billed_of(request))
     assert isinstance(outcome, OverBudget) and outcome.park
     assert outcome.retry_s == 300.0  # looks again every 5 minutes until the period resets
     async with replica.engine.connect() as conn:  # the refusal is alerted, once

@@ -28,7 +28,7 @@ from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
 from tests.helpers import chat_job, point_cli_at, read_topic, running_worker
 from tests.integration.test_budget_alerts import Sink
-from tests.integration.test_quotas import Clock, finish_with_cost, messages_of, pool_of
+from tests.integration.test_quotas import Clock, billed_of, finish_with_cost, pool_of
 from workers.admission.batch_caps import BatchCaps
 from workers.admission.budget_alerts import AlertPublisher
 from workers.admission.budget_gauges import BudgetGauges
@@ -111,7 +111,7 @@ class Replica:
     async def admit(self, request: JobRequest) -> Ticket | Wait | OverBudget:
         tenant = CONFIG.tenant(request.tenant)
         assert tenant is not None
-        return await self.admission.admit(request, tenant, ROUTE, messages_of(request))
+        return await self.admission.admit(request, tenant, ROUTE, billed_of(request))
 
     async def settle(self, request: JobRequest, ticket: Ticket, cost: int, at: float) -> None:
         assert ticket.hold is not None

@@ -197,10 +197,13 @@ def test_an_images_dimensions_are_read_from_its_first_bytes(
 
 
 def test_image_estimates_take_the_dearest_providers_rule_and_urls_count_the_most() -> None:
-    assert media.image_tokens((512, 512), "low") == max(85, 350)  # Anthropic: 512*512/750
+    # OpenAI low 85; Anthropic 512*512/750 = 350; Gemini 3: 1,120 an image (2.x: 1 tile, 258)
+    assert media.image_tokens((512, 512), "low") == 1120
+    assert media.image_tokens((300, 200), None) == 258  # Gemini 2.x: small, one flat 258
     # OpenAI: fitted to 768 x 768, 4 tiles = 765; Anthropic: 1024 * 1024 / 750 = 1399
     assert media.image_tokens((1024, 1024), "high") == 1399
-    assert media.image_tokens((2048, 512), "high") == 820  # 4 tiles = 765; 1568 x 392 / 750
+    assert media.image_tokens((2048, 512), "high") == 1120  # 765; 1568 x 392 / 750 = 820
+    assert media.image_tokens((4000, 3000), "high") == 258 * 6 * 4  # Gemini 2.x: 24 tiles
     assert media.url_image_tokens("https://x/a.png", "low") == media.UNKNOWN_IMAGE_TOKENS
     assert media.url_image_tokens(data_url("image/gif", _gif(1024, 1024)), None) == 1399
 

@@ -14,9 +14,10 @@ A job that does not fit only because of other running jobs' holds waits (its ten
 aside briefly) until they settle — their actual cost is usually below their maximum — and is
 rejected (or deferred) only when the spend itself leaves no room for it.
 
-A job's maximum cost is its estimated input tokens plus ``max_tokens`` (or the default output
-allowance, :data:`workers.calls.tokens.DEFAULT_OUTPUT_TOKENS`, when unset) at the dearest deployment
-of its route.
+A job's maximum cost is its estimated billed input (:class:`workers.calls.tokens.BilledInput`:
+messages, images, documents, tool definitions, the response schema) plus its output allowance
+(``max_tokens``, or :data:`workers.calls.tokens.DEFAULT_OUTPUT_TOKENS` when unset, and a
+``prediction``) at the dearest deployment of its route.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from schemas.results import ErrorCode
 from workers.admission import budget_alerts
 from workers.admission.periods import period_end, period_key
 from workers.admission.quotas import Clock, Wait
-from workers.calls import tokens
 from workers.calls.routing import Router
+from workers.calls.tokens import BilledInput
 from workers.ledger.database.models import from_nano, to_nano
 from workers.ledger.database.transactions import Transact
 from workers.ledger.quota_rows import (
@@ -45,7 +46,6 @@ from workers.ledger.quota_rows import (
     batch_account,
     team_account,
 )
-from workers.providers.base import WireMessages
 
 DEFER_HOP_S = 300.0  # a deferred job looks again at least this often (a raised budget applies)
 HOLDS_WAIT_S = 0.1  # how soon a job kept out only by running jobs' holds looks again
@@ -110,10 +110,8 @@ class Budgets:
             return True
         return self._capped is not None and self._capped(job.tenant, job.batch_id)
 
-    def max_cost_usd(
-        self, job: JobRequest, route: RouteConfig, messages: WireMessages | None
-    ) -> float:
-        raw = tokens.input_tokens(messages, job.inputs)
+    def max_cost_usd(self, job: JobRequest, route: RouteConfig, billed: BilledInput) -> float:
+        raw = billed.tokens
         return max(self._router.estimated_cost(d, job, raw) for d in route.deployments)
 
     def scopes(
@@ -145,14 +143,14 @@ class Budgets:
         job: JobRequest,
         tenant: TenantConfig,
         route: RouteConfig,
-        messages: WireMessages | None,
+        billed: BilledInput,
         account: str | None = None,
     ) -> Hold | OverBudget | Wait:
         """``account``: whose budget the job counts against (its tenant's by default)."""
         now = self._clock()
         at = datetime.fromtimestamp(now, UTC)
         scopes = self.scopes(job, tenant, account or job.tenant, at)
-        amount = max(1, to_nano(self.max_cost_usd(job, route, messages)))
+        amount = max(1, to_nano(self.max_cost_usd(job, route, billed)))
         hold = Hold(job.tenant, job.job_id, tuple(s.budget.period for s in scopes), amount)
         budgets = [scope.budget for scope in scopes]
         reserved = await self._run(

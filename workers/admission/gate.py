@@ -19,9 +19,9 @@ from schemas.jobs import JobRequest
 from workers.admission.budgets import Budgets, OverBudget
 from workers.admission.quotas import SLOT_RETRY_S, Clock, SlotGrant, TokenLease, Wait
 from workers.calls import tokens
+from workers.calls.tokens import BilledInput
 from workers.ledger.database.transactions import Connection, Transact
 from workers.ledger.quota_rows import Hold, QuotaLedger
-from workers.providers.base import WireMessages
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def limited(tenant: TenantConfig) -> bool:
     )
 
 
-def job_tokens(job: JobRequest, messages: WireMessages | None) -> int:
-    """What a job reserves of its tenant's tpm: estimated input plus the output allowance."""
-    return tokens.input_tokens(messages, job.inputs) + tokens.output_allowance(job)
+def job_tokens(job: JobRequest, billed: BilledInput) -> int:
+    """What a job reserves of its tenant's tpm: its billed input plus its output allowance."""
+    return billed.tokens + tokens.output_allowance(job)
 
 
 @dataclass(slots=True)
@@ -86,15 +86,15 @@ class Admission:
         job: JobRequest,
         tenant: TenantConfig,
         route: RouteConfig,
-        messages: WireMessages | None,
+        billed: BilledInput,
     ) -> Ticket | Wait | OverBudget:
         account = self._account(job.tenant)
         ticket = Ticket(account)
         refused: Wait | OverBudget | None
         try:
-            refused = await self._quotas(ticket, job, tenant, messages)
+            refused = await self._quotas(ticket, job, tenant, billed)
             if refused is None and self.budgets.applies(job, tenant):
-                held = await self.budgets.reserve(job, tenant, route, messages, account)
+                held = await self.budgets.reserve(job, tenant, route, billed, account)
                 if isinstance(held, OverBudget | Wait):
                     refused = held
                 else:
@@ -113,7 +113,7 @@ class Admission:
         ticket: Ticket,
         job: JobRequest,
         tenant: TenantConfig,
-        messages: WireMessages | None,
+        billed: BilledInput,
     ) -> Wait | None:
         if tenant.max_in_flight is not None:
             grant = self._slots.get(ticket.tenant)
@@ -131,7 +131,7 @@ class Admission:
                 return Wait(wait, "rpm", 60 / tenant.rpm)
             ticket.rpm = lease
         if tenant.tpm is not None:
-            amount = job_tokens(job, messages)
+            amount = job_tokens(job, billed)
             lease = self._lease(self._tpm, ticket.tenant, "tpm", tenant.tpm)
             wait = await lease.take(amount, self._run, self._ledger, self._clock)
             if wait is not None:

@@ -42,6 +42,7 @@ from workers.batch_lane.items import (
     saved_headers,
 )
 from workers.calls.executor import Executor
+from workers.calls.tokens import BilledInput
 from workers.guardrails.screening import Screened
 from workers.intake.parsing import ValidJob, parse_job
 from workers.ledger import batch_lane_rows as rows
@@ -356,7 +357,8 @@ async def _asked_again(
 ) -> Execution:
     """A Batch-API answer failing the job's JSON schema is asked for once more, online, on the
     same deployment (its limits and health apply); both calls are paid."""
-    again = await executor.execute(saved.job, [deployment], saved.messages, reasks=0)
+    billed = BilledInput(saved.job, saved.messages)
+    again = await executor.execute(saved.job, [deployment], saved.messages, billed, reasks=0)
     again.calls[:0] = first.calls
     again.attempts += first.attempts
     return again

@@ -86,12 +86,15 @@ class Executor:
         job: JobRequest,
         plan: list[DeploymentConfig],
         messages: WireMessages | None,
+        billed: tokens.BilledInput,
         deadline: float | None = None,
         park_after_s: float | None = None,
         failover_on: Collection[str] = (),
         reasks: int = 1,
     ) -> Execution:
         """Run the job down ``plan``; the outcome (output or last error) is on the Execution.
+        ``billed``: the job's billed input, what each deployment's tpm holds and what its
+        reported usage teaches the calibration against.
 
         When a retryable failure asks for a wait longer than ``park_after_s``, or the retry
         budget ends on a retryable failure, the job is not failed: ``park_s`` says how long it
@@ -101,7 +104,9 @@ class Executor:
         more answers to ask for when one fails the job's JSON schema (the batch lane, which
         already has one, asks for none).
         The caller holds one of :attr:`slots` (``workers/calls/slots.py``)."""
-        execution = Execution(failover_on_filter="content_filter" in failover_on, reasks=reasks)
+        execution = Execution(
+            failover_on_filter="content_filter" in failover_on, reasks=reasks, billed=billed
+        )
         try:
             await self._retry.call(
                 lambda: self._round(job, plan, messages, execution),
@@ -129,7 +134,7 @@ class Executor:
         concurrency, calls in doubt, a probe out — the round waits instead of spending a retry."""
         plan = _unfiltered(plan, execution)  # refused on content policy: never asked again
         counts_tokens = any(d.tpm is not None for d in plan)
-        raw_tokens = tokens.input_tokens(messages, job.inputs) if counts_tokens else 0
+        raw_tokens = execution.input_estimate() if counts_tokens else 0
         while True:
             errors: list[ProviderError] = []
             paced: list[tuple[float, int, DeploymentConfig, int]] = []
@@ -308,7 +313,7 @@ class Executor:
             )
         else:
             embedded = await provider.embed(call)
-        raw_estimate = tokens.input_tokens(None, job.inputs)
+        raw_estimate = execution.input_estimate()
         served = self._served(
             deployment, embedded.input_tokens, 0, embedded.estimated, raw_estimate
         )
@@ -328,7 +333,7 @@ class Executor:
         """One chat call; an answer that fails the job's JSON schema is asked for once more on
         the same deployment (both calls are paid for), then fails ``invalid_output``."""
         schema = structured.expected(job.params.response_format) if job.params else None
-        raw_estimate = tokens.message_tokens(call.messages)
+        raw_estimate = execution.input_estimate()
         for asked in range(execution.reasks + 1):
             chat = await provider.chat(call)
             served = self._served(

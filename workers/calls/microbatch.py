@@ -83,7 +83,7 @@ class MicroBatcher:
     ) -> EmbeddingResponse:
         """This job's embeddings, from a request it may share with other jobs."""
         limit = deployment.max_batch_inputs or 1
-        estimate = tokens.input_tokens(None, inputs)
+        estimate = tokens.inputs_tokens(inputs)
         key = (deployment.key, dimensions)
         loop = asyncio.get_running_loop()
         batch = self._open.get(key)

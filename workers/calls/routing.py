@@ -1,8 +1,8 @@
 """Route → the deployments to try for this job, best first.
 
 - ``ordered``: the config's order, failing over down the list;
-- ``cheapest``: by the estimated cost of *this* job (estimated input tokens × input price
-  + ``max_tokens`` × output price);
+- ``cheapest``: by the estimated cost of *this* job (its billed input, estimated — see
+  ``workers/calls/tokens.py`` — × input price + its output allowance × output price);
 - ``weighted``: one deployment drawn by weight, stable per (tenant, job_id) so a redelivered
   job takes the same one, then the others by weight;
 - ``fastest``: by the latency EWMA of recent calls (an untried deployment counts as fastest,
@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from broker.config import DeploymentConfig, RouteConfig, Strategy
 from schemas.jobs import JobRequest
@@ -85,7 +84,7 @@ class Router:
         self,
         route: RouteConfig,
         job: JobRequest,
-        messages: Sequence[dict[str, Any]] | None,
+        billed: tokens.BilledInput,
         need: Needs = NOTHING,
     ) -> list[DeploymentConfig] | CostLimited | Unsupported:
         deployments = self.able(route, job, need)
@@ -93,7 +92,7 @@ class Router:
             return deployments
         if len(deployments) == 1 and job.max_cost_usd is None:
             return deployments  # nothing to choose or to filter: the common case, kept cheap
-        raw_tokens = tokens.input_tokens(messages, job.inputs)
+        raw_tokens = billed.tokens
         costs = {d.key: self.estimated_cost(d, job, raw_tokens) for d in deployments}
         if job.max_cost_usd is not None:
             affordable = [d for d in deployments if costs[d.key] <= job.max_cost_usd]

@@ -5,10 +5,13 @@ limits) and settle on the provider's reported usage afterwards, so they lean hig
 
 - an image counts as the most any provider type charges for it — OpenAI's tiles (``low``: 85;
   otherwise the image is fitted into 2048 × 2048, its short side scaled to 768, and each
-  512-px tile costs 170 plus 85 a picture) or Anthropic's ``w × h / 750`` after fitting into
-  1568 px — with its dimensions read from the first bytes of a ``data:`` URL (PNG, GIF, WebP,
-  JPEG headers; nothing is decoded); an https URL, whose size is unknown until the provider
-  fetches it, counts as :data:`UNKNOWN_IMAGE_TOKENS`.
+  512-px tile costs 170 plus 85 a picture), Anthropic's ``w × h / 750`` after fitting into
+  1568 px, or Gemini's (258 for an image within 384 × 384, else 258 a 768-px tile; Gemini 3's
+  default high resolution, 1,120 an image) — with its dimensions read from the first bytes of
+  a ``data:`` URL (PNG, GIF, WebP, JPEG headers; nothing is decoded). ``detail`` lowers only
+  OpenAI's figure: the others do not honour it. An https URL, whose size is unknown until the
+  provider fetches it (only OpenAI and Anthropic types take one), counts as
+  :data:`UNKNOWN_IMAGE_TOKENS`, the most either charges for any image.
 - a document counts :data:`PDF_PAGE_TOKENS` a page (Anthropic's published upper figure for a
   page's text and image), pages counted from a PDF's ``/Type /Page`` objects; any other file
   counts its bytes / 4.
@@ -27,7 +30,9 @@ from schemas.content import DATA_URL
 
 LOW_DETAIL_TOKENS = 85
 TILE_TOKENS = 170
-UNKNOWN_IMAGE_TOKENS = 1_600  # the most a single image costs on any provider type we adapt
+UNKNOWN_IMAGE_TOKENS = 1_600  # the most one image by URL costs on OpenAI or Anthropic types
+GEMINI_TILE_TOKENS = 258
+GEMINI_IMAGE_TOKENS = 1_120  # Gemini 3, media resolution high (its default for images)
 PDF_PAGE_TOKENS = 3_000
 #: how much of a data URL is decoded to find an image's dimensions (JPEG headers may follow
 #: EXIF blocks of tens of KB)
@@ -116,7 +121,11 @@ def image_tokens(size: tuple[int, int] | None, detail: str | None) -> int:
     width, height = size
     if width <= 0 or height <= 0:
         return UNKNOWN_IMAGE_TOKENS
-    return max(_openai_tokens(width, height, detail), _anthropic_tokens(width, height))
+    return max(
+        _openai_tokens(width, height, detail),
+        _anthropic_tokens(width, height),
+        _gemini_tokens(width, height),
+    )
 
 
 def _openai_tokens(width: int, height: int, detail: str | None) -> int:
@@ -132,6 +141,13 @@ def _openai_tokens(width: int, height: int, detail: str | None) -> int:
 def _anthropic_tokens(width: int, height: int) -> int:
     scale = min(1.0, 1568 / max(width, height))
     return math.ceil(width * scale * height * scale / 750)
+
+
+def _gemini_tokens(width: int, height: int) -> int:
+    if width <= 384 and height <= 384:
+        return GEMINI_TILE_TOKENS
+    tiles = math.ceil(width / 768) * math.ceil(height / 768)
+    return max(GEMINI_IMAGE_TOKENS, GEMINI_TILE_TOKENS * tiles)
 
 
 def url_image_tokens(url: str, detail: str | None) -> int:

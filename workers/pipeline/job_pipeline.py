@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord
 
@@ -26,6 +26,7 @@ from workers.batch_lane.eligibility import batch_deployment
 from workers.batch_lane.items import Handed
 from workers.calls.routing import CostLimited
 from workers.calls.slots import CallSlot, CallSlots
+from workers.calls.tokens import BilledInput
 from workers.content.features import NOTHING, Needs, Unsupported
 from workers.guardrails.screening import Screened
 from workers.intake.fetching import lane_of
@@ -73,6 +74,10 @@ class JobRun:
     ticket: Ticket | None = None  # its admission (quotas, budget hold)
     screened: Screened | None = None  # its guardrails, for the output check
     need: Needs = NOTHING  # what a deployment must take beyond text
+    billed: BilledInput = field(init=False)  # its billed input, estimated once when needed
+
+    def __post_init__(self) -> None:
+        self.billed = BilledInput(self.job, self.messages)
 
 
 class JobPipeline:
@@ -162,7 +167,7 @@ class JobPipeline:
         if run.hit is None and tenant is not None and self.admission.limits(job, tenant):
             with self.tracing.span("quota_wait"):
                 admitted = await with_ledger(
-                    lambda: self.admission.admit(job, tenant, route, messages)
+                    lambda: self.admission.admit(job, tenant, route, run.billed)
                 )
             if isinstance(admitted, Wait):
                 return admitted
@@ -252,7 +257,7 @@ class JobPipeline:
             execution = run.hit
         else:
             with self.tracing.span("route"):
-                plan = self.calls.router.plan(run.route, job, run.messages, run.need)
+                plan = self.calls.router.plan(run.route, job, run.billed, run.need)
             if not isinstance(plan, list):
                 code = (
                     ErrorCode.COST_LIMIT_EXCEEDED
@@ -342,6 +347,7 @@ class JobPipeline:
             run.job,
             plan,
             run.messages,
+            run.billed,
             deadline,
             park_after_s=self.calls.retry.park_after_s,
             failover_on=run.route.failover_on,

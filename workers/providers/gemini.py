@@ -263,5 +263,5 @@ class GeminiProvider(JsonHttpProvider):
             embeddings = [list(item["values"]) for item in data["embeddings"]]
             if len(embeddings) != len(call.inputs):
                 raise ValueError(f"{len(embeddings)} embeddings for {len(call.inputs)} inputs")
-        estimate = tokens.input_tokens(None, call.inputs)
+        estimate = tokens.inputs_tokens(call.inputs)
         return EmbeddingResponse(embeddings=embeddings, input_tokens=estimate, estimated=True)

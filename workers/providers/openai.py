@@ -87,7 +87,7 @@ def _text_reply(choice: dict[str, Any], data: dict[str, Any], call: ChatCall) ->
         return ChatResponse(
             text=text,
             finish_reason=finish,
-            input_tokens=tokens.message_tokens(call.messages),
+            input_tokens=tokens.chat_input(call.messages, call.params),
             output_tokens=tokens.text_tokens(text) if text else 0,
             estimated=True,
             system_fingerprint=fingerprint,
@@ -118,7 +118,7 @@ def read_chat(data: Any, call: ChatCall) -> ChatResponse:
         produced = "".join(
             c.text + "".join(t.function.arguments for t in c.tool_calls or ()) for c in choices
         )
-        input_tokens = tokens.message_tokens(call.messages)
+        input_tokens = tokens.chat_input(call.messages, call.params)
         output_tokens, estimated = (tokens.text_tokens(produced) if produced else 0), True
     else:
         input_tokens = int(usage.get("prompt_tokens", 0))
@@ -145,7 +145,7 @@ def read_embeddings(data: Any, call: EmbeddingCall) -> EmbeddingResponse:
     embeddings = [list(item["embedding"]) for item in items]
     usage = data.get("usage")
     if usage is None:
-        estimate = tokens.input_tokens(None, call.inputs)
+        estimate = tokens.inputs_tokens(call.inputs)
         return EmbeddingResponse(embeddings=embeddings, input_tokens=estimate, estimated=True)
     return EmbeddingResponse(embeddings=embeddings, input_tokens=int(usage.get("prompt_tokens", 0)))
 

@@ -70,3 +70,10 @@ class Execution:
     failover_on_filter: bool = False
     filtered: dict[str, ProviderContentFiltered] = field(default_factory=dict)
     reasks: int = 1  # how many more times an answer failing its JSON schema is asked for
+    # the job's billed input, estimated (set by the executor: what a deployment's tpm holds
+    # and its reported usage is compared with; None for an answer the executor did not call)
+    billed: tokens.BilledInput | None = None
+
+    def input_estimate(self) -> int:
+        assert self.billed is not None, "set by Executor.execute"
+        return self.billed.tokens

@@ -144,8 +144,11 @@ def instance(schema: dict[str, Any], depth: int = 0) -> Any:
     return None
 
 
-def input_tokens(messages: list[dict[str, Any]]) -> int:
-    """Prompt tokens: text by characters, each image or file a flat 85."""
+def input_tokens(messages: list[dict[str, Any]], *definitions: Any) -> int:
+    """Prompt tokens, billed like the real providers bill them: text by characters (a
+    message's ``name``, its tool calls and the id a tool answers included), each image or file
+    a flat 85, and ``definitions`` — the tool definitions and the response schema the request
+    carries, which every provider bills as input — by their JSON's characters."""
     total = 0
     for message in messages:
         content = message.get("content")
@@ -158,7 +161,29 @@ def input_tokens(messages: list[dict[str, Any]]) -> int:
             total += behaviour.count_tokens(str(content or ""))
         for call in message.get("tool_calls") or ():
             total += behaviour.count_tokens(json.dumps(call))
+        for key in ("name", "tool_call_id"):
+            if isinstance(message.get(key), str):
+                total += behaviour.count_tokens(message[key])
+    for definition in definitions:
+        if definition:
+            total += behaviour.count_tokens(json.dumps(definition))
     return total
+
+
+def openai_definitions(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What an OpenAI-wire request bills beyond its messages: tools, the response format and
+    the predicted output (billed, when rejected, like completion tokens — counted here as
+    prompt, the simulator has one count for both)."""
+    return body.get("tools"), body.get("response_format"), body.get("prediction")
+
+
+def anthropic_definitions(body: dict[str, Any]) -> tuple[Any, ...]:
+    return (body.get("tools"),)  # a structured answer's schema travels as a forced tool
+
+
+def gemini_definitions(body: dict[str, Any]) -> tuple[Any, ...]:
+    config = body.get("generationConfig") or {}
+    return body.get("tools"), config.get("responseJsonSchema") or config.get("responseSchema")
 
 
 # -- each wire's request, in neutral terms ---------------------------------------------------

@@ -21,10 +21,6 @@ def count_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    return sum(count_tokens(str(m.get("content", ""))) + MESSAGE_OVERHEAD_TOKENS for m in messages)
-
-
 def is_poison(text: str) -> bool:
     return REJECT_DIRECTIVE in text
 

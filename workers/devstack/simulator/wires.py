@@ -157,11 +157,11 @@ def openai_chat_reply(
     if _rich(body, everything):
         ask = answers.from_openai(body, model, batch)
         choices, out_tokens = answers.openai_choices(ask, bool(body.get("logprobs")))
-        in_tokens = answers.input_tokens(messages)
+        in_tokens = answers.input_tokens(messages, *answers.openai_definitions(body))
     else:
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         text, out_tokens, finish = behaviour.completion(messages, max_tokens)
-        in_tokens = behaviour.prompt_tokens(messages)
+        in_tokens = answers.input_tokens(messages, body.get("prediction"))
         message = {"role": "assistant", "content": text}
         choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
     reply: dict[str, Any] = {
@@ -301,7 +301,7 @@ def anthropic_message_reply(
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": answers.input_tokens(neutral),
+            "input_tokens": answers.input_tokens(neutral, *answers.anthropic_definitions(body)),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "output_tokens": out_tokens,
@@ -341,7 +341,7 @@ async def _gemini_generate(sim: SimulatorServer, request: web.Request, model: st
         messages.insert(0, {"role": "system", "content": text})
     sim.count_chat(model)
     candidates, out_tokens = answers.gemini_candidates(answers.from_gemini(body, messages, model))
-    in_tokens = answers.input_tokens(messages)
+    in_tokens = answers.input_tokens(messages, *answers.gemini_definitions(body))
     return web.json_response(
         {
             "candidates": candidates,

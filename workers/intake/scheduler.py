@@ -50,6 +50,7 @@ class QueuedJob:
     spill_id: int | None = None  # set: taken from the ledger's spilled jobs, not a buffer's
     waited_s: float = 0.0  # how long it waited before it reached this buffer (spilled)
     identity: Identity | None = None  # read without a full parse, to be spilled
+    replay: bool | None = None  # its headway-replay header is genuine (None: not checked)
 
 
 PARK_KEEP = 64  # jobs of a set-aside tenant kept per lane under pressure (≤ a quarter)
@@ -66,6 +67,15 @@ class FairQueue:
         self.count = 0
         self.bytes = 0
         self.weights = 0.0  # the sum of the weights of the tenants with queued jobs
+        # taken but held off the runners (a replay header being checked): they count towards
+        # the lane's bounds, so what the fetcher may add stays bounded
+        self.held = 0
+        self.held_bytes = 0
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """Jobs and bytes the lane holds: queued and held."""
+        return self.count + self.held, self.bytes + self.held_bytes
 
     def put(self, job: QueuedJob) -> None:
         queue = self._queues.get(job.tenant)
@@ -207,19 +217,19 @@ class LaneScheduler:
         return {lane.value: queue.count for lane, queue in self._lanes.items()}
 
     def full(self, lane: Priority) -> bool:
-        queue = self._lanes[lane]
-        return queue.count >= self._max_jobs or queue.bytes >= self._max_bytes
+        count, size = self._lanes[lane].load
+        return count >= self._max_jobs or size >= self._max_bytes
 
     def overfull(self, lane: Priority) -> bool:
         """Twice the bound: what tenants under their shares may fill a full lane to while
         the others are spilled."""
-        queue = self._lanes[lane]
-        return queue.count >= 2 * self._max_jobs or queue.bytes >= 2 * self._max_bytes
+        count, size = self._lanes[lane].load
+        return count >= 2 * self._max_jobs or size >= 2 * self._max_bytes
 
     def has_room(self, lane: Priority) -> bool:
         """Below half of both bounds: a paused lane may resume."""
-        queue = self._lanes[lane]
-        return queue.count <= self._max_jobs // 2 and queue.bytes <= self._max_bytes // 2
+        count, size = self._lanes[lane].load
+        return count <= self._max_jobs // 2 and size <= self._max_bytes // 2
 
     def over_share(self, lane: Priority, tenant: str, elsewhere: float = 0.0) -> bool:
         """``tenant`` holds its weighted share of the lane's bound or more, and the lane is
@@ -237,10 +247,10 @@ class LaneScheduler:
 
     def room(self, lane: Priority, up_to: int | None = None) -> int:
         """Jobs the lane can take before it is full (or holds ``up_to``)."""
-        queue = self._lanes[lane]
-        if queue.bytes >= self._max_bytes:
+        count, size = self._lanes[lane].load
+        if size >= self._max_bytes:
             return 0
-        return max(self.bound(up_to) - queue.count, 0)
+        return max(self.bound(up_to) - count, 0)
 
     def put(self, job: QueuedJob) -> None:
         job.enqueued_at = self._clock() - job.waited_s
@@ -253,6 +263,27 @@ class LaneScheduler:
                 getter.set_result(job)  # queues are empty whenever a runner waits
                 return
         self._lanes[job.lane].put(job)
+
+    # -- jobs held off the runners ---------------------------------------------------------------
+
+    def hold(self, job: QueuedJob) -> None:
+        """A runner took ``job`` and gives it back to wait off the runners: it still counts
+        towards its lane's bounds until :meth:`back` (or :meth:`forget_held`)."""
+        queue = self._lanes[job.lane]
+        queue.held += 1
+        queue.held_bytes += job.size
+
+    def back(self, job: QueuedJob) -> None:
+        """A held job may run: it takes its place again, ahead of its tenant's queue."""
+        self.forget_held(job)
+        self._lanes[job.lane].push_front(job)
+        self._wake()
+
+    def forget_held(self, job: QueuedJob) -> None:
+        """A held job is gone (its partition revoked, the worker draining)."""
+        queue = self._lanes[job.lane]
+        queue.held -= 1
+        queue.held_bytes -= job.size
 
     # -- tenants set aside --------------------------------------------------------------------
 

@@ -74,6 +74,7 @@ class JobRun:
     ticket: Ticket | None = None  # its admission (quotas, budget hold)
     screened: Screened | None = None  # its guardrails, for the output check
     need: Needs = NOTHING  # what a deployment must take beyond text
+    replay: bool | None = None  # its replay header is genuine (None: not checked yet)
     billed: BilledInput = field(init=False)  # its billed input, estimated once when needed
 
     def __post_init__(self) -> None:
@@ -118,10 +119,15 @@ class JobPipeline:
         self.batch_lane = endings.batch_lane
 
     async def handle(
-        self, record: ConsumerRecord[bytes, bytes], intake: Intake | None = None
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        intake: Intake | None = None,
+        replay: bool | None = None,
     ) -> Wait | None:
-        """Run one record's job to its published outcome (``intake``: already parsed), or say
-        how long its tenant must wait for admission (the job has not started)."""
+        """Run one record's job to its published outcome (``intake``: already parsed;
+        ``replay``: whether its replay header was found genuine — the worker checks before a
+        runner takes the job; None: checked here), or say how long its tenant must wait for
+        admission (the job has not started)."""
         if intake is None:
             intake = parse_job(record.value, self.max_message_bytes)
         if isinstance(intake, Unreadable):
@@ -129,12 +135,14 @@ class JobPipeline:
         elif isinstance(intake, InvalidJob):
             await self.poison.invalid(record, intake)
         elif isinstance(intake, ValidJob):
-            return await self._run(intake.job, record)
+            return await self._run(intake.job, record, replay)
         return None
 
     # -- a valid job --------------------------------------------------------------------------
 
-    async def _run(self, job: JobRequest, record: ConsumerRecord[bytes, bytes]) -> Wait | None:
+    async def _run(
+        self, job: JobRequest, record: ConsumerRecord[bytes, bytes], replay: bool | None
+    ) -> Wait | None:
         self.tracing.describe(job)
         tenant = self.config.tenant(job.tenant)
         value, headers = record.value or b"", record.headers
@@ -159,6 +167,7 @@ class JobPipeline:
             await self.settlement.end(who, CANCELLED, topic)
             return None
         run = JobRun(job, who, route, messages, topic, record, normalise(job, route, messages))
+        run.replay = replay
         run.screened, run.need = prepared.screened, prepared.need
         if run.request is not None:
             request = run.request
@@ -197,9 +206,11 @@ class JobPipeline:
 
     async def _claim_and_execute_alone(self, run: JobRun) -> int | None:
         job = run.job
-        replayed = has_header(run.record.headers, HEADER_REPLAY) and (
-            self.replays is not None and await self.replays.genuine(run.record)
-        )
+        replayed = run.replay
+        if replayed is None:  # not checked before (a caller without the worker's holds)
+            replayed = has_header(run.record.headers, HEADER_REPLAY) and (
+                self.replays is not None and await self.replays.genuine(run.record)
+            )
         claim = Claim(job.tenant, job.job_id, job.batch_id, job.kind.value, job.route, replayed)
         batcher = self.executor.micro_batcher if job.kind is JobKind.EMBEDDING else None
         if batcher is not None:

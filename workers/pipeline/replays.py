@@ -4,60 +4,46 @@ A replayed job may run again although its stored result is ``failed`` or ``rejec
 producer can write the header, so on its own it proves nothing. The header names the dead
 letter replayed (``<dlq partition>:<dlq offset>``), and only workers write the dead-letter
 topic: a replay is genuine when that dead letter holds the record's very key and value. The
-dead letter is read once (and remembered); a header naming anything else is ignored — the job
-is an ordinary redelivery, answered from the ledger — and logged.
+dead letter is looked up by :class:`~broker.dlq_lookup.LetterLookup` — a position past the
+topic's end or in a partition it does not have is answered at once, without a read — and a
+header naming anything else is ignored (the job is an ordinary redelivery, answered from the
+ledger) and logged.
+
+The worker checks a job's header before a runner runs it (:mod:`workers.intake.replay_holds`),
+so no check ever holds a runner.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import OrderedDict
-from types import TracebackType
+import re
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
+from broker.dlq_lookup import LetterLookup, fingerprint
 from broker.headers import header_text
 from broker.topics import HEADER_REPLAY
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 10.0
-REMEMBERED = 10_000  # dead letters whose key and value are kept, most recent first
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class ReplayCheck:
-    """``async with ReplayCheck(consumer_factory, dlq) as check: await check.genuine(r)``."""
+    """``await check.genuine(record)``: whether the record is a replay ``headway dlq replay``
+    made."""
 
-    def __init__(self, reader: AIOKafkaConsumer, dlq: str) -> None:
-        """``reader``: a consumer in no consumer group (started and stopped here)."""
-        self._reader = reader
+    def __init__(self, lookup: LetterLookup, dlq: str) -> None:
+        self._lookup = lookup
         self._dlq = dlq
-        self._letters: OrderedDict[tuple[int, int], tuple[bytes | None, bytes | None]] = (
-            OrderedDict()
-        )
-        self._lock = asyncio.Lock()
         self.forged = 0  # replay headers that named no matching dead letter
 
-    async def __aenter__(self) -> ReplayCheck:
-        await self._reader.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._reader.stop()
-
     async def genuine(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """Whether ``record`` is a replay ``headway dlq replay`` made."""
         named = _position(header_text(record.headers, HEADER_REPLAY))
         if named is None:
             return False
-        letter = await self._letter(*named)
-        if letter == (record.key, record.value):
+        letter = await self._lookup.letter(*named)
+        if letter is not None and letter == fingerprint(record.key, record.value):
             return True
         self.forged += 1
         log.warning(
@@ -68,37 +54,9 @@ class ReplayCheck:
         )
         return False
 
-    async def _letter(self, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
-        key = (partition, offset)
-        async with self._lock:
-            known = self._letters.get(key)
-            if known is None:
-                known = await self._read(partition, offset)
-                self._letters[key] = known
-                while len(self._letters) > REMEMBERED:
-                    self._letters.popitem(last=False)
-            return known
-
-    async def _read(self, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
-        """The dead letter's (key, value); (None, None) when there is none to read."""
-        tp = TopicPartition(self._dlq, partition)
-        reader = self._reader
-        try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                reader.assign([tp])
-                reader.seek(tp, offset)
-                batch = await reader.getmany(tp, timeout_ms=int(READ_TIMEOUT_S * 1000))
-        except Exception as error:  # no such partition, Kafka away: not a replay we can prove
-            log.warning("cannot read dead letter %s:%d:%d: %r", self._dlq, partition, offset, error)
-            return (None, None)
-        for found in batch.get(tp, []):
-            if found.offset == offset:
-                return (found.key, found.value)
-        return (None, None)
-
 
 def _position(text: str) -> tuple[int, int] | None:
     partition, _, offset = text.partition(":")
-    if not (partition.isdigit() and offset.isdigit()) or len(text) > 40:
-        return None
+    if len(text) > 40 or not all(_DIGITS.fullmatch(part) for part in (partition, offset)):
+        return None  # ASCII digits only: str.isdigit() takes "²", which int() refuses
     return int(partition), int(offset)

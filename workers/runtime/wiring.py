@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from broker.config import HeadwayConfig
 from broker.dlq import dlq_reader
+from broker.dlq_lookup import KafkaLetters, LetterLookup
 from broker.headers import RecordHeaders
 from broker.kafka import consumer_options, producer_options
 from broker.record_batches import RecordBatchSender
@@ -209,7 +210,10 @@ async def wire(
         topics,
         settings.max_message_bytes,
     )
-    replays = await stack.enter_async_context(ReplayCheck(dlq_reader(settings), topics.dlq))
+    letters = KafkaLetters(topics.dlq, functools.partial(dlq_reader, settings))
+    lookup = LetterLookup(await stack.enter_async_context(letters))
+    stack.push_async_callback(lookup.close)
+    replays = ReplayCheck(lookup, topics.dlq)
     providers = seams.providers if seams.providers is not None else build_providers(config, http)
     pipeline = job_path(
         settings,

@@ -37,6 +37,7 @@ from schemas.results import ErrorCode
 from workers.admission.quotas import Wait
 from workers.intake.fetching import Fetcher
 from workers.intake.parsing import job_id_of, tenant_of
+from workers.intake.replay_holds import ReplayHolds
 from workers.intake.scheduler import QueuedJob
 from workers.intake.spill import Spill
 from workers.pipeline.parts import Telemetry
@@ -139,6 +140,8 @@ class Worker:
         )
         self.producer, self.ledger, self.publisher = parts.producer, parts.ledger, parts.publisher
         self.pipeline = parts.pipeline
+        replays = parts.pipeline.replays
+        self.holds = ReplayHolds(replays.genuine if replays else None, self.scheduler)
         self.cancellations, self.admission = parts.pipeline.cancellations, parts.pipeline.admission
         self.spill = spill_for(settings, self.config, self._buffers, parts.ledger)
         self._register_gauges(parts)
@@ -211,7 +214,7 @@ class Worker:
         """Stop fetching, let in-flight jobs finish, commit, give up leases."""
         self.readiness.draining = True
         await stop_tasks(self._tasks)
-        dropped = self.scheduler.clear() + self.parked.clear()
+        dropped = self.scheduler.clear() + self.parked.clear() + self.holds.clear()
         await self._wait_until(
             lambda: not any(self.in_flight.values()), self.settings.shutdown_grace_s
         )
@@ -249,6 +252,8 @@ class Worker:
         while True:
             await self.readiness.ledger_up()  # no new work while the database is unreachable
             job = await self.scheduler.get()
+            if self.holds.hold(job):  # its replay header is checked first, off the runners
+                continue
             self.in_flight[job.tp] += 1
             if job.record.timestamp and job.tp.topic != self.topics.retry:
                 waited = time.time() - job.record.timestamp / 1000
@@ -308,7 +313,7 @@ class Worker:
         failures = 0
         while failures < POISON_ATTEMPTS:
             try:
-                return await self.pipeline.handle(job.record, job.intake)
+                return await self.pipeline.handle(job.record, job.intake, job.replay)
             except LedgerRefused as refused:  # this job's values: no retry can store them
                 reason = f"invalid_request: {refused}"
                 await self.pipeline.poison.poisoned(
@@ -374,7 +379,7 @@ class Worker:
         log.info("assigned %d partitions", len(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        queued = self.scheduler.drop(revoked)
+        queued = self.scheduler.drop(revoked) + self.holds.drop(revoked)
         dropped = len(queued) + self.parked.drop(revoked)
         if self.fetcher is not None:
             self.fetcher.forget(revoked)

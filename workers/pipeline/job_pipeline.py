@@ -336,10 +336,12 @@ class JobPipeline:
         request = run.request
         if request is None:
             return await self._call(run, plan, deadline), None
-        leader = self.cache.join(request)
+        regions = run.need.regions
+        leader = self.cache.join(request, regions)
         if leader is not None:
             answer = await asyncio.shield(leader)  # shared with the other followers
-            if answer is not None and (served := served_from(answer, run.route)) is not None:
+            served = None if answer is None else served_from(answer, run.route, regions)
+            if served is not None:
                 self.metrics.cache_lookup(run.job.route, "coalesced")
                 return served, None
             return await self._call(run, plan, deadline), None
@@ -349,7 +351,7 @@ class JobPipeline:
             entry = self.cache.entry(request, run.route, execution)
             return execution, entry
         finally:
-            self.cache.land(request, entry)
+            self.cache.land(request, regions, entry)
 
     async def _call(
         self, run: JobRun, plan: list[DeploymentConfig], deadline: float | None

@@ -15,6 +15,8 @@ and one usage event with ``cached = true``, cost 0 and the tokens the original c
 Identical requests in flight in one worker at the same time are coalesced: the first calls
 the provider, the others wait for its answer and are served it as hits; if the first one
 fails, each of the others calls for itself. (Across workers, the first answer stored wins.)
+Residency holds there too: only jobs held to the same regions share a flight, and an answer
+in flight, like a stored one, is served only from a deployment in the job's regions.
 
 Entries are written with the result of the job whose call produced them (one transaction),
 kept for the route's ``ttl_s``, and pruned by every worker: expired ones, then the oldest
@@ -89,13 +91,23 @@ def normalise(job: JobRequest, route: RouteConfig, messages: WireMessages | None
     return Request(scope, canonical, flight)
 
 
-def served_from(entry: CacheEntry, route: RouteConfig) -> Execution | None:
+def allowed(route: RouteConfig, regions: frozenset[str] | None) -> list[DeploymentConfig]:
+    """The route's deployments in ``regions`` (None: all of them): the only ones whose answers
+    a job held to ``regions`` may be served, stored or in flight (data residency)."""
+    if regions is None:
+        return list(route.deployments)
+    return [d for d in route.deployments if d.region in regions]
+
+
+def served_from(
+    entry: CacheEntry, route: RouteConfig, regions: frozenset[str] | None
+) -> Execution | None:
     """An execution answered by ``entry`` (no call made), or None when its deployment is no
-    longer in the route."""
+    longer in the route or is outside ``regions`` (an answer made elsewhere is not served)."""
     deployment = next(
         (
             d
-            for d in route.deployments
+            for d in allowed(route, regions)
             if d.provider == entry.provider and d.model == entry.deployment
         ),
         None,
@@ -114,6 +126,13 @@ def served_from(entry: CacheEntry, route: RouteConfig) -> Execution | None:
     return Execution(attempts=0, output=output, served_by=call, calls=[call])
 
 
+FlightKey = tuple[str, frozenset[str] | None]
+
+
+def _flight_key(request: Request, regions: frozenset[str] | None) -> FlightKey:
+    return (request.flight, regions)
+
+
 class ResponseCache:
     def __init__(
         self,
@@ -126,7 +145,7 @@ class ResponseCache:
         self._clock = clock
         self._memory: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
         self._memory_entries = memory_entries
-        self._flights: dict[str, asyncio.Future[CacheEntry | None]] = {}
+        self._flights: dict[FlightKey, asyncio.Future[CacheEntry | None]] = {}
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -136,10 +155,7 @@ class ResponseCache:
         """A live entry of any of the route's deployments, in the route's order — of those in
         a region the job may go to (an answer made elsewhere is not served: data residency)."""
         now = self._clock()
-        deployments = route.deployments
-        if need.regions is not None:
-            deployments = [d for d in deployments if d.region in need.regions]
-        keys = [(request.scope, request.key(d)) for d in deployments]
+        keys = [(request.scope, request.key(d)) for d in allowed(route, need.regions)]
         found = {k: e for k in keys if (e := self._remembered(k, now)) is not None}
         if not found:
             entries: list[CacheEntry] = await self._run(lambda conn: rows.lookup(conn, keys, now))
@@ -147,7 +163,8 @@ class ResponseCache:
                 self.remember(entry)
             found = {(e.scope, e.key): e for e in entries}
         for key in keys:
-            if key in found and (served := served_from(found[key], route)) is not None:
+            served = served_from(found[key], route, need.regions) if key in found else None
+            if served is not None:
                 return served
         return None
 
@@ -194,17 +211,23 @@ class ResponseCache:
 
     # -- coalescing ---------------------------------------------------------------------------
 
-    def join(self, request: Request) -> asyncio.Future[CacheEntry | None] | None:
+    def join(
+        self, request: Request, regions: frozenset[str] | None
+    ) -> asyncio.Future[CacheEntry | None] | None:
         """None: this job leads the flight (it calls, then :meth:`land`); else the future
-        of the leader's entry (None when the leader got no answer)."""
-        leading = self._flights.get(request.flight)
+        of the leader's entry (None when the leader got no answer). Jobs held to other
+        ``regions`` fly apart: a leader may be answered where a follower may not go."""
+        key = _flight_key(request, regions)
+        leading = self._flights.get(key)
         if leading is not None:
             return leading
-        self._flights[request.flight] = asyncio.get_running_loop().create_future()
+        self._flights[key] = asyncio.get_running_loop().create_future()
         return None
 
-    def land(self, request: Request, entry: CacheEntry | None) -> None:
-        flight = self._flights.pop(request.flight, None)
+    def land(
+        self, request: Request, regions: frozenset[str] | None, entry: CacheEntry | None
+    ) -> None:
+        flight = self._flights.pop(_flight_key(request, regions), None)
         if flight is not None and not flight.done():
             flight.set_result(entry)
 

@@ -12,8 +12,6 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas import json_schema
@@ -140,11 +138,17 @@ Tools = Annotated[list[Tool], Field(min_length=1, max_length=MAX_TOOLS)]
 
 FORMAT_TYPES = ("text", "json_object", "json_schema")
 JSON_SCHEMA_KEYS = frozenset({"name", "description", "schema", "strict"})
+SCHEMA_FIELD = "response_format.json_schema.schema"
+#: the validation context in which a job's schemas are checked for their structure only (a
+#: worker's intake, on its event loop): :func:`check_schema` is run on them later
+STRUCTURE_ONLY = {"schemas": "structure only"}
 
 
-def check_response_format(value: dict[str, Any]) -> dict[str, Any]:
+def check_response_format(value: dict[str, Any], deep: bool = True) -> dict[str, Any]:
     """OpenAI's ``response_format``, checked: its type, and for ``json_schema`` a name and a
-    valid JSON Schema that a worker applies to the answer (``schemas/json_schema.py``)."""
+    JSON Schema a worker can apply to the answer (``schemas/json_schema.py``). ``deep`` false:
+    the schema's structure only; its meta-schema and patterns are left to :func:`check_schema`
+    (a worker runs that off its event loop)."""
     kind = value.get("type")
     if kind not in FORMAT_TYPES or set(value) - {"type", "json_schema"}:
         raise ValueError(f"response_format: {{'type': one of {FORMAT_TYPES}}} (+ json_schema)")
@@ -157,10 +161,24 @@ def check_response_format(value: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("response_format.json_schema.name: 1-64 letters, digits, '_' or '-'")
     schema = spec.get("schema", {})
     if not isinstance(schema, dict):
-        raise ValueError("response_format.json_schema.schema: a JSON Schema object")
-    json_schema.admit(schema, "response_format.json_schema.schema")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as error:
-        raise ValueError(f"response_format.json_schema.schema: {error.message}") from None
+        raise ValueError(f"{SCHEMA_FIELD}: a JSON Schema object")
+    if deep:
+        json_schema.check(schema, SCHEMA_FIELD)
+    else:
+        json_schema.admit(schema, SCHEMA_FIELD)
     return value
+
+
+def check_schema(response_format: dict[str, Any] | None) -> str | None:
+    """Why a ``response_format`` admitted with ``deep`` false is not one a worker can apply
+    (its meta-schema, its patterns), in intake's words; None: it is."""
+    schema = ((response_format or {}).get("json_schema") or {}).get("schema")
+    if (response_format or {}).get("type") != "json_schema" or not isinstance(schema, dict):
+        return None
+    try:
+        json_schema.check(schema, SCHEMA_FIELD)
+    except ValueError as error:
+        return f"params.response_format: {error}"
+    except RecursionError:
+        return f"params.response_format: {SCHEMA_FIELD}: nested too deeply"
+    return None

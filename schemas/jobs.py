@@ -13,12 +13,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from schemas.content import (
     MAX_TOOLS,
+    STRUCTURE_ONLY,
     Content,
     ToolCall,
     ToolChoice,
@@ -163,8 +165,12 @@ class Params(_Strict):
 
     @field_validator("response_format")
     @classmethod
-    def _a_response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else check_response_format(value)
+    def _a_response_format(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        return check_response_format(value, deep=info.context != STRUCTURE_ONLY)
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:

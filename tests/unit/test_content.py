@@ -241,17 +241,19 @@ def test_the_texts_guardrails_see_go_back_where_they_came_from() -> None:
     assert rebuilt[2] == {"role": "tool", "tool_call_id": "c", "content": "B"}
 
 
-def test_structured_output_is_parsed_checked_and_the_first_error_named_with_its_path() -> None:
+async def test_structured_output_is_parsed_checked_and_the_first_error_named_with_its_path() -> (
+    None
+):
     schema = {
         "type": "object",
         "properties": {"items": {"type": "array", "items": {"type": "integer"}}},
     }
-    assert structured.check('{"items": [1, 2]}', schema).parsed == {"items": [1, 2]}
+    assert (await structured.check('{"items": [1, 2]}', schema)).parsed == {"items": [1, 2]}
     assert (
-        structured.check('{"items": [1, "2"]}', schema).error
-        == "items/1: '2' is not of type 'integer'"
-    )
-    assert (structured.check("{oops", schema).error or "").startswith("the answer is not JSON")
+        await structured.check('{"items": [1, "2"]}', schema)
+    ).error == "items/1: '2' is not of type 'integer'"
+    not_json = (await structured.check("{oops", schema)).error or ""
+    assert not_json.startswith("the answer is not JSON")
     assert structured.expected({"type": "text"}) is None
     assert structured.expected({"type": "json_object"}) == {"type": "object"}
 
@@ -274,12 +276,11 @@ def test_a_response_format_headway_cannot_check_is_refused_at_intake(
     assert named in error_of(params={"response_format": response_format})
 
 
-def test_a_refusal_is_an_answer_and_a_schema_that_cannot_be_applied_is_an_error_not_a_crash() -> (
-    None
-):
+async def test_a_refusal_is_an_answer_and_a_schema_that_cannot_be_applied_is_an_error() -> None:
     from schemas.results import ChatOutput
 
     refused = ChatOutput(text="", finish_reason="stop", refusal="I can't help with that.")
-    assert structured.checked_output(refused, {"type": "object"}) is refused
+    assert await structured.checked_output(refused, {"type": "object"}) is refused
     looping = {"$ref": "#"}
-    assert (structured.check("{}", looping).error or "").startswith("the schema cannot be applied")
+    error = (await structured.check("{}", looping)).error or ""
+    assert error.startswith("the schema cannot be applied")

@@ -199,7 +199,7 @@ async def test_guardrails_redact_every_text_and_restore_it_in_text_and_tool_argu
     assert json.loads(output["tool_calls"][0]["function"]["arguments"]) == {"to": "ann@example.com"}
 
 
-def test_the_batch_lane_checks_structured_output_too() -> None:
+async def test_the_batch_lane_checks_structured_output_too() -> None:
     from broker.config import DeploymentConfig
     from schemas.jobs import JobRequest
     from workers.batch_lane.items import execution_of
@@ -208,8 +208,12 @@ def test_the_batch_lane_checks_structured_output_too() -> None:
     deployment = DeploymentConfig(provider="gpt", model="g", input_usd_per_mtok=1.0)
     job = JobRequest.model_validate(chat_job("j1", params={"response_format": SCHEMA}))
 
-    good = execution_of(deployment, Outcome("c", ChatResponse('{"total": 1}', "stop", 9, 3)), job)
-    bad = execution_of(deployment, Outcome("c", ChatResponse('{"sum": 1}', "stop", 9, 3)), job)
+    good = await execution_of(
+        deployment, Outcome("c", ChatResponse('{"total": 1}', "stop", 9, 3)), job
+    )
+    bad = await execution_of(
+        deployment, Outcome("c", ChatResponse('{"sum": 1}', "stop", 9, 3)), job
+    )
 
     assert good.output is not None and good.output.parsed == {"total": 1}  # type: ignore[union-attr]
     assert bad.output is None and type(bad.error).__name__ == "ProviderInvalidOutput"

@@ -17,6 +17,7 @@ from broker.config import DeploymentConfig
 from broker.errors import ProviderInvalidOutput
 from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
+from schemas.content import STRUCTURE_ONLY
 from schemas.jobs import JobKind, JobRequest
 from schemas.results import ChatOutput, EmbeddingOutput
 from workers.audit.facts import AuditFacts
@@ -115,7 +116,8 @@ class Saved:
     @classmethod
     def of(cls, item: rows.Item) -> Saved:
         saved = json.loads(item.job_json)
-        job = JobRequest.model_validate(saved["job"])
+        # checked in full before it was handed over: its schema's structure is enough now
+        job = JobRequest.model_validate(saved["job"], context=STRUCTURE_ONLY)
         return cls(job, saved["messages"], saved.get("budget_period"))
 
 
@@ -124,21 +126,23 @@ def call_of(item: rows.Item, deployment: DeploymentConfig) -> ChatCall | Embeddi
     return provider_call(saved.job, deployment, saved.messages)
 
 
-def execution_of(deployment: DeploymentConfig, outcome: Outcome, job: JobRequest) -> Execution:
+async def execution_of(
+    deployment: DeploymentConfig, outcome: Outcome, job: JobRequest
+) -> Execution:
     execution = Execution(attempts=1)
     if outcome.error is not None:
         execution.error = outcome.error
         return execution
     reply = outcome.reply
     assert reply is not None
-    checked: ChatOutput | str | None = None
+    checked: ChatOutput | structured.Invalid | None = None
     output: ChatOutput | EmbeddingOutput
     if isinstance(reply, ChatResponse):
         output = answer = reply.output()
         tokens_in, tokens_out = reply.input_tokens, reply.output_tokens
         schema = structured.expected(job.params.response_format) if job.params else None
         if schema is not None:
-            checked = structured.checked_output(answer, schema)
+            checked = await structured.checked_output(answer, schema)
             output = checked if isinstance(checked, ChatOutput) else answer
     else:
         output = embedding_output(job, reply.embeddings)
@@ -151,10 +155,10 @@ def execution_of(deployment: DeploymentConfig, outcome: Outcome, job: JobRequest
         cost_usd=deployment.batch_cost_usd(tokens_in, tokens_out),
         estimated=reply.estimated,
     )
-    if isinstance(checked, str):  # paid for, not valid: a Batch API answer is not asked again
+    if isinstance(checked, structured.Invalid):  # paid for, not valid: asked again online
         execution.calls = [call]
         execution.error = ProviderInvalidOutput(
-            f"the answer does not match response_format (Batch API): {checked}",
+            f"the answer does not match response_format (Batch API): {checked.reason}",
             provider=deployment.provider,
         )
         return execution

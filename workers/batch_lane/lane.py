@@ -258,7 +258,7 @@ class BatchLane:
     ) -> None:
         who = identity(json.loads(item.who_json))
         saved = Saved.of(item)
-        execution = execution_of(deployment, outcome, saved.job)
+        execution = await execution_of(deployment, outcome, saved.job)
         executor = self._executor
         if isinstance(execution.error, ProviderInvalidOutput) and executor is not None:
             async with executor.slots.take():  # in doubt until its result is stored

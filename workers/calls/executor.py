@@ -342,12 +342,18 @@ class Executor:
             execution.calls.append(served)
             output = chat.output()
             if schema is not None:
-                checked = structured.checked_output(output, schema)
-                if isinstance(checked, str):
+                checked = await structured.checked_output(output, schema)
+                if isinstance(checked, structured.Invalid):
+                    if checked.unusable:  # the schema's fault: another answer cannot help
+                        raise ProviderInvalidOutput(
+                            f"the answer could not be checked against response_format: "
+                            f"{checked.reason}",
+                            provider=deployment.provider,
+                        )
                     if asked < execution.reasks:
                         continue
                     raise ProviderInvalidOutput(
-                        f"the answer does not match response_format, asked twice: {checked}",
+                        f"the answer does not match response_format, asked twice: {checked.reason}",
                         provider=deployment.provider,
                     )
                 output = checked

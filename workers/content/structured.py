@@ -1,10 +1,11 @@
 """Structured output: the answer of a job with a JSON ``response_format``, parsed and checked.
 
 ``json_object``: the answer must parse as a JSON object. ``json_schema``: it must also be valid
-against the job's schema (``jsonschema``, draft 2020-12, never retrieving a reference:
-``schema_check``).
-The executor asks the same deployment once more when the first answer fails the check, then
-fails the job ``invalid_output`` with the first validation error and where it is.
+against the job's schema (``jsonschema``, draft 2020-12, never retrieving a reference, off the
+event loop on a clock: ``schema_check``). The executor asks the same deployment once more when
+the first answer fails the check, then fails the job ``invalid_output`` with the first
+validation error and where it is; a schema that cannot be applied (:attr:`Invalid.unusable`)
+fails it at once — asking again would not help.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from schemas.results import ChatOutput
 from workers.content import schema_check
+from workers.content.schema_check import CHECKS, Checks, Unusable
 
 UNUSABLE = "the schema cannot be applied: "
 
@@ -23,6 +25,15 @@ UNUSABLE = "the schema cannot be applied: "
 class Checked:
     parsed: Any = None
     error: str | None = None  # None: valid
+    unusable: bool = False  # the schema, not the answer, is at fault
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Why an output is not the JSON its job asked for."""
+
+    reason: str
+    unusable: bool = False  # the schema cannot be applied: asking again cannot help
 
 
 def expected(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -37,7 +48,46 @@ def expected(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
-def check(text: str, schema: dict[str, Any]) -> Checked:
+async def check(text: str, schema: dict[str, Any], checks: Checks = CHECKS) -> Checked:
+    """One answer, parsed and checked in a check thread, within the checks' budget."""
+    try:
+        return await checks.run(lambda: _check(text, schema))
+    except Unusable as unusable:
+        return Checked(error=f"{UNUSABLE}{unusable}", unusable=True)
+
+
+async def checked_output(
+    output: ChatOutput, schema: dict[str, Any], checks: Checks = CHECKS
+) -> ChatOutput | Invalid:
+    """The output with its answers parsed, or why one of them is not valid. An answer that
+    called tools instead of writing JSON, or refused (OpenAI's ``refusal``), is not checked."""
+    if output.tool_calls or output.refusal is not None:  # no JSON was meant to be there
+        return output
+    try:
+        return await checks.run(lambda: _checked_output(output, schema))
+    except Unusable as unusable:
+        return Invalid(f"{UNUSABLE}{unusable}", unusable=True)
+
+
+def _checked_output(output: ChatOutput, schema: dict[str, Any]) -> ChatOutput | Invalid:
+    first = _check(output.text, schema)
+    if first.error is not None:
+        return Invalid(first.error, first.unusable)
+    choices = None
+    if output.choices is not None:
+        choices = []
+        for choice in output.choices:
+            if choice.tool_calls:
+                choices.append(choice)
+                continue
+            found = _check(choice.text, schema)
+            if found.error is not None:
+                return Invalid(f"choices.{choice.index}: {found.error}", found.unusable)
+            choices.append(choice.model_copy(update={"parsed": found.parsed}))
+    return output.model_copy(update={"parsed": first.parsed, "choices": choices})
+
+
+def _check(text: str, schema: dict[str, Any]) -> Checked:
     try:
         value = json.loads(text)
     except ValueError as error:
@@ -46,31 +96,9 @@ def check(text: str, schema: dict[str, Any]) -> Checked:
         return Checked(error="the answer is not JSON headway reads: nested too deeply")
     try:
         found = schema_check.first_error(schema, value)
-    except schema_check.Unusable as unusable:  # a hostile or broken schema: said in words
-        return Checked(parsed=value, error=f"{UNUSABLE}{unusable}")
+    except Unusable as unusable:  # a hostile or broken schema: said in words
+        return Checked(parsed=value, error=f"{UNUSABLE}{unusable}", unusable=True)
     if found is None:
         return Checked(parsed=value)
     where = "/".join(str(step) for step in found.absolute_path) or "(the answer)"
     return Checked(parsed=value, error=f"{where}: {found.message}")
-
-
-def checked_output(output: ChatOutput, schema: dict[str, Any]) -> ChatOutput | str:
-    """The output with its answers parsed, or why one of them is not valid. An answer that
-    called tools instead of writing JSON, or refused (OpenAI's ``refusal``), is not checked."""
-    if output.tool_calls or output.refusal is not None:  # no JSON was meant to be there
-        return output
-    first = check(output.text, schema)
-    if first.error is not None:
-        return first.error
-    choices = None
-    if output.choices is not None:
-        choices = []
-        for choice in output.choices:
-            if choice.tool_calls:
-                choices.append(choice)
-                continue
-            found = check(choice.text, schema)
-            if found.error is not None:
-                return f"choices.{choice.index}: {found.error}"
-            choices.append(choice.model_copy(update={"parsed": found.parsed}))
-    return output.model_copy(update={"parsed": first.parsed, "choices": choices})

@@ -23,6 +23,7 @@ from workers.content.features import (
     allowed_regions,
     needs,
 )
+from workers.content.schema_check import CHECKS
 from workers.content.texts import texts_of, with_texts
 from workers.guardrails.normal import plain
 from workers.guardrails.screening import Guardrails, Screened
@@ -67,6 +68,11 @@ class Preparation:
         checked = self._check(job, tenant, value, headers)
         if isinstance(checked, Rejection):
             return checked
+        if job.params is not None and job.params.response_format is not None:
+            # intake checked the schema's structure; its meta-schema and patterns off the loop
+            refused = await CHECKS.schema_refused(job.params.response_format)
+            if refused is not None:
+                return Rejection(ErrorCode.INVALID_REQUEST, refused)
         prepared = Prepared(job, checked, None)
         if job.template is not None:
             try:

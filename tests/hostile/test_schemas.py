@@ -184,7 +184,7 @@ async def test_a_job_headway_cannot_process_ends_naming_the_error_type_not_its_t
     simulator: SimulatorServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def handle(self: JobPipeline, record: Any, intake: Any = None) -> None:
+    async def handle(self: JobPipeline, *args: Any) -> None:
         raise LookupError(f"unresolvable: {{'credentials': '{SECRET}'}}")
 
     monkeypatch.setattr(JobPipeline, "handle", handle)

@@ -23,12 +23,14 @@ def explode_on(job_ids: set[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     calls: dict[str, int] = {}
     original = JobPipeline.handle
 
-    async def handle(self: JobPipeline, record: Any, intake: Any = None) -> None:
+    async def handle(
+        self: JobPipeline, record: Any, intake: Any = None, replay: Any = None
+    ) -> None:
         job_id = json.loads(record.value)["job_id"]
         if job_id in job_ids:
             calls[job_id] = calls.get(job_id, 0) + 1
             raise RuntimeError(f"bug triggered by {job_id}")
-        await original(self, record, intake)
+        await original(self, record, intake, replay)
 
     monkeypatch.setattr(JobPipeline, "handle", handle)
     return calls

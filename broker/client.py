@@ -2,9 +2,9 @@
 
     async with HeadwayClient(settings) as client:
         await client.submit_many(jobs)                  # tens of thousands of jobs/s
-        async for result in client.results("batch-7"):  # JobResults of one batch
+        async for result in client.results("batch-7", tenant="acme"):  # one batch's
             ...
-        async with client.subscribe("my-pipeline", batch="batch-7") as results:
+        async with client.subscribe("my-pipeline", batch="batch-7", tenant="acme") as results:
             async for result in results:                # resumes where the group left off
                 ...
 
@@ -25,12 +25,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import trace
-from pydantic import ValidationError
 
 from broker.kafka import producer_options, require_bootstrap, topic_partitions
 from broker.record_batches import RecordBatchSender, delivered
 from broker.settings import Settings
-from broker.subscription import Subscription
+from broker.subscription import Subscription, require_tenant, wanted_result
 from broker.topics import HEADER_SIGNATURE, Topics
 from broker.tracing import Headers, trace_headers
 from schemas.control import ControlCommand
@@ -174,7 +173,8 @@ class HeadwayClient:
         idle_timeout_s: float | None = None,
     ) -> Subscription:
         """Results for the consumer group ``group``, resuming where it left off, committed as
-        they are handled (:mod:`broker.subscription`); of one batch and one tenant when given.
+        they are handled (:mod:`broker.subscription`); of one tenant when given, and of one of
+        its batches (a batch names its tenant: two tenants may share a batch id).
         Ends after ``idle_timeout_s`` without a new record, or never when it is None. It needs
         no producer: usable before (or without) entering the client."""
         return Subscription(
@@ -190,12 +190,15 @@ class HeadwayClient:
         self,
         batch_id: str | None = None,
         *,
+        tenant: str | None = None,
         topic: str | None = None,
         idle_timeout_s: float | None = None,
     ) -> AsyncIterator[JobResult]:
-        """Results on the results topic (from its start), optionally of one batch only.
+        """Results on the results topic (from its start), optionally of one tenant, and of one
+        of its batches (a batch names its tenant: two tenants may share a batch id).
 
         Ends after ``idle_timeout_s`` without a new message, or never when it is None."""
+        require_tenant(batch_id, tenant)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=require_bootstrap(self.settings),
             enable_auto_commit=False,
@@ -206,14 +209,17 @@ class HeadwayClient:
             partitions = await topic_partitions(consumer, topic or self.topics.results)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            async for result in _iterate(consumer, batch_id, idle_timeout_s):
+            async for result in _iterate(consumer, batch_id, tenant, idle_timeout_s):
                 yield result
         finally:
             await consumer.stop()
 
 
 async def _iterate(
-    consumer: AIOKafkaConsumer, batch_id: str | None, idle_timeout_s: float | None
+    consumer: AIOKafkaConsumer,
+    batch_id: str | None,
+    tenant: str | None,
+    idle_timeout_s: float | None,
 ) -> AsyncIterator[JobResult]:
     loop = asyncio.get_running_loop()
     last = loop.time()
@@ -225,10 +231,6 @@ async def _iterate(
             return
         for records in batches.values():
             for record in records:
-                try:
-                    result = JobResult.model_validate_json(record.value or b"")
-                except ValidationError:
-                    log.warning("skipping a record that is not a JobResult at %s", record.offset)
-                    continue
-                if batch_id is None or result.batch_id == batch_id:
+                result = wanted_result(record, batch_id, tenant)  # logs what is no JobResult
+                if result is not None:
                     yield result

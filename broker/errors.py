@@ -10,6 +10,8 @@
     ├── SuspendedLedgerWork          a bug: ledger work on SQLite's thread awaited something else
     ├── TemplateError                a prompt template is unknown, malformed, or its variables
     │                                    do not fit (a job: rejected; ``templates push``: refused)
+    ├── UnscopedRead                 a read by batch that names no tenant, where the batch id is
+    │                                    not exactly one tenant's (batch ids are producers')
     └── ProviderError                a provider call failed (mapped in providers/base.py)
         ├── RetryableProviderError   worth another attempt; carries ``retry_after`` (s) if known
         │   ├── ProviderTimeout          connect/read/write/pool timeout
@@ -76,6 +78,11 @@ class SuspendedLedgerWork(HeadwayError):
 
 class TemplateError(HeadwayError):
     """The template is unknown, malformed, or its variables do not fit; the message names it."""
+
+
+class UnscopedRead(HeadwayError):
+    """A read by batch (results, status, a subscription) names no tenant and the batch id is
+    not exactly one tenant's: producers choose batch ids, so two tenants may share one."""
 
 
 class ProviderError(HeadwayError):

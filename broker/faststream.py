@@ -35,7 +35,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from broker.client import JobLike, encode_job, sign
-from broker.subscription import wanted_result
+from broker.subscription import require_tenant, wanted_result
 from broker.topics import HEADER_SIGNATURE, Topics
 from schemas.jobs import JobRequest, Priority
 from schemas.results import JobResult
@@ -80,8 +80,9 @@ class HeadwayFastStream:
         tenant: str | None = None,
         topic: str | None = None,
     ) -> Callable[[ResultHandler], ResultHandler]:
-        """Register a handler of the results of ``batch`` and ``tenant`` (any, when None) for
-        the consumer group ``group``."""
+        """Register a handler of the results of ``tenant`` (any, when None) for the consumer
+        group ``group``; of its ``batch`` only when given (a batch names its tenant)."""
+        require_tenant(batch, tenant)
 
         def register(handler: ResultHandler) -> ResultHandler:
             async def consume(message: KafkaMessage) -> None:

@@ -1,6 +1,6 @@
 """A durable subscription to results: a consumer group that commits what its reader handled.
 
-    async with client.subscribe(group="nightly-pipeline", batch="nightly") as results:
+    async with client.subscribe("nightly-pipeline", batch="nightly", tenant="acme") as results:
         async for result in results:
             store(result)        # committed once the loop asks for the next one
 
@@ -11,6 +11,9 @@ job_id). Commits are batched (every ``COMMIT_EVERY`` results or ``COMMIT_INTERVA
 handled results of partitions taken away by a rebalance are committed before they go. Used
 without ``async with`` (``async for result in client.subscribe(...)``), the last result is not
 committed when the loop ends, since it cannot be told whether it was handled.
+
+A subscription by batch names its tenant (:func:`require_tenant`): batch ids are chosen by
+producers, so another tenant's batch may have the same id.
 
 Results carry their tenant and batch in headers (``headway-tenant``, ``headway-batch``): a
 result of another batch or tenant is passed over without being parsed. A result without them
@@ -29,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from broker.errors import UnscopedRead
 from broker.headers import has_header, header_bytes, header_text
 from broker.kafka import require_bootstrap
 from broker.settings import Settings
@@ -41,8 +45,19 @@ POLL_MS = 200
 log = logging.getLogger(__name__)
 
 
+def require_tenant(batch: str | None, tenant: str | None) -> None:
+    """A read of the results topic by batch is one tenant's: without ``tenant`` it would hand
+    over every tenant's batch of that id (the OpenAI Batch format does not even show whose)."""
+    if batch is not None and tenant is None:
+        raise UnscopedRead(
+            f"a read of batch {batch!r} names its tenant: batch ids are chosen by producers, "
+            "so two tenants may share one"
+        )
+
+
 class Subscription:
-    """Results of ``topic`` for a consumer group, optionally of one batch and one tenant."""
+    """Results of ``topic`` for a consumer group, optionally of one tenant (and one of its
+    batches)."""
 
     def __init__(
         self,
@@ -54,6 +69,7 @@ class Subscription:
         tenant: str | None = None,
         idle_timeout_s: float | None = None,
     ) -> None:
+        require_tenant(batch, tenant)
         self._settings = settings
         self._group = group
         self._topic = topic

@@ -87,6 +87,8 @@ async def test_submit_a_file_then_read_every_result_and_the_status(
             "results",
             "--batch",
             "cli",
+            "--tenant",
+            "demo",
             "--follow",
             "--count",
             str(JOBS),
@@ -137,7 +139,7 @@ async def test_status_without_a_reachable_kafka_still_shows_the_ledgers_counts(
     make_settings: Callable[..., Settings], sqlite_url: str
 ) -> None:
     settings = make_settings(database_url=sqlite_url, kafka_bootstrap="127.0.0.1:9")
-    status = await headway(settings, "status", "--batch", "nothing")
+    status = await headway(settings, "status", "--batch", "nothing", "--tenant", "demo")
     assert status.returncode == 0, status.stderr
     assert "0/0 finished" in status.stdout and "queued (in the lanes)" not in status.stdout
     assert "the lanes were not read" in status.stderr

@@ -42,7 +42,7 @@ async def test_results_yields_only_the_batch_asked_for_skips_foreign_records_rea
         }
         await producer.send_and_wait(settings.topics.results, json.dumps(newer).encode())
         await producer.stop()
-        seen = [r async for r in client.results("B", idle_timeout_s=3)]
+        seen = [r async for r in client.results("B", tenant="demo", idle_timeout_s=3)]
     assert sorted(r.job_id for r in seen) == ["b-0", "b-1", "b-2", "b-9"]
     assert all(r.status.value == "succeeded" for r in seen)
 

@@ -28,7 +28,7 @@ async def test_a_faststream_app_submits_jobs_and_handles_its_batchs_results(
     handled: list[JobResult] = []
     all_ten = asyncio.Event()
 
-    @headway.results(group=f"{settings.topic_prefix}-app", batch="mine")
+    @headway.results(group=f"{settings.topic_prefix}-app", batch="mine", tenant="demo")
     async def on_result(result: JobResult) -> None:
         handled.append(result)
         if len(handled) >= 10:

@@ -65,6 +65,8 @@ async def test_openai_batch_lines_in_and_openai_batch_lines_out(
             "results",
             "--batch",
             "oai",
+            "--tenant",
+            "demo",
             "--format",
             "openai-batch",
             "--follow",

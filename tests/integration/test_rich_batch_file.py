@@ -61,7 +61,8 @@ async def run_the_file(
         said = " ".join((submitted.stdout + submitted.stderr).split())
         assert "line 47: url: /v1/responses: the Responses API is not supported" in said
         read = await headway(
-            settings, "results", "--batch", "rich", "--format", "openai-batch", "--follow",
+            settings, "results", "--batch", "rich", "--tenant", "demo", "--format", "openai-batch",
+            "--follow",
             "--count", str(len(lines) - 1), "--out", str(out),
         )  # fmt: skip
         assert read.returncode == 0, read.stderr

@@ -102,6 +102,7 @@ async def test_a_reader_killed_mid_way_resumes_and_misses_nothing(
     settings = make_settings()
     await publish_results(settings, [mine(f"b-{i}") for i in range(300)])
     command = [sys.executable, "-m", "workers", "results", "--group", "g", "--batch", "b"]
+    command += ["--tenant", "demo"]
     reader = await asyncio.create_subprocess_exec(
         *command, "--follow", env=cli_env(settings), stdout=asyncio.subprocess.PIPE
     )

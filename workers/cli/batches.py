@@ -1,6 +1,11 @@
 """The batch commands of ``headway`` (CONTRACT §8): ``submit``, ``results``, ``status``,
 ``cancel``, ``usage``, ``budget set`` — publish jobs, steer them, and read back what became
-of them."""
+of them.
+
+A batch is read as one tenant's (producers choose batch ids: two tenants may share one):
+``--tenant`` names it, and without it a read by batch takes the batch id's only tenant, or is
+refused saying how many tenants have the id (:func:`tenant_of`). ``cancel`` and ``budget set``
+always name their tenant."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Collection
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -16,9 +22,10 @@ from typing import Annotated, TextIO
 import typer
 from aiokafka.errors import KafkaError
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.client import HeadwayClient
-from broker.errors import HeadwayError
+from broker.errors import HeadwayError, UnscopedRead
 from broker.settings import Settings
 from schemas.control import ControlCommand
 from schemas.jobs import Priority
@@ -38,6 +45,22 @@ def register(app: typer.Typer) -> None:
     budget_app = typer.Typer(no_args_is_help=True, help="batches' budgets")
     budget_app.command("set")(budget_set)
     app.add_typer(budget_app, name="budget")
+
+
+async def tenant_of(
+    engine: AsyncEngine, batch: str, tenant: str | None, seen: Collection[str] = ()
+) -> str:
+    """Whose batch a command reads: ``tenant`` when given, else the only tenant with jobs or a
+    cap in the batch (in the ledger, and ``seen`` elsewhere: the lanes); refused otherwise."""
+    if tenant is not None:
+        return tenant
+    tenants = {*await queries.batch_tenants(engine, batch), *seen}
+    if len(tenants) == 1:
+        return tenants.pop()
+    raise UnscopedRead(
+        f"batch {batch!r} has jobs of {len(tenants)} tenants: give --tenant (batch ids are "
+        "chosen by producers, so tenants may share one)"
+    )
 
 
 def _secret(signing_secret_env: str | None) -> str | None:
@@ -105,9 +128,10 @@ def results(
         ),
     ] = None,
 ) -> None:
-    """Results of a batch as JSONL (from the ledger: one per job), as JobResults or as
-    OpenAI Batch output lines (--format openai-batch); with --group, from the results topic
-    as a durable subscription (any batch, or --batch and --tenant only)."""
+    """Results of one tenant's batch as JSONL (from the ledger: one per job), as JobResults or
+    as OpenAI Batch output lines (--format openai-batch); with --group, from the results topic
+    as a durable subscription (any batch, or one tenant's --batch). Without --tenant, the
+    batch id must be one tenant's."""
     if batch is None and group is None:
         raise HeadwayError("give --batch (results from the ledger) or --group (a subscription)")
 
@@ -139,7 +163,12 @@ async def _from_ledger(
 ) -> int:
     engine = create_engine(settings.database_url)
     written = 0
-    lines = batch_lines(engine, batch, tenant, form, follow=follow)
+    try:
+        whose = await tenant_of(engine, batch, tenant)
+    except BaseException:
+        await engine.dispose()
+        raise
+    lines = batch_lines(engine, batch, whose, form, follow=follow)
     try:
         async for line in lines:
             sink.write(line + "\n")
@@ -168,6 +197,12 @@ async def _subscribed(
     only once written."""
     written = 0
     idle = None if follow else SUBSCRIPTION_IDLE_S
+    if batch is not None and tenant is None:
+        engine = create_engine(settings.database_url)
+        try:
+            tenant = await tenant_of(engine, batch, None)
+        finally:
+            await engine.dispose()
     subscription = HeadwayClient(settings).subscribe(
         group, batch=batch, tenant=tenant, idle_timeout_s=idle
     )
@@ -199,9 +234,10 @@ def status(
         int, typer.Option(min=1, help="read at most this many lane records")
     ] = 1_000_000,
 ) -> None:
-    """Counts by status, spend and progress of a batch; queued jobs wherever they wait."""
+    """Counts by status, spend and progress of one tenant's batch; queued jobs wherever they
+    wait. Without --tenant, the batch id must be one tenant's (in the ledger and the lanes)."""
 
-    async def main() -> tuple[queries.BatchStatus, LaneBacklog | None, str]:
+    async def main() -> tuple[queries.BatchStatus, LaneBacklog | None, str, str]:
         settings = load_settings()
         found: LaneBacklog | None = None
         unread = ""
@@ -213,14 +249,18 @@ def status(
         engine = create_engine(settings.database_url)
         try:
             in_lanes = found.jobs if found else ()
-            return await queries.batch_status(engine, batch, tenant, in_lanes), found, unread
+            whose = await tenant_of(engine, batch, tenant, {t for t, _ in in_lanes})
+            theirs = [key for key in in_lanes if key[0] == whose]
+            counted = await queries.batch_status(engine, batch, whose, theirs)
+            return counted, found, unread, whose
         finally:
             await engine.dispose()
 
-    found, backlog, unread = asyncio.run(main())
+    found, backlog, unread, whose = asyncio.run(main())
     table = Table(title=f"batch {shown(batch)}: {found.finished}/{found.total} finished")
     table.add_column("status")
     table.add_column("jobs", justify="right")
+    table.add_row("tenant", shown(whose))
     if backlog is not None:
         at_least = "" if backlog.complete else "≥ "
         table.add_row("queued (in the lanes)", f"{at_least}{found.in_lanes}")
@@ -233,9 +273,8 @@ def status(
     table.add_row("tokens in / out", f"{found.input_tokens:,} / {found.output_tokens:,}")
     table.add_row("spend USD", f"{found.cost_usd:.6f}")
     for cap in found.caps:
-        who = "" if tenant is not None else f" ({shown(cap.tenant)})"
         table.add_row(
-            f"budget USD{who}",
+            "budget USD",
             f"{cap.spent_usd:.6f} of {cap.budget_usd:.2f} ({shown(cap.source)})",
         )
     console.print(table)

@@ -1,4 +1,7 @@
-"""Read-only ledger queries behind ``headway results``, ``status`` and ``usage``."""
+"""Read-only ledger queries behind ``headway results``, ``status`` and ``usage``.
+
+A batch id is a producer's choice, so two tenants may share one: the commands read a batch as
+one tenant's (:func:`batch_tenants` tells whose a batch id is when none is named)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, Integer, cast, func, literal_column, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workers.ledger.batch_lane_rows import BATCH_OWNER
@@ -76,6 +79,21 @@ class UsageLine:
 USAGE_GROUPS = ("route", "batch", "deployment", "day")
 NO_VALUE = "(none)"
 DAY_S = 86_400
+
+
+async def batch_tenants(engine: AsyncEngine, batch_id: str) -> list[str]:
+    """The tenants with jobs in the batch (started, finished, moved or spilled) or a cap on
+    it, sorted: one index range per table (``(batch_id, tenant)`` indexes)."""
+    statement = union(
+        *(
+            select(table.tenant).where(table.batch_id == batch_id).distinct()
+            for table in (JobRow, FinishedJobRow, SpilledJobRow)
+        )
+    )
+    async with engine.connect() as conn:
+        found = {tenant for (tenant,) in await conn.execute(statement)}
+        found.update(cap.tenant for cap in await _caps(conn, batch_id, None))
+    return sorted(found)
 
 
 async def batch_status(

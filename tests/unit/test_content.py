@@ -15,7 +15,7 @@ from broker.capabilities import BY_PROVIDER_TYPE, Feature
 from schemas.jobs import JobRequest
 from schemas.results import JobResult
 from workers.calls import tokens
-from workers.content import media, structured, texts
+from workers.content import media, sent_texts, structured
 from workers.content.features import needs, refusal
 from workers.intake.parsing import describe_validation_error
 
@@ -231,14 +231,21 @@ def test_the_texts_guardrails_see_go_back_where_they_came_from() -> None:
         },
         {"role": "tool", "tool_call_id": "c", "content": "b"},
     ]  # fmt: skip
-    assert texts.texts_of(messages) == ["a", "{}", "b"]
-    rebuilt = texts.with_texts(messages, ["A", '{"x": 1}', "B"])
+    request = job(messages=messages)
+    found = sent_texts.sent_texts(request, messages)
+    read = [t.text for t in found if t.use is sent_texts.Use.READ]
+    assert read == ["a", "{}", "b"]
+    after = {"a": "A", "{}": '{"x": 1}', "b": "B"}
+    texts = [after.get(t.text, t.text) if t.use is sent_texts.Use.READ else t.text for t in found]
+    same, rebuilt = sent_texts.with_sent_texts(request, messages, found, texts)
+    assert same is request and rebuilt is not None
     assert (
         rebuilt[0]["content"][0]["text"] == "A"
-        and rebuilt[0]["content"][1] == messages[0]["content"][1]
+        and rebuilt[0]["content"][1] is messages[0]["content"][1]
     )
     assert rebuilt[1]["tool_calls"][0]["function"]["arguments"] == '{"x": 1}'
     assert rebuilt[2] == {"role": "tool", "tool_call_id": "c", "content": "B"}
+    assert messages[0]["content"][0]["text"] == "a"  # the messages given are not changed
 
 
 async def test_structured_output_is_parsed_checked_and_the_first_error_named_with_its_path() -> (

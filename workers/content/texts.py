@@ -1,58 +1,11 @@
-"""Every text a provider will read in a chat's messages, out and back in: what the guardrails
-screen (and may redact) and what the output guardrails restore.
-
-A message's texts, in order: its content string or each text part's text, then each of its
-tool calls' arguments (a tool message's content is its answer). Images and files carry no
-text the guardrails can read; they are sent as they are.
-"""
+"""An answer's texts, out and back in: what the output guardrails check and restore (the
+texts a request sends are ``workers/content/sent_texts.py``'s)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from schemas.results import ChatOutput
-
-
-def texts_of(messages: list[dict[str, Any]]) -> list[str]:
-    return list(_texts(messages))
-
-
-def _texts(messages: list[dict[str, Any]]) -> Iterator[str]:
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            yield content
-        elif isinstance(content, list):
-            yield from (part["text"] for part in content if part["type"] == "text")
-        for call in message.get("tool_calls") or ():
-            yield call["function"]["arguments"]
-
-
-def with_texts(messages: list[dict[str, Any]], texts: list[str]) -> list[dict[str, Any]]:
-    """``messages`` with their texts replaced, in :func:`texts_of`'s order."""
-    replacements = iter(texts)
-    rebuilt = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str) and len(message) == 2:
-            rebuilt.append({"role": message["role"], "content": next(replacements)})
-            continue
-        copy = dict(message)
-        if isinstance(content, str):
-            copy["content"] = next(replacements)
-        elif isinstance(content, list):
-            copy["content"] = [
-                {"type": "text", "text": next(replacements)} if part["type"] == "text" else part
-                for part in content
-            ]
-        if message.get("tool_calls"):
-            copy["tool_calls"] = [
-                {**call, "function": {**call["function"], "arguments": next(replacements)}}
-                for call in message["tool_calls"]
-            ]
-        rebuilt.append(copy)
-    return rebuilt
 
 
 def output_texts(output: ChatOutput) -> list[str]:

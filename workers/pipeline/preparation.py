@@ -7,7 +7,6 @@ The outcome is either a :class:`Prepared` job (route, messages, template used) o
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 from broker.config import HeadwayConfig, RouteConfig, TenantConfig
@@ -24,7 +23,7 @@ from workers.content.features import (
     needs,
 )
 from workers.content.schema_check import CHECKS
-from workers.content.texts import texts_of, with_texts
+from workers.content.sent_texts import Use, sent_texts, with_sent_texts
 from workers.guardrails.normal import plain
 from workers.guardrails.screening import Guardrails, Screened
 from workers.pipeline.access import AccessControl, Rejection
@@ -115,27 +114,24 @@ class Preparation:
         return dataclasses.replace(prepared, need=need)
 
     async def _screen(self, prepared: Prepared) -> Prepared | Rejection:
-        """The job's inbound guardrails: blocked, or its texts as they may be sent — every
-        text of its messages (text parts and tool-call arguments included)."""
+        """The job's inbound guardrails over every text its provider would receive
+        (``workers/content/sent_texts.py``): blocked, or the job with its texts as they may
+        be sent. A text that cannot be rewritten (an image URL, an id, a schema, a key…) and
+        that a guardrail would rewrite — PII in it — blocks the job, naming the field."""
         job, messages = prepared.job, prepared.messages
-        texts = texts_of(messages) if messages is not None else job.inputs
-        extras = _parameter_texts(job)  # the provider receives these too
+        found = sent_texts(job, messages)
         screened = await self.guardrails.screen(
-            texts + extras, job.tenant, job.route, prepared.route, job.job_id
+            [text.text for text in found], job.tenant, job.route, prepared.route, job.job_id
         )
         if screened.blocked is not None:
             return Rejection(ErrorCode.CONTENT_BLOCKED, screened.blocked)
-        for extra, after in zip(extras, screened.texts[len(texts) :], strict=True):
-            if after not in (extra, plain(extra)):  # a parameter is sent as it is: not redacted
+        for text, after in zip(found, screened.texts, strict=True):
+            if text.use is Use.AS_SENT and after not in (text.text, plain(text.text)):
                 return Rejection(
-                    ErrorCode.CONTENT_BLOCKED, "params: stop, tools or response_format holds PII"
+                    ErrorCode.CONTENT_BLOCKED,
+                    f"{text.where()}: holds PII and is sent as it is (it cannot be redacted)",
                 )
-        screened.texts = screened.texts[: len(texts)]
-        if messages is not None:
-            messages = with_texts(messages, screened.texts)
-        else:
-            redacted = screened.texts if isinstance(job.input, list) else screened.texts[0]
-            job = job.model_copy(update={"input": redacted})
+        job, messages = with_sent_texts(job, messages, found, screened.texts)
         return dataclasses.replace(prepared, job=job, messages=messages, screened=screened)
 
     def _check(
@@ -157,18 +153,3 @@ class Preparation:
                 f"kind: route '{job.route}' serves {route.kind.value} jobs, not {job.kind.value}",
             )
         return route
-
-
-def _parameter_texts(job: JobRequest) -> list[str]:
-    """Texts in a job's parameters that reach the provider: stop sequences, the response
-    format (its schema's names and descriptions), the tools (theirs)."""
-    params = job.params
-    if params is None:
-        return []
-    stop = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
-    if params.response_format is not None:
-        stop.append(json.dumps(params.response_format, ensure_ascii=False))
-    if params.tools is not None:  # names, descriptions, parameter schemas
-        tools = [tool.model_dump(exclude_none=True) for tool in params.tools]
-        stop.append(json.dumps(tools, ensure_ascii=False))
-    return stop

@@ -248,6 +248,9 @@ class TenantConfig(_Frozen):
     # secret in alert_webhook_secret_env when it is set
     alert_webhook_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     alert_webhook_secret_env: str | None = None
+    # let alert_webhook_url reach loopback, link-local, private, unspecified or multicast
+    # addresses (refused by default: workers/admission/webhooks/addresses.py)
+    alert_webhook_allow_private: bool = False
     # what the audit trail keeps of a job's prompt and output beside their digests: nothing
     # more, a PII-redacted copy, or the whole text (kept HEADWAY_RETAIN_AUDIT_CAPTURES_D)
     audit_capture: Literal["digest", "redacted", "full"] = "digest"

@@ -116,10 +116,22 @@ class HttpSettings:
     max_response_bytes: int = 64 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Tenants' alert webhooks: where they may go and how they are delivered."""
+
+    allow_private: bool = False  # any tenant's webhook may reach loopback/private addresses
+    timeout_s: float = 5.0  # one POST, whole: resolving, connecting, sending, the status line
+    concurrency: int = 8  # tenants delivered to at once
+    backoff_s: float = 5.0  # a receiver not reached is tried again after this, doubling…
+    max_backoff_s: float = 300.0  # …up to this
+    lease_s: float = 10.0  # the delivering worker's lease, renewed while it delivers
+
+
 _RETRY, _CIRCUIT, _BATCH_LANE = RetrySettings(), CircuitSettings(), BatchLaneSettings()
 _LEDGER = LedgerSettings("", "")
 _EMBED, _CACHE, _BUFFER, _HTTP = EmbedSettings(), CacheSettings(), BufferSettings(), HttpSettings()
-_RETAIN = RetentionSettings()
+_RETAIN, _WEBHOOK = RetentionSettings(), WebhookSettings()
 
 
 def _default_worker_id() -> str:
@@ -198,6 +210,20 @@ class Settings(BaseSettings):
         15.0,
         description="how often /metrics' budget gauges (spent, remaining per tenant) are read "
         "from the ledger",
+    )
+    webhook_allow_private: bool = Field(
+        _WEBHOOK.allow_private,
+        description="let every tenant's alert_webhook_url reach loopback, link-local, private, "
+        "unspecified and multicast addresses (refused by default; per tenant: "
+        "alert_webhook_allow_private)",
+    )
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        _WEBHOOK.timeout_s,
+        description="the longest one attempt at an alert webhook POST may take, whole "
+        "(resolving, connecting, sending, the answer's status line)",
+    )
+    webhook_concurrency: Annotated[int, Field(ge=1)] = Field(
+        _WEBHOOK.concurrency, description="tenants' alert webhooks delivered to at once"
     )
     buffer_max_jobs: Annotated[int, Field(ge=1)] = _BUFFER.max_jobs
     buffer_max_bytes: Annotated[int, Field(ge=1024)] = _BUFFER.max_bytes
@@ -408,6 +434,14 @@ class Settings(BaseSettings):
     def buffer(self) -> BufferSettings:
         return BufferSettings(
             self.buffer_max_jobs, self.buffer_max_bytes, self.priority_aging_s, self.buffer_spill
+        )
+
+    @property
+    def webhooks(self) -> WebhookSettings:
+        return WebhookSettings(
+            allow_private=self.webhook_allow_private,
+            timeout_s=self.webhook_timeout_s,
+            concurrency=self.webhook_concurrency,
         )
 
     @property

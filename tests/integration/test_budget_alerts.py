@@ -11,17 +11,19 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from aiohttp import web
 from sqlalchemy import select
 
 from broker.config import parse_config
 from broker.embedded import free_port
+from broker.settings import WebhookSettings
 from broker.topics import Topics
-from workers.admission.alert_webhooks import SIGNATURE_HEADER, Target, Webhooks, signature
 from workers.admission.budget_alerts import AlertPublisher, Spend, alert, insert_alerts
 from workers.admission.periods import period_key
+from workers.admission.webhooks.deliveries import AlertDeliveries
+from workers.admission.webhooks.posting import SIGNATURE_HEADER, Target, Webhooks, signature
+from workers.admission.webhooks.transport import webhook_client
 from workers.ledger.database.models import BudgetAlertRow
 from workers.ledger.database.transactions import Connection, Transactions
 from workers.settle.publisher import Outgoing
@@ -153,16 +155,18 @@ async def test_alerts_are_posted_signed_to_the_tenants_webhook_retried_and_deliv
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        targets = {"acme": Target(f"http://127.0.0.1:{port}/hook", b"s3cret")}
-        async with httpx.AsyncClient() as client:
-            webhooks = Webhooks(targets, client, wait_s=0.01)
+        targets = {"acme": Target(f"http://127.0.0.1:{port}/hook", b"s3cret", True)}
+        async with webhook_client() as client:
+            webhooks = Webhooks(targets, client, lambda: T0, wait_s=0.01)
+            deliveries = AlertDeliveries(ledger.run, webhooks, "w1", lambda: T0, WebhookSettings())
             sink = Sink()
             alerts_of = AlertPublisher(
-                CONFIG, ledger.run, sink, Topics("hw"), "w1", lambda: T0, webhooks
+                CONFIG, ledger.run, sink, Topics("hw"), "w1", lambda: T0, deliveries.wake
             )
             await alerts_of.notice(spends(acme=5.0, patient=0.6))
             await alerts_of.publish_pending()
-            await alerts_of.publish_pending()  # nothing left to publish or deliver
+            await deliveries.deliver_pending()
+            await deliveries.deliver_pending()  # nothing left to deliver
     finally:
         await runner.cleanup()
 

@@ -10,25 +10,23 @@ them to ``<prefix>.alerts`` and marks them. The event id derives from the row's 
 killed between publishing and marking leaves a row the next holder publishes again *as the same
 event* — readers dedupe by ``event_id``; a worker killed before the insert commits leaves nothing
 to publish, and the next refresh notices the crossing again. Tenants with an
-``alert_webhook_url`` get each alert POSTed after it is on the topic (``alert_webhooks.py``).
+``alert_webhook_url`` get each alert POSTed after it is on the topic (``webhooks/deliveries.py``,
+told by ``on_published``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from broker.config import BudgetPeriod, HeadwayConfig, OnBudgetExhausted, TeamConfig, TenantConfig
 from broker.topics import Topics
 from schemas.alerts import AlertEvent
-from workers.admission.alert_webhooks import Webhooks
 from workers.admission.periods import period_start, previous_period
 from workers.ledger.database.models import BudgetAlertRow
 from workers.ledger.database.statements import dialect_insert
@@ -41,7 +39,6 @@ log = logging.getLogger(__name__)
 LEASE = "alerts"
 LEASE_S = 10.0  # a publisher killed mid-publish holds it this long at most
 PUBLISH_BATCH = 200
-DELIVERY_S = 30.0  # the longest a round of webhook deliveries may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +163,7 @@ class AlertPublisher:
         topics: Topics,
         owner: str,
         clock: Callable[[], float],
-        webhooks: Webhooks | None = None,  # tenants' alert webhooks, delivered after the topic
+        on_published: Callable[[], None] | None = None,  # alerts are on the topic (webhooks)
     ) -> None:
         self._config = config
         self._run = run
@@ -174,7 +171,7 @@ class AlertPublisher:
         self._topics = topics
         self._owner = owner
         self._clock = clock
-        self._webhooks = webhooks
+        self._on_published = on_published
 
     async def notice(self, spends: Sequence[Spend]) -> None:
         now = self._clock()
@@ -227,20 +224,11 @@ class AlertPublisher:
                 await self._publish(records)
                 ids = [event for _, _, event in rows]
                 await self._run(lambda conn: _mark(conn, ids, self._clock()))
-            if self._webhooks is not None and self._webhooks.tenants:
-                async with asyncio.timeout(DELIVERY_S):
-                    await self._deliver(self._webhooks)
+                if self._on_published is not None:
+                    self._on_published()
             return len(rows)
         finally:
             await self._run(lambda conn: release_lease(conn, LEASE, self._owner))
-
-    async def _deliver(self, webhooks: Webhooks) -> None:
-        """POST each published, undelivered alert of a tenant with a webhook; mark it."""
-        tenants = webhooks.tenants
-        rows = await self._run(lambda conn: _undelivered(conn, tenants))
-        for key, payload, event in rows:  # a tenant's alerts, and its batches'
-            if await webhooks.deliver(owner_of(key), payload.encode()):
-                await self._run(functools.partial(_delivered, event=event, now=self._clock()))
 
     @staticmethod
     async def _unpublished(conn: Connection) -> list[tuple[str, str, str]]:
@@ -253,38 +241,10 @@ class AlertPublisher:
         return [(key, payload, event) for key, payload, event in rows]
 
 
-async def _undelivered(conn: Connection, tenants: list[str]) -> list[tuple[str, str, str]]:
-    rows = await conn.execute(
-        select(BudgetAlertRow.scope_key, BudgetAlertRow.payload, BudgetAlertRow.event_id)
-        .where(
-            BudgetAlertRow.published_at.is_not(None),
-            BudgetAlertRow.delivered_at.is_(None),
-            or_(
-                and_(BudgetAlertRow.scope == "tenant", BudgetAlertRow.scope_key.in_(tenants)),
-                and_(BudgetAlertRow.scope == "batch", or_(*(_batch_of(t) for t in tenants))),
-            ),
-        )
-        .order_by(BudgetAlertRow.created_at)
-        .limit(PUBLISH_BATCH)
-    )
-    return [(key, payload, event) for key, payload, event in rows]
-
-
-def _batch_of(tenant: str) -> ColumnElement[bool]:
-    """A batch alert's scope key is ``tenant/batch_id``."""
-    return BudgetAlertRow.scope_key.startswith(f"{tenant}/", autoescape=True)
-
-
 def owner_of(scope_key: str) -> str:
     """Whose an alert is: the tenant (a batch's ``tenant/batch_id`` too), or the team — its
     Kafka key, the webhook it goes to, the thresholds that apply."""
     return scope_key.split("/", 1)[0]
-
-
-async def _delivered(conn: Connection, event: str, now: float) -> None:
-    await conn.execute(
-        update(BudgetAlertRow).where(BudgetAlertRow.event_id == event).values(delivered_at=now)
-    )
 
 
 async def _mark(conn: Connection, event_ids: list[str], now: float) -> None:

@@ -31,13 +31,15 @@ from broker.kafka import consumer_options, producer_options
 from broker.record_batches import RecordBatchSender
 from broker.settings import Settings
 from schemas.control import ControlCommand
-from workers.admission import alert_webhooks
-from workers.admission.alert_webhooks import Webhooks
 from workers.admission.batch_caps import BatchCaps
 from workers.admission.budget_alerts import AlertPublisher
 from workers.admission.budget_gauges import BudgetGauges
 from workers.admission.budgets import Budgets
 from workers.admission.gate import Admission
+from workers.admission.webhooks import posting
+from workers.admission.webhooks.deliveries import AlertDeliveries
+from workers.admission.webhooks.posting import Webhooks
+from workers.admission.webhooks.transport import webhook_client
 from workers.audit.facts import Auditor
 from workers.batch_lane.lane import BatchLane
 from workers.calls.executor import Executor
@@ -194,6 +196,8 @@ async def wire(
     """Open (and enter on ``stack``) what a worker's job path talks to — the database, the
     HTTP client, the producer, the DLQ and control readers — then build the path on them."""
     topics, group = settings.topics, settings.ledger
+    # before anything opens: a webhook URL to a refused address is a config error
+    hooks = posting.targets(config, os.environ, settings.webhooks.allow_private)
     engine = create_engine(group.database_url)
     stack.push_async_callback(engine.dispose)
     http = create_http_client(settings.http)
@@ -235,9 +239,18 @@ async def wire(
         pruner = Pruner(ledger.run, engine, retention, owner=group.owner, clock=seams.clock)
         background.append(pruner.run_forever)
     # budgets' gauges and alerts: always, as any batch may be given a cap at any time
-    webhooks = Webhooks(alert_webhooks.targets(config, os.environ), http)
+    on_published = None
+    if hooks:
+        webhook_http = webhook_client()
+        stack.push_async_callback(webhook_http.aclose)
+        webhooks = Webhooks(hooks, webhook_http, seams.clock, settings.webhooks.timeout_s)
+        deliveries = AlertDeliveries(
+            ledger.run, webhooks, group.owner, seams.clock, settings.webhooks
+        )
+        on_published = deliveries.wake
+        background.append(deliveries.run_forever)
     alerts = AlertPublisher(
-        config, ledger.run, publisher.publish, topics, group.owner, seams.clock, webhooks
+        config, ledger.run, publisher.publish, topics, group.owner, seams.clock, on_published
     )
     gauges = BudgetGauges(config, ledger.run, seams.clock, alerts)
     telemetry.metrics.budget_gauges(spent=gauges.spent, remaining=gauges.remaining)

@@ -28,6 +28,10 @@ INVALID_JSON = "sim:invalid_json"
 BROKEN_JSON = "sim:broken_json"
 BATCH_INVALID_JSON = "sim:batch_invalid_json"  # invalid through a Batch API, valid online
 PARALLEL = "sim:parallel"
+#: the longest string and array the simulator writes, whatever a schema's bounds ask for
+#: (an array inside two others: one item), so an instance stays small
+MAX_INSTANCE_CHARS = 256
+MAX_INSTANCE_ITEMS = 16
 UNFILTERED = "unfiltered"  # a simulated model with this in its name never refuses content
 
 
@@ -134,14 +138,23 @@ def instance(schema: dict[str, Any], depth: int = 0) -> Any:
         return {name: instance(properties.get(name) or {}, depth + 1) for name in required}
     if kind == "array":
         items = schema.get("items") or {}
-        return [instance(items, depth + 1) for _ in range(int(schema.get("minItems") or 0))]
+        most = MAX_INSTANCE_ITEMS if depth < 2 else 1
+        return [instance(items, depth + 1) for _ in range(_count(schema.get("minItems"), 0, most))]
     if kind == "string":
-        return "x" * int(schema.get("minLength") or 1)
+        return "x" * _count(schema.get("minLength"), 1, MAX_INSTANCE_CHARS)
     if kind in ("integer", "number"):
         return schema.get("minimum", 0)
     if kind == "boolean":
         return False
     return None
+
+
+def _count(bound: Any, default: int, most: int) -> int:
+    """A schema's minimum length, up to ``most`` (a bound that is not an integer: the
+    default)."""
+    if type(bound) is not int:
+        return default
+    return max(0, min(bound, most))
 
 
 def input_tokens(messages: list[dict[str, Any]], *definitions: Any) -> int:

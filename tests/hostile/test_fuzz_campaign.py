@@ -1,0 +1,200 @@
+"""A structure-aware fuzz campaign over the newer fields — content parts, tools,
+``response_format`` schemas, ``prediction``, ``metadata``, ``user``, message names, tool calls,
+OpenAI Batch input lines and control commands — in process, on the functions that parse, check
+and map them (thousands of cases at full size).
+
+Every case either parses or is refused with the project's own error and a message; never
+another exception, never more than :data:`BUDGET_S` of CPU (plus :data:`BUDGET_S_PER_MIB` per
+MiB of input), never more than :data:`MEMORY_FACTOR` × its size (plus :data:`MEMORY_SLACK`) of
+traced memory at its peak; and nothing it holds makes the process connect anywhere, look a name
+up, make a ``urllib`` request or open a canary (``tests/hostile/watch.py``).
+
+The cases come from ``tests/hostile/generators.py``, seeded by ``HEADWAY_FUZZ_SEED`` (a failure
+names the seed and the case); ``HEADWAY_FUZZ_FULL=1`` runs the full sizes (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from broker.errors import ProviderError
+from schemas.control import ControlCommand
+from tests.hostile.commands import control
+from tests.hostile.generators import Fuzz, Targets
+from tests.hostile.watch import watching
+from workers.calls import tokens
+from workers.content.features import needs
+from workers.intake.parsing import ValidJob, parse_job
+from workers.providers import anthropic, gemini, openai
+from workers.providers.base import ChatCall
+
+FUZZ_SEED = int(os.environ.get("HEADWAY_FUZZ_SEED", "33"))
+FULL = os.environ.get("HEADWAY_FUZZ_FULL", "") not in ("", "0")
+CASES = 3000 if FULL else 150
+MAX_BYTES = 1024 * 1024  # HEADWAY_MAX_MESSAGE_BYTES's default
+BUDGET_S = 0.05
+BUDGET_S_PER_MIB = 0.04  # parsing JSON is linear: a large input may take this much more
+MEMORY_FACTOR = 24  # what a parsed JSON value may take per byte of its text, at its peak
+MEMORY_SLACK = 4 * 1024 * 1024
+SEED = f"(HEADWAY_FUZZ_SEED={FUZZ_SEED})"
+
+
+@dataclass
+class Figures:
+    """What a layer of the campaign saw (printed under ``pytest -s``)."""
+
+    name: str
+    cases: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    slowest_s: float = 0.0
+    peak_bytes: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def report(self) -> None:
+        """Print the figures; fail naming the first cases out of bounds, if any."""
+        print(
+            f"fuzz {self.name} {SEED}: {self.cases} cases {dict(sorted(self.outcomes.items()))}, "
+            f"max CPU per case {self.slowest_s * 1000:.1f} ms, "
+            f"max peak memory {self.peak_bytes / 2**20:.1f} MiB, "
+            f"out of bounds {len(self.violations)}"
+        )
+        assert not self.violations, f"{len(self.violations)} cases out of bounds: " + "; ".join(
+            self.violations[:8]
+        )
+
+
+@pytest.fixture
+def targets(tmp_path: Path) -> Targets:
+    canary = tmp_path / "canary-secret.json"
+    canary.write_text('{"secret": "CANARY-FILE"}')
+    return Targets(http="http://127.0.0.1:9/canary.json", file=str(canary))
+
+
+@pytest.fixture
+def fuzz(targets: Targets) -> Fuzz:
+    return Fuzz(FUZZ_SEED, targets)
+
+
+@pytest.fixture
+def no_reach(targets: Targets) -> Iterator[None]:
+    """Nothing the cases hold may connect, look up, request or open a canary: checked after
+    the layer (and refused as it happens)."""
+    with watching(paths=(targets.file, "/etc/passwd", "/x.jar")) as watch:
+        yield
+    assert not watch.seen, f"reached out: {watch.seen[:5]} {SEED}"
+
+
+def measured(figures: Figures, case: str, size: int, run: Callable[[], Any]) -> Any:
+    """``run()``'s value, or the exception it raised (a violation, as is going beyond the CPU
+    and memory bounds of an input of ``size`` bytes)."""
+    gc.collect()
+    started = time.thread_time()
+    try:
+        value = run()
+    except Exception as error:
+        figures.violations.append(f"{case}: raised {type(error).__name__}: {str(error)[:200]}")
+        return error
+    spent = time.thread_time() - started
+    figures.slowest_s = max(figures.slowest_s, spent)
+    budget = BUDGET_S + BUDGET_S_PER_MIB * size / 2**20
+    if spent > budget:
+        figures.violations.append(
+            f"{case}: {spent * 1000:.0f} ms of CPU (budget {budget * 1000:.0f})"
+        )
+    tracemalloc.start()
+    try:
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    figures.peak_bytes = max(figures.peak_bytes, peak)
+    bound = MEMORY_FACTOR * size + MEMORY_SLACK
+    if peak > bound:
+        figures.violations.append(
+            f"{case}: {peak / 2**20:.1f} MiB at peak (bound {bound / 2**20:.1f})"
+        )
+    return value
+
+
+def _jobs(fuzz: Fuzz) -> Iterator[tuple[str, bytes]]:
+    for index in range(CASES):
+        yield f"case {index} {SEED}", fuzz.job(f"f-{index}", "acme")
+
+
+def _wire_bodies(job: Any) -> Iterator[Callable[[], Any]]:
+    messages = [m.model_dump(mode="json", exclude_none=True) for m in job.messages or ()]
+    call = ChatCall("m", messages, tokens.call_params(job), job.job_id)
+    yield lambda: tokens.input_tokens(messages, job.inputs)
+    yield lambda: needs(job, messages)
+    yield lambda: openai.chat_body(call, model="m")
+    yield lambda: anthropic.messages_body(call)
+    yield lambda: gemini.generate_body(call)
+
+
+def _refusing(body: Callable[[], Any]) -> Callable[[], Any]:
+    """``body`` answering a refusal by the project's provider error as its value."""
+
+    def attempt() -> Any:
+        try:
+            return body()
+        except ProviderError as error:
+            return error
+
+    return attempt
+
+
+def test_valid_hostile_jobs_are_estimated_and_mapped_to_every_wire_or_refused_within_bounds(
+    fuzz: Fuzz, no_reach: None
+) -> None:
+    figures = Figures("wire mapping")
+    for case, value in _jobs(fuzz):
+        intake = parse_job(value, MAX_BYTES)
+        if not isinstance(intake, ValidJob):
+            continue
+        for step, body in enumerate(_wire_bodies(intake.job)):
+            figures.cases += 1
+            outcome = measured(figures, f"{case} step {step}", len(value), _refusing(body))
+            if isinstance(outcome, ProviderError):  # a feature a wire cannot take, said so
+                assert str(outcome).strip(), case
+                figures.count(f"refused by step {step}")
+            elif not isinstance(outcome, Exception):
+                figures.count(f"mapped by step {step}")
+    figures.report()
+
+
+def _read_command(value: bytes) -> ControlCommand | ValidationError:
+    try:
+        return ControlCommand.model_validate_json(value)
+    except ValidationError as error:
+        return error
+
+
+def test_control_commands_are_read_or_refused_by_the_schema_within_bounds(
+    fuzz: Fuzz, no_reach: None
+) -> None:
+    figures = Figures("control commands")
+    for index in range(CASES):
+        value, _ = control(fuzz, "acme", "b", "s3cret")
+        case = f"command {index} {SEED}: {value[:120]!r}"
+        figures.cases += 1
+        outcome = measured(figures, case, len(value), partial(_read_command, value))
+        if isinstance(outcome, ValidationError):
+            assert outcome.errors(), case
+            figures.count("refused")
+        else:
+            figures.count(outcome.action)
+    figures.report()

@@ -35,6 +35,7 @@ from tests.hostile.generators import Fuzz, Targets
 from tests.hostile.watch import watching
 from workers.calls import tokens
 from workers.content.features import needs
+from workers.devstack.simulator.answers import input_tokens as simulated_input
 from workers.intake.parsing import ValidJob, parse_job
 from workers.providers import anthropic, gemini, openai
 from workers.providers.base import ChatCall
@@ -138,7 +139,7 @@ def _jobs(fuzz: Fuzz) -> Iterator[tuple[str, bytes]]:
 def _wire_bodies(job: Any) -> Iterator[Callable[[], Any]]:
     messages = [m.model_dump(mode="json", exclude_none=True) for m in job.messages or ()]
     call = ChatCall("m", messages, tokens.call_params(job), job.job_id)
-    yield lambda: tokens.input_tokens(messages, job.inputs)
+    yield lambda: tokens.job_input(job, messages)
     yield lambda: needs(job, messages)
     yield lambda: openai.chat_body(call, model="m")
     yield lambda: anthropic.messages_body(call)
@@ -157,14 +158,27 @@ def _refusing(body: Callable[[], Any]) -> Callable[[], Any]:
     return attempt
 
 
+def _billed(job: Any) -> int:
+    """What the simulator, billing like the providers, bills the job's OpenAI-wire request as
+    input (its messages, tools and response format)."""
+    messages = [m.model_dump(mode="json", exclude_none=True) for m in job.messages or ()]
+    body = openai.chat_body(ChatCall("m", messages, tokens.call_params(job)))
+    return simulated_input(messages, body.get("tools"), body.get("response_format"))
+
+
 def test_valid_hostile_jobs_are_estimated_and_mapped_to_every_wire_or_refused_within_bounds(
     fuzz: Fuzz, no_reach: None
 ) -> None:
+    """… and the estimate a reservation holds covers what the provider bills as input."""
     figures = Figures("wire mapping")
     for case, value in _jobs(fuzz):
         intake = parse_job(value, MAX_BYTES)
         if not isinstance(intake, ValidJob):
             continue
+        messages = [m.model_dump(mode="json", exclude_none=True) for m in intake.job.messages or ()]
+        estimate, billed = tokens.job_input(intake.job, messages), _billed(intake.job)
+        if estimate < billed:
+            figures.violations.append(f"{case}: {estimate} tokens reserved, {billed} billed")
         for step, body in enumerate(_wire_bodies(intake.job)):
             figures.cases += 1
             outcome = measured(figures, f"{case} step {step}", len(value), _refusing(body))

@@ -29,7 +29,13 @@ from schemas.content import (
 )
 
 METADATA_MAX_BYTES = 16 * 1024
-EMBEDDING_MAX_INPUTS = 2048
+#: counts a job may hold (each parsed element costs a worker memory: ~500 bytes a message or
+#: part, whatever its text): OpenAI's own limits where it has one, else well above real use
+EMBEDDING_MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
+MAX_MESSAGES = 2048  # as many as embedding inputs; real conversations are far shorter
+MAX_PARTS_PER_JOB = 2048  # content parts across a job's messages (500 in one message)
+MAX_VARIABLES = 256  # a template's variables
+MAX_LOGIT_BIAS = 1024  # biased tokens (OpenAI documents no count; a vocabulary ban list)
 
 JobId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
@@ -114,7 +120,7 @@ class TemplateRef(_Strict):
     version: int | None = Field(
         default=None, ge=1, le=INT32_MAX, description="default: the latest version"
     )
-    variables: dict[str, str] = Field(default_factory=dict)
+    variables: dict[str, str] = Field(default_factory=dict, max_length=MAX_VARIABLES)
 
 
 class Params(_Strict):
@@ -135,7 +141,12 @@ class Params(_Strict):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    logit_bias: (
+        Annotated[
+            dict[str, Annotated[int, Field(ge=-100, le=100)]], Field(max_length=MAX_LOGIT_BIAS)
+        ]
+        | None
+    ) = None
     tools: Tools | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -208,7 +219,7 @@ class JobRequest(_Strict):
     tenant: TenantName
     kind: JobKind
     route: PrintableName
-    messages: Annotated[list[Message], Field(min_length=1)] | None = None
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)] | None = None
     template: TemplateRef | None = None
     input: EmbeddingInput | None = None
     params: Params | None = None
@@ -247,6 +258,11 @@ class JobRequest(_Strict):
                 raise ValueError("input: not allowed for kind 'chat' (use messages or template)")
             if (self.messages is None) == (self.template is None):
                 raise ValueError("messages: a chat job needs exactly one of messages or template")
+            parts = sum(len(m.content) for m in self.messages or () if isinstance(m.content, list))
+            if parts > MAX_PARTS_PER_JOB:
+                raise ValueError(
+                    f"messages: {parts:,} content parts in all; the limit is {MAX_PARTS_PER_JOB:,}"
+                )
         else:
             if self.messages is not None or self.template is not None:
                 raise ValueError("messages: not allowed for kind 'embedding' (use input)")

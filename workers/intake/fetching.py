@@ -30,7 +30,14 @@ from broker.topics import HEADER_SOURCE_TOPIC, Topics
 from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
 from workers.intake.parked import ParkedJobs
-from workers.intake.parsing import Intake, Unreadable, identity_of, parse_job, tenant_of
+from workers.intake.parsing import (
+    Intake,
+    Unreadable,
+    held_bytes,
+    identity_of,
+    parse_job,
+    tenant_of,
+)
 from workers.intake.scheduler import RECORD_OVERHEAD_BYTES, LaneScheduler, QueuedJob
 from workers.intake.spill import Spill
 from workers.intake.undecodable import UNDECODABLE, Batches, StepPast
@@ -188,6 +195,7 @@ class Fetcher:
                     return
         if intake is None:
             intake = parse_job(record.value, self._max_message_bytes)
+        size = held_bytes(record.value, intake) + RECORD_OVERHEAD_BYTES  # the parsed job too
         queued = QueuedJob(record, lane, tp, size, self._account(tenant_of(intake)), intake)
         if parked:  # waits for its time, then its own lane
             self._parked.put(queued)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,23 @@ MAX_REPORTED_ERRORS = 3
 MIN_EMBEDDING_VALUE_BYTES = 8
 
 
+#: JSON values in one job (objects, arrays, strings, numbers… each counts one): what bounds the
+#: free-form fields together (schemas, tools' parameters, prediction, metadata); a job at every
+#: other limit holds far fewer
+MAX_JSON_VALUES = 65_536
+#: what a parsed object holds beyond its JSON (measured with tracemalloc: a message or a
+#: content part becomes a model of ~500 bytes); its keys and values are counted as they are
+OBJECT_BYTES = 512
+POINTER_BYTES = 8
+JOB_BYTES = 4096  # a JobRequest's own model, whatever it holds (~2.4 KB measured)
+#: what an invalid job keeps of its record: enough to answer it (``Identity.from_raw``)
+ANSWERED_KEYS = ("batch_id", "kind", "route", "metadata")
+
+
 @dataclass(frozen=True, slots=True)
 class ValidJob:
     job: JobRequest
+    parsed_bytes: int = 0  # what the parsed job holds in memory, estimated
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +55,8 @@ class InvalidJob:
     reason: str
     job_id: str | None
     tenant: str | None
-    raw: dict[str, Any]
+    raw: dict[str, Any]  # the record's fields an answer names (ANSWERED_KEYS), not all of it
+    parsed_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,22 +206,63 @@ def parse_job(value: bytes | None, max_bytes: int) -> Intake:
     if not isinstance(raw, dict):
         return Unreadable(f"JSON {type(raw).__name__} where a JSON object was expected")
     job_id, tenant = _identity(raw)
+    answered = {key: raw[key] for key in ANSWERED_KEYS if key in raw}
+    parsed = _parsed_bytes(raw)
+    if parsed is None:
+        reason = f"the job holds more than {MAX_JSON_VALUES:,} JSON values; the limit"
+        small = _small(answered)
+        return InvalidJob(reason, job_id, tenant, small, OBJECT_BYTES * (1 + len(small)))
     if hook.duplicate is not None:
-        return InvalidJob(f"{hook.duplicate}: duplicate key", job_id, tenant, raw)
+        return InvalidJob(f"{hook.duplicate}: duplicate key", job_id, tenant, answered, parsed)
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(raw):
-        return InvalidJob("a string holds a lone UTF-16 surrogate", job_id, tenant, raw)
+        return InvalidJob(
+            "a string holds a lone UTF-16 surrogate", job_id, tenant, answered, parsed
+        )
     try:
         # a schema's structure only: its meta-schema and patterns cost ~150 µs a node, so the
         # pipeline checks them off the event loop (workers/pipeline/preparation.py)
         job = JobRequest.model_validate(raw, context=STRUCTURE_ONLY)
     except ValidationError as error:
-        return InvalidJob(describe_validation_error(error), job_id, tenant, raw)
+        return InvalidJob(describe_validation_error(error), job_id, tenant, answered, parsed)
     except RecursionError:
-        return InvalidJob("nested too deeply", job_id, tenant, raw)
+        return InvalidJob("nested too deeply", job_id, tenant, answered, parsed)
     too_large = _result_too_large(job, max_bytes)
     if too_large is not None:
-        return InvalidJob(too_large, job_id, tenant, raw)
-    return ValidJob(job)
+        return InvalidJob(too_large, job_id, tenant, answered, parsed)
+    return ValidJob(job, parsed)
+
+
+def held_bytes(value: bytes | None, intake: Intake | None) -> int:
+    """What a record and its parsed job hold in memory, estimated (what buffers count)."""
+    parsed = intake.parsed_bytes if isinstance(intake, ValidJob | InvalidJob) else 0
+    return len(value or b"") + parsed
+
+
+def _parsed_bytes(raw: Any) -> int | None:
+    """The memory a parsed job holds, estimated from above: each JSON value's own size (a
+    string of one emoji and 500,000 ASCII letters takes 2 MB, four bytes a letter), a model's
+    for each object (None: more than MAX_JSON_VALUES values); iterative, stopping at the limit."""
+    size = values = 0
+    stack = [raw]
+    pop, push, size_of = stack.pop, stack.extend, sys.getsizeof
+    while stack:
+        node = pop()
+        values += 1
+        if values > MAX_JSON_VALUES:
+            return None
+        size += size_of(node)
+        if type(node) is dict:
+            size += OBJECT_BYTES + sum(map(size_of, node))
+            push(node.values())
+        elif type(node) is list:
+            push(node)
+    return JOB_BYTES + size + values * POINTER_BYTES
+
+
+def _small(answered: dict[str, Any]) -> dict[str, Any]:
+    """The answered fields of a job too large to parse further, without its metadata (which
+    may be what made it so)."""
+    return {key: value for key, value in answered.items() if key != "metadata"}
 
 
 def _result_too_large(job: JobRequest, max_bytes: int) -> str | None:

@@ -42,7 +42,7 @@ class QueuedJob:
     record: ConsumerRecord[bytes, bytes]
     lane: Priority
     tp: TopicPartition
-    size: int  # what it holds of its lane's bytes: its value + RECORD_OVERHEAD_BYTES
+    size: int  # of its lane's bytes: its value, its parsed job (estimated) + RECORD_OVERHEAD_BYTES
     tenant: str = ""
     intake: Intake | None = None  # parsed once, in the fetch loop
     enqueued_at: float = 0.0

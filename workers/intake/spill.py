@@ -34,7 +34,7 @@ from broker.errors import LedgerRefused
 from broker.topics import LANES
 from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
-from workers.intake.parsing import Identity, ValidJob, parse_job
+from workers.intake.parsing import Identity, ValidJob, held_bytes, parse_job
 from workers.intake.scheduler import RECORD_OVERHEAD_BYTES, LaneScheduler, QueuedJob
 from workers.ledger import spill_rows
 from workers.ledger.database.transactions import Transact, Work
@@ -149,6 +149,8 @@ class Spill:
                         log.warning("a job could not be spilled (%s): it waits in memory", refused)
                         if job.intake is None:  # spilled on its identity alone
                             job.intake = parse_job(job.record.value, self._max_message_bytes)
+                            job.size = held_bytes(job.record.value, job.intake)
+                            job.size += RECORD_OVERHEAD_BYTES
                         self._scheduler.put(job)  # its own path ends it (the ledger refuses)
             del self._pending[: len(batch)]
 
@@ -285,13 +287,14 @@ class Spill:
             len(value),
             spill_rows.decode_headers(stored.headers),
         )
+        intake = parse_job(value, self._max_message_bytes)
         return QueuedJob(
             record,
             lane,
             SPILLED,
-            len(value) + RECORD_OVERHEAD_BYTES,
+            held_bytes(value, intake) + RECORD_OVERHEAD_BYTES,
             stored.account,
-            parse_job(value, self._max_message_bytes),
+            intake,
             spill_id=taken.id,
             waited_s=max(now - taken.spilled_at, 0.0),
         )

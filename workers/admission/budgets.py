@@ -22,7 +22,8 @@ messages, images, documents, tool definitions, the response schema) plus its out
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -75,10 +76,6 @@ class Scope:
         return "budget" if self.kind == "tenant" else f"{self.kind} {self.name!r} budget"
 
 
-#: whether an operator has set a cap on a tenant's batch (``BatchCaps.capped``)
-Capped = Callable[[str, str], bool]
-
-
 class Budgets:
     def __init__(
         self,
@@ -88,7 +85,6 @@ class Budgets:
         lease_s: float,
         clock: Clock,
         teams: Mapping[str, TeamConfig] | None = None,
-        capped: Capped | None = None,
     ) -> None:
         self._router = router
         self._run = run
@@ -96,19 +92,12 @@ class Budgets:
         self._lease_s = lease_s
         self._clock = clock
         self._teams = teams or {}
-        self._capped = capped
         self._ledger = BudgetLedger()
 
     def applies(self, job: JobRequest, tenant: TenantConfig) -> bool:
-        """Whether the job counts against any budget (those that do not pay nothing here)."""
-        return tenant.budget_usd is not None or tenant.team is not None or self._batch_capped(job)
-
-    def _batch_capped(self, job: JobRequest) -> bool:
-        if job.batch_id is None:
-            return False
-        if job.batch_budget_usd is not None:
-            return True
-        return self._capped is not None and self._capped(job.tenant, job.batch_id)
+        """Whether the job may count against a budget (those that cannot pay nothing here):
+        its tenant's, its team's, or its batch's — any batch may have a cap in the ledger."""
+        return tenant.budget_usd is not None or tenant.team is not None or job.batch_id is not None
 
     def max_cost_usd(self, job: JobRequest, route: RouteConfig, billed: BilledInput) -> float:
         raw = billed.tokens
@@ -130,7 +119,7 @@ class Budgets:
             budget = Budget(period, to_nano(team.budget_usd))
             park = team.on_budget_exhausted is OnBudgetExhausted.DEFER
             found.append(Scope("team", tenant.team, team.budget_period, budget, park))
-        if job.batch_id is not None and self._batch_capped(job):
+        if job.batch_id is not None:  # its cap, if it has one, is read when reserving
             seed = None if job.batch_budget_usd is None else to_nano(job.batch_budget_usd)
             budget = Budget(f"{batch_account(job.tenant, job.batch_id)}/{TOTAL}", None, seed)
             park = tenant.on_budget_exhausted is OnBudgetExhausted.DEFER
@@ -145,8 +134,9 @@ class Budgets:
         route: RouteConfig,
         billed: BilledInput,
         account: str | None = None,
-    ) -> Hold | OverBudget | Wait:
-        """``account``: whose budget the job counts against (its tenant's by default)."""
+    ) -> Hold | OverBudget | Wait | None:
+        """``account``: whose budget the job counts against (its tenant's by default). None:
+        the job is in no budget with a limit (a batch without a cap): nothing is held."""
         now = self._clock()
         at = datetime.fromtimestamp(now, UTC)
         scopes = self.scopes(job, tenant, account or job.tenant, at)
@@ -159,7 +149,7 @@ class Budgets:
             )
         )
         if reserved.ok:
-            return hold
+            return dataclasses.replace(hold, periods=reserved.held) if reserved.held else None
         scope = scopes[reserved.refused]
         if reserved.conflict:
             message = (

@@ -256,11 +256,16 @@ def capped_batches(since: float) -> tuple[ColumnElement[bool], ...]:
 class Budget:
     """One budget a job needs room in: its ``account/period`` and its limit — from the config,
     or (``limit_nusd`` None) the cap stored on the budget's row, which ``seed_nusd`` (a job's
-    ``batch_budget_usd``) sets when none is stored yet."""
+    ``batch_budget_usd``) sets when none is stored yet. A batch's budget without a stored cap
+    (and no seed) holds nothing: the job pays one read of the row, no write and no lock."""
 
     period: str
     limit_nusd: int | None
     seed_nusd: int | None = None
+
+    @property
+    def read_only_unless_capped(self) -> bool:
+        return self.limit_nusd is None and self.seed_nusd is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +280,15 @@ class Reserved:
     refused: int = -1  # the index of the budget without room
     limit_nusd: int | None = None
     conflict: bool = False
+    held: tuple[str, ...] = ()  # ok: the periods the job's cost is held in (those with a limit)
+
+
+async def _stored_cap(conn: Connection, account: str, period: str) -> bool:
+    """Whether the budget row holds a limit (a batch's cap), as last committed."""
+    statement = select(BudgetRow.limit_nusd).where(
+        BudgetRow.tenant == account, BudgetRow.period == period
+    )
+    return (await conn.execute(statement)).scalar_one_or_none() is not None
 
 
 class BudgetLedger:
@@ -291,10 +305,17 @@ class BudgetLedger:
     ) -> Reserved:
         """Hold the job's maximum cost in every budget if each one's spend + live holds (of
         every job of the account) + it stay within its limit. The budget rows' locks are
-        taken in the order given (tenant, team, batch), so two workers cannot deadlock."""
+        taken in the order given (tenant, team, batch), so two workers cannot deadlock.
+
+        A batch's cap is read here, in the reservation's transaction, for every job of the
+        batch: a cap stored by a job or an operator committed before this statement binds the
+        job whichever worker stored it and however long ago. A batch without one is read, not
+        written: no row, no lock (:attr:`Budget.read_only_unless_capped`)."""
         held_in: list[Budget] = []
         for index, budget in enumerate(budgets):
             account, period = account_period(budget.period, hold.tenant)
+            if budget.read_only_unless_capped and not await _stored_cap(conn, account, period):
+                continue  # a batch without a cap: nothing to hold
             insert = dialect_insert(conn)(BudgetRow).values(
                 tenant=account,
                 period=period,
@@ -349,7 +370,7 @@ class BudgetLedger:
                 .values(tenant=hold.tenant, job_id=hold.job_id, period=budget.period, **values)
                 .on_conflict_do_update(index_elements=["tenant", "job_id", "period"], set_=values)
             )
-        return Reserved(True, 0, 0)
+        return Reserved(True, 0, 0, held=tuple(budget.period for budget in held_in))
 
     @staticmethod
     async def settle(

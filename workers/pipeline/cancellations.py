@@ -117,8 +117,6 @@ class Cancellations:
         for tenant, scope, target in rows:
             self._add(tenant, scope, target)
         self._seen_up_to = now
-        if self._caps is not None:
-            await self._caps.refresh()
 
     async def follow(self, control: AIOKafkaConsumer) -> None:
         """Store each command of the control topic in the ledger. A command the ledger cannot

@@ -304,7 +304,7 @@ def job_path(
     router = Router(deployments, capabilities=capabilities)
     admission = Admission(
         ledger.run,
-        Budgets(router, ledger.run, owner, lease_s, seams.clock, config.teams, caps.capped),
+        Budgets(router, ledger.run, owner, lease_s, seams.clock, config.teams),
         owner,
         lease_s,
         clock=seams.clock,

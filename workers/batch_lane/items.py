@@ -19,14 +19,14 @@ from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
 from schemas.content import STRUCTURE_ONLY
 from schemas.jobs import JobKind, JobRequest
-from schemas.results import ChatOutput, EmbeddingOutput
+from schemas.results import ChatOutput, EmbeddingOutput, ErrorCode, JobResult, JobStatus, TokenUsage
 from workers.audit.facts import AuditFacts
 from workers.content import structured
 from workers.ledger import batch_lane_rows as rows
 from workers.providers.base import ChatCall, ChatResponse, EmbeddingCall, WireMessages
 from workers.providers.batch_apis import BatchAPI, Outcome
 from workers.providers.requests import Execution, ProviderCall, embedding_output, provider_call
-from workers.settle.outcomes import Identity
+from workers.settle.outcomes import Identity, terminal_result
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +147,7 @@ async def execution_of(
     else:
         output = embedding_output(job, reply.embeddings)
         tokens_in, tokens_out = reply.input_tokens, 0
-    call = ProviderCall(
-        provider=deployment.provider,
-        deployment=deployment,
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
-        cost_usd=deployment.batch_cost_usd(tokens_in, tokens_out),
-        estimated=reply.estimated,
-    )
+    call = _batch_call(deployment, tokens_in, tokens_out, reply.estimated)
     if isinstance(checked, structured.Invalid):  # paid for, not valid: asked again online
         execution.calls = [call]
         execution.error = ProviderInvalidOutput(
@@ -164,3 +157,53 @@ async def execution_of(
         return execution
     execution.output, execution.served_by, execution.calls = output, call, [call]
     return execution
+
+
+def _batch_call(
+    deployment: DeploymentConfig, tokens_in: int, tokens_out: int, estimated: bool
+) -> ProviderCall:
+    return ProviderCall(
+        provider=deployment.provider,
+        deployment=deployment,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=deployment.batch_cost_usd(tokens_in, tokens_out),
+        estimated=estimated,
+    )
+
+
+def paid_call(deployment: DeploymentConfig, outcome: Outcome) -> ProviderCall | None:
+    """The batch call an answer was paid for, by its reported tokens (None: no answer)."""
+    reply = outcome.reply
+    if reply is None:
+        return None
+    tokens_out = reply.output_tokens if isinstance(reply, ChatResponse) else 0
+    return _batch_call(deployment, reply.input_tokens, tokens_out, reply.estimated)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An item's result, ready to be stored, and the calls its usage events count."""
+
+    result: JobResult
+    calls: list[ProviderCall]
+
+
+def unsettled(who: Identity, error: Exception, paid: list[ProviderCall]) -> Prepared:
+    """The result of an item headway could not settle (a check that broke on its answer):
+    ``failed``/``internal_error`` naming the error's type (never its text, which may quote
+    the answer), with the calls it was paid for counted."""
+    message = (
+        f"the Batch API's answer to this job could not be settled ({type(error).__name__}); "
+        "the other jobs of its provider batch were"
+    )
+    result = terminal_result(who, JobStatus.FAILED, ErrorCode.INTERNAL_ERROR, message)
+    usage = TokenUsage(
+        input_tokens=sum(call.input_tokens for call in paid),
+        output_tokens=sum(call.output_tokens for call in paid),
+        estimated=any(call.estimated for call in paid),
+    )
+    update: dict[str, Any] = {"usage": usage, "cost_usd": sum(c.cost_usd for c in paid)}
+    if paid:
+        update |= {"provider": paid[-1].provider, "attempts": len(paid)}
+    return Prepared(result.model_copy(update=update), list(paid))

@@ -12,54 +12,30 @@ polled by one at a time.
   its oldest item has waited ``wait_s``; and items whose deadline came near while they
   waited go back online.
 - :meth:`BatchLane.poll_once`: one submission that is due a look; when ended, each item is
-  finished like an online call at the batch price (output guardrails included), or —
-  expired, cancelled, a retryable error, or its batch failed — handed back to the online path
-  through the retry topic (header ``headway-online``), in time for its deadline.
+  settled on its own (:mod:`.settling`): finished like an online call at the batch price, or
+  handed back to the online path — and the submission ends once every item is settled. A look
+  that fails (the provider or the ledger away) is made again after ``poll_every_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
-from collections.abc import Sequence
 
 from broker.config import DeploymentConfig, HeadwayConfig
-from broker.errors import ProviderInvalidOutput
+from broker.errors import ProviderError
 from broker.settings import BatchLaneSettings
-from schemas.jobs import JobKind
-from schemas.results import JobResult, JobStatus
-from workers.batch_lane.items import (
-    Handed,
-    Saved,
-    call_of,
-    execution_of,
-    identity,
-    new_item,
-    original_record,
-    saved_headers,
-)
+from workers.batch_lane.items import Handed, call_of, identity, new_item
+from workers.batch_lane.settling import ItemSettler
 from workers.calls.executor import Executor
-from workers.calls.tokens import BilledInput
-from workers.guardrails.screening import Screened
-from workers.intake.parsing import ValidJob, parse_job
 from workers.ledger import batch_lane_rows as rows
 from workers.ledger.database.transactions import Transact
-from workers.pipeline.access import Rejection
 from workers.pipeline.cancellations import Cancellations
 from workers.pipeline.preparation import Preparation
-from workers.providers.batch_apis import BatchAPI, Outcome
-from workers.providers.requests import Execution
-from workers.settle.outcomes import (
-    CANCELLED,
-    Identity,
-    guarded_result,
-    terminal_result,
-    usage_events,
-)
-from workers.settle.publisher import Publisher
+from workers.providers.batch_apis import BatchAPI, Call, Outcome
+from workers.settle.outcomes import CANCELLED
 from workers.settle.settlement import Settlement
 
 log = logging.getLogger(__name__)
@@ -83,16 +59,13 @@ class BatchLane:
         cancellations: Cancellations,
         executor: Executor | None = None,  # asks online once more for an invalid JSON answer
     ) -> None:
-        self._config = config
         self._apis = apis
         self._run = run
         self._settlement = settlement
-        self._preparation = preparation
-        self._publisher: Publisher = settlement.publisher
         self._owner = owner
         self.settings = settings
         self._cancellations = cancellations
-        self._executor = executor
+        self._settler = ItemSettler(config, run, settlement, preparation, executor)
         self._deployments = {
             d.key: d for route in config.routes.values() for d in route.deployments if d.batch
         }
@@ -199,7 +172,7 @@ class BatchLane:
             if not items:
                 return
             log.info("%d batch-lane jobs near their deadline go back online", len(items))
-            await self._back_online(items)
+            await self._settler.back_online(items)
 
     # -- polling ------------------------------------------------------------------------------
 
@@ -214,19 +187,31 @@ class BatchLane:
         deployment = self._deployments.get(key)
         if deployment is None:
             return True  # not batched in this worker's config: its lease lapses to another
+        try:
+            ended = await self._look(batch_id, deployment)
+        except Exception:  # the provider or the ledger away: look again soon, not in 5 min
+            await self._look_again(batch_id)
+            raise
+        if not ended:
+            await self._look_again(batch_id)
+        return True
+
+    async def _look_again(self, batch_id: str) -> None:
+        next_look = time.time() + self.settings.poll_every_s
+        await self._run(lambda conn: rows.look_again(conn, batch_id, self._owner, next_look))
+
+    async def _look(self, batch_id: str, deployment: DeploymentConfig) -> bool:
+        """Settle the submission's items if it has ended (True). Items settle one by one and
+        are marked done as they are, so a look that fails part-way publishes nothing twice
+        when it is made again; the submission ends once every item is settled."""
         api = self._apis[deployment.provider]
         state = await api.state(batch_id)
         if not state.ended:
-            next_look = time.time() + self.settings.poll_every_s
-            await self._run(lambda conn: rows.look_again(conn, batch_id, self._owner, next_look))
-            return True
+            return False
         items: list[rows.Item] = await self._run(lambda conn: rows.items_of(conn, batch_id))
-        outcomes: dict[str, Outcome] = {}
-        if not state.failed:
-            calls = {item.custom_id: call_of(item, deployment) for item in items}
-            outcomes = {o.custom_id: o for o in await api.results(batch_id, calls)}
+        outcomes = await self._outcomes(api, batch_id, items, deployment, state.failed)
         for start in range(0, len(items), SETTLE_CHUNK):
-            await self._settle(
+            await self._settler.settle(
                 [
                     (item, outcomes.get(item.custom_id))
                     for item in items[start : start + SETTLE_CHUNK]
@@ -234,81 +219,35 @@ class BatchLane:
                 deployment,
             )
         await self._run(lambda conn: rows.batch_ended(conn, batch_id, time.time()))
-        log.info("batch %s of %s ended: %d jobs", batch_id, key, len(items))
+        log.info("batch %s of %s ended: %d jobs", batch_id, deployment.key, len(items))
         return True
 
-    async def _settle(
-        self, settled: list[tuple[rows.Item, Outcome | None]], deployment: DeploymentConfig
-    ) -> None:
-        online: list[rows.Item] = []
-        done: list[tuple[rows.Item, Outcome]] = []
-        for item, outcome in settled:
-            if outcome is None or _undone(outcome):  # None: no line for it (its batch failed)
-                online.append(item)
-            else:
-                done.append((item, outcome))
-        if online:
-            await self._back_online(online)
-        await asyncio.gather(*(self._finish(item, o, deployment) for item, o in done))
-        keys = [(item.tenant, item.job_id) for item, _ in done]
-        await self._run(lambda conn: rows.items_done(conn, keys))
-
-    async def _finish(
-        self, item: rows.Item, outcome: Outcome, deployment: DeploymentConfig
-    ) -> None:
-        who = identity(json.loads(item.who_json))
-        saved = Saved.of(item)
-        execution = await execution_of(deployment, outcome, saved.job)
-        executor = self._executor
-        if isinstance(execution.error, ProviderInvalidOutput) and executor is not None:
-            async with executor.slots.take():  # in doubt until its result is stored
-                execution = await _asked_again(executor, saved, deployment, execution)
-                await self._settled(item, who, execution, saved.budget_period)
-            return
-        await self._settled(item, who, execution, saved.budget_period)
-
-    async def _settled(
-        self, item: rows.Item, who: Identity, execution: Execution, period: str | None
-    ) -> None:
-        screened = await self._screened(item)
-        result = (
-            await guarded_result(who, execution, screened)
-            if not isinstance(screened, Rejection)
-            else _withheld(who, screened)
-        )
-        tags = self._config.usage_tags_of(who.tenant)
-        events = usage_events(who, execution.calls, item.generation, tags)
-        await self._settlement.finish(
-            result, events, item.topic, budget_period=period, audit=who.audit
-        )
-
-    async def _screened(self, item: rows.Item) -> Screened | Rejection | None:
-        """The job's guardrails for the output check, prepared again from its record (PII
-        placeholders are stable, so the same ones are restored)."""
-        if item.kind != JobKind.CHAT.value:
-            return None
-        value = base64.b64decode(item.record_value)
-        intake = parse_job(value, len(value) + 1)
-        if not isinstance(intake, ValidJob):
-            return None
-        route = self._config.routes.get(intake.job.route)
-        if route is None or not self._preparation.guardrails.applies(item.tenant, route):
-            return None
-        tenant = self._config.tenant(item.tenant)
-        prepared = await self._preparation.prepare(
-            intake.job, tenant, value, saved_headers(item.record_headers)
-        )
-        return prepared if isinstance(prepared, Rejection) else prepared.screened
-
-    async def _back_online(self, items: Sequence[rows.Item]) -> None:
-        """Republish the items' original records to the retry topic, due now, marked to run
-        online, and let their rows go."""
-        keys = [(item.tenant, item.job_id) for item in items]
-        await self._run(lambda conn: rows.release_jobs(conn, keys))
-        now = time.time()
-        delivered = [self._publisher.park(original_record(i), now, 0, 0) for i in items]
-        await asyncio.gather(*delivered)
-        await self._run(lambda conn: rows.items_done(conn, keys))
+    async def _outcomes(
+        self,
+        api: BatchAPI,
+        batch_id: str,
+        items: list[rows.Item],
+        deployment: DeploymentConfig,
+        failed: str | None,
+    ) -> dict[str, Outcome]:
+        """The items' outcomes by ``custom_id`` (none: they go back online) — none when the
+        batch failed as a whole, or when its results are refused for good (a retryable
+        failure raises: the submission is looked at again)."""
+        if failed is not None:
+            return {}
+        calls: dict[str, Call] = {}
+        for item in items:
+            try:
+                calls[item.custom_id] = call_of(item, deployment)
+            except Exception as error:  # its stored job no longer reads: it goes online
+                log.warning("batch item %s/%s unreadable: %r", item.tenant, item.job_id, error)
+        try:
+            return {o.custom_id: o for o in await api.results(batch_id, calls)}
+        except ProviderError as error:
+            if error.retryable:
+                raise
+            log.warning("results of batch %s refused (%s): its jobs go online", batch_id, error)
+            return {}
 
     async def run_forever(self) -> None:
         async def packing() -> None:
@@ -331,11 +270,6 @@ class BatchLane:
         await asyncio.gather(packing(), polling())
 
 
-def _undone(outcome: Outcome) -> bool:
-    """The provider did not do it (or may do it if asked again): run it online."""
-    return outcome.expired or (outcome.error is not None and outcome.error.retryable)
-
-
 def _within_bytes(items: list[rows.Item], max_bytes: int) -> list[rows.Item]:
     chosen: list[rows.Item] = []
     size = 0
@@ -345,20 +279,3 @@ def _within_bytes(items: list[rows.Item], max_bytes: int) -> list[rows.Item]:
             break
         chosen.append(item)
     return chosen
-
-
-def _withheld(who: Identity, rejection: Rejection) -> JobResult:
-    """The job's checks refuse it now (its config changed while it waited): no output."""
-    return terminal_result(who, JobStatus.REJECTED, rejection.code, rejection.message)
-
-
-async def _asked_again(
-    executor: Executor, saved: Saved, deployment: DeploymentConfig, first: Execution
-) -> Execution:
-    """A Batch-API answer failing the job's JSON schema is asked for once more, online, on the
-    same deployment (its limits and health apply); both calls are paid."""
-    billed = BilledInput(saved.job, saved.messages)
-    again = await executor.execute(saved.job, [deployment], saved.messages, billed, reasks=0)
-    again.calls[:0] = first.calls
-    again.attempts += first.attempts
-    return again

@@ -5,12 +5,17 @@ A batch is submitted once, polled until the provider says it ended, and its resu
 back per ``custom_id``. Each item's outcome is the reply (parsed exactly as the online reply),
 a provider error (mapped as an online response with that status would be: 4xx permanent,
 429/5xx retryable), or *expired* (the provider did not run it: batch expired or cancelled).
+Result lines are read one at a time: a line whose answer cannot be read (garbled, its message
+missing) is that item's ``ProviderResponseError``, never the whole file's; a line that names
+no item (not JSON, no ``custom_id``) is skipped, so its item counts as not run.
 Request lines are the online request bodies, so a job's batch and online requests match.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +24,6 @@ import httpx
 from broker.config import ProviderConfig
 from broker.errors import (
     ProviderBadRequest,
-    ProviderContentFiltered,
     ProviderError,
     ProviderRateLimited,
     ProviderServerError,
@@ -34,6 +38,8 @@ from workers.providers.base import (
     transport_errors,
 )
 from workers.providers.http import BULK
+
+log = logging.getLogger(__name__)
 
 Call = ChatCall | EmbeddingCall
 Reply = ChatResponse | EmbeddingResponse
@@ -74,6 +80,49 @@ class BatchAPI(Protocol):
     async def state(self, batch_id: str) -> BatchState: ...
 
     async def results(self, batch_id: str, calls: dict[str, Call]) -> list[Outcome]: ...
+
+
+def _result_lines(provider: str, text: str) -> list[dict[str, Any]]:
+    """The lines of a result file that name an item (a JSON object with a string
+    ``custom_id``); any other line is logged and skipped."""
+    lines: list[dict[str, Any]] = []
+    skipped = 0
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except (ValueError, RecursionError):
+            line = None
+        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+            lines.append(line)
+        else:
+            skipped += 1
+    if skipped:
+        log.warning("%s: %d result lines name no batch item (skipped)", provider, skipped)
+    return lines
+
+
+def _outcomes(
+    provider: str,
+    lines: list[dict[str, Any]],
+    calls: dict[str, Call],
+    read: Callable[[dict[str, Any], dict[str, Call]], Outcome],
+) -> list[Outcome]:
+    """Every call's outcome: its line read alone (an answer that cannot be read is its own
+    ``ProviderResponseError``), or — no line for it — not run (``expired``)."""
+    outcomes: dict[str, Outcome] = {}
+    for line in lines:
+        custom_id = line["custom_id"]
+        if custom_id not in calls:
+            continue
+        try:
+            with transport_errors(provider):
+                outcomes[custom_id] = read(line, calls)
+        except ProviderError as error:
+            outcomes[custom_id] = Outcome(custom_id, error=error)
+    # an item with no line was not run (the batch expired or was cancelled first)
+    return [outcomes.get(cid) or Outcome(cid, expired=True) for cid in calls]
 
 
 def _item_error(provider: str, status: int, message: str) -> ProviderError:
@@ -176,16 +225,11 @@ class OpenAIBatches(_Http):
                 content = await self.send(
                     "GET", f"{self._base}/files/{file_id}/content", self._headers
                 )
-                lines += [json.loads(text) for text in content.text.splitlines() if text.strip()]
-        outcomes = {
-            line["custom_id"]: self._outcome(line, calls)
-            for line in lines
-            if line.get("custom_id") in calls
-        }
-        # an item with no line was not run (the batch expired or was cancelled first)
-        return [outcomes.get(cid) or Outcome(cid, expired=True) for cid in calls]
+                lines += _result_lines(self.name, content.text)
+        return _outcomes(self.name, lines, calls, self._outcome)
 
     def _outcome(self, line: dict[str, Any], calls: dict[str, Call]) -> Outcome:
+        """One line (read inside ``transport_errors``: what cannot be read is unreadable)."""
         custom_id = line["custom_id"]
         response = line.get("response")
         if not response:
@@ -195,13 +239,9 @@ class OpenAIBatches(_Http):
             message = str((body.get("error") or {}).get("message") or f"HTTP {status}")
             return Outcome(custom_id, error=_item_error(self.name, status, message))
         call = calls[custom_id]
-        try:
-            with transport_errors(self.name):
-                if isinstance(call, ChatCall):
-                    return Outcome(custom_id, reply=openai.read_chat(body, call))
-                return Outcome(custom_id, reply=openai.read_embeddings(body, call))
-        except ProviderContentFiltered as error:
-            return Outcome(custom_id, error=error)
+        if isinstance(call, ChatCall):
+            return Outcome(custom_id, reply=openai.read_chat(body, call))
+        return Outcome(custom_id, reply=openai.read_embeddings(body, call))
 
 
 class AnthropicBatches(_Http):
@@ -244,26 +284,16 @@ class AnthropicBatches(_Http):
         view = await self._view(batch_id)
         url = view.get("results_url") or f"{self._url}/{batch_id}/results"
         content = await self.send("GET", url, self._headers)
-        lines = [json.loads(text) for text in content.text.splitlines() if text.strip()]
-        outcomes = {
-            line["custom_id"]: self._outcome(line, calls)
-            for line in lines
-            if line.get("custom_id") in calls
-        }
-        return [outcomes.get(cid) or Outcome(cid, expired=True) for cid in calls]
+        return _outcomes(self.name, _result_lines(self.name, content.text), calls, self._outcome)
 
     def _outcome(self, line: dict[str, Any], calls: dict[str, Call]) -> Outcome:
+        """One line (read inside ``transport_errors``: what cannot be read is unreadable)."""
         custom_id, result = line["custom_id"], line.get("result") or {}
         kind = result.get("type")
         if kind == "succeeded":
             call = calls[custom_id]
             forced = isinstance(call, ChatCall) and anthropic.forced(call)
-            try:
-                with transport_errors(self.name):
-                    reply = anthropic.read_message(result["message"], forced)
-            except ProviderContentFiltered as filtered:
-                return Outcome(custom_id, error=filtered)
-            return Outcome(custom_id, reply=reply)
+            return Outcome(custom_id, reply=anthropic.read_message(result["message"], forced))
         if kind == "errored":
             error = (result.get("error") or {}).get("error") or {}
             status = 400 if error.get("type") == "invalid_request_error" else 500

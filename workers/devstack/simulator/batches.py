@@ -12,7 +12,9 @@ Anthropic: ``POST /v1/messages/batches`` (``requests: [{custom_id, params}]``, a
 ``{custom_id, result: {type: succeeded|errored|expired|canceled, …}}``).
 
 Test directives in an item's text: ``sim:batch_expire`` ends that item ``expired`` (OpenAI:
-an error line with code ``batch_expired``), ``sim:reject`` refuses it like the online API.
+an error line with code ``batch_expired``), ``sim:reject`` refuses it like the online API,
+``sim:batch_garbled`` answers it with a body no client can read (OpenAI: a 200 whose body is
+not a completion; Anthropic: ``succeeded`` without its message).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ OPENAI_MAX_BYTES = 200 * 1024 * 1024
 ANTHROPIC_MAX_REQUESTS = 100_000
 ANTHROPIC_MAX_BYTES = 256 * 1024 * 1024
 EXPIRE_DIRECTIVE = "sim:batch_expire"
+GARBLED_DIRECTIVE = "sim:batch_garbled"
 _ENDPOINTS = {"/v1/chat/completions", "/v1/embeddings"}
 
 
@@ -239,11 +242,19 @@ class BatchAPIs:
                 "response": None,
                 "error": {"code": "batch_expired", "message": message},
             }
+        request_id = f"req_{uuid.uuid4().hex[:24]}"
+        if GARBLED_DIRECTIVE in json.dumps(body):
+            self.sim.count_chat(str(body.get("model")), batch=True)
+            garbled = {"object": "chat.completion", "choices": "garbled"}
+            return {
+                **head,
+                "response": {"status_code": 200, "request_id": request_id, "body": garbled},
+                "error": None,
+            }
         if endpoint == "/v1/chat/completions":
             reply = wires.openai_chat_reply(self.sim, body, body.get("model"), batch=True)
         else:
             reply = wires.openai_embeddings_reply(self.sim, body, body.get("model"), batch=True)
-        request_id = f"req_{uuid.uuid4().hex[:24]}"
         if isinstance(reply, Failure):
             error = {"message": reply.message, "type": "invalid_request_error", "code": reply.kind}
             response = {
@@ -300,6 +311,9 @@ class BatchAPIs:
             params = item.get("params") or {}
             if EXPIRE_DIRECTIVE in json.dumps(params):
                 result: dict[str, Any] = {"type": "expired"}
+            elif GARBLED_DIRECTIVE in json.dumps(params):
+                self.sim.count_chat(str(params.get("model")), batch=True)
+                result = {"type": "succeeded"}  # its message missing
             else:
                 reply = wires.anthropic_message_reply(self.sim, params, batch=True)
                 if isinstance(reply, Failure):

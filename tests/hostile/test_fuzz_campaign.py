@@ -16,10 +16,12 @@ names the seed and the case); ``HEADWAY_FUZZ_FULL=1`` runs the full sizes (docs/
 from __future__ import annotations
 
 import gc
+import json
 import os
+import re
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,8 +36,10 @@ from tests.hostile.commands import control
 from tests.hostile.generators import Fuzz, Targets
 from tests.hostile.watch import watching
 from workers.calls import tokens
+from workers.content import schema_check, structured
 from workers.content.features import needs
 from workers.devstack.simulator.answers import input_tokens as simulated_input
+from workers.devstack.simulator.answers import instance
 from workers.intake.parsing import ValidJob, parse_job
 from workers.providers import anthropic, gemini, openai
 from workers.providers.base import ChatCall
@@ -48,7 +52,12 @@ BUDGET_S = 0.05
 BUDGET_S_PER_MIB = 0.04  # parsing JSON is linear: a large input may take this much more
 MEMORY_FACTOR = 24  # what a parsed JSON value may take per byte of its text, at its peak
 MEMORY_SLACK = 4 * 1024 * 1024
+#: a check run off the loop (a schema's own check, an answer's): the loop's CPU, and in all
+LOOP_BUDGET_S = 0.05
+CHECK_WALL_S = schema_check.BUDGET_S + 1.0
 SEED = f"(HEADWAY_FUZZ_SEED={FUZZ_SEED})"
+#: what an exception's repr or a traceback looks like inside a message
+REPR = re.compile(r"Traceback|\b[A-Z]\w*(Error|Exception)\(|<[\w.]+ object at 0x")
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Figures:
     cases: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     slowest_s: float = 0.0
+    longest_s: float = 0.0  # wall time of a check run off the loop
     peak_bytes: int = 0
     violations: list[str] = field(default_factory=list)
 
@@ -69,7 +79,8 @@ class Figures:
         """Print the figures; fail naming the first cases out of bounds, if any."""
         print(
             f"fuzz {self.name} {SEED}: {self.cases} cases {dict(sorted(self.outcomes.items()))}, "
-            f"max CPU per case {self.slowest_s * 1000:.1f} ms, "
+            f"max CPU per case {self.slowest_s * 1000:.1f} ms on the loop "
+            f"({self.longest_s:.2f} s in all), "
             f"max peak memory {self.peak_bytes / 2**20:.1f} MiB, "
             f"out of bounds {len(self.violations)}"
         )
@@ -131,6 +142,23 @@ def measured(figures: Figures, case: str, size: int, run: Callable[[], Any]) -> 
     return value
 
 
+async def off_the_loop(figures: Figures, case: str, work: Callable[[], Awaitable[Any]]) -> Any:
+    """``await work()``'s value (or the exception it raised: a violation), within
+    :data:`LOOP_BUDGET_S` of CPU on the event loop's thread and :data:`CHECK_WALL_S` in all."""
+    started, cpu = time.perf_counter(), time.thread_time()
+    try:
+        value = await work()
+    except Exception as error:
+        figures.violations.append(f"{case}: raised {type(error).__name__}: {str(error)[:200]}")
+        return error
+    on_loop, wall = time.thread_time() - cpu, time.perf_counter() - started
+    figures.slowest_s = max(figures.slowest_s, on_loop)
+    figures.longest_s = max(figures.longest_s, wall)
+    if on_loop > LOOP_BUDGET_S or wall > CHECK_WALL_S:
+        figures.violations.append(f"{case}: {on_loop * 1000:.0f} ms on the loop, {wall:.1f} s")
+    return value
+
+
 def _jobs(fuzz: Fuzz) -> Iterator[tuple[str, bytes]]:
     for index in range(CASES):
         yield f"case {index} {SEED}", fuzz.job(f"f-{index}", "acme")
@@ -187,6 +215,39 @@ def test_valid_hostile_jobs_are_estimated_and_mapped_to_every_wire_or_refused_wi
                 figures.count(f"refused by step {step}")
             elif not isinstance(outcome, Exception):
                 figures.count(f"mapped by step {step}")
+    figures.report()
+
+
+def _answers(schema: dict[str, Any]) -> Iterator[str]:
+    """What a model might write: what the simulator writes, and strings made to hurt."""
+    yield json.dumps(instance(schema))
+    for length in (16, 24, 28):
+        yield json.dumps({"a": "x" * length})
+        yield json.dumps({"x" * length: "v"})
+    yield json.dumps({"summary": "a" * 1000})
+
+
+async def test_answers_are_checked_against_hostile_schemas_without_reaching_out_or_stalling(
+    fuzz: Fuzz, no_reach: None
+) -> None:
+    figures = Figures("structured answers")
+    for case, value in _jobs(fuzz):
+        intake = parse_job(value, MAX_BYTES)
+        if not isinstance(intake, ValidJob) or intake.job.params is None:
+            continue
+        schema = structured.expected(intake.job.params.response_format)
+        if schema is None:
+            continue
+        for answer in _answers(schema):
+            figures.cases += 1
+            checked = await off_the_loop(figures, case, partial(structured.check, answer, schema))
+            if not isinstance(checked, structured.Checked):
+                continue  # raised: a violation already
+            if checked.error is None:
+                figures.count("valid answer")
+                continue
+            figures.count("schema unusable" if checked.unusable else "invalid answer")
+            assert not REPR.search(checked.error), (case, checked.error[:300])
     figures.report()
 
 

@@ -88,6 +88,10 @@ def text_parts(n: int) -> list[dict[str, Any]]:
             chat_job("j", params={"prediction": {"type": "content", "content": [0] * 70_000}}),
             "the job holds more than 65,536 JSON values; the limit",
         ),
+        (  # admitted, it could never be published back: pydantic stops near 255 levels
+            chat_job("j", metadata={"a": json.loads("[" * 300 + "]" * 300)}),
+            "the job nests deeper than 100 levels; the limit",
+        ),
     ],
 )
 def test_what_makes_a_parsed_job_large_is_bounded_at_intake_naming_field_and_limit(

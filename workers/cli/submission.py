@@ -1,7 +1,10 @@
 """Reading job files for ``headway submit``: JobRequest JSONL, or OpenAI Batch JSONL.
 
 Every line is checked before anything is published; a bad line is reported with its number
-and the field at fault, and nothing is sent unless the caller chooses to skip bad lines.
+and the field at fault, and nothing is sent unless the caller chooses to skip bad lines. No line
+stops the others: one nested past what a parser goes, or holding more than a worker admits, is
+its own error; a key an OpenAI Batch line does not have (``custom_id``, ``method``, ``url``,
+``body``) is its line's error, never dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.jobs import EMBEDDING_ONLY, SHARED_PARAMS, JobRequest, Params, Priority
-from workers.intake.parsing import describe_validation_error
+from workers.intake.parsing import describe_validation_error, shape_refused
 
 OPENAI_BATCH_KEYS = {"custom_id", "method", "url", "body"}
 OPENAI_URL_KINDS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embedding"}
@@ -52,6 +55,17 @@ class ParsedFile:
 
 
 def _from_openai_batch(line: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    missing = sorted(OPENAI_BATCH_KEYS - line.keys())
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: required on an OpenAI Batch line")
+    unknown = sorted(line.keys() - OPENAI_BATCH_KEYS)
+    if unknown:  # a job's field (tenant, priority) put beside the body: never dropped
+        named = ", ".join(repr(key) for key in unknown)
+        fields = "field" if len(unknown) == 1 else "fields"
+        raise ValueError(
+            f"unknown {fields} {named} on an OpenAI Batch line (its fields are "
+            f"{', '.join(sorted(OPENAI_BATCH_KEYS))})"
+        )
     url = str(line.get("url", ""))
     if url in OPENAI_REFUSED_URLS:
         raise ValueError(f"url: {url}: {OPENAI_REFUSED_URLS[url]}")
@@ -107,17 +121,31 @@ def parse_lines(lines: list[str], overrides: Overrides) -> ParsedFile:
         if not text.strip():
             continue
         try:
-            raw = json.loads(text)
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            if raw.keys() >= OPENAI_BATCH_KEYS:
-                raw = _from_openai_batch(raw, overrides)
-            parsed.jobs.append(JobRequest.model_validate(_apply(raw, overrides)))
+            parsed.jobs.append(_job(text, overrides))
         except ValidationError as error:
             parsed.errors.append(f"line {number}: {describe_validation_error(error)}")
         except ValueError as error:
             parsed.errors.append(f"line {number}: {error}")
     return parsed
+
+
+def _job(text: str, overrides: Overrides) -> JobRequest:
+    """One line's job; ValueError (or pydantic's) saying what is wrong with it."""
+    try:
+        raw = json.loads(text)
+    except RecursionError:
+        raise ValueError("not JSON: nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    if "custom_id" in raw:  # no JobRequest has one: an OpenAI Batch line
+        raw = _from_openai_batch(raw, overrides)
+    refused = shape_refused(raw)  # as a worker's intake would, before any recursive reader
+    if refused is not None:
+        raise ValueError(refused)
+    try:
+        return JobRequest.model_validate(_apply(raw, overrides))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def parse_file(path: Path, overrides: Overrides) -> ParsedFile:

@@ -35,6 +35,9 @@ MIN_EMBEDDING_VALUE_BYTES = 8
 #: free-form fields together (schemas, tools' parameters, prediction, metadata); a job at every
 #: other limit holds far fewer
 MAX_JSON_VALUES = 65_536
+#: nesting of a job's JSON (a schema's 64 levels sit 5 deep): deeper cannot be published back
+#: (pydantic's serializer stops near 255 levels) and costs every recursive reader
+MAX_JSON_DEPTH = 100
 #: what a parsed object holds beyond its JSON (measured with tracemalloc: a message or a
 #: content part becomes a model of ~500 bytes); its keys and values are counted as they are
 OBJECT_BYTES = 512
@@ -208,8 +211,8 @@ def parse_job(value: bytes | None, max_bytes: int) -> Intake:
     job_id, tenant = _identity(raw)
     answered = {key: raw[key] for key in ANSWERED_KEYS if key in raw}
     parsed = _parsed_bytes(raw)
-    if parsed is None:
-        reason = f"the job holds more than {MAX_JSON_VALUES:,} JSON values; the limit"
+    if isinstance(parsed, str):
+        reason = parsed
         small = _small(answered)
         return InvalidJob(reason, job_id, tenant, small, OBJECT_BYTES * (1 + len(small)))
     if hook.duplicate is not None:
@@ -238,24 +241,37 @@ def held_bytes(value: bytes | None, intake: Intake | None) -> int:
     return len(value or b"") + parsed
 
 
-def _parsed_bytes(raw: Any) -> int | None:
+def shape_refused(raw: Any) -> str | None:
+    """Why a job's JSON is refused for its shape alone (too many values, too deep), or None:
+    what ``headway submit`` checks of each line before a worker does."""
+    parsed = _parsed_bytes(raw)
+    return parsed if isinstance(parsed, str) else None
+
+
+def _parsed_bytes(raw: Any) -> int | str:
     """The memory a parsed job holds, estimated from above: each JSON value's own size (a
     string of one emoji and 500,000 ASCII letters takes 2 MB, four bytes a letter), a model's
-    for each object (None: more than MAX_JSON_VALUES values); iterative, stopping at the limit."""
-    size = values = 0
-    stack = [raw]
-    pop, push, size_of = stack.pop, stack.extend, sys.getsizeof
-    while stack:
-        node = pop()
-        values += 1
+    for each object; or why its shape is refused (more than MAX_JSON_VALUES values, deeper
+    than MAX_JSON_DEPTH). Level by level, stopping at a limit."""
+    size = values = depth = 0
+    level: list[Any] = [raw]
+    size_of = sys.getsizeof
+    while level:  # a level of the document at a time: its depth without a stack of pairs
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return f"the job nests deeper than {MAX_JSON_DEPTH} levels; the limit"
+        values += len(level)
         if values > MAX_JSON_VALUES:
-            return None
-        size += size_of(node)
-        if type(node) is dict:
-            size += OBJECT_BYTES + sum(map(size_of, node))
-            push(node.values())
-        elif type(node) is list:
-            push(node)
+            return f"the job holds more than {MAX_JSON_VALUES:,} JSON values; the limit"
+        below: list[Any] = []
+        for node in level:
+            size += size_of(node)
+            if type(node) is dict:
+                size += OBJECT_BYTES + sum(map(size_of, node))
+                below.extend(node.values())
+            elif type(node) is list:
+                below.extend(node)
+        level = below
     return JOB_BYTES + size + values * POINTER_BYTES
 
 

@@ -77,6 +77,8 @@ async def test_submit_with_skip_invalid_publishes_the_good_lines_around_a_nested
     lines = [json.dumps(chat_job("first")), NESTED_JSON, NESTED_JOB, batch_line(colour="red")]
     jobs.write_text("\n".join([*lines, json.dumps(chat_job("last"))]) + "\n")
 
+    created = await headway(settings, "topics", "create")  # Apache Kafka creates none itself
+    assert created.returncode == 0, created.stderr
     refused = await headway(settings, "submit", str(jobs), "--tenant", "demo")
     assert refused.returncode == 2, refused.stderr
     assert "3 invalid lines; nothing was published" in refused.stderr

@@ -13,6 +13,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -30,18 +31,34 @@ K8S = ROOT / "deploy" / "k8s"
 OTEL_READ = set(re.findall(r"OTEL_[A-Z_]+[A-Z]", TRACING_DOC or ""))
 
 
-def manifests() -> dict[str, dict[str, Any]]:
-    """Every manifest by kind (one of each kind here)."""
-    found: dict[str, dict[str, Any]] = {}
+def manifest_list() -> list[dict[str, Any]]:
+    """Every manifest, in file order."""
+    found: list[dict[str, Any]] = []
     for path in sorted(K8S.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc["apiVersion"] and doc["kind"], path
             assert doc["metadata"]["name"], path
-            assert doc["kind"] not in found, f"two {doc['kind']}s"
+            found.append(doc)
+    named = [(doc["kind"], doc["metadata"]["name"]) for doc in found]
+    assert len(named) == len(set(named)), "two manifests of one kind share a name"
+    return found
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    """A manifest of each kind, by kind: the one named ``headway`` (or ``headway-…``, the
+    first) where a kind has several — ConfigMap and Secret ``headway``, Job ``headway-migrate``."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in manifest_list():
+        if doc["kind"] not in found or doc["metadata"]["name"] == "headway":
             found[doc["kind"]] = doc
     return found
+
+
+def manifest(kind: str, name: str) -> dict[str, Any]:
+    [doc] = [d for d in manifest_list() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
 
 
 def setting_names() -> set[str]:
@@ -209,3 +226,141 @@ def test_the_grafana_dashboard_queries_only_metrics_a_worker_exposes() -> None:
     )
     uids = {d["uid"] for d in provisioned["datasources"]}
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} <= uids
+
+
+# -- database roles: the schema's owner migrates, the workers and the pruner have their own ----
+
+GRANTS = ROOT / "deploy" / "postgres" / "audit-grants.sql"
+PASSWORDS = ROOT / "deploy" / "postgres" / "role-passwords.sql"
+WORKERS_ROLE, PRUNING_ROLE = "headway_worker", "headway_pruner"
+#: what a workers' database role may never be: the schema's owner can delete audit records,
+#: truncate the trail and switch its trigger off
+APPLY_GRANTS = ["-v", "ON_ERROR_STOP=1", "-f", "/grants/audit-grants.sql",
+                "-f", "/grants/role-passwords.sql"]  # fmt: skip
+
+
+def login(url: str) -> str:
+    """The role a database URL logs in as."""
+    user = urlsplit(url).username
+    assert user, url
+    return user
+
+
+def password_variables() -> set[str]:
+    """The environment variables role-passwords.sql reads the roles' passwords from."""
+    return set(re.findall(r"^\\getenv \w+ (\w+)$", PASSWORDS.read_text(), re.M))
+
+
+def test_the_grants_file_creates_the_roles_the_deployments_log_in_as() -> None:
+    grants = GRANTS.read_text()
+    for role in (WORKERS_ROLE, PRUNING_ROLE):
+        assert f"CREATE ROLE {role} LOGIN" in grants
+        assert re.search(rf"ALTER ROLE {role} PASSWORD :'\w+'", PASSWORDS.read_text())
+    assert password_variables() == {"WORKER_DB_PASSWORD", "PRUNER_DB_PASSWORD"}
+
+
+def test_compose_runs_the_workers_and_the_pruner_as_their_own_roles_never_the_owner() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    owner = services["postgres"]["environment"]["POSTGRES_USER"]
+    env = {name: service.get("environment") or {} for name, service in services.items()}
+    logins = {
+        n: login(e["HEADWAY_DATABASE_URL"]) for n, e in env.items() if "HEADWAY_DATABASE_URL" in e
+    }
+    assert logins == {"migrate": owner, "worker": WORKERS_ROLE, "prune": PRUNING_ROLE}
+    assert {n: e["PGUSER"] for n, e in env.items() if "PGUSER" in e} == {"grants": owner}
+    assert owner not in (WORKERS_ROLE, PRUNING_ROLE)
+
+    # migrations, then the grants file as the owner, then the workers and the pruner
+    assert "headway db upgrade" in " ".join(services["migrate"]["entrypoint"])
+    grants = services["grants"]
+    assert grants["command"][0] == "psql" and grants["command"][1:] == APPLY_GRANTS
+    assert "./deploy/postgres:/grants:ro" in grants["volumes"]
+    assert password_variables() <= set(env["grants"])
+    done = "service_completed_successfully"
+    assert grants["depends_on"]["migrate"]["condition"] == done
+    for name in ("worker", "prune"):
+        assert services[name]["depends_on"]["grants"]["condition"] == done
+    assert "headway ledger prune" in " ".join(services["prune"]["entrypoint"])
+    assert env["worker"]["HEADWAY_PRUNE_S"] == "0"  # the pruner's role deletes, not theirs
+
+    # every password comes from the environment (${VAR:-a laptop's default}), none written in
+    for name, values in env.items():
+        for key, value in values.items():
+            if key in ("HEADWAY_DATABASE_URL", "PGPASSWORD", "POSTGRES_PASSWORD") or key.endswith(
+                "_DB_PASSWORD"
+            ):
+                assert re.search(r"\$\{\w+:-[\w-]+\}", str(value)), (name, key)
+
+
+def pod_specs() -> dict[tuple[str, str], dict[str, Any]]:
+    """Each workload's pod template: Deployments, Jobs and CronJobs."""
+    found = {}
+    for doc in manifest_list():
+        key = (doc["kind"], doc["metadata"]["name"])
+        if doc["kind"] in ("Deployment", "Job"):
+            found[key] = doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            found[key] = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return found
+
+
+def secrets_of(pod: dict[str, Any]) -> set[str]:
+    """The Secrets a pod reads: environment sources, single variables, volumes."""
+    names = set()
+    for container in [*pod.get("initContainers", ()), *pod["containers"]]:
+        for source in container.get("envFrom", ()):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+        for variable in container.get("env", ()):
+            ref = variable.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+    names |= {v["secret"]["secretName"] for v in pod.get("volumes", ()) if "secret" in v}
+    return names
+
+
+def test_kubernetes_runs_the_workers_and_the_pruner_as_their_own_roles_never_the_owner() -> None:
+    secrets = {
+        d["metadata"]["name"]: d["stringData"] for d in manifest_list() if d["kind"] == "Secret"
+    }
+    pods = pod_specs()
+    migrate = pods[("Job", "headway-migrate")]
+    [owner] = {secrets[s]["PGUSER"] for s in secrets_of(migrate) if "PGUSER" in secrets[s]}
+    assert owner not in (WORKERS_ROLE, PRUNING_ROLE)
+
+    def roles(pod: dict[str, Any]) -> set[str]:
+        """The database roles whose logins a pod is given."""
+        found = set()
+        for data in (secrets[name] for name in secrets_of(pod)):
+            if "HEADWAY_DATABASE_URL" in data:
+                found.add(login(data["HEADWAY_DATABASE_URL"]))
+            if "PGUSER" in data:
+                found.add(data["PGUSER"])
+        return found
+
+    assert {pod: roles(spec) for pod, spec in pods.items()} == {
+        ("Deployment", "headway-worker"): {WORKERS_ROLE},
+        ("Job", "headway-migrate"): {owner},  # the only workload holding the owner's login
+        ("CronJob", "headway-prune"): {PRUNING_ROLE},
+    }
+
+    # the migration, then the grants file — the very file, from a ConfigMap — as the owner
+    [upgrade] = migrate["initContainers"]
+    assert "headway db upgrade" in " ".join(upgrade["command"])
+    [grants] = migrate["containers"]
+    assert grants["command"][0] == "psql" and grants["command"][1:] == APPLY_GRANTS
+    [mount] = [m for m in grants["volumeMounts"] if m["mountPath"] == "/grants"]
+    [volume] = [v for v in migrate["volumes"] if v["name"] == mount["name"]]
+    files = manifest("ConfigMap", volume["configMap"]["name"])["data"]
+    assert files == {
+        "audit-grants.sql": GRANTS.read_text(),
+        "role-passwords.sql": PASSWORDS.read_text(),
+    }
+    assert password_variables() <= {k for s in secrets_of(migrate) for k in secrets[s]}
+
+    # the pruning role prunes on a schedule, one run at a time; the workers never prune
+    cron = manifest("CronJob", "headway-prune")["spec"]
+    assert cron["schedule"] and cron["concurrencyPolicy"] == "Forbid"
+    [prune] = pods[("CronJob", "headway-prune")]["containers"]
+    assert prune["args"] == ["ledger", "prune"]
+    assert manifest("ConfigMap", "headway")["data"]["HEADWAY_PRUNE_S"] == "0"

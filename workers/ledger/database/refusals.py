@@ -18,6 +18,8 @@ from sqlalchemy.exc import DataError
 DATA_EXCEPTION_CLASS = "22"
 #: SQLSTATE class 40, "transaction rollback" (deadlock detected, serialization failure)
 ROLLBACK_CLASS = "40"
+#: SQLSTATE 42501, "insufficient privilege" (a role without the right, e.g. not the owner)
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -44,6 +46,12 @@ def conflicted(error: BaseException) -> bool:
     """Whether the database rolled the transaction back for a conflict with another one
     (deadlock, serialization): the same work run again succeeds."""
     return any(_sqlstate(link).startswith(ROLLBACK_CLASS) for link in _chain(error))
+
+
+def not_permitted(error: BaseException) -> bool:
+    """Whether the database refused the statement to this role (``permission denied``,
+    ``must be owner``): the same statement fails again until an operator grants the right."""
+    return any(_sqlstate(link) == INSUFFICIENT_PRIVILEGE for link in _chain(error))
 
 
 def refused_value(error: BaseException) -> bool:

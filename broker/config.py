@@ -235,7 +235,9 @@ class TenantConfig(_Frozen):
     allowed_routes: list[str] | None = None
     team: str | None = None  # its jobs need room in [teams.NAME]'s budget too
     signing_secret_env: str | None = None
-    #: apply a cancel for this tenant only when signed with its signing secret
+    #: apply a control command (cancel, set_budget) for this tenant only when signed with its
+    #: signing secret; require_signed_cancels is its older name, and means the same
+    require_signed_control: bool = False
     require_signed_cancels: bool = False
     results_topic: TopicName | None = None
     reply_topics: list[str] = Field(default_factory=list)
@@ -254,6 +256,11 @@ class TenantConfig(_Frozen):
     # what the audit trail keeps of a job's prompt and output beside their digests: nothing
     # more, a PII-redacted copy, or the whole text (kept HEADWAY_RETAIN_AUDIT_CAPTURES_D)
     audit_capture: Literal["digest", "redacted", "full"] = "digest"
+
+    @property
+    def signed_control(self) -> bool:
+        """Whether the tenant applies only signed control commands (either key says so)."""
+        return self.require_signed_control or self.require_signed_cancels
 
 
 class HeadwayConfig(_Frozen):
@@ -316,10 +323,9 @@ class HeadwayConfig(_Frozen):
                     f"tenants.{tenant_name}: a tenant name is 1-64 lowercase letters, digits, "
                     "'.', '_' or '-', starting with a letter or digit"
                 )
-            if tenant.require_signed_cancels and tenant.signing_secret_env is None:
-                raise ValueError(
-                    f"tenants.{tenant_name}.require_signed_cancels: needs signing_secret_env"
-                )
+            for key in ("require_signed_control", "require_signed_cancels"):
+                if getattr(tenant, key) and tenant.signing_secret_env is None:
+                    raise ValueError(f"tenants.{tenant_name}.{key}: needs signing_secret_env")
             if tenant.team is not None and tenant.team not in self.teams:
                 raise ValueError(f"tenants.{tenant_name}.team: no team named {tenant.team!r}")
             for route_name in tenant.allowed_routes or []:

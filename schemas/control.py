@@ -12,7 +12,10 @@ from schemas.jobs import BatchId, JobId, TenantName
 class ControlCommand(BaseModel):
     """Cancel one job or a whole batch of a tenant (``cancel``), or set a batch's budget
     (``set_budget``: ``batch_id``, ``budget_usd`` and when it was set, ``at`` — of two sets,
-    the later ``at`` wins on every worker, whatever order they read them in)."""
+    the later ``at`` wins on every worker, whatever order they read them in; a set dated more
+    than 60 s past the time a worker reads it, or past its record's timestamp, is skipped).
+    Tenants with ``require_signed_control`` apply only commands carrying a
+    ``headway-signature`` made with their signing secret."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

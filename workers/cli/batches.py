@@ -74,7 +74,7 @@ def _secret(signing_secret_env: str | None) -> str | None:
 
 SIGNING_HELP = (
     "sign the command with the secret in this environment variable (tenants with "
-    "require_signed_cancels apply only signed commands)"
+    "require_signed_control apply only signed commands)"
 )
 
 

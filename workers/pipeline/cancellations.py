@@ -8,12 +8,24 @@ were not running when it was sent, and covers jobs still queued in Kafka wheneve
 fetched. A job found cancelled before it starts ends
 ``cancelled``; a call already in flight may finish (CONTRACT §5).
 
-Anyone who may write to the control topic may cancel any tenant's jobs, unless the tenant sets
-``require_signed_cancels`` (with its ``signing_secret_env``): then only a command signed like
-its jobs (``headway-signature``) is applied. A command that cannot be read, is not signed as
-required, or holds a value the ledger refuses is logged and skipped: the follower never stops.
-The same applies to ``set_budget`` commands (``headway budget set``), which this follower hands
-to :class:`workers.admission.batch_caps.BatchCaps`.
+Anyone who may write to the control topic may cancel any tenant's jobs and set its batches'
+budgets, unless the tenant sets ``require_signed_control`` (or the older
+``require_signed_cancels``, which means the same; with its ``signing_secret_env``): then only a
+command signed like its jobs (``headway-signature``) is applied, cancels and ``set_budget``
+alike. Kafka ACLs decide who may write the topic at all (README, "Control topic").
+
+A ``set_budget`` command (``headway budget set``), handed to
+:class:`workers.admission.batch_caps.BatchCaps`, carries when it was set (``at``): of two sets
+the later ``at`` wins, whatever order workers read them in. So ``at`` is bounded: at most
+:data:`AT_SLACK_S` past the moment it is read, and past its record's timestamp when the record
+has one. A command dated beyond is skipped — never clamped: a clamped date would become "now"
+again at every re-read of the topic (a restarted worker reads it from its start) and outrank
+every set made before. The record's timestamp keeps the decision the same at a later re-read
+(exactly so when the control topic's ``message.timestamp.type`` is ``LogAppendTime``).
+
+A command that cannot be read, is not signed as required, is dated too far ahead, or holds a
+value the ledger refuses is logged, counted (``headway_control_skipped_total{reason}``) and
+skipped: the follower never stops.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -44,6 +57,9 @@ log = logging.getLogger(__name__)
 REFRESH_S = 2.0  # commands from the control topic apply at once; this catches the rest
 RETRY_S = 1.0
 CLOCK_SLACK_S = 5.0  # re-read this far back: workers' clocks and commits are not instant
+#: how far past the moment it is read (and its record's timestamp) a set_budget may be dated:
+#: the clock skew tolerated between the operator's machine and the workers
+AT_SLACK_S = 60.0
 
 Key = tuple[str, str]
 
@@ -65,6 +81,10 @@ def _anyone(command: ControlCommand, value: bytes, headers: RecordHeaders) -> st
     return None
 
 
+def _uncounted(reason: str) -> None:
+    return None
+
+
 class Cancellations:
     def __init__(
         self,
@@ -72,12 +92,15 @@ class Cancellations:
         clock: Callable[[], float] = time.time,
         authenticate: Authenticate = _anyone,
         caps: BatchCaps | None = None,
+        skipped: Callable[[str], None] = _uncounted,
     ) -> None:
         """``run``: runs ledger work in a transaction (``LedgerWriter.run``);
         ``authenticate``: whether a command's record may act for its tenant; ``caps``: where
-        ``set_budget`` commands go (None: they are logged and skipped)."""
+        ``set_budget`` commands go (None: they are logged and skipped); ``skipped``: counts a
+        skipped command by reason (the metric)."""
         self._run = run
         self._caps = caps
+        self._skipped = skipped
         self._clock = clock
         self._authenticate = authenticate
         self._next: dict[TopicPartition, int] = {}
@@ -121,7 +144,7 @@ class Cancellations:
     async def follow(self, control: AIOKafkaConsumer) -> None:
         """Store each command of the control topic in the ledger. A command the ledger cannot
         take yet is retried, never skipped; a record that cannot be decoded is stepped past."""
-        step_past = StepPast(control, self._next, self._apply_all, _skip_undecodable)
+        step_past = StepPast(control, self._next, self._apply_all, self._skip_undecodable)
         while True:
             try:
                 batches = await control.getmany(timeout_ms=500)
@@ -146,16 +169,29 @@ class Cancellations:
             log.warning(
                 "control: ignoring unreadable command at offset %d: %s", record.offset, error
             )
+            self._skipped("unreadable")
             return
         refused = self._authenticate(command, value, record.headers)
         if refused is not None:
             log.warning("control: ignoring a command at offset %d: %s", record.offset, refused)
+            self._skipped("unauthenticated")
+            return
+        latest = self._latest_at(record.timestamp)
+        if command.at is not None and command.at.timestamp() > latest:
+            log.warning(
+                "control: ignoring a %s at offset %d dated %s, ahead of %s (the time it was "
+                "read, or its record's timestamp, + %.0f s)",
+                command.action, record.offset, command.at.isoformat(),
+                datetime.fromtimestamp(latest, UTC).isoformat(), AT_SLACK_S,
+            )  # fmt: skip
+            self._skipped("future_at")
             return
         while True:
             try:
                 await self.record(command)
             except LedgerRefused as error:  # its values, not the ledger: no retry can help
                 log.warning("control: ignoring a command at offset %d: %s", record.offset, error)
+                self._skipped("ledger_refused")
                 return
             except Exception as error:  # the ledger is away: keep the command, try again
                 log.warning("control: cannot store a command yet: %s", error)
@@ -163,6 +199,17 @@ class Cancellations:
             else:
                 log.info("control: %s", command.model_dump_json(exclude_none=True))
                 return
+
+    async def _skip_undecodable(self, tp: TopicPartition, offset: int, error: Exception) -> None:
+        log.warning("control: skipping the undecodable record at offset %d of %s", offset, tp)
+        self._skipped("undecodable")
+
+    def _latest_at(self, timestamp_ms: int | None) -> float:
+        """The latest ``at`` a command read now may carry."""
+        latest = self._clock()
+        if timestamp_ms is not None and timestamp_ms >= 0:
+            latest = min(latest, timestamp_ms / 1000)
+        return latest + AT_SLACK_S
 
     async def refresh_forever(self) -> None:
         while True:
@@ -174,10 +221,6 @@ class Cancellations:
 
     def _add(self, tenant: str, scope: str, target: str) -> None:
         (self._jobs if scope == "job" else self._batches).add((tenant, target))
-
-
-async def _skip_undecodable(tp: TopicPartition, offset: int, error: Exception) -> None:
-    log.warning("control: skipping the undecodable record at offset %d of %s", offset, tp)
 
 
 def _scope(command: ControlCommand) -> tuple[str, str]:

@@ -280,7 +280,7 @@ def job_path(
     access = AccessControl(config)
     caps = BatchCaps(ledger.run, seams.clock)
     cancellations = Cancellations(
-        ledger.run, seams.clock, cancel_authenticator(config, access), caps
+        ledger.run, seams.clock, cancel_authenticator(config, access), caps, metrics.control_skipped
     )
     guardrails = Guardrails(config, metrics.guardrail)
     capabilities = Capabilities(config)
@@ -357,12 +357,13 @@ def job_path(
 
 
 def cancel_authenticator(config: HeadwayConfig, access: AccessControl) -> Authenticate:
-    """Why a cancel may not act for its tenant (None: it may): a tenant with
-    ``require_signed_cancels`` accepts only cancels signed with its key."""
+    """Why a control command may not act for its tenant (None: it may): a tenant with
+    ``require_signed_control`` (or ``require_signed_cancels``) accepts only commands — cancels
+    and budget sets — signed with its key."""
 
     def refusal(command: ControlCommand, value: bytes, headers: RecordHeaders) -> str | None:
         tenant = config.tenant(command.tenant)
-        if tenant is None or not tenant.require_signed_cancels:
+        if tenant is None or not tenant.signed_control:
             return None
         refused = access.authenticate(command.tenant, tenant, value, headers)
         return None if refused is None else refused.message

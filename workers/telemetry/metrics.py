@@ -17,6 +17,8 @@ workers in one process — tests — do not mix). Names, as Prometheus shows the
 - ``headway_cache_lookups_total{route, outcome}`` — response cache: hit, miss, coalesced
 - ``headway_batch_lane_jobs_total{route}`` — jobs handed to a provider Batch API
 - ``headway_guardrail_events_total{guardrail, action}`` — redacted (values), blocked, flagged
+- ``headway_control_skipped_total{reason}`` — control commands skipped: unreadable,
+  undecodable, unauthenticated, future_at (dated too far ahead), ledger_refused
 - ``headway_in_flight``, ``headway_buffered_jobs{lane}``, ``headway_consumer_lag{lane}``
   (records not yet fetched), ``headway_spilled_jobs{lane}`` (jobs spilled to the ledger and
   waiting there, every worker's), ``headway_circuit_state{deployment}`` (0 closed, 1 half-open,
@@ -102,6 +104,9 @@ class Metrics:
             meter, "headway_batch_lane_jobs", "jobs handed to a provider Batch API"
         )
         self._guardrails = self._counter(meter, "headway_guardrail_events", "guardrail actions")
+        self._control_skipped = self._counter(
+            meter, "headway_control_skipped", "control commands skipped"
+        )
         self._queue_wait = _Histogram(
             "headway_queue_wait_seconds",
             "from the record's timestamp to start",
@@ -170,6 +175,9 @@ class Metrics:
 
     def guardrail(self, name: str, action: str, count: int = 1) -> None:
         self._guardrails[(("guardrail", name), ("action", action))] += count
+
+    def control_skipped(self, reason: str) -> None:
+        self._control_skipped[(("reason", reason),)] += 1
 
     def cache_lookup(self, route: str, outcome: str) -> None:
         """``outcome``: hit, miss, or coalesced (served by an identical call in flight)."""

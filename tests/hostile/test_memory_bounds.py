@@ -111,9 +111,9 @@ SHAPES = {
     "2,048 parts in 5 messages": chat_job(
         "j", messages=[{"role": "user", "content": text_parts(400)}] * 5 + [TINY]
     ),
-    "2,048 messages of 4 tool calls": chat_job(
+    "2,048 tool calls in 512 messages": chat_job(
         "j",
-        messages=[TINY, *[{"role": "assistant", "tool_calls": [call(i) for i in range(4)]}] * 2047],
+        messages=[TINY, *[{"role": "assistant", "tool_calls": [call(i) for i in range(4)]}] * 512],
     ),
     "one emoji in 500,000 letters": chat_job(
         "j", messages=[{"role": "user", "content": "😀" + "a" * 500_000}]

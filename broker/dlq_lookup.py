@@ -33,6 +33,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from broker.errors import TopicMissing
 from broker.kafka import topic_partitions
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,14 @@ class LetterLookup:
                 await self._sleep(wait)
             asked_at = self._clock()
             self.asks += 1
-            bounds = await self._source.bounds()
-            if bounds is None:
-                log.warning("the dead-letter topic's end offsets could not be read")
-            else:
-                await self._apply(bounds)
-            self._asked_at = asked_at  # no answer: what was known is all that is known
+            try:
+                bounds = await self._source.bounds()
+                if bounds is None:
+                    log.warning("the dead-letter topic's end offsets could not be read")
+                else:
+                    await self._apply(bounds)
+            finally:  # no answer: what was known is all that is known, until the next ask
+                self._asked_at = asked_at
         finally:
             self._asking = None
 
@@ -239,7 +242,7 @@ class KafkaLetters:
                 partitions = await topic_partitions(self._index, self._topic)
                 starts = await self._index.beginning_offsets(partitions)
                 ends = await self._index.end_offsets(partitions)
-        except (KafkaError, TimeoutError, OSError) as error:
+        except (KafkaError, TopicMissing, TimeoutError, OSError) as error:
             log.warning("cannot ask for the bounds of %s: %r", self._topic, error)
             return None
         return {tp.partition: (starts[tp], ends[tp]) for tp in partitions}

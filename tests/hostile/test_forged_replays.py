@@ -149,6 +149,7 @@ class FakeLetters:
         self.start = [0] * len(partitions)
         self.slow: dict[int, asyncio.Event] = {}
         self.fail_reads = False
+        self.bounds_fail: Exception | None = None  # raised by bounds()
         self.read_at: list[tuple[int, int]] = []
 
     def write(self, partition: int, *letters: tuple[bytes, bytes]) -> list[int]:
@@ -168,6 +169,8 @@ class FakeLetters:
         return out
 
     async def bounds(self) -> Bounds | None:
+        if self.bounds_fail is not None:
+            raise self.bounds_fail
         bounds = {}
         for partition in range(len(self.batches)):
             records = self._records(partition)
@@ -294,6 +297,19 @@ async def test_a_letter_removed_by_retention_is_not_read_and_a_failed_read_is_no
     letters.fail_reads = False
     assert await lookup.letter(0, 2) == fingerprint(*LETTER)
     assert letters.read_at == [(0, 2), (0, 2)]
+
+
+async def test_a_broker_that_cannot_answer_is_asked_again_only_after_the_interval() -> None:
+    clock = Clock()
+    letters = FakeLetters([[LETTER]])
+    letters.bounds_fail = RuntimeError("no broker")
+    lookup = lookup_over(letters, clock)
+    with pytest.raises(RuntimeError):
+        await lookup.letter(0, 0)
+    letters.bounds_fail = None
+    before = clock.now
+    assert await lookup.letter(0, 0) == fingerprint(*LETTER)
+    assert lookup.asks == 2 and clock.now - before == pytest.approx(0.5, abs=1e-3)
 
 
 def replayed_record(named: bytes, key: bytes = LETTER[0], value: bytes = LETTER[1]) -> Any:

@@ -34,6 +34,7 @@ METADATA_MAX_BYTES = 16 * 1024
 EMBEDDING_MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
 MAX_MESSAGES = 2048  # as many as embedding inputs; real conversations are far shorter
 MAX_PARTS_PER_JOB = 2048  # content parts across a job's messages (500 in one message)
+MAX_TOOL_CALLS_PER_JOB = 2048  # tool calls across a job's messages (128 in one: OpenAI's)
 MAX_VARIABLES = 256  # a template's variables
 MAX_LOGIT_BIAS = 1024  # biased tokens (OpenAI documents no count; a vocabulary ban list)
 
@@ -258,10 +259,17 @@ class JobRequest(_Strict):
                 raise ValueError("input: not allowed for kind 'chat' (use messages or template)")
             if (self.messages is None) == (self.template is None):
                 raise ValueError("messages: a chat job needs exactly one of messages or template")
-            parts = sum(len(m.content) for m in self.messages or () if isinstance(m.content, list))
+            messages = self.messages or ()
+            parts = sum(len(m.content) for m in messages if isinstance(m.content, list))
             if parts > MAX_PARTS_PER_JOB:
                 raise ValueError(
                     f"messages: {parts:,} content parts in all; the limit is {MAX_PARTS_PER_JOB:,}"
+                )
+            calls = sum(len(m.tool_calls or ()) for m in messages)
+            if calls > MAX_TOOL_CALLS_PER_JOB:
+                raise ValueError(
+                    f"messages: {calls:,} tool calls in all; the limit is "
+                    f"{MAX_TOOL_CALLS_PER_JOB:,}"
                 )
         else:
             if self.messages is not None or self.template is not None:

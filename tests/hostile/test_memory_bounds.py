@@ -69,6 +69,12 @@ def text_parts(n: int) -> list[dict[str, Any]]:
             "messages.1.tool_calls: List should have at most 128 items after validation",
         ),
         (
+            chat_job(
+                "j", messages=[TINY, *[{"role": "assistant", "tool_calls": [call(1)] * 100}] * 21]
+            ),
+            "messages: 2,100 tool calls in all; the limit is 2,048",
+        ),
+        (
             embedding_job("j", input=["x"] * 2049),
             "input.list[str]: List should have at most 2048 items after validation, not 2049",
         ),

@@ -133,7 +133,7 @@ async def test_following_results_picks_up_a_row_that_commits_after_a_later_one(
 
     try:
         await finished("later", now)
-        lines = batch_lines(engine, "b", None, ResultFormat.NATIVE, follow=True, poll_s=0.05)
+        lines = batch_lines(engine, "b", "acme", ResultFormat.NATIVE, follow=True, poll_s=0.05)
         first = await anext(lines)
         await finished("earlier-but-slow-to-commit", now - 5)
         second = await asyncio.wait_for(anext(lines), 5)

@@ -61,13 +61,14 @@ class ResultFormat(StrEnum):
 async def batch_lines(
     engine: AsyncEngine,
     batch_id: str,
-    tenant: str | None,
+    tenant: str,
     form: ResultFormat,
     *,
     follow: bool = False,
     poll_s: float = 0.5,
 ) -> AsyncGenerator[str, None]:
-    """Each finished job's line once; with ``follow``, keep polling for more."""
+    """Each finished job's line of the tenant's batch once; with ``follow``, keep polling for
+    more. A batch is one tenant's: producers choose batch ids, so tenants may share one."""
     after = 0.0
     seen: dict[tuple[str, str], float] = {}
     while True:

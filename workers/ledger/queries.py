@@ -195,22 +195,21 @@ async def _known(conn: AsyncConnection, batch_id: str, jobs: Collection[Key]) ->
 
 
 async def batch_results(
-    engine: AsyncEngine, batch_id: str, tenant: str | None = None, after: float = 0.0
+    engine: AsyncEngine, batch_id: str, tenant: str, after: float = 0.0
 ) -> list[tuple[float, tuple[str, str], str]]:
-    """(completed_at, (tenant, job_id), result JSON) of the finished jobs of a batch,
+    """(completed_at, (tenant, job_id), result JSON) of the finished jobs of a tenant's batch,
     completed after ``after``, oldest first. A job whose row moved (past the results window)
     is there with the result built from what was kept: ``output_expired``, no output."""
     statement = (
         select(JobRow.completed_at, JobRow.tenant, JobRow.job_id, JobRow.result_json)
         .where(
             JobRow.batch_id == batch_id,
+            JobRow.tenant == tenant,
             JobRow.status != RowStatus.RUNNING.value,
             JobRow.completed_at > after,
         )
         .order_by(JobRow.completed_at)
     )
-    if tenant is not None:
-        statement = statement.where(JobRow.tenant == tenant)
     async with engine.connect() as conn:
         found = [
             (float(at or 0.0), (who, job_id), text)

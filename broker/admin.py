@@ -64,7 +64,7 @@ def wanted_topics(settings: Settings, config: HeadwayConfig | None = None) -> li
     jobs_hours, results_hours = settings.jobs_retention_hours, settings.results_retention_hours
     plans = [TopicPlan(name, settings.job_partitions, jobs_hours) for name in topics.job_lanes]
     plans.append(TopicPlan(topics.retry, settings.job_partitions, jobs_hours))
-    for name in (topics.results, topics.usage, topics.control):
+    for name in (topics.results, topics.usage, topics.control, topics.alerts):
         plans.append(TopicPlan(name, settings.internal_partitions, results_hours))
     plans.append(TopicPlan(topics.dlq, settings.internal_partitions, settings.dlq_retention_hours))
     names = {plan.name for plan in plans}

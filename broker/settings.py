@@ -181,7 +181,7 @@ class Settings(BaseSettings):
         168.0, description="retention of the job lanes and the retry topic"
     )
     results_retention_hours: Annotated[float, Field(gt=0)] = Field(
-        168.0, description="retention of the results, usage and control topics"
+        168.0, description="retention of the results, usage, control and alerts topics"
     )
     dlq_retention_hours: Annotated[float, Field(gt=0)] = Field(
         720.0, description="retention of the dead-letter topic"

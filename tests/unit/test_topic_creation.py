@@ -10,7 +10,8 @@ import pytest
 from aiokafka.admin import NewTopic
 from aiokafka.errors import InvalidPartitionsError
 
-from broker.admin import _created
+from broker.admin import _created, wanted_topics
+from broker.settings import Settings
 
 
 @dataclass
@@ -45,3 +46,11 @@ async def test_any_other_answer_is_raised_with_the_topic_and_the_brokers_words()
     words = re.escape("t.jobs.normal: the broker's words")
     with pytest.raises(InvalidPartitionsError, match=words):
         await _created(AnsweringAdmin(code=37), TOPIC)  # type: ignore[arg-type]
+
+
+def test_topics_create_makes_every_topic_the_workers_write() -> None:
+    """The alerts topic too: on a cluster that creates no topic on a producer's first write
+    (Apache Kafka as run in production), alerts were never published and so never POSTed."""
+    settings = Settings(topic_prefix="hw")
+    wanted = {plan.name for plan in wanted_topics(settings)}
+    assert wanted == set(settings.topics.all())

@@ -40,7 +40,7 @@ from workers.content import schema_check, structured
 from workers.content.features import needs
 from workers.devstack.simulator.answers import input_tokens as simulated_input
 from workers.devstack.simulator.answers import instance
-from workers.intake.parsing import ValidJob, parse_job
+from workers.intake.parsing import InvalidJob, Unreadable, ValidJob, parse_job
 from workers.providers import anthropic, gemini, openai
 from workers.providers.base import ChatCall
 
@@ -162,6 +162,34 @@ async def off_the_loop(figures: Figures, case: str, work: Callable[[], Awaitable
 def _jobs(fuzz: Fuzz) -> Iterator[tuple[str, bytes]]:
     for index in range(CASES):
         yield f"case {index} {SEED}", fuzz.job(f"f-{index}", "acme")
+
+
+async def test_every_hostile_job_record_is_admitted_or_refused_with_a_reason_within_bounds(
+    fuzz: Fuzz, no_reach: None
+) -> None:
+    """Intake: the record parsed (on the loop, within bounds), then a schema's own check (off
+    the loop); refused with a reason in words, never an exception's repr."""
+    figures = Figures("job records")
+    for case, value in _jobs(fuzz):
+        figures.cases += 1
+        intake = measured(figures, case, len(value), partial(parse_job, value, MAX_BYTES))
+        if isinstance(intake, ValidJob):
+            params = intake.job.params
+            response_format = params.response_format if params is not None else None
+            refused = await off_the_loop(
+                figures, case, partial(schema_check.CHECKS.schema_refused, response_format)
+            )
+            if isinstance(refused, str):
+                assert refused.strip() and not REPR.search(refused), (case, refused)
+            figures.count("refused by the schema check" if refused else "admitted")
+        elif isinstance(intake, InvalidJob):
+            assert intake.reason.strip() and not REPR.search(intake.reason), (case, intake.reason)
+            figures.count("refused")
+        elif isinstance(intake, Unreadable):
+            assert intake.reason.strip(), case
+            figures.count("unreadable")
+    figures.report()
+    assert figures.outcomes.get("admitted", 0) > CASES // 10, f"too few valid cases {SEED}"
 
 
 def _wire_bodies(job: Any) -> Iterator[Callable[[], Any]]:

@@ -32,10 +32,11 @@ from pydantic import ValidationError
 
 from broker.errors import ProviderError
 from schemas.control import ControlCommand
-from tests.hostile.commands import control
+from tests.hostile.commands import batch_file, control
 from tests.hostile.generators import Fuzz, Targets
 from tests.hostile.watch import watching
 from workers.calls import tokens
+from workers.cli.submission import Overrides, parse_lines
 from workers.content import schema_check, structured
 from workers.content.features import needs
 from workers.devstack.simulator.answers import input_tokens as simulated_input
@@ -55,6 +56,9 @@ MEMORY_SLACK = 4 * 1024 * 1024
 #: a check run off the loop (a schema's own check, an answer's): the loop's CPU, and in all
 LOOP_BUDGET_S = 0.05
 CHECK_WALL_S = schema_check.BUDGET_S + 1.0
+#: ``headway submit`` checks a line on its own thread (no event loop to hold): a schema's
+#: meta-schema check included, within what a worker gives that check
+CLI_LINE_S = schema_check.BUDGET_S
 SEED = f"(HEADWAY_FUZZ_SEED={FUZZ_SEED})"
 #: what an exception's repr or a traceback looks like inside a message
 REPR = re.compile(r"Traceback|\b[A-Z]\w*(Error|Exception)\(|<[\w.]+ object at 0x")
@@ -110,7 +114,9 @@ def no_reach(targets: Targets) -> Iterator[None]:
     assert not watch.seen, f"reached out: {watch.seen[:5]} {SEED}"
 
 
-def measured(figures: Figures, case: str, size: int, run: Callable[[], Any]) -> Any:
+def measured(
+    figures: Figures, case: str, size: int, run: Callable[[], Any], budget_s: float = BUDGET_S
+) -> Any:
     """``run()``'s value, or the exception it raised (a violation, as is going beyond the CPU
     and memory bounds of an input of ``size`` bytes)."""
     gc.collect()
@@ -122,7 +128,7 @@ def measured(figures: Figures, case: str, size: int, run: Callable[[], Any]) -> 
         return error
     spent = time.thread_time() - started
     figures.slowest_s = max(figures.slowest_s, spent)
-    budget = BUDGET_S + BUDGET_S_PER_MIB * size / 2**20
+    budget = budget_s + BUDGET_S_PER_MIB * size / 2**20
     if spent > budget:
         figures.violations.append(
             f"{case}: {spent * 1000:.0f} ms of CPU (budget {budget * 1000:.0f})"
@@ -277,6 +283,47 @@ async def test_answers_are_checked_against_hostile_schemas_without_reaching_out_
             figures.count("schema unusable" if checked.unusable else "invalid answer")
             assert not REPR.search(checked.error), (case, checked.error[:300])
     figures.report()
+
+
+def test_openai_batch_lines_each_become_a_job_or_a_reason_naming_their_line(
+    fuzz: Fuzz, no_reach: None
+) -> None:
+    """Each line alone: a job or one error naming line 1, within bounds (:data:`CLI_LINE_S`);
+    no key of an OpenAI Batch line dropped. Each file whole: every line a job or its error, no
+    id twice."""
+    figures = Figures("OpenAI Batch lines")
+    for number in range(max(1, CASES // 30)):
+        lines = batch_file(fuzz, 30, f"file{number}")
+        for index, line in enumerate(lines, start=1):
+            case = f"file {number} line {index} {SEED}"
+            figures.cases += 1
+            read = partial(parse_lines, [line], Overrides(tenant="acme"))
+            parsed = measured(figures, case, len(line), read, CLI_LINE_S)
+            if isinstance(parsed, Exception):
+                continue  # raised: a violation already
+            assert len(parsed.jobs) + len(parsed.errors) == 1, case
+            for error in parsed.errors:
+                assert error.startswith("line 1: ") and error[8:].strip(), (case, error)
+                assert not REPR.search(error), (case, error)
+            figures.count("job" if parsed.jobs else "refused")
+            if parsed.jobs and _extra_keys(line):
+                figures.violations.append(f"{case}: keys {_extra_keys(line)} dropped")
+        whole = parse_lines(lines, Overrides(tenant="acme"))
+        assert len(whole.jobs) + len(whole.errors) == sum(1 for x in lines if x.strip())
+        ids = [job.job_id for job in whole.jobs]
+        assert len(ids) == len(set(ids)), f"file {number}: one id, two jobs {SEED}"
+    figures.report()
+
+
+def _extra_keys(line: str) -> set[str]:
+    """The keys of an OpenAI Batch line beyond its format's four."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return set()
+    if not isinstance(raw, dict) or "custom_id" not in raw:
+        return set()
+    return set(raw) - {"custom_id", "method", "url", "body"}
 
 
 def _read_command(value: bytes) -> ControlCommand | ValidationError:

@@ -6,6 +6,7 @@ system fingerprint, embeddings in base64 when asked."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import struct
 from typing import Any
@@ -15,9 +16,13 @@ import pytest
 from workers.cli.exports import openai_batch_line
 from workers.cli.submission import Overrides, parse_lines
 
+_IDS = itertools.count()
+
 
 def line(url: str, **body: Any) -> str:
-    return json.dumps({"custom_id": "c", "method": "POST", "url": url, "body": body})
+    """An OpenAI Batch line with a custom_id of its own (a file's ids are distinct)."""
+    custom_id = f"c{next(_IDS)}"
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
 
 
 CHAT = "/v1/chat/completions"

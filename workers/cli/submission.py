@@ -116,34 +116,49 @@ def _apply(job: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
 
 
 def parse_lines(lines: list[str], overrides: Overrides) -> ParsedFile:
+    """Each line's job, or its error. A job id is its tenant's idempotency key: a line whose
+    (tenant, id) an earlier line has is an error naming that line (it would be answered as the
+    first, its own request never run)."""
     parsed = ParsedFile()
+    first: dict[tuple[str, str], int] = {}
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
-            parsed.jobs.append(_job(text, overrides))
+            job, id_field = _job(text, overrides)
         except ValidationError as error:
             parsed.errors.append(f"line {number}: {describe_validation_error(error)}")
+            continue
         except ValueError as error:
             parsed.errors.append(f"line {number}: {error}")
+            continue
+        seen = first.setdefault((job.tenant, job.job_id), number)
+        if seen != number:
+            parsed.errors.append(
+                f"line {number}: {id_field}: {job.job_id!r} repeats line {seen} (one job per id)"
+            )
+            continue
+        parsed.jobs.append(job)
     return parsed
 
 
-def _job(text: str, overrides: Overrides) -> JobRequest:
-    """One line's job; ValueError (or pydantic's) saying what is wrong with it."""
+def _job(text: str, overrides: Overrides) -> tuple[JobRequest, str]:
+    """One line's job and the name of its id's field; ValueError (or pydantic's) saying what
+    is wrong with it."""
     try:
         raw = json.loads(text)
     except RecursionError:
         raise ValueError("not JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
+    id_field = "job_id"
     if "custom_id" in raw:  # no JobRequest has one: an OpenAI Batch line
-        raw = _from_openai_batch(raw, overrides)
+        raw, id_field = _from_openai_batch(raw, overrides), "custom_id"
     refused = shape_refused(raw)  # as a worker's intake would, before any recursive reader
     if refused is not None:
         raise ValueError(refused)
     try:
-        return JobRequest.model_validate(_apply(raw, overrides))
+        return JobRequest.model_validate(_apply(raw, overrides)), id_field
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -74,8 +74,9 @@ def test_a_name_is_left_to_delivery_time_and_a_literal_checked_at_once() -> None
     )
 
 
-def test_every_resolved_address_is_checked_and_the_first_is_used() -> None:
-    assert checked("h", ["93.184.216.34", "2606:2800:220:1::1"]) == "93.184.216.34"
+def test_every_resolved_address_is_checked() -> None:
+    both = ["93.184.216.34", "2606:2800:220:1::1"]
+    assert checked("h", both) == both
     with pytest.raises(AddressRefused, match=r"^h resolves to 10\.0\.0\.1, a private address; "):
         checked("h", ["93.184.216.34", "10.0.0.1"])
     with pytest.raises(httpx.ConnectError, match="resolves to no address"):
@@ -83,13 +84,16 @@ def test_every_resolved_address_is_checked_and_the_first_is_used() -> None:
 
 
 class Inner(httpx.AsyncBaseTransport):
-    """Records what would have been sent."""
+    """Records what would have been sent; ``unreachable`` addresses do not connect."""
 
-    def __init__(self) -> None:
+    def __init__(self, *unreachable: str) -> None:
         self.sent: list[httpx.Request] = []
+        self.unreachable = set(unreachable)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(request)
+        if request.url.host in self.unreachable:
+            raise httpx.ConnectError("no route to host")
         return httpx.Response(204)
 
 
@@ -138,3 +142,17 @@ def test_the_signing_headers_follow_standard_webhooks_and_keep_the_old_one() -> 
     assert "webhook-signature" not in unsigned and SIGNATURE_HEADER not in unsigned
     at = datetime.fromtimestamp(1_765_000_000, UTC)
     assert headers["webhook-signature"] == Webhook(b"k").sign("alert-9", at, body.decode())
+
+
+async def test_an_address_that_does_not_connect_is_followed_by_the_next_checked_one() -> None:
+    inner = Inner("2606:2800:220:1::1")
+    transport = PinnedTransport(inner, answering("2606:2800:220:1::1", "93.184.216.34"))
+    async with httpx.AsyncClient(transport=transport) as client:
+        answer = await client.post("https://hooks.example.com/h", content=b"{}")
+
+    assert answer.status_code == 204
+    assert [r.url.host for r in inner.sent] == ["2606:2800:220:1::1", "93.184.216.34"]
+    unreached = PinnedTransport(Inner("93.184.216.34"), answering("93.184.216.34"))
+    async with httpx.AsyncClient(transport=unreached) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post("https://hooks.example.com/h", content=b"{}")

@@ -127,10 +127,10 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def checked(host: str, addresses: list[str]) -> str:
-    """The address to connect to: the first of ``addresses``, once every one of them is
-    allowed (a name resolving to one public and one private address is refused: which one a
-    connection would get is not the worker's to choose)."""
+def checked(host: str, addresses: list[str]) -> list[str]:
+    """``addresses``, once every one of them is allowed (a name resolving to one public and
+    one private address is refused: which one a connection would get is not the worker's to
+    choose)."""
     if not addresses:
         raise httpx.ConnectError(f"{host} resolves to no address")
     for address in addresses:
@@ -142,4 +142,4 @@ def checked(host: str, addresses: list[str]) -> str:
                 else (f"{host} resolves to {address}, {found}")
             )
             raise AddressRefused(f"{said}; {HOW_TO_ALLOW}")
-    return addresses[0]
+    return addresses

@@ -1,13 +1,15 @@
 """The HTTP transport of alert webhooks: resolve the host, check every address, connect to
-the checked one.
+the checked ones.
 
 A check followed by a connection that resolves the name again can be raced (DNS rebinding: the
 name answers a public address to the check and 169.254.169.254 to the connection). Here the
 request that leaves is addressed to the very IP address that was checked; its ``Host`` header
 stays the name's, and over TLS the name is still the one sent (SNI) and verified against the
-certificate (httpcore's ``sni_hostname``). A request carrying the :data:`ALLOW_PRIVATE`
-extension (a tenant whose operator allows private receivers) skips the check, never the pinning.
-Redirects are the client's to follow, and the webhook client follows none.
+certificate (httpcore's ``sni_hostname``); an address that does not connect is followed by
+the next one resolved (an IPv6 answer on a host without IPv6). A request carrying the
+:data:`ALLOW_PRIVATE` extension (a tenant whose operator allows private receivers) skips the
+check, never the pinning. Redirects are the client's to follow, and the webhook client follows
+none.
 """
 
 from __future__ import annotations
@@ -37,17 +39,25 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         extensions = dict(request.extensions)
         allowed = bool(extensions.pop(ALLOW_PRIVATE, False))
         addresses = await self._resolve(host, port)
-        address = addresses[0] if allowed and addresses else checked(host, addresses)
+        if not (allowed and addresses):
+            addresses = checked(host, addresses)
         if url.scheme == "https":
             extensions.setdefault("sni_hostname", host)
-        pinned = httpx.Request(
-            request.method,
-            url.copy_with(host=address),
-            headers=request.headers,  # Host: the name's, as the client set it
-            stream=request.stream,
-            extensions=extensions,
-        )
-        return await self._inner.handle_async_request(pinned)
+        unreached: httpx.ConnectError | None = None
+        for address in addresses:  # in the resolver's order, as a connection by name would
+            pinned = httpx.Request(
+                request.method,
+                url.copy_with(host=address),
+                headers=request.headers,  # Host: the name's, as the client set it
+                stream=request.stream,
+                extensions=extensions,
+            )
+            try:
+                return await self._inner.handle_async_request(pinned)
+            except httpx.ConnectError as error:  # not connected: nothing was sent
+                unreached = error
+        assert unreached is not None  # checked() refuses an empty answer
+        raise unreached
 
     async def aclose(self) -> None:
         await self._inner.aclose()

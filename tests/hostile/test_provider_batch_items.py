@@ -149,6 +149,27 @@ async def test_a_look_that_fails_part_way_is_made_again_soon_and_publishes_nothi
     assert sim.stats.batches == 1 and sim.stats.batch_items == JOBS
 
 
+async def test_a_submission_the_provider_no_longer_knows_ends_and_its_jobs_run_online(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    jobs = [tolerant(f"ok-{i}", f"Summarise note {i}.") for i in range(3)]
+    async with SimulatorServer(SimulatorConfig(seed=24, batch_delay_s=60.0)) as sim:
+        settings = lane_settings(make_settings, sqlite_url)
+        async with running_worker(settings, lane_config(sim)) as worker:
+            lane = worker.pipeline.batch_lane
+            assert lane is not None
+            async with HeadwayClient(settings) as client:
+                await client.submit_many(jobs)
+            assert await eventually(lambda: lane.submissions == 1)
+            sim.batch_apis.openai.clear()  # the provider forgot it: 404 on every look
+            results = await all_results(settings, len(jobs))
+            batches, items = await lane_rows(sqlite_url)
+    assert {copies[0]["status"] for copies in results.values()} == {"succeeded"}
+    assert all(len(copies) == 1 for copies in results.values())
+    assert sim.stats.chat_calls == len(jobs)  # online, at the online price
+    assert batches == ["ended"] and items == ["done"] * len(jobs)
+
+
 # -- the result files, read line by line (loopback transport) -----------------------------------
 
 CALL = ChatCall(model="m", messages=[{"role": "user", "content": "hi"}], params=None)

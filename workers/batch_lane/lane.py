@@ -25,7 +25,7 @@ import logging
 import time
 
 from broker.config import DeploymentConfig, HeadwayConfig
-from broker.errors import ProviderError
+from broker.errors import ProviderBadRequest
 from broker.settings import BatchLaneSettings
 from workers.batch_lane.items import Handed, call_of, identity, new_item
 from workers.batch_lane.settling import ItemSettler
@@ -34,7 +34,7 @@ from workers.ledger import batch_lane_rows as rows
 from workers.ledger.database.transactions import Transact
 from workers.pipeline.cancellations import Cancellations
 from workers.pipeline.preparation import Preparation
-from workers.providers.batch_apis import BatchAPI, Call, Outcome
+from workers.providers.batch_apis import BatchAPI, BatchState, Call, Outcome
 from workers.settle.outcomes import CANCELLED
 from workers.settle.settlement import Settlement
 
@@ -205,7 +205,11 @@ class BatchLane:
         are marked done as they are, so a look that fails part-way publishes nothing twice
         when it is made again; the submission ends once every item is settled."""
         api = self._apis[deployment.provider]
-        state = await api.state(batch_id)
+        try:
+            state = await api.state(batch_id)
+        except ProviderBadRequest as error:  # the provider no longer knows it (404): its jobs
+            log.warning("batch %s refused (%s): its jobs go online", batch_id, error)
+            state = BatchState(ended=True, failed=str(error))
         if not state.ended:
             return False
         items: list[rows.Item] = await self._run(lambda conn: rows.items_of(conn, batch_id))
@@ -231,8 +235,8 @@ class BatchLane:
         failed: str | None,
     ) -> dict[str, Outcome]:
         """The items' outcomes by ``custom_id`` (none: they go back online) — none when the
-        batch failed as a whole, or when its results are refused for good (a retryable
-        failure raises: the submission is looked at again)."""
+        batch failed as a whole, or when its results are refused for good (any other failure
+        raises: the submission is looked at again)."""
         if failed is not None:
             return {}
         calls: dict[str, Call] = {}
@@ -243,9 +247,7 @@ class BatchLane:
                 log.warning("batch item %s/%s unreadable: %r", item.tenant, item.job_id, error)
         try:
             return {o.custom_id: o for o in await api.results(batch_id, calls)}
-        except ProviderError as error:
-            if error.retryable:
-                raise
+        except ProviderBadRequest as error:  # refused for good (another error: looked again)
             log.warning("results of batch %s refused (%s): its jobs go online", batch_id, error)
             return {}
 

@@ -40,12 +40,16 @@ OPENAI_TYPES = {
     "server_error": "server_error",
     "overloaded": "server_error",
     "bad_request": "invalid_request_error",
+    "not_found": "invalid_request_error",  # OpenAI's type for an unknown batch or file
 }
 ANTHROPIC_TYPES = {
     "rate_limited": "rate_limit_error",
     "server_error": "api_error",
     "overloaded": "overloaded_error",
     "bad_request": "invalid_request_error",
+    "invalid_request_error": "invalid_request_error",
+    "not_found": "not_found_error",
+    "not_found_error": "not_found_error",
 }
 GEMINI_STATUS = {
     "rate_limited": "RESOURCE_EXHAUSTED",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from broker.admin import create_topics
@@ -22,6 +23,7 @@ from tests.helpers import point_cli_at
 from tests.hostile.ledger_rows import Done, store_finished
 from workers.cli.main import app, main
 from workers.cli.support import csv_cell
+from workers.cli.top import Snapshot, render
 
 MARKUP = "[/x]"
 FORMULAS = {
@@ -123,3 +125,15 @@ async def test_cancel_and_budget_set_echo_a_markup_batch_id_as_written(
     assert f'"batch_id":"{MARKUP}"' in cancel
     budget = await cli("budget", "set", "--tenant", "demo", "--batch", MARKUP, "--usd", "1")
     assert f'"batch_id":"{MARKUP}"' in budget
+
+
+def test_headway_top_shows_label_values_as_written() -> None:
+    snapshot = Snapshot(workers=1)
+    snapshot.add(
+        'headway_jobs_total{status="succeeded",tenant="[/x]",route="[red]r"} 3.0\n'
+        'headway_cost_usd_total{tenant="[/x]",route="[red]r"} 0.5\n'
+    )
+    screen = Console(record=True, width=200, file=io.StringIO())
+    screen.print(render(snapshot, None))
+    shown = screen.export_text()
+    assert "[/x]" in shown and "[red]r" in shown

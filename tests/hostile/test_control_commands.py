@@ -33,6 +33,7 @@ from workers.ledger.database.transactions import Transactions
 from workers.pipeline.access import AccessControl
 from workers.pipeline.cancellations import Cancellations
 from workers.runtime.wiring import cancel_authenticator
+from workers.telemetry.metrics import Metrics
 
 T = 1_800_000_000.0
 FAR = datetime(9999, 1, 1, tzinfo=UTC)
@@ -163,3 +164,11 @@ async def test_a_far_future_set_on_the_topic_loses_to_the_operators_later_set(
     [result] = found.by_key["after"]
     assert (result["status"], result["error"]["code"]) == ("rejected", "budget_exceeded")
     assert simulator.stats.calls == 0
+
+
+def test_control_skips_are_counted_by_reason() -> None:
+    metrics = Metrics()
+    metrics.control_skipped("future_at")
+    metrics.control_skipped("future_at")
+    text = metrics.render().decode()
+    assert 'headway_control_skipped_total{reason="future_at"} 2.0' in text

@@ -291,7 +291,7 @@ async def test_unique_items_is_linear_and_still_tells_1_from_true() -> None:
     many = [{"k": i, "v": [i, str(i)]} for i in range(20_000)]
     started = time.monotonic()
     assert (await structured.check(json.dumps(many), {"uniqueItems": True})).error is None
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0  # ~1 s; pairwise, 3,000 took 16 s (20,000: ~12 min)
     repeated = (await structured.check(json.dumps([*many, many[7]]), {"uniqueItems": True})).error
     assert repeated == "(the answer): item 20000 repeats an earlier item (uniqueItems)"
     assert (await structured.check("[1, 1.0]", {"uniqueItems": True})).error is not None
@@ -323,7 +323,8 @@ async def test_the_event_loop_turns_while_a_check_runs_out_its_budget() -> None:
     checked = await structured.check("{}", fan_out(40), checks)
     ticker.cancel()
     assert checked.unusable and len(gaps) > 100
-    assert max(gaps) < 0.1, max(gaps)  # the GIL changes hands every 5 ms
+    # the GIL changes hands every 5 ms (a busy machine's scheduler adds its own): never the 1 s
+    assert max(gaps) < 0.3, max(gaps)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@
             │                                block): another deployment may take it when the
             │                                route's ``failover_on`` says so
             └── ProviderInvalidOutput    the answer failed the job's JSON schema, twice
+                └── UncheckableOutput        the schema could not be applied to the answer:
+                                                 no other answer is asked for
 
 Job outcomes (rejected, expired, cancelled, failed) are values on a JobResult, not exceptions,
 once they leave a worker's internals. Third-party errors (httpx, aiokafka, SQLAlchemy) are
@@ -162,3 +164,8 @@ class ProviderContentFiltered(PermanentProviderError):
 class ProviderInvalidOutput(PermanentProviderError):
     """The answer did not validate against the job's ``response_format`` — on the call and on
     the one more call the executor makes on the same deployment."""
+
+
+class UncheckableOutput(ProviderInvalidOutput):
+    """The job's schema could not be applied to the answer (references that loop, a check past
+    its time budget): the schema's fault, so no other answer is asked for."""

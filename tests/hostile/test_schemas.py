@@ -26,9 +26,10 @@ from broker.settings import Settings
 from schemas import json_schema
 from schemas.jobs import JobRequest, Priority
 from tests.helpers import chat_job, read_topic, running_worker
+from tests.integration.test_batch_lane import lane_config, lane_settings, results_of, tolerant
 from tests.unit.test_job_pipeline import answer, calls, harness
 from workers.content import schema_check, schema_keywords, structured
-from workers.devstack.simulator import SimulatorServer
+from workers.devstack.simulator import SimulatorConfig, SimulatorServer
 from workers.intake.parsing import InvalidJob, parse_job
 from workers.pipeline.job_pipeline import JobPipeline
 
@@ -442,3 +443,21 @@ async def test_a_hostile_pattern_does_not_delay_another_tenants_job(
     assert refused["status"] == "rejected" and refused["error"]["code"] == "invalid_request"
     assert refused["error"]["message"].startswith(f"{FIELD}.pattern: '(?!x)' is not a pattern RE2")
     assert simulator.stats.calls == len(hostile) * 2 + len(victims)  # asked twice; none refused
+
+
+LOOPING = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
+
+
+async def test_a_batch_answer_its_schema_cannot_be_applied_to_is_not_asked_for_online(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    job = tolerant("loops", "Total?", params={"response_format": format_of(LOOPING)})
+    async with SimulatorServer(SimulatorConfig(seed=8, batch_delay_s=0.3)) as sim:
+        settings = lane_settings(make_settings, sqlite_url)
+        async with running_worker(settings, lane_config(sim)):
+            await produce(settings, [job])
+            results = await results_of(settings, 1)
+    [result] = results["loops"]
+    assert result["status"] == "failed" and result["error"]["code"] == "invalid_output"
+    assert "the schema cannot be applied: its references loop" in result["error"]["message"]
+    assert sim.stats.batch_items == 1 and sim.stats.chat_calls == 0  # no online ask: no use

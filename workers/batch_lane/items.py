@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from broker.config import DeploymentConfig
-from broker.errors import ProviderInvalidOutput
+from broker.errors import ProviderInvalidOutput, UncheckableOutput
 from broker.headers import restored_headers, stored_headers
 from broker.topics import HEADER_ONLINE
 from schemas.content import STRUCTURE_ONLY
@@ -150,7 +150,8 @@ async def execution_of(
     call = _batch_call(deployment, tokens_in, tokens_out, reply.estimated)
     if isinstance(checked, structured.Invalid):  # paid for, not valid: asked again online
         execution.calls = [call]
-        execution.error = ProviderInvalidOutput(
+        invalid = UncheckableOutput if checked.unusable else ProviderInvalidOutput
+        execution.error = invalid(
             f"the answer does not match response_format (Batch API): {checked.reason}",
             provider=deployment.provider,
         )

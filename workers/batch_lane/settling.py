@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from broker.config import DeploymentConfig, HeadwayConfig
-from broker.errors import LedgerUnavailable, ProviderInvalidOutput
+from broker.errors import LedgerUnavailable, ProviderInvalidOutput, UncheckableOutput
 from schemas.jobs import JobKind
 from schemas.results import JobResult, JobStatus
 from workers.batch_lane.items import (
@@ -105,7 +105,7 @@ class ItemSettler:
                 execution = await execution_of(deployment, outcome, saved.job)
                 paid = execution.calls
                 executor = self._executor
-                if isinstance(execution.error, ProviderInvalidOutput) and executor is not None:
+                if _ask_again(execution.error) and executor is not None:
                     await held.enter_async_context(executor.slots.take())  # in doubt until stored
                     execution = await _asked_again(executor, saved, deployment, execution)
                     paid = execution.calls
@@ -203,3 +203,9 @@ async def _asked_again(
     again.calls[:0] = first.calls
     again.attempts += first.attempts
     return again
+
+
+def _ask_again(error: Exception | None) -> bool:
+    """A Batch-API answer failing the job's schema is asked for once more online; one the
+    schema could not be applied to (its fault, not the answer's) is not."""
+    return isinstance(error, ProviderInvalidOutput) and not isinstance(error, UncheckableOutput)

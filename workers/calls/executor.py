@@ -26,6 +26,7 @@ from broker.errors import (
     ProviderInvalidOutput,
     ProviderOverloaded,
     ProviderRateLimited,
+    UncheckableOutput,
 )
 from schemas.jobs import JobKind, JobRequest
 from workers.calls import tokens
@@ -345,7 +346,7 @@ class Executor:
                 checked = await structured.checked_output(output, schema)
                 if isinstance(checked, structured.Invalid):
                     if checked.unusable:  # the schema's fault: another answer cannot help
-                        raise ProviderInvalidOutput(
+                        raise UncheckableOutput(
                             f"the answer could not be checked against response_format: "
                             f"{checked.reason}",
                             provider=deployment.provider,

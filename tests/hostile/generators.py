@@ -206,7 +206,7 @@ class Fuzz:
         rng = self.rng
         count = rng.choice([1, 2, 5, 40, MAX_PARTS, MAX_PARTS + 1, 5000])
         if count > 40:  # many small parts (a few hostile ones): counts, not bytes, must bound
-            parts: list[Any] = [{"type": "text", "text": "a"}] * count
+            parts: list[Any] = [{"type": "text", "text": "a"} for _ in range(count)]
             for _ in range(3):
                 parts[rng.randrange(count)] = self.part()
             return parts
@@ -552,7 +552,7 @@ class Fuzz:
             messages.append({"role": "user", "content": "And then?"})
         elif field == "many_messages":  # what the byte limit lets through: tiny and many
             count = rng.choice([100, 2000, 24_000])
-            job["messages"] = [{"role": "user", "content": "a"}] * count
+            job["messages"] = [{"role": "user", "content": "a"} for _ in range(count)]
         else:
             messages[-1]["content"] = self._deep()
         if not params:

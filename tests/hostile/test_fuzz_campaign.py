@@ -19,8 +19,10 @@ import gc
 import json
 import os
 import re
+import socket
 import time
 import tracemalloc
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -112,6 +114,28 @@ def no_reach(targets: Targets) -> Iterator[None]:
     with watching(paths=(targets.file, "/etc/passwd", "/x.jar")) as watch:
         yield
     assert not watch.seen, f"reached out: {watch.seen[:5]} {SEED}"
+
+
+def test_the_watch_refuses_and_records_a_connection_a_request_and_an_open_not_allowed(
+    targets: Targets,
+) -> None:
+    """The campaign's eyes: what the audit hook sees is refused and recorded (so a property
+    of "nothing reached" can fail)."""
+    with watching(endpoints={("127.0.0.1", 1)}, paths=(targets.file,)) as watch:
+        with socket.socket() as sock, pytest.raises(PermissionError):
+            sock.connect(("127.0.0.1", 9))
+        with pytest.raises(PermissionError):
+            socket.getaddrinfo("169.254.169.254", 80)
+        with pytest.raises(PermissionError):
+            urllib.request.urlopen(targets.http, timeout=1)
+        with pytest.raises(PermissionError), open(targets.file):
+            pass
+    assert watch.seen == [
+        "connect 127.0.0.1:9",
+        "lookup 169.254.169.254:80",
+        f"urllib {targets.http}",
+        f"open {targets.file}",
+    ]
 
 
 def measured(
@@ -252,6 +276,24 @@ def test_valid_hostile_jobs_are_estimated_and_mapped_to_every_wire_or_refused_wi
     figures.report()
 
 
+def _admitted(schema: dict[str, Any]) -> bool:
+    """Whether a job carrying ``schema`` passes intake and its schema check."""
+    response_format = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    job = {
+        "job_id": "s",
+        "tenant": "acme",
+        "kind": "chat",
+        "route": "r",
+        "messages": [{"role": "user", "content": "x"}],
+        "params": {"response_format": response_format},
+    }
+    intake = parse_job(json.dumps(job).encode(), MAX_BYTES)
+    return (
+        isinstance(intake, ValidJob)
+        and schema_check._refused(json.dumps(response_format, sort_keys=True)) is None
+    )
+
+
 def _answers(schema: dict[str, Any]) -> Iterator[str]:
     """What a model might write: what the simulator writes, and strings made to hurt."""
     yield json.dumps(instance(schema))
@@ -264,14 +306,18 @@ def _answers(schema: dict[str, Any]) -> Iterator[str]:
 async def test_answers_are_checked_against_hostile_schemas_without_reaching_out_or_stalling(
     fuzz: Fuzz, no_reach: None
 ) -> None:
+    """Every schema the generator makes, admitted at intake or not (a record intake saw before
+    a check existed still reaches the checker), against what a model might write."""
     figures = Figures("structured answers")
-    for case, value in _jobs(fuzz):
-        intake = parse_job(value, MAX_BYTES)
-        if not isinstance(intake, ValidJob) or intake.job.params is None:
+    for index in range(CASES // 3):
+        case = f"schema {index} {SEED}"
+        try:
+            schema = json.loads(fuzz.dumps(fuzz.schema()))
+        except RecursionError:  # deeper than any JSON reader takes: no job carries it
             continue
-        schema = structured.expected(intake.job.params.response_format)
-        if schema is None:
+        if not isinstance(schema, dict):
             continue
+        figures.count("admitted" if _admitted(schema) else "refused at intake")
         for answer in _answers(schema):
             figures.cases += 1
             checked = await off_the_loop(figures, case, partial(structured.check, answer, schema))

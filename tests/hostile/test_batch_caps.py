@@ -5,6 +5,7 @@ cap untouched for 30 days was forgotten by a restarted worker."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +73,18 @@ async def test_a_cap_a_job_set_binds_the_next_job_on_a_worker_that_never_looked(
         # the same batch id of another tenant, and another batch, have no cap
         assert isinstance(await other.admit(job("lab-a", "theirs", batch_id="zero")), Ticket)
         assert isinstance(await other.admit(job("solo", "free", batch_id="free")), Ticket)
+
+
+async def test_jobs_reaching_admission_while_the_cap_setting_job_reserves_wait_for_its_cap(
+    replicas: Any,
+) -> None:
+    clock = Clock()
+    async with replicas(1, clock) as (worker,):
+        seed = job("solo", "seed", batch_id="zero", batch_budget_usd=0.0)
+        behind = [job("solo", f"z{i}", batch_id="zero") for i in range(20)]
+        outcomes = await asyncio.gather(*(worker.admit(request) for request in [seed, *behind]))
+    for outcome in outcomes:
+        assert refused_by_cap(outcome, "zero")
 
 
 async def test_an_operators_cap_binds_every_worker_at_once(replicas: Any) -> None:

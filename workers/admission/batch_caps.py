@@ -17,12 +17,23 @@ that set it, on any worker, however long the batch was idle. A cache could not d
 no invalidation reaches that worker before its next job. What it costs: a batch without a cap
 pays one indexed read of a row that does not exist (no write, no lock); a capped batch's jobs
 are held like any budget's. Measured in docs/tenancy.md.
+
+Jobs that reach their reservation while a job of the same batch that may set its cap (one
+carrying ``batch_budget_usd``) is reserving on the same worker wait for it
+(:class:`SeedGates`): the database alone would let them read the row before that transaction
+commits. Jobs reserved before the cap-setting job — another worker's, or read earlier from
+another partition (Kafka orders records only within one) — are not held by it: to cap a batch
+from its first job, give every job of the batch its ``batch_budget_usd``, or set the cap with
+``headway budget set`` before submitting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, or_, select, union_all
@@ -73,6 +84,39 @@ async def store_cap(
             where=or_(BudgetRow.limit_set_at.is_(None), BudgetRow.limit_set_at < set_at),
         )
     )
+
+
+@dataclass
+class _Seeding:
+    running: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SeedGates:
+    """This worker's reservations that may set a batch's cap, while they run."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], _Seeding] = {}
+
+    @contextlib.asynccontextmanager
+    async def reserving(self, tenant: str, batch_id: str, seeds: bool) -> AsyncIterator[None]:
+        """Around a reservation of a job of the batch: one that ``seeds`` (carries a cap) is
+        let through and counted; any other first waits for those running to end."""
+        key = (tenant, batch_id)
+        if not seeds:
+            while (seeding := self._open.get(key)) is not None:
+                await seeding.done.wait()
+            yield
+            return
+        seeding = self._open.setdefault(key, _Seeding())
+        seeding.running += 1
+        try:
+            yield
+        finally:
+            seeding.running -= 1
+            if seeding.running == 0:
+                del self._open[key]
+                seeding.done.set()
 
 
 class BatchCaps:

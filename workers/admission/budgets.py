@@ -22,6 +22,7 @@ messages, images, documents, tool definitions, the response schema) plus its out
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from broker.config import BudgetPeriod, OnBudgetExhausted, RouteConfig, TeamConf
 from schemas.jobs import JobRequest
 from schemas.results import ErrorCode
 from workers.admission import budget_alerts
+from workers.admission.batch_caps import SeedGates
 from workers.admission.periods import period_end, period_key
 from workers.admission.quotas import Clock, Wait
 from workers.calls.routing import Router
@@ -85,6 +87,7 @@ class Budgets:
         lease_s: float,
         clock: Clock,
         teams: Mapping[str, TeamConfig] | None = None,
+        seeds: SeedGates | None = None,
     ) -> None:
         self._router = router
         self._run = run
@@ -92,6 +95,7 @@ class Budgets:
         self._lease_s = lease_s
         self._clock = clock
         self._teams = teams or {}
+        self._seeds = seeds or SeedGates()
         self._ledger = BudgetLedger()
 
     def applies(self, job: JobRequest, tenant: TenantConfig) -> bool:
@@ -143,11 +147,15 @@ class Budgets:
         amount = max(1, to_nano(self.max_cost_usd(job, route, billed)))
         hold = Hold(job.tenant, job.job_id, tuple(s.budget.period for s in scopes), amount)
         budgets = [scope.budget for scope in scopes]
-        reserved = await self._run(
-            lambda conn: self._ledger.reserve(
-                conn, hold, budgets, self._owner, now, now + self._lease_s
+        gate = contextlib.nullcontext() if job.batch_id is None else self._seeds.reserving(
+            job.tenant, job.batch_id, seeds=job.batch_budget_usd is not None
+        )  # fmt: skip
+        async with gate:
+            reserved = await self._run(
+                lambda conn: self._ledger.reserve(
+                    conn, hold, budgets, self._owner, now, now + self._lease_s
+                )
             )
-        )
         if reserved.ok:
             return dataclasses.replace(hold, periods=reserved.held) if reserved.held else None
         scope = scopes[reserved.refused]

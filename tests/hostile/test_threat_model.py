@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "security.md"
 #: a spec as the doc names it: `tests/x/test_y.py`, `test_y.py`, optionally `::test_name` (a
-#: trailing `…` abbreviates the name)
-SPEC = re.compile(r"`((?:tests/[\w/]+/)?test_\w+\.py)(?:::(\w+)(…)?)?`")
+#: trailing `…` abbreviates the name); a bare `::test_name` is in the file named before it
+SPEC = re.compile(r"`((?:tests/[\w/]+/)?test_\w+\.py)?(?:::(\w+)(…)?)?`")
 
 
 def _tables(text: str, heading: str) -> list[list[str]]:
@@ -43,7 +43,14 @@ def _test_names(path: Path) -> set[str]:
 
 
 def _named_specs(cell: str) -> list[tuple[str, str | None, bool]]:
-    return [(match[1], match[2] or None, bool(match[3])) for match in SPEC.finditer(cell)]
+    specs: list[tuple[str, str | None, bool]] = []
+    for match in SPEC.finditer(cell):
+        if match[1] is None and match[2] is None:
+            continue  # some other code span
+        file = match[1] or (specs[-1][0] if specs else "")
+        assert file, f"{match[0]} names no file before it"
+        specs.append((file, match[2] or None, bool(match[3])))
+    return specs
 
 
 def test_every_surface_names_specs_that_exist() -> None:

@@ -155,13 +155,13 @@ def test_a_tenant_waiting_in_the_ledger_spills_even_below_the_bound() -> None:
     assert spills(spill, "b")
 
 
-def test_a_job_that_does_not_parse_is_never_spilled() -> None:
+async def test_a_job_that_does_not_parse_is_never_spilled() -> None:
     spill, scheduler, tracker, _ = spill_over()
     fetcher = fetcher_over(spill, scheduler, PausingConsumer(normal_partition()))
     fill(scheduler, tracker, "a", 4)
     tp = normal_partition()
     bad = ConsumerRecord(tp.topic, 0, 9, 0, 0, None, b'{"tenant": "a", "job_id": ', None, -1, 9, [])
-    fetcher._take({tp: [bad]})
+    await fetcher._take({tp: [bad]})
     assert spill.pending == 0 and len(scheduler) == 5  # it ends at once, rejected
 
 
@@ -171,7 +171,7 @@ async def test_a_job_is_spilled_on_its_identity_and_validated_when_it_comes_back
     fill(scheduler, tracker, "a", 4)
     tp = normal_partition()
     value = json.dumps(chat_job("a-9", tenant="a", batch_id="nightly")).encode()
-    fetcher._take({tp: [ConsumerRecord(tp.topic, 0, 9, 0, 0, None, value, None, -1, 9, [])]})
+    await fetcher._take({tp: [ConsumerRecord(tp.topic, 0, 9, 0, 0, None, value, None, -1, 9, [])]})
     assert spill.pending == 1
     await spill.store()
     for _ in range(4):

@@ -10,6 +10,10 @@ only that lane's, resumed below half: memory stays bounded whatever the backlog.
 offset is registered with the :class:`~workers.intake.offsets.OffsetTracker` before its job is
 queued.
 
+A large record is parsed in a thread (:func:`~workers.intake.parsing.parse_job_aside`): what
+intake admits may still take tens of milliseconds to parse, and a fetch of such records would
+hold every tenant's jobs behind the event loop for seconds.
+
 A record aiokafka cannot decode (any client can write a header name that is not UTF-8) makes
 a whole fetch raise; :mod:`workers.intake.undecodable` finds it, the fetcher dead-letters it by its
 position, and fetching goes on past it: one record never stops the worker or stalls its
@@ -35,7 +39,7 @@ from workers.intake.parsing import (
     Unreadable,
     held_bytes,
     identity_of,
-    parse_job,
+    parse_job_aside,
     tenant_of,
 )
 from workers.intake.scheduler import RECORD_OVERHEAD_BYTES, LaneScheduler, QueuedJob
@@ -112,7 +116,7 @@ class Fetcher:
                 if not await self._step_past.recover(self._fetchable()):
                     await asyncio.sleep(UNDECODABLE_PAUSE_S)
                 continue
-            self._take(batches)
+            await self._take(batches)
             await self._store_spilled()
             self._apply_backpressure()
 
@@ -134,20 +138,22 @@ class Fetcher:
         spill = self._spill
         return spill is not None and spill.accepting and not self._store_failed
 
-    def _take(self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    async def _take(
+        self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
         if batches and self.first_fetch_at is None:
             self.first_fetch_at = time.perf_counter()
         for tp, records in batches.items():
             for record in records:
                 self._tracker.add(tp, record.offset)
-                self._enqueue(tp, record)
+                await self._enqueue(tp, record)
             if records:
                 self._fetched[tp] = records[-1].offset + 1
 
     # -- records that cannot be decoded -------------------------------------------------------
 
     async def _took(self, batches: Batches) -> None:
-        self._take(batches)
+        await self._take(batches)
 
     async def _dead_letter_undecodable(
         self, tp: TopicPartition, offset: int, error: Exception
@@ -161,7 +167,7 @@ class Fetcher:
             tp.topic, tp.partition, offset, 0, 0, None, None, None, -1, -1, []
         )
         self._tracker.add(tp, offset)
-        self._enqueue(tp, record, Unreadable(reason))
+        await self._enqueue(tp, record, Unreadable(reason))
         self._fetched[tp] = offset + 1
 
     def _fetchable(self) -> list[TopicPartition]:
@@ -177,7 +183,7 @@ class Fetcher:
         for tp in revoked:
             self._fetched.pop(tp, None)
 
-    def _enqueue(
+    async def _enqueue(
         self,
         tp: TopicPartition,
         record: ConsumerRecord[bytes, bytes],
@@ -194,7 +200,7 @@ class Fetcher:
                     self._spill.add(QueuedJob(record, lane, tp, size, account, identity=identity))
                     return
         if intake is None:
-            intake = parse_job(record.value, self._max_message_bytes)
+            intake = await parse_job_aside(record.value, self._max_message_bytes)
         size = held_bytes(record.value, intake) + RECORD_OVERHEAD_BYTES  # the parsed job too
         queued = QueuedJob(record, lane, tp, size, self._account(tenant_of(intake)), intake)
         if parked:  # waits for its time, then its own lane

@@ -34,7 +34,7 @@ from broker.errors import LedgerRefused
 from broker.topics import LANES
 from schemas.jobs import Priority
 from workers.intake.offsets import OffsetTracker
-from workers.intake.parsing import Identity, ValidJob, held_bytes, parse_job
+from workers.intake.parsing import Identity, ValidJob, held_bytes, parse_job, parse_job_aside
 from workers.intake.scheduler import RECORD_OVERHEAD_BYTES, LaneScheduler, QueuedJob
 from workers.ledger import spill_rows
 from workers.ledger.database.transactions import Transact, Work
@@ -262,7 +262,7 @@ class Spill:
                 self._waiting_weight[lane] = 0.0
             now = self._clock()
             for row in taken:
-                self._scheduler.put(self._queued(row, lane, now))
+                self._scheduler.put(await self._queued(row, lane, now))
             took += len(taken)
             self.taken += len(taken)
         return took
@@ -271,7 +271,7 @@ class Spill:
         async with self._ledger:
             return await self._run(work)
 
-    def _queued(self, taken: Taken, lane: Priority, now: float) -> QueuedJob:
+    async def _queued(self, taken: Taken, lane: Priority, now: float) -> QueuedJob:
         stored = taken.record
         key, value = stored.key, stored.value
         record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
@@ -287,7 +287,7 @@ class Spill:
             len(value),
             spill_rows.decode_headers(stored.headers),
         )
-        intake = parse_job(value, self._max_message_bytes)
+        intake = await parse_job_aside(value, self._max_message_bytes)
         return QueuedJob(
             record,
             lane,

@@ -49,7 +49,7 @@ from workers.providers.base import ChatCall
 
 FUZZ_SEED = int(os.environ.get("HEADWAY_FUZZ_SEED", "33"))
 FULL = os.environ.get("HEADWAY_FUZZ_FULL", "") not in ("", "0")
-CASES = 3000 if FULL else 150
+CASES = 1000 if FULL else 100
 MAX_BYTES = 1024 * 1024  # HEADWAY_MAX_MESSAGE_BYTES's default
 BUDGET_S = 0.05
 BUDGET_S_PER_MIB = 0.04  # parsing JSON is linear: a large input may take this much more

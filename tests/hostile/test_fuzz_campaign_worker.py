@@ -24,6 +24,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,9 +265,14 @@ async def test_a_fuzz_campaign_over_the_newer_fields_never_reaches_out_stalls_or
         assert letter.error, f"a dead letter without a reason {SEED}"
         lettered.add((int(named[HEADER_SOURCE_PARTITION]), int(named[HEADER_SOURCE_OFFSET])))
     lost = [s for s in sent if (s[1], s[2]) not in lettered and s[3] not in by_id]
-    failed_valid, stall = [], 0.0
+    failed_valid, stall, slowest = [], 0.0, 0.0
+    hostile_statuses: Counter[str] = Counter()
     for kind, _, _, job_id, at in sent:
+        if by_id.get(job_id):
+            slowest = max(slowest, by_id[job_id][0].timestamp / 1000 - at)
         if kind == "hostile":
+            for record in by_id.get(job_id, [])[:1]:
+                hostile_statuses[json.loads(record.value)["status"]] += 1
             continue
         statuses = [json.loads(r.value)["status"] for r in by_id.get(job_id, [])]
         if not statuses or set(statuses) != {"succeeded"}:
@@ -284,10 +290,12 @@ async def test_a_fuzz_campaign_over_the_newer_fields_never_reaches_out_stalls_or
     print(  # the figures docs/reliability.md reports (pytest -s)
         f"fuzz worker {SEED}: {len(sent)} job records ({hostile} hostile, "
         f"{len(sent) - hostile} valid), {CONTROL_COMMANDS + 1} control commands, "
-        f"{len(letters)} dead letters, {len(by_id)} job ids answered, worker deaths "
+        f"{len(letters)} dead letters, {len(by_id)} job ids answered (hostile ones: "
+        f"{dict(sorted(hostile_statuses.items()))}), worker deaths "
         f"{0 if alive else 1}, stuck partitions {stuck}, records lost {len(lost)}, connections "
         f"besides the expected {len(watch.seen) + len(canary.requests)}, victim's longest wait "
-        f"{stall:.1f} s, simulator requests {simulator.stats.calls}"
+        f"{stall:.1f} s, longest a record waited for its result {slowest:.1f} s, simulator "
+        f"requests {simulator.stats.calls}"
     )
     assert alive, f"a worker task ended {SEED}"
     assert not watch.seen and not canary.requests, (watch.seen[:5], canary.requests[:5], SEED)

@@ -62,3 +62,24 @@ def test_the_simulator_writes_a_small_instance_of_nested_arrays() -> None:
     for _ in range(16):
         schema = {"type": "array", "minItems": 10**6, "items": schema}
     assert len(json.dumps(instance(schema))) <= MAX_INSTANCE_ITEMS**2 * (MAX_INSTANCE_CHARS + 64)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "items": True, "minItems": 2},
+        {"type": "object", "properties": {"a": False}, "required": ["a"]},
+        {"type": "array", "items": ["not", "a", "schema"], "minItems": 1},
+        {"anyOf": "x"},
+        {"enum": "abc"},
+        {"type": "object", "required": "a"},
+        {"type": "object", "required": [7, "a"], "properties": {"a": None}},
+        True,
+        None,
+        ["x"],
+    ],
+)
+def test_the_simulator_takes_any_json_value_as_a_schema(schema: Any) -> None:
+    """Boolean subschemas are valid JSON Schema (``items: true``); any other value is what a
+    request may hold all the same: the simulator answers, it does not raise."""
+    json.dumps(instance(schema))

@@ -118,26 +118,31 @@ def _json(ask: Ask, everything: str, index: int) -> Answer:
     return Answer(text, "stop", output_tokens=behaviour.count_tokens(text))
 
 
-def instance(schema: dict[str, Any], depth: int = 0) -> Any:
-    """The smallest value valid against a (simple) JSON schema: required properties only."""
-    if depth > 16:
+def instance(schema: Any, depth: int = 0) -> Any:
+    """The smallest value valid against a (simple) JSON schema: required properties only. Any
+    JSON value is taken as a schema (``true``, ``false``, or what no schema is: ``null``)."""
+    if depth > 16 or not isinstance(schema, dict):
         return None
     if "const" in schema:
         return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return instance(schema[key][0], depth + 1)
+        branches = schema.get(key)
+        if isinstance(branches, list) and branches:
+            return instance(branches[0], depth + 1)
     kind = schema.get("type", "object")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
-        properties = schema.get("properties") or {}
-        required = schema.get("required") or []
-        return {name: instance(properties.get(name) or {}, depth + 1) for name in required}
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        required = schema.get("required")
+        names = [n for n in required if isinstance(n, str)] if isinstance(required, list) else []
+        return {name: instance(properties.get(name, {}), depth + 1) for name in names}
     if kind == "array":
-        items = schema.get("items") or {}
+        items = schema.get("items", {})
         most = MAX_INSTANCE_ITEMS if depth < 2 else 1
         return [instance(items, depth + 1) for _ in range(_count(schema.get("minItems"), 0, most))]
     if kind == "string":

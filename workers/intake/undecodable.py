@@ -48,7 +48,8 @@ class StepPast:
     ) -> None:
         """``next_offsets``: per partition, the offset after the last record taken (kept
         current by the owner); ``on_records``: take fetched records; ``on_undecodable``: the
-        record at (partition, offset) cannot be read, for this reason."""
+        record at (partition, offset) cannot be read, for this reason — the owner counts it as
+        taken (its next offset moves past it), or the next search would rewind to it again."""
         self._consumer = consumer
         self._next = next_offsets
         self._on_records = on_records

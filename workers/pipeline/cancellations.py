@@ -201,8 +201,11 @@ class Cancellations:
                 return
 
     async def _skip_undecodable(self, tp: TopicPartition, offset: int, error: Exception) -> None:
+        """Step past it for good: the next record is the first not taken (a later rewind must
+        not come back to it — consecutive undecodable records once pinned the follower)."""
         log.warning("control: skipping the undecodable record at offset %d of %s", offset, tp)
         self._skipped("undecodable")
+        self._next[tp] = offset + 1
 
     def _latest_at(self, timestamp_ms: int | None) -> float:
         """The latest ``at`` a command read now may carry."""

@@ -180,8 +180,19 @@ def _identity(raw: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _has_lone_surrogate(value: Any) -> bool:
-    """Whether any string in ``value`` (keys included) holds a lone UTF-16 surrogate; walked
-    with a stack, not recursion: a value may be nested as deeply as ``json.loads`` reads."""
+    """Whether any string in ``value`` (keys included) holds a lone UTF-16 surrogate: written
+    out as UTF-8 by the JSON encoder (C speed), or, for a value nested deeper than the encoder
+    goes (as deeply as ``json.loads`` reads), walked with a stack."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:
+        return _walk_for_lone_surrogate(value)
+    return False
+
+
+def _walk_for_lone_surrogate(value: Any) -> bool:
     pending = [value]
     while pending:
         item = pending.pop()

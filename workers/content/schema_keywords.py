@@ -7,7 +7,10 @@ An answer is checked against a producer's schema, so no keyword may run super-li
 - ``uniqueItems`` compares canonical forms in a set (jsonschema compares objects pairwise:
   16 s for 3,000);
 - every keyword first checks the check's deadline (:func:`spend`), so a schema whose references
-  fan out (each level twice the last: 2ⁿ evaluations from n definitions) stops at its budget.
+  fan out (each level twice the last: 2ⁿ evaluations from n definitions) stops at its budget;
+- a subschema's ``$schema`` never picks another validator: jsonschema's ``evolve`` takes the
+  class its ``$schema`` names (any dialect, 2020-12 itself too: backtracking ``re``, off the
+  clock), so :data:`Linear` evolves into :data:`Linear` (answers are checked as draft 2020-12).
 
 The three property keywords follow jsonschema's own (``_keywords.py``, ``_utils.py``; MIT),
 with RE2 where those call ``re.search``.
@@ -21,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import attrs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from jsonschema.validators import extend
@@ -196,3 +200,17 @@ Linear: Any = extend(  # type: ignore[no-untyped-call]
         for name, keyword in {**Draft202012Validator.VALIDATORS, **_OWN}.items()
     },
 )
+
+
+def _evolve_linear(self: Any, **changes: Any) -> Any:
+    """jsonschema's ``evolve`` without its ``validator_for``: the same class whatever the new
+    schema's ``$schema`` says."""
+    cls = type(self)
+    changes.setdefault("schema", self.schema)
+    for field in attrs.fields(cls):
+        if field.init and field.alias not in changes:
+            changes[field.alias] = getattr(self, field.name)
+    return cls(**changes)
+
+
+Linear.evolve = _evolve_linear

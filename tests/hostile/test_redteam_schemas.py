@@ -1,0 +1,83 @@
+"""Red-team specs on the schema check (issue 33 §2, second look): a ``$schema`` inside a schema
+never swaps the worker's linear, clocked validator for jsonschema's own.
+
+jsonschema picks a subschema's validator class from its ``$schema`` when it descends (``evolve``
+calls ``validator_for``): a subschema, or the root reached again by ``$ref: "#"``, naming any
+dialect jsonschema knows (draft 2020-12 itself included) was checked with Python's backtracking
+``re`` and off the clock — ``^(x+)+y$`` against 26 characters held the GIL, so the event loop
+and every tenant's jobs, for seconds (each character doubles it), and a fanning-out schema ran
+past its budget. Intake admits every such schema (RE2 compiles the pattern; the dialect is known).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from schemas import json_schema
+from workers.content import schema_check, structured
+
+HOSTILE = "^(x+)+y$"
+ANSWER = {"a": "x" * 26}  # 2^26 steps for a backtracking engine: seconds; RE2: microseconds
+DIALECTS = [
+    "https://json-schema.org/draft/2020-12/schema",
+    "https://json-schema.org/draft/2019-09/schema",
+    "http://json-schema.org/draft-07/schema#",
+    "http://json-schema.org/draft-06/schema#",
+    "http://json-schema.org/draft-04/schema#",
+    "http://json-schema.org/draft-03/schema#",
+]
+
+
+def nested(dialect: str) -> dict[str, Any]:
+    """The hostile pattern in a subschema naming its own dialect."""
+    inner = {"$schema": dialect, "type": "string", "pattern": HOSTILE}
+    return {"type": "object", "properties": {"a": inner}}
+
+
+def root_again(dialect: str) -> dict[str, Any]:
+    """The dialect at the root (as many real schemas have it), the root reached by ``$ref``."""
+    return {
+        "$schema": dialect,
+        "type": ["object", "string"],
+        "properties": {"a": {"$ref": "#"}},
+        "pattern": HOSTILE,
+    }
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("shape", [nested, root_again])
+async def test_a_dialect_named_inside_a_schema_keeps_patterns_linear(
+    dialect: str, shape: Any
+) -> None:
+    schema = shape(dialect)
+    json_schema.check(schema, "schema")  # intake admits it
+    started = time.monotonic()
+    checked = await structured.check(json.dumps(ANSWER), schema)
+    assert time.monotonic() - started < 1.0
+    assert checked.error is not None and "does not match '^(x+)+y$'" in checked.error
+
+
+@pytest.mark.parametrize("dialect", DIALECTS[:3])
+async def test_a_dialect_named_inside_a_schema_keeps_every_keyword_on_the_clock(
+    dialect: str,
+) -> None:
+    levels = 22  # 2^22 evaluations of the last definition: far past the budget
+    defs: dict[str, Any] = {
+        f"d{i}": {
+            "$schema": dialect,
+            "allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}],
+        }
+        for i in range(levels)
+    }
+    defs[f"d{levels}"] = {"type": "object"}
+    schema = {"$defs": defs, "$ref": "#/$defs/d0"}
+    json_schema.check(schema, "schema")
+    started = time.monotonic()
+    checked = await structured.check("{}", schema, schema_check.Checks(budget_s=0.3))
+    assert time.monotonic() - started < 2.0
+    assert checked.unusable
+    assert checked.error == "the schema cannot be applied: applying it took longer than 0.3 s"

@@ -81,3 +81,40 @@ async def test_a_dialect_named_inside_a_schema_keeps_every_keyword_on_the_clock(
     assert time.monotonic() - started < 2.0
     assert checked.unusable
     assert checked.error == "the schema cannot be applied: applying it took longer than 0.3 s"
+
+
+# -- RE2 is linear in time, not small in memory: a pattern's program is bounded ------------------
+
+#: 20 bytes of schema; RE2 (8 MiB default budget) compiled it to ~3.7 MB, holding the GIL 0.13 s
+HUGE = "(?:\\pL|\\pN){300}"
+
+
+def test_one_pattern_whose_program_is_too_large_is_refused_at_intake() -> None:
+    with pytest.raises(ValueError, match=r"schema\.pattern: .* is not a pattern RE2 matches"):
+        json_schema.check({"type": "string", "pattern": HUGE}, "schema")
+
+
+def test_a_schemas_patterns_are_bounded_in_all() -> None:
+    # each compiles alone; 40 of them held ~150 MB (300 distinct ones: past 1 GB, an OOM-kill)
+    many = {f"p{i}": {"type": "string", "pattern": f"(?:\\pL|\\pN){{40}}{i}"} for i in range(40)}
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"schema: its patterns compile to more than"):
+        json_schema.check({"type": "object", "properties": many}, "schema")
+    assert time.monotonic() - started < 1.0
+
+
+def test_realistic_patterns_are_still_admitted() -> None:
+    for pattern in [
+        "^[\\p{L} '-]{1,100}$",  # 120,001 instructions: the largest kind admitted
+        "^[\\w.+-]{1,64}@[\\w-]{1,63}(\\.[\\w-]{1,63}){1,8}$",
+        "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(?:\\.\\d+)?(?:Z|[+-]\\d{2}:\\d{2})$",
+        "^[^\\n]{1,1000}$",
+    ]:
+        json_schema.check({"type": "string", "pattern": pattern}, "schema")
+
+
+def test_compiled_patterns_kept_are_bounded() -> None:
+    # every kept pattern is at most its memory budget: the cache holds at most their product
+    assert json_schema.regex.cache_info().maxsize is not None
+    kept = json_schema.regex.cache_info().maxsize * json_schema.PATTERN_MEMORY
+    assert kept <= 128 * 1024 * 1024

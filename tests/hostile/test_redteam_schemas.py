@@ -11,6 +11,7 @@ past its budget. Intake admits every such schema (RE2 compiles the pattern; the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -118,3 +119,19 @@ def test_compiled_patterns_kept_are_bounded() -> None:
     assert json_schema.regex.cache_info().maxsize is not None
     kept = json_schema.regex.cache_info().maxsize * json_schema.PATTERN_MEMORY
     assert kept <= 128 * 1024 * 1024
+
+
+# -- a check's budget is its own running time, not its wait behind other tenants' checks ---------
+
+
+async def test_a_check_waiting_behind_other_checks_is_not_judged_over_its_budget() -> None:
+    # another tenant's slow checks (a 20,000-value schema's own check takes ~1 s; 20 of them
+    # queued held the pool 14 s) filled the pool: the victim's trivial answer check, its clock
+    # started when it was queued, was "took longer than 2 s" — its job failed invalid_output
+    checks = schema_check.Checks(budget_s=0.5, threads=1)
+    others = asyncio.ensure_future(checks.run(lambda: time.sleep(1.0)))
+    await asyncio.sleep(0.05)
+    checked = await structured.check('{"a": 1}', {"type": "object"}, checks)
+    await others
+    assert not checked.unusable, checked.error
+    assert checked.error is None

@@ -135,3 +135,19 @@ async def test_a_check_waiting_behind_other_checks_is_not_judged_over_its_budget
     await others
     assert not checked.unusable, checked.error
     assert checked.error is None
+
+
+async def test_one_tenants_checks_queue_behind_each_other_not_in_front_of_another_tenants() -> None:
+    checks = schema_check.Checks(budget_s=2.0, threads=2)
+    hostile = [
+        asyncio.ensure_future(checks.run(lambda: time.sleep(0.4), tenant="mallory"))
+        for _ in range(10)
+    ]
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    checked = await structured.check('{"a": 1}', {"type": "object"}, checks, tenant="victim")
+    waited = time.monotonic() - started
+    await asyncio.gather(*hostile)
+    assert checked.error is None
+    assert waited < 0.3, waited  # FIFO: behind 10 × 0.4 s on 2 threads, ~2 s
+    assert not checks._turns  # nothing kept per tenant once its checks are done

@@ -142,7 +142,7 @@ async def execution_of(
         tokens_in, tokens_out = reply.input_tokens, reply.output_tokens
         schema = structured.expected(job.params.response_format) if job.params else None
         if schema is not None:
-            checked = await structured.checked_output(answer, schema)
+            checked = await structured.checked_output(answer, schema, tenant=job.tenant)
             output = checked if isinstance(checked, ChatOutput) else answer
     else:
         output = embedding_output(job, reply.embeddings)

@@ -343,7 +343,7 @@ class Executor:
             execution.calls.append(served)
             output = chat.output()
             if schema is not None:
-                checked = await structured.checked_output(output, schema)
+                checked = await structured.checked_output(output, schema, tenant=job.tenant)
                 if isinstance(checked, structured.Invalid):
                     if checked.unusable:  # the schema's fault: another answer cannot help
                         raise UncheckableOutput(

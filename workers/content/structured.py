@@ -48,23 +48,26 @@ def expected(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
-async def check(text: str, schema: dict[str, Any], checks: Checks = CHECKS) -> Checked:
-    """One answer, parsed and checked in a check thread, within the checks' budget."""
+async def check(
+    text: str, schema: dict[str, Any], checks: Checks = CHECKS, tenant: str | None = None
+) -> Checked:
+    """One answer, parsed and checked in a check thread, within the checks' budget (in
+    ``tenant``'s turn)."""
     try:
-        return await checks.run(lambda: _check(text, schema))
+        return await checks.run(lambda: _check(text, schema), tenant)
     except Unusable as unusable:
         return Checked(error=f"{UNUSABLE}{unusable}", unusable=True)
 
 
 async def checked_output(
-    output: ChatOutput, schema: dict[str, Any], checks: Checks = CHECKS
+    output: ChatOutput, schema: dict[str, Any], checks: Checks = CHECKS, tenant: str | None = None
 ) -> ChatOutput | Invalid:
     """The output with its answers parsed, or why one of them is not valid. An answer that
     called tools instead of writing JSON, or refused (OpenAI's ``refusal``), is not checked."""
     if output.tool_calls or output.refusal is not None:  # no JSON was meant to be there
         return output
     try:
-        return await checks.run(lambda: _checked_output(output, schema))
+        return await checks.run(lambda: _checked_output(output, schema), tenant)
     except Unusable as unusable:
         return Invalid(f"{UNUSABLE}{unusable}", unusable=True)
 

@@ -69,7 +69,7 @@ class Preparation:
             return checked
         if job.params is not None and job.params.response_format is not None:
             # intake checked the schema's structure; its meta-schema and patterns off the loop
-            refused = await CHECKS.schema_refused(job.params.response_format)
+            refused = await CHECKS.schema_refused(job.params.response_format, job.tenant)
             if refused is not None:
                 return Rejection(ErrorCode.INVALID_REQUEST, refused)
         prepared = Prepared(job, checked, None)

@@ -37,6 +37,8 @@ REFUSED = tuple(
         ("240.0.0.0/4", "reserved"),
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
+        ("::/96", "reserved (IPv4-compatible)"),  # ::a.b.c.d, deprecated: never a receiver
+        ("64:ff9b:1::/48", "local-use NAT64"),  # RFC 8215: the operator's own translator
         ("fc00::/7", "private (unique-local)"),
         ("fe80::/10", "link-local"),
         ("fec0::/10", "site-local"),

@@ -21,6 +21,7 @@ from broker.config import development_config
 from broker.settings import Settings
 from tests.helpers import point_cli_at
 from tests.hostile.ledger_rows import Done, store_finished
+from workers.cli import support
 from workers.cli.main import app, main
 from workers.cli.support import csv_cell
 from workers.cli.top import Snapshot, render
@@ -50,8 +51,15 @@ async def cli(*args: str) -> str:
 @pytest.fixture
 def cli_ledger(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("HEADWAY_DATABASE_URL", database_url)
-    monkeypatch.setenv("COLUMNS", "250")  # tables wide enough to show each cell whole
+    wide(monkeypatch)
     return database_url
+
+
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables and messages wide enough to show each cell whole (the CLI's consoles are made
+    when it is imported, so COLUMNS set later would not reach them)."""
+    for console in (support.console, support.err):
+        monkeypatch.setattr(console, "_width", 250)
 
 
 async def test_markup_in_a_batch_id_is_printed_as_written_by_status_usage_and_audit(
@@ -102,6 +110,7 @@ def test_markup_in_an_error_and_a_file_name_is_printed_as_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("HEADWAY_DATABASE_URL", sqlite_url)
+    wide(monkeypatch)
     with pytest.raises(SystemExit) as ended:
         main(["templates", "show", MARKUP])
     assert ended.value.code == 2

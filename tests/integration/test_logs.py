@@ -52,10 +52,12 @@ async def test_a_jobs_log_lines_name_it_and_its_trace_and_hide_secrets(
     redact_secrets([SECRET])  # what `headway worker` does with config.secret_env_names()
     original = JobPipeline.handle
 
-    async def handle(self: JobPipeline, record: Any, intake: Any = None) -> None:
+    async def handle(
+        self: JobPipeline, record: Any, intake: Any = None, replay: Any = None
+    ) -> None:
         if b'"leaky"' in record.value:
             raise RuntimeError(f"bug while holding {SECRET} and Bearer abcdef123456")
-        await original(self, record, intake)
+        await original(self, record, intake, replay)
 
     monkeypatch.setattr(JobPipeline, "handle", handle)
     producer_spans = InMemorySpanExporter()

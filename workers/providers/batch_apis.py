@@ -281,10 +281,27 @@ class AnthropicBatches(_Http):
         return BatchState((await self._view(batch_id)).get("processing_status") == "ended")
 
     async def results(self, batch_id: str, calls: dict[str, Call]) -> list[Outcome]:
-        view = await self._view(batch_id)
-        url = view.get("results_url") or f"{self._url}/{batch_id}/results"
-        content = await self.send("GET", url, self._headers)
+        content = await self.send(
+            "GET", self._results_url(await self._view(batch_id), batch_id), self._headers
+        )
         return _outcomes(self.name, _result_lines(self.name, content.text), calls, self._outcome)
+
+    def _results_url(self, view: dict[str, Any], batch_id: str) -> str:
+        """The view's ``results_url`` when it is on the deployment's own origin (scheme, host,
+        port); else this batch's results path there: the provider's word never sends the API
+        key to another host, nor the worker to another address."""
+        own = f"{self._url}/{batch_id}/results"
+        named = view.get("results_url")
+        if not isinstance(named, str) or not named:
+            return own
+        try:
+            elsewhere = _origin(httpx.URL(named)) != _origin(httpx.URL(self._url))
+        except httpx.InvalidURL:
+            elsewhere = True
+        if elsewhere:
+            log.warning("%s: batch %s names results off its origin (ignored)", self.name, batch_id)
+            return own
+        return named
 
     def _outcome(self, line: dict[str, Any], calls: dict[str, Call]) -> Outcome:
         """One line (read inside ``transport_errors``: what cannot be read is unreadable)."""
@@ -301,3 +318,7 @@ class AnthropicBatches(_Http):
                 custom_id, error=_item_error(self.name, status, str(error.get("message")))
             )
         return Outcome(custom_id, expired=True)  # expired, canceled
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
